@@ -1,0 +1,37 @@
+"""mmfuse: learn from images and text together.
+
+Public API: ``Predictor``, ``Config`` (and its parts), ``build_model``, ``load``,
+``list_components``.
+"""
+
+from __future__ import annotations
+
+from mmfuse.config import Config, DataConfig, EncoderConfig, ModelConfig, TrainConfig
+from mmfuse.models.build import build_model
+from mmfuse.predictor import VERSION as __version__
+from mmfuse.predictor import Predictor
+
+
+def load(directory: str) -> Predictor:
+    """Load a saved model folder (safetensors + YAML/JSON; no pickle)."""
+    return Predictor.load(directory)
+
+
+def list_components() -> dict[str, dict[str, str]]:
+    """Every registered component, by kind: name -> one-line summary."""
+    from mmfuse.data.builtin import DATASETS
+    from mmfuse.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
+    from mmfuse.fusion import FUSIONS
+    from mmfuse.heads import HEADS
+
+    registries = {
+        "image encoders": IMAGE_ENCODERS, "text encoders": TEXT_ENCODERS,
+        "fusions": FUSIONS, "heads": HEADS, "datasets": DATASETS,
+    }
+    return {kind: {n: r.summary(n) for n in r.names()} for kind, r in registries.items()}
+
+
+__all__ = [
+    "Config", "DataConfig", "EncoderConfig", "ModelConfig", "Predictor", "TrainConfig",
+    "__version__", "build_model", "list_components", "load",
+]

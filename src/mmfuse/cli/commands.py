@@ -1,0 +1,173 @@
+"""train, evaluate, predict, list, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mmfuse.cli.app import app, friendly, out, print_metrics, write_json_file
+from mmfuse.config import Config, EncoderConfig
+from mmfuse.errors import ConfigError
+
+Opt = typer.Option
+
+
+@app.command()
+@friendly
+def train(
+    out_dir: Annotated[Path, Opt("--out", help="Run folder: checkpoints, metrics, model")],
+    data: Annotated[Path | None, Opt(help="Training manifest (CSV, TSV, JSONL, Parquet)")] = None,
+    dataset: Annotated[str | None, Opt(help="A built-in dataset instead of --data")] = None,
+    val_data: Annotated[Path | None, Opt(help="Validation manifest (default: split)")] = None,
+    test_data: Annotated[Path | None, Opt(help="Evaluate on this manifest after training")] = None,
+    config: Annotated[Path | None, Opt(help="YAML config; flags override it")] = None,
+    image_col: Annotated[list[str] | None, Opt(help="Image column (repeat for several)")] = None,
+    text_col: Annotated[list[str] | None, Opt(help="Text column (repeat for several)")] = None,
+    label_col: Annotated[str | None, Opt(help="Target column")] = None,
+    task: Annotated[str | None, Opt(help="classification|multilabel|regression|binary")] = None,
+    image_encoder: Annotated[str | None, Opt(help="See `mmfuse list`")] = None,
+    text_encoder: Annotated[str | None, Opt(help="See `mmfuse list`; or hf:/local/folder")] = None,
+    fusion: Annotated[str | None, Opt(help="See `mmfuse list`")] = None,
+    modalities: Annotated[str | None, Opt(help="image,text | image | text")] = None,
+    finetune_image: Annotated[bool, Opt(help="Train the pretrained image encoder too")] = False,
+    finetune_text: Annotated[bool, Opt(help="Train the pretrained text encoder too")] = False,
+    image_size: Annotated[int | None, Opt(help="Image side in pixels")] = None,
+    epochs: Annotated[int | None, Opt()] = None,
+    batch_size: Annotated[int | None, Opt()] = None,
+    lr: Annotated[float | None, Opt()] = None,
+    seed: Annotated[int | None, Opt()] = None,
+    modality_dropout: Annotated[float | None, Opt(help="Hide a modality in training")] = None,
+    imbalance: Annotated[str | None, Opt(help="auto|none|weight|sample")] = None,
+    on_bad_rows: Annotated[str | None, Opt(help="error|skip")] = None,
+    allow_missing: Annotated[bool, Opt(help="Empty image/text cells are missing modalities")] = False,
+    cache_dir: Annotated[str | None, Opt(help="Feature cache folder, or 'none'")] = None,
+    num_workers: Annotated[int | None, Opt(help="Image-decoding worker processes")] = None,
+    threads: Annotated[int | None, Opt(help="torch threads (default: all cores)")] = None,
+    resume: Annotated[bool, Opt(help="Continue a killed run from its last checkpoint")] = False,
+) -> None:
+    """Train a model on a table of images and texts."""
+    from mmfuse.predictor import Predictor
+
+    cfg = Config.from_yaml(config) if config else Config()
+    if resume and config is None and (out_dir / "config.yaml").exists():
+        cfg = Config.from_yaml(out_dir / "config.yaml")  # same settings as the killed run
+    frames = {}
+    if dataset:
+        from mmfuse.data.builtin import DATASETS
+
+        builtin = DATASETS.get(dataset)()
+        frames = builtin.splits
+        if not (resume and config is None and (out_dir / "config.yaml").exists()):
+            cfg.data = builtin.data
+    elif data is None:
+        raise ConfigError("name the training data: --data train.csv (or --dataset easy-vqa)")
+    d, m, t = cfg.data, cfg.model, cfg.train
+    d.image_cols = image_col if image_col else d.image_cols
+    d.text_cols = text_col if text_col else d.text_cols
+    d.label_col = label_col or d.label_col
+    d.task = task or d.task
+    d.on_bad_rows = on_bad_rows or d.on_bad_rows
+    d.allow_missing = allow_missing or d.allow_missing
+    if image_encoder:
+        m.image_encoder = EncoderConfig(image_encoder)
+    if text_encoder:
+        m.text_encoder = EncoderConfig(text_encoder)
+    if finetune_image:
+        m.image_encoder.frozen = False
+    if finetune_text:
+        m.text_encoder.frozen = False
+    if image_size:
+        m.image_encoder.image_size = image_size
+    m.fusion = fusion or m.fusion
+    if modalities:
+        m.modalities = [x.strip() for x in modalities.split(",") if x.strip()]
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr),
+                        ("seed", seed), ("modality_dropout", modality_dropout),
+                        ("imbalance", imbalance), ("num_workers", num_workers),
+                        ("threads", threads)):
+        if value is not None:
+            setattr(t, name, value)
+    cfg.cache_dir = cache_dir or cfg.cache_dir
+    cfg.validate()
+
+    train_data = frames.get("train") if dataset else data
+    test = frames.get("test") if dataset and test_data is None else test_data
+    predictor = Predictor(cfg).fit(train_data, val_data, run_dir=out_dir, resume=resume)
+    print_metrics("validation", predictor.metrics_["validation"])
+    if predictor.skipped_rows_:
+        out.print(f"skipped {len(predictor.skipped_rows_)} bad row(s): see {out_dir}/bad_rows.csv")
+    if test is not None:
+        metrics = predictor.evaluate(test)
+        write_json_file(out_dir / "test_metrics.json", metrics)
+        print_metrics("test", metrics)
+    out.print(f"model saved in {out_dir}")
+
+
+@app.command()
+@friendly
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run or model folder")],
+    data: Annotated[Path, Opt(help="Labelled manifest")],
+    output: Annotated[Path | None, Opt(help="JSON file (default RUN/evaluation.json)")] = None,
+) -> None:
+    """Metrics of a trained model on labelled data, written as JSON."""
+    from mmfuse.predictor import Predictor
+
+    metrics = Predictor.load(run).evaluate(data)
+    target = output or run / "evaluation.json"
+    write_json_file(target, metrics)
+    print_metrics(f"evaluation on {data.name}", metrics)
+    out.print(f"written to {target}")
+
+
+@app.command()
+@friendly
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run or model folder")],
+    data: Annotated[Path, Opt(help="Manifest to predict")],
+    output: Annotated[Path, Opt(help="CSV with predictions")] = Path("predictions.csv"),
+) -> None:
+    """Predictions (with class probabilities and modality weights) as CSV."""
+    from mmfuse.predictor import Predictor
+
+    frame = Predictor.load(run).predict_frame(data)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(output, index=False)
+    out.print(f"{len(frame)} predictions written to {output}")
+
+
+@app.command("list")
+def list_command() -> None:
+    """Registered encoders, fusions, heads and built-in datasets."""
+    from mmfuse import list_components
+
+    for kind, entries in list_components().items():
+        table = Table(title=kind, title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        for name, summary in entries.items():
+            table.add_row(name, summary)
+        out.print(table)
+
+
+@app.command()
+@friendly
+def demo(
+    out_dir: Annotated[Path, Opt("--out")] = Path("runs/demo"),
+    epochs: Annotated[int, Opt()] = 6,
+) -> None:
+    """Train on easy-VQA (built in): fused model vs image-only vs text-only, on the test split."""
+    from mmfuse.demo import run_demo
+
+    summary = run_demo(out_dir, epochs=epochs)
+    table = Table(title="easy-VQA test split (image + question -> answer)")
+    for column in ("model", "accuracy", "macro-F1", "train seconds"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, row in summary["models"].items():
+        table.add_row(name, f"{row['accuracy']:.4f}", f"{row['macro_f1']:.4f}",
+                      f"{row['train_seconds']:.0f}")
+    out.print(table)
+    out.print(f"runs and summary.json in {out_dir}")

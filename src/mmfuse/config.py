@@ -1,0 +1,140 @@
+"""Typed configuration that round-trips to YAML. Configs hold registry names and plain values."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+import yaml
+
+from mmfuse.errors import ConfigError
+
+TASKS = ("classification", "multilabel", "regression", "binary")
+MODALITY_KINDS = ("image", "text")
+
+
+@dataclass
+class DataConfig:
+    """Which columns hold what, and how bad rows are treated."""
+
+    image_cols: list[str] = field(default_factory=lambda: ["image"])
+    text_cols: list[str] = field(default_factory=lambda: ["text"])
+    label_col: str = "label"
+    task: str = "classification"
+    label_sep: str = "|"  # multilabel targets are written "a|b|c" in one cell
+    val_fraction: float = 0.1
+    on_bad_rows: str = "error"  # "error" or "skip"
+    allow_missing: bool = False  # an empty image/text cell is a missing modality, not an error
+
+
+@dataclass
+class EncoderConfig:
+    """One encoder. ``frozen=None`` means: pretrained encoders frozen, from-scratch ones trained."""
+
+    name: str
+    frozen: bool | None = None
+    image_size: int | None = None  # None: the encoder's own default
+    max_length: int = 64
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    image_encoder: EncoderConfig = field(
+        default_factory=lambda: EncoderConfig("efficientnet-lite0")
+    )
+    text_encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig("minilm"))
+    fusion: str = "gated"
+    modalities: list[str] = field(default_factory=lambda: list(MODALITY_KINDS))
+    hidden_dim: int = 256
+    dropout: float = 0.1
+    fusion_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    encoder_lr: float = 3e-5  # for pretrained encoders that are fine-tuned
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    patience: int = 5
+    metric: str | None = None  # None: macro_f1 (classification kinds) or rmse (regression)
+    seed: int = 0
+    modality_dropout: float = 0.0
+    imbalance: str = "none"  # "none", "weight" (class-weighted loss), "sample", "auto"
+    num_workers: int = 2
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cache_dir: str | None = None  # None: $MMFUSE_CACHE or ~/.cache/mmfuse
+
+    def validate(self) -> Config:
+        if self.data.task not in TASKS:
+            raise ConfigError(f"unknown task '{self.data.task}'. Known: {', '.join(TASKS)}")
+        unknown = set(self.model.modalities) - set(MODALITY_KINDS)
+        if unknown or not self.model.modalities:
+            raise ConfigError(
+                f"modalities must be a non-empty subset of {MODALITY_KINDS}, "
+                f"got {self.model.modalities}"
+            )
+        if "image" in self.model.modalities and not self.data.image_cols:
+            raise ConfigError("modality 'image' is selected but no image column is named")
+        if "text" in self.model.modalities and not self.data.text_cols:
+            raise ConfigError("modality 'text' is selected but no text column is named")
+        if self.data.on_bad_rows not in ("error", "skip"):
+            raise ConfigError("on_bad_rows must be 'error' or 'skip'")
+        if self.train.imbalance not in ("auto", "none", "weight", "sample"):
+            raise ConfigError("imbalance must be one of auto, none, weight, sample")
+        if not 0.0 <= self.train.modality_dropout < 1.0:
+            raise ConfigError("modality_dropout must be in [0, 1)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path) -> None:
+        from mmfuse.training.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        return _from_dict(cls, values, "config").validate()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Config:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read config {path}: {error}") from error
+        return cls.from_dict(values)
+
+
+C = TypeVar("C")
+
+
+def _from_dict(cls: type[C], values: dict[str, Any], where: str) -> C:
+    """Build a (nested) dataclass, rejecting unknown keys with their dotted path."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(sorted(unknown))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _from_dict(hint, value, f"{where}.{name}")
+        kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,1 @@
+"""Manifests, validation, built-in datasets, image transforms, vocabularies and splits."""

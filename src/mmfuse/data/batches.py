@@ -1,0 +1,119 @@
+"""Per-modality sources and the dataset that turns row indices into a model batch.
+
+A source serves one modality for a set of rows: either features from the cache (frozen
+encoders: a table lookup) or raw inputs decoded on the fly (trainable encoders: images are
+decoded in DataLoader workers, overlapping with the model's compute).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from mmfuse.data.images import ImageTransform, open_image
+
+Batch = dict[str, dict[str, torch.Tensor]]
+
+
+@dataclass
+class FeatureTable:
+    """Cached features of U distinct inputs and, per row, which one it uses.
+
+    ``pooled`` (U + 1, D) — the last row is zeros, used by rows whose modality is missing;
+    ``tokens`` (U + 1, T, D) float16 and ``token_mask`` (U + 1, T) when a fusion needs tokens;
+    ``index`` (N,) row -> table row.
+    """
+
+    pooled: torch.Tensor
+    tokens: torch.Tensor | None
+    token_mask: torch.Tensor | None
+    index: torch.Tensor
+    present: torch.Tensor  # (N,) bool
+
+    def fetch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        slots = self.index[rows]
+        out = {"pooled": self.pooled[slots], "present": self.present[rows]}
+        if self.tokens is not None and self.token_mask is not None:
+            out["tokens"] = self.tokens[slots].float()
+            out["token_mask"] = self.token_mask[slots]
+        return out
+
+
+@dataclass
+class RawImages:
+    """Image paths (None = missing), decoded and transformed per batch."""
+
+    paths: list[str | None]
+    transform: ImageTransform
+    prepare: Callable[[list[Any]], dict[str, torch.Tensor]]
+
+    def fetch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        blank = torch.zeros(3, self.transform.size, self.transform.size)
+        picked = [self.paths[i] for i in rows.tolist()]
+        images = [self.transform(open_image(p)) if p is not None else blank for p in picked]
+        out = self.prepare(images)
+        out["present"] = torch.tensor([p is not None for p in picked])
+        return out
+
+
+@dataclass
+class RawTexts:
+    """Texts (None = missing), tokenised per batch."""
+
+    texts: list[str | None]
+    prepare: Callable[[list[Any]], dict[str, torch.Tensor]]
+
+    def fetch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        picked = [self.texts[i] for i in rows.tolist()]
+        out = self.prepare([t if t is not None else "" for t in picked])
+        out["present"] = torch.tensor([t is not None for t in picked])
+        return out
+
+
+Source = FeatureTable | RawImages | RawTexts
+
+
+class MultimodalDataset(Dataset):
+    """Rows of a validated frame; ``__getitems__`` builds a whole batch at once.
+
+    Returns ``(batch, target)`` where target is (B,), (B, C) or None when there are no labels.
+    """
+
+    def __init__(self, sources: dict[str, Source], targets: torch.Tensor | None) -> None:
+        self.sources = sources
+        self.targets = targets
+        self.length = _source_length(next(iter(sources.values())))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitems__(self, indices: list[int]) -> tuple[Batch, torch.Tensor | None]:
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        batch = {m: source.fetch(rows) for m, source in self.sources.items()}
+        target = self.targets[rows] if self.targets is not None else None
+        return batch, target
+
+    def __getitem__(self, index: int) -> tuple[Batch, torch.Tensor | None]:
+        return self.__getitems__([index])
+
+    @property
+    def needs_workers(self) -> bool:
+        """Decoding images is the slow part worth spreading over worker processes."""
+        return any(isinstance(s, RawImages) for s in self.sources.values())
+
+
+def _source_length(source: Source) -> int:
+    if isinstance(source, RawImages):
+        return len(source.paths)
+    if isinstance(source, RawTexts):
+        return len(source.texts)
+    return len(source.index)
+
+
+def unwrap(batch: Any) -> Any:
+    """collate_fn: ``__getitems__`` already returns a finished batch."""
+    return batch

@@ -1,0 +1,65 @@
+"""Safe image decoding and the preprocessing that travels with an image encoder."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+# Pillow warns above MAX_IMAGE_PIXELS and raises at twice that; we treat the warning as an error
+# so a crafted 1 KB PNG that inflates to gigabytes is rejected before it is decoded.
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+class ImageDecodeError(ValueError):
+    """An image that is missing, too large, truncated or not an image."""
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Decode an image fully into RGB, or raise ImageDecodeError saying why."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise ImageDecodeError(f"image not found: {path}") from error
+    if size > MAX_FILE_BYTES:
+        raise ImageDecodeError(f"image file is {size / 2**20:.0f} MiB, over the 50 MiB limit")
+    previous = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageDecodeError(f"image is too large to decode safely ({error})") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageDecodeError(f"cannot decode image {path.name}: {error}") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Resize (whole image, no crop: shapes at the border matter) and normalise to (3, S, S)."""
+
+    size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resample: str = "bicubic"
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        method = getattr(Image.Resampling, self.resample.upper())
+        resized = image.resize((self.size, self.size), method)
+        array = np.asarray(resized, dtype=np.float32) / 255.0  # (S, S, 3)
+        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, S, S)
+
+    def describe(self) -> str:
+        return f"{self.size}px/{self.resample}/mean{self.mean}/std{self.std}"

@@ -1,0 +1,199 @@
+"""Check a manifest before any training: every problem found at once, with file, row and column."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mmfuse.config import DataConfig
+from mmfuse.data.images import ImageDecodeError, open_image
+from mmfuse.errors import DataValidationError, Problem
+from mmfuse.progress import track
+
+SKIP_HINT = (
+    "Fix these rows, or pass --on-bad-rows skip (Python: DataConfig(on_bad_rows='skip')) "
+    "to drop them; the dropped rows are then listed in the run folder's bad_rows.csv."
+)
+
+
+def is_blank(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def parse_label(value: Any, task: str, sep: str) -> str | float | list[str]:
+    """The target of one row, as the task reads it. Raises ValueError for an unusable value."""
+    if task == "regression":
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"target {value!r} is not a finite number")
+        return number
+    if task == "multilabel":
+        labels = [part.strip() for part in str(value).split(sep) if part.strip()]
+        return sorted(set(labels))
+    return str(value).strip()
+
+
+def check_columns(frame: pd.DataFrame, wanted: dict[str, str]) -> None:
+    """Raise (before looking at rows) when a named column is absent. ``wanted``: column -> flag."""
+    source = frame.attrs.get("source", "<DataFrame>")
+    problems = []
+    for column, flag in wanted.items():
+        if column not in frame.columns:
+            close = difflib.get_close_matches(column, [str(c) for c in frame.columns], n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            problems.append(
+                Problem(
+                    source,
+                    None,
+                    column,
+                    f"column not found; the columns are: {', '.join(map(str, frame.columns))}."
+                    f"{hint} Name the right one with {flag}.",
+                )
+            )
+    if problems:
+        raise DataValidationError(problems)
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    data: DataConfig,
+    modalities: list[str],
+    known_labels: list[str] | None = None,
+    require_labels: bool = True,
+) -> pd.DataFrame:
+    """Return the usable rows with image paths resolved to absolute paths and targets parsed.
+
+    Adds ``_row`` (1-based row number in the source) and ``_target`` (when labels are present).
+    Bad rows raise DataValidationError, or are dropped and listed in ``attrs['skipped']`` when
+    ``data.on_bad_rows == 'skip'``.
+    """
+    source = frame.attrs.get("source", "<DataFrame>")
+    base_dir = Path(frame.attrs.get("base_dir", "."))
+    image_cols = data.image_cols if "image" in modalities else []
+    text_cols = data.text_cols if "text" in modalities else []
+    wanted = {c: "--image-col" for c in image_cols} | {c: "--text-col" for c in text_cols}
+    has_labels = data.label_col in frame.columns
+    if require_labels:
+        wanted[data.label_col] = "--label-col"
+    check_columns(frame, wanted)
+
+    frame = frame.reset_index(drop=True).copy()
+    frame["_row"] = range(1, len(frame) + 1)
+    problems: list[Problem] = []
+    bad_rows: set[int] = set()
+
+    def report(index: int, column: str | None, message: str) -> None:
+        problems.append(Problem(source, index + 1, column, message))
+        bad_rows.add(index)
+
+    if len(frame) == 0:
+        raise DataValidationError([Problem(source, None, None, "the manifest has no rows")])
+
+    image_errors = _check_images(frame, image_cols, base_dir)
+    for column in image_cols:
+        resolved = []
+        for index, value in enumerate(frame[column].tolist()):
+            if is_blank(value):
+                resolved.append(None)
+                if not data.allow_missing:
+                    report(index, column, "image path is empty (allow missing modalities with "
+                           "--allow-missing)")
+                continue
+            path = _resolve(value, base_dir)
+            error = image_errors.get(path)
+            if error:
+                report(index, column, error)
+            resolved.append(path)
+        frame[column] = resolved
+
+    for column in text_cols:
+        texts = []
+        for index, value in enumerate(frame[column].tolist()):
+            if is_blank(value):
+                texts.append(None)
+                if not data.allow_missing:
+                    report(index, column, "text is empty (allow missing modalities with "
+                           "--allow-missing)")
+            else:
+                texts.append(str(value))
+        frame[column] = texts
+
+    if data.allow_missing:
+        columns = image_cols + text_cols
+        empty = frame[columns].isna().all(axis=1) if columns else pd.Series(dtype=bool)
+        for index in empty[empty].index:
+            report(int(index), None, "every image and text cell of this row is empty")
+
+    if has_labels:
+        targets: list[Any] = []
+        known = set(known_labels) if known_labels is not None else None
+        for index, value in enumerate(frame[data.label_col].tolist()):
+            if is_blank(value):
+                targets.append(None)
+                if require_labels:
+                    report(index, data.label_col, "label is missing")
+                continue
+            try:
+                target = parse_label(value, data.task, data.label_sep)
+            except ValueError:
+                targets.append(None)
+                report(index, data.label_col, f"{value!r} is not a number (task is regression)")
+                continue
+            targets.append(target)
+            if known is not None and data.task != "regression":
+                unseen = [t for t in (target if isinstance(target, list) else [target])
+                          if t not in known]
+                if unseen:
+                    report(index, data.label_col,
+                           f"label {', '.join(map(repr, unseen))} was not seen in training; "
+                           f"known labels: {', '.join(sorted(known)[:15])}")
+        frame["_target"] = targets
+
+    if problems:
+        if data.on_bad_rows != "skip":
+            raise DataValidationError(problems, SKIP_HINT)
+        frame = frame.drop(index=sorted(bad_rows)).reset_index(drop=True)
+        if len(frame) == 0:
+            raise DataValidationError(problems, "Every row is bad; nothing is left to use.")
+    frame.attrs["source"] = source
+    frame.attrs["base_dir"] = str(base_dir)
+    frame.attrs["skipped"] = problems
+    return frame
+
+
+def problems_frame(problems: list[Problem]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"file": p.file, "row": p.row, "column": p.column, "problem": p.message}
+         for p in problems],
+        columns=["file", "row", "column", "problem"],
+    )
+
+
+def _resolve(value: Any, base_dir: Path) -> str:
+    path = Path(str(value).strip()).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def _check_images(frame: pd.DataFrame, columns: list[str], base_dir: Path) -> dict[str, str]:
+    """Decode each distinct image once (threads: Pillow releases the GIL while decoding)."""
+    paths = sorted({_resolve(v, base_dir) for c in columns for v in frame[c] if not is_blank(v)})
+
+    def check(path: str) -> tuple[str, str | None]:
+        try:
+            open_image(path)
+            return path, None
+        except ImageDecodeError as error:
+            return path, str(error)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(track(pool.map(check, paths), total=len(paths), description="Checking images"))
+    return {path: error for path, error in results if error}

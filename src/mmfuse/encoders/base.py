@@ -1,0 +1,100 @@
+"""The encoder contract shared by every image and text encoder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from mmfuse.config import EncoderConfig
+from mmfuse.errors import ConfigError
+from mmfuse.registry import Registry
+
+
+class EncoderOutput(NamedTuple):
+    pooled: torch.Tensor  # (B, D)
+    tokens: torch.Tensor  # (B, T, D): image regions or text tokens
+    token_mask: torch.Tensor  # (B, T) bool, True where a token is real
+
+
+class Encoder(nn.Module):
+    """Maps a batch of preprocessed inputs to pooled features and tokens.
+
+    Subclasses set ``kind`` ("image" or "text"), ``output_dim``, ``pretrained`` and a
+    ``fingerprint`` of their weights; ``cache_key`` adds the preprocessing so that cached
+    features are never reused across different weights or transforms.
+    """
+
+    kind: str = ""
+    output_dim: int = 0
+    pretrained: bool = False
+    fingerprint: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = False
+
+    def freeze(self, frozen: bool) -> Encoder:
+        self.frozen = frozen
+        self.requires_grad_(not frozen)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> Encoder:
+        # A frozen encoder stays in eval mode: batch-norm statistics and dropout must not move.
+        return super().train(mode and not self.frozen)
+
+    @property
+    def preprocessing(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.fingerprint}|{self.preprocessing}"
+
+    def prepare(self, values: list[Any]) -> dict[str, torch.Tensor]:
+        """Raw values (decoded images or strings) -> the keyword inputs of ``forward``."""
+        raise NotImplementedError
+
+
+IMAGE_ENCODERS: Registry[Encoder] = Registry("image encoder")
+TEXT_ENCODERS: Registry[Encoder] = Registry("text encoder")
+
+
+def create_encoder(kind: str, cfg: EncoderConfig, **context: Any) -> Encoder:
+    """Build and freeze (or not) an encoder from its config. ``hf:/path`` names a local HF folder."""
+    registry = IMAGE_ENCODERS if kind == "image" else TEXT_ENCODERS
+    name, argument = cfg.name, None
+    if kind == "text" and cfg.name.startswith("hf:"):
+        name, argument = "hf", cfg.name[3:]
+    factory = registry.get(name)
+    if kind == "image":
+        context = {}  # only text encoders take fitted state (a vocabulary)
+    encoder = factory(cfg, argument, **context) if argument else factory(cfg, **context)
+    frozen = encoder.pretrained if cfg.frozen is None else cfg.frozen
+    if frozen and not encoder.pretrained:
+        raise ConfigError(
+            f"{kind} encoder '{cfg.name}' is trained from scratch; it cannot be frozen "
+            "(set frozen: false or leave it unset)"
+        )
+    return encoder.freeze(frozen)
+
+
+def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
+    """A cheap, stable fingerprint of a weights file: its size and first and last megabyte."""
+    digest = hashlib.blake2b(digest_size=8)
+    size = path.stat().st_size
+    digest.update(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(chunk))
+        handle.seek(max(0, size - chunk))
+        digest.update(handle.read(chunk))
+    return digest.hexdigest()
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, D), (B, T) -> (B, D), averaging real tokens only."""
+    weights = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)

@@ -1,0 +1,61 @@
+"""A bidirectional GRU over a vocabulary built from the training texts (any language)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmfuse.config import EncoderConfig
+from mmfuse.data.vocabulary import Vocabulary
+from mmfuse.encoders.base import TEXT_ENCODERS, Encoder, EncoderOutput, masked_mean
+from mmfuse.errors import ConfigError
+
+
+class GRUTextEncoder(Encoder):
+    """input_ids (B, T) -> pooled (B, 2H) and token states (B, T, 2H)."""
+
+    kind = "text"
+    pretrained = False
+
+    def __init__(
+        self, vocabulary: Vocabulary, embed_dim: int = 128, hidden: int = 128, max_length: int = 64
+    ) -> None:
+        super().__init__()
+        self.vocabulary = vocabulary
+        self.max_length = max_length
+        self.embedding = nn.Embedding(len(vocabulary), embed_dim, padding_idx=0)
+        self.gru = nn.GRU(embed_dim, hidden, batch_first=True, bidirectional=True)
+        self.output_dim = 2 * hidden
+        self.fingerprint = f"gru:{vocabulary.level}:{len(vocabulary)}:{embed_dim}:{hidden}"
+
+    @property
+    def preprocessing(self) -> str:
+        return f"{self.vocabulary.level}-vocabulary,max_length={self.max_length}"
+
+    def prepare(self, values: list[str]) -> dict[str, torch.Tensor]:
+        return self.vocabulary.encode(values, self.max_length)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
+        embedded = self.embedding(input_ids)  # (B, T, E)
+        lengths = attention_mask.sum(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            embedded, lengths, batch_first=True, enforce_sorted=False
+        )
+        output, _ = self.gru(packed)
+        states, _ = nn.utils.rnn.pad_packed_sequence(
+            output, batch_first=True, total_length=input_ids.shape[1]
+        )  # (B, T, 2H)
+        mask = attention_mask.bool()
+        return EncoderOutput(masked_mean(states, mask), states, mask)
+
+
+@TEXT_ENCODERS.register("gru", "bidirectional GRU on a word/char vocabulary from the training data")
+def gru(cfg: EncoderConfig, vocabulary: Vocabulary | None = None) -> Encoder:
+    if vocabulary is None:
+        raise ConfigError("the gru text encoder needs a vocabulary built from training texts")
+    return GRUTextEncoder(
+        vocabulary,
+        embed_dim=int(cfg.options.get("embed_dim", 128)),
+        hidden=int(cfg.options.get("hidden", 128)),
+        max_length=cfg.max_length,
+    )

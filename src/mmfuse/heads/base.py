@@ -1,0 +1,39 @@
+"""The head contract: a linear map from the fused vector that owns its loss and decoding."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmfuse.registry import Registry
+
+
+class Head(nn.Module):
+    """(B, H) fused -> (B, n_outputs) logits; ``loss``, ``probabilities`` and ``decode`` on top.
+
+    Heads are linear on purpose: late fusion relies on it (a weighted average of per-modality
+    representations then gives the weighted average of per-modality logits).
+    """
+
+    def __init__(self, in_dim: int, n_outputs: int, dropout: float) -> None:
+        super().__init__()
+        self.n_outputs = n_outputs
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(in_dim, n_outputs)
+
+    def forward(self, fused: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(fused))
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, n_outputs) scores in [0, 1]; regression returns its predictions."""
+        raise NotImplementedError
+
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
+        """Predictions: class ids (B,), 0/1 indicators (B, C), or values (B,)."""
+        raise NotImplementedError
+
+
+HEADS: Registry[Head] = Registry("head")

@@ -1,0 +1,27 @@
+"""Single-label classification over C classes, optionally class-weighted."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from mmfuse.heads.base import HEADS, Head
+
+
+@HEADS.register("classification", "one of C classes; softmax cross-entropy")
+class ClassificationHead(Head):
+    def __init__(
+        self, in_dim: int, n_outputs: int, dropout: float, class_weights: torch.Tensor | None = None
+    ) -> None:
+        super().__init__(in_dim, n_outputs, dropout)
+        weights = class_weights if class_weights is not None else torch.ones(n_outputs)
+        self.register_buffer("class_weights", weights.float())
+
+    def loss(self, logits, target):
+        return F.cross_entropy(logits, target.long(), weight=self.class_weights)
+
+    def probabilities(self, logits):
+        return logits.softmax(-1)
+
+    def decode(self, logits):
+        return logits.argmax(-1)

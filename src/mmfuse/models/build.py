@@ -1,0 +1,52 @@
+"""build_model: the only place where a config turns into modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmfuse.config import Config
+from mmfuse.data.vocabulary import Vocabulary
+from mmfuse.encoders import create_encoder
+from mmfuse.errors import ConfigError
+from mmfuse.fusion import FUSIONS
+from mmfuse.heads import HEADS
+from mmfuse.models.multimodal import MultimodalModel
+
+
+def modality_kinds(cfg: Config) -> dict[str, str]:
+    """Modality name (column) -> kind, for the kinds selected in ``cfg.model.modalities``."""
+    kinds: dict[str, str] = {}
+    for kind, columns in (("image", cfg.data.image_cols), ("text", cfg.data.text_cols)):
+        if kind in cfg.model.modalities:
+            for column in columns:
+                if column in kinds:
+                    raise ConfigError(f"column '{column}' is named as both image and text")
+                kinds[column] = kind
+    return kinds
+
+
+def build_model(
+    cfg: Config,
+    n_outputs: int,
+    vocabulary: Vocabulary | None = None,
+    head_options: dict[str, Any] | None = None,
+) -> MultimodalModel:
+    """Encoders, fusion and head from a config; every input size is computed, never hand-wired."""
+    cfg.validate()
+    kinds = modality_kinds(cfg)
+    encoder_cfgs = {"image": cfg.model.image_encoder, "text": cfg.model.text_encoder}
+    encoders = {
+        kind: create_encoder(kind, encoder_cfgs[kind], vocabulary=vocabulary)
+        for kind in sorted(set(kinds.values()))
+    }
+    input_dims = {m: encoders[kind].output_dim for m, kind in kinds.items()}
+    try:
+        fusion = FUSIONS.get(cfg.model.fusion)(
+            input_dims, cfg.model.hidden_dim, cfg.model.dropout, **cfg.model.fusion_options
+        )
+        head = HEADS.get(cfg.data.task)(
+            fusion.output_dim, n_outputs, cfg.model.dropout, **(head_options or {})
+        )
+    except TypeError as error:  # an option the component does not take
+        raise ConfigError(f"bad option for fusion '{cfg.model.fusion}': {error}") from error
+    return MultimodalModel(encoders, kinds, fusion, head)

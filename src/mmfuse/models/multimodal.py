@@ -1,0 +1,114 @@
+"""The composition: encoders -> (missing-modality substitution) -> fusion -> head."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from mmfuse.encoders.base import Encoder, EncoderOutput
+from mmfuse.fusion.base import Fusion
+from mmfuse.heads.base import Head
+
+ENCODED_KEYS = ("pooled", "tokens", "token_mask")
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor  # (B, n_outputs)
+    modality_weights: torch.Tensor | None  # (B, M), modalities in sorted order, or None
+
+
+class MultimodalModel(nn.Module):
+    """Fuses one or more image and text columns (each a *modality*) into one prediction.
+
+    ``modality_kinds`` maps modality name (the column) -> "image" | "text"; columns of one kind
+    share that kind's encoder. A batch maps each modality to a dict holding ``present`` (B,)
+    and either the encoder's inputs (``pixels`` or ``input_ids``/``attention_mask``) or
+    precomputed features (``pooled`` and, for token fusions, ``tokens``/``token_mask``) from the
+    feature cache. Absent modalities get a learned placeholder vector, so every fusion can
+    predict from what is there.
+    """
+
+    def __init__(
+        self,
+        encoders: dict[str, Encoder],
+        modality_kinds: dict[str, str],
+        fusion: Fusion,
+        head: Head,
+    ) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.modality_kinds = dict(sorted(modality_kinds.items()))
+        self.fusion = fusion
+        self.head = head
+        self.missing = nn.ParameterDict(
+            {
+                module_key(m): nn.Parameter(torch.zeros(encoders[kind].output_dim))
+                for m, kind in self.modality_kinds.items()
+            }
+        )
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.modality_kinds)
+
+    def encoder_for(self, modality: str) -> Encoder:
+        return self.encoders[self.modality_kinds[modality]]  # type: ignore[return-value]
+
+    def encode(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, EncoderOutput]:
+        encoded = {}
+        for m in self.modalities:
+            inputs = batch[m]
+            if "pooled" in inputs:
+                out = EncoderOutput(
+                    inputs["pooled"].float(),
+                    inputs["tokens"].float() if "tokens" in inputs else None,  # type: ignore[arg-type]
+                    inputs.get("token_mask"),  # type: ignore[arg-type]
+                )
+            else:
+                args = {k: v for k, v in inputs.items() if k != "present"}
+                out = self.encoder_for(m)(**args)
+            present = inputs["present"].unsqueeze(-1)  # (B, 1)
+            placeholder = self.missing[module_key(m)].to(out.pooled.dtype)
+            encoded[m] = out._replace(pooled=torch.where(present, out.pooled, placeholder))
+        return encoded
+
+    def forward(self, batch: dict[str, dict[str, torch.Tensor]]) -> ModelOutput:
+        encoded = self.encode(batch)
+        present = {m: batch[m]["present"] for m in self.modalities}
+        fused, weights = self.fusion(encoded, present)
+        return ModelOutput(self.head(fused), weights)
+
+
+def module_key(modality: str) -> str:
+    """Module names may not contain dots; column names may."""
+    return modality.replace(".", "_")
+
+
+def frozen_pretrained_prefixes(model: MultimodalModel) -> list[str]:
+    """State-dict prefixes of encoders reloaded from their package, so never saved again."""
+    return [
+        f"encoders.{kind}."
+        for kind, encoder in model.encoders.items()
+        if encoder.frozen and encoder.pretrained  # type: ignore[union-attr]
+    ]
+
+
+def persistent_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
+    """Everything that training changed: fusion, head, placeholders, trainable encoders."""
+    skip = tuple(frozen_pretrained_prefixes(model))
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+
+
+def load_persistent_state(model: MultimodalModel, state: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    skip = tuple(frozen_pretrained_prefixes(model))
+    missing = [k for k in missing if not k.startswith(skip)]
+    if missing or unexpected:
+        from mmfuse.errors import CheckpointError
+
+        raise CheckpointError(
+            "the saved weights do not fit the model built from config.yaml "
+            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+        )

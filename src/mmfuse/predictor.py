@@ -1,0 +1,361 @@
+"""The Predictor facade, in the scikit-learn manner: fit returns self, learned state ends in ``_``."""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from mmfuse.config import Config
+from mmfuse.data.batches import MultimodalDataset, RawImages, RawTexts, Source
+from mmfuse.data.manifest import as_frame
+from mmfuse.data.split import split_frame
+from mmfuse.data.validate import problems_frame, validate_frame
+from mmfuse.data.vocabulary import Vocabulary
+from mmfuse.errors import CheckpointError, ConfigError, DataValidationError, MmfuseError, Problem
+from mmfuse.evaluation.metrics import compute_metrics, default_metric
+from mmfuse.models.build import build_model
+from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
+from mmfuse.training.checkpoint import (
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+from mmfuse.training.feature_cache import FeatureCache, default_cache_dir
+from mmfuse.training.inference import run_model
+from mmfuse.training.trainer import BEST_FILE, train
+
+VERSION = "0.1.0"
+Data = pd.DataFrame | str | Path
+IMBALANCE_RATIO_FOR_WEIGHTS = 10.0  # "auto": weight the loss only when imbalance is severe
+
+
+class Predictor:
+    """Train, evaluate, predict and save an image+text model.
+
+    >>> predictor = Predictor(Config()).fit("train.csv")       # doctest: +SKIP
+    >>> predictor.predict("new.csv")                           # doctest: +SKIP
+
+    Fitted attributes: ``model_``, ``classes_`` (None for regression), ``vocabulary_``,
+    ``history_`` (per-epoch rows), ``metrics_`` (validation metrics of the kept epoch).
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config if config is not None else Config()
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        data: Data,
+        validation: Data | None = None,
+        *,
+        base_dir: str | Path | None = None,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> Predictor:
+        """Validate the data, cache frozen features, train with early stopping; returns self.
+
+        ``run_dir`` receives checkpoints every epoch; ``resume=True`` continues from them.
+        """
+        cfg = self.config.validate()
+        run = Path(run_dir) if run_dir is not None else None
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        modalities = cfg.model.modalities
+        frame = validate_frame(as_frame(data, base_dir), cfg.data, modalities)
+        skipped = list(frame.attrs["skipped"])
+        if validation is None:
+            stratify = frame["_target"] if cfg.data.task in ("classification", "binary") else None
+            train_frame, val_frame = split_frame(
+                frame, cfg.data.val_fraction, cfg.train.seed, stratify
+            )
+        else:
+            train_frame = frame
+        self.classes_ = self._fit_classes(train_frame)
+        if validation is not None:
+            val_frame = validate_frame(as_frame(validation, base_dir), cfg.data, modalities,
+                                       known_labels=self.classes_)
+            skipped += val_frame.attrs["skipped"]
+        self.vocabulary_ = self._fit_vocabulary(train_frame)
+        torch.manual_seed(cfg.train.seed)
+        self.model_ = build_model(
+            cfg, self._n_outputs(), self.vocabulary_, self._head_options(train_frame)
+        )
+        self.skipped_rows_ = skipped
+        if run is not None:
+            if resume:
+                self._check_resume(run)
+            self._write_definition(run)
+            if skipped:
+                problems_frame(skipped).to_csv(run / "bad_rows.csv", index=False)
+        train_set = self._dataset(train_frame)
+        val_set = self._dataset(val_frame)
+        val_targets = val_frame["_target"].tolist()
+        metric = cfg.train.metric or default_metric(cfg.data.task)
+
+        def validate(model: MultimodalModel) -> dict[str, float]:
+            scores = self._score(model, val_set, val_targets)
+            return {k: v for k, v in scores.items() if isinstance(v, int | float)}
+
+        state = train(
+            self.model_, train_set, validate, cfg.train, metric, run, resume,
+            self._sample_weights(train_frame),
+        )
+        self.history_ = state.history
+        self.metrics_ = {"validation": self._score(self.model_, val_set, val_targets),
+                         "best_epoch": state.best_epoch, "epochs_run": state.epoch}
+        if run is not None:
+            self.save(run)
+        return self
+
+    # ------------------------------------------------------------- predict
+    def predict_proba(self, data: Data, *, base_dir: str | Path | None = None) -> pd.DataFrame:
+        """One row per input row: a probability column per class (``prediction`` for regression)."""
+        scores, _, frame = self._forward(data, base_dir)
+        columns = self.classes_ if self.classes_ is not None else ["prediction"]
+        return pd.DataFrame(scores, columns=columns, index=frame["_row"].to_numpy())
+
+    def predict(self, data: Data, *, base_dir: str | Path | None = None) -> np.ndarray:
+        """Labels (classification, binary), label lists (multilabel) or values (regression)."""
+        _, decoded, _ = self._forward(data, base_dir)
+        return self._labels(decoded)
+
+    def predict_frame(self, data: Data, *, base_dir: str | Path | None = None) -> pd.DataFrame:
+        """The input rows with ``prediction``, per-class probabilities and modality weights."""
+        scores, decoded, frame, weights = self._forward(data, base_dir, with_weights=True)
+        out = pd.DataFrame({"row": frame["_row"].to_numpy()})
+        labels = self._labels(decoded)
+        out["prediction"] = ["|".join(x) if isinstance(x, list) else x for x in labels]
+        if self.classes_ is not None:
+            for i, name in enumerate(self.classes_):
+                out[f"p_{name}"] = scores[:, i]
+        if weights is not None:
+            for i, name in enumerate(self.model_.modalities):
+                out[f"weight_{name}"] = weights[:, i]
+        return out
+
+    def evaluate(self, data: Data, *, base_dir: str | Path | None = None) -> dict[str, Any]:
+        """Metrics on labelled data (labels unseen in training are reported as data problems)."""
+        self._check_fitted()
+        frame = validate_frame(as_frame(data, base_dir), self.config.data,
+                               self.config.model.modalities, known_labels=self.classes_)
+        return self._score(self.model_, self._dataset(frame), frame["_target"].tolist())
+
+    # ----------------------------------------------------------- save/load
+    def save(self, directory: str | Path) -> Path:
+        """A self-describing folder: weights (safetensors), config, labels, vocabulary, metrics."""
+        self._check_fitted()
+        directory = Path(directory)
+        self._write_definition(directory)
+        save_tensors(directory / BEST_FILE, persistent_state(self.model_))
+        write_json(directory / "metrics.json", getattr(self, "metrics_", {}))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Predictor:
+        """Rebuild from a folder written by ``save``; reads no pickle, runs no stored code."""
+        directory = Path(directory)
+        if not (directory / "config.yaml").exists():
+            raise CheckpointError(
+                f"{directory} is not an mmfuse model folder (no config.yaml). "
+                "Pass the --out folder of `mmfuse train`."
+            )
+        predictor = cls(Config.from_yaml(directory / "config.yaml"))
+        labels = read_json(directory / "labels.json")
+        predictor.classes_ = labels["classes"]
+        vocabulary_file = directory / "vocabulary.json"
+        predictor.vocabulary_ = (
+            Vocabulary.from_dict(read_json(vocabulary_file)) if vocabulary_file.exists() else None
+        )
+        meta = read_json(directory / "meta.json")
+        predictor.model_ = build_model(predictor.config, labels["n_outputs"], predictor.vocabulary_)
+        load_persistent_state(predictor.model_, load_tensors(directory / BEST_FILE))
+        predictor.model_.eval()
+        for kind, fingerprint in meta.get("encoders", {}).items():
+            current = predictor.model_.encoders[kind].fingerprint
+            if current != fingerprint:
+                raise CheckpointError(
+                    f"the {kind} encoder's weights differ from those the model was trained with "
+                    f"({current} vs {fingerprint}); install the package version it was trained "
+                    "with, or retrain."
+                )
+        metrics = directory / "metrics.json"
+        predictor.metrics_ = read_json(metrics) if metrics.exists() else {}
+        history = directory / "history.json"
+        predictor.history_ = read_json(history) if history.exists() else []
+        return predictor
+
+    # ------------------------------------------------------------ internals
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise MmfuseError("this Predictor is not fitted yet: call fit() or Predictor.load()")
+
+    def _fit_classes(self, frame: pd.DataFrame) -> list[str] | None:
+        task = self.config.data.task
+        if task == "regression":
+            return None
+        targets = frame["_target"].tolist()
+        classes = sorted({t for row in targets for t in row} if task == "multilabel" else set(targets))
+        if task == "binary" and len(classes) != 2:
+            raise ConfigError(f"task 'binary' needs exactly 2 labels, found {classes}")
+        if len(classes) < 2 and task != "multilabel":
+            raise DataValidationError(
+                [Problem(frame.attrs.get("source", "<DataFrame>"), None,
+                         self.config.data.label_col, f"only one label ({classes}) in training")]
+            )
+        return classes
+
+    def _n_outputs(self) -> int:
+        return len(self.classes_) if self.classes_ is not None else 1
+
+    def _fit_vocabulary(self, frame: pd.DataFrame) -> Vocabulary | None:
+        text = self.config.model.text_encoder
+        if text.name != "gru" or "text" not in self.config.model.modalities:
+            return None
+        texts = [t for c in self.config.data.text_cols for t in frame[c] if t is not None]
+        return Vocabulary.build(
+            texts, level=text.options.get("level", "word"),
+            max_size=int(text.options.get("max_vocabulary", 30000)),
+        )
+
+    def _imbalance_mode(self, frame: pd.DataFrame) -> str:
+        mode = self.config.train.imbalance
+        if mode != "auto" or self.config.data.task not in ("classification", "binary"):
+            return "none" if mode == "auto" else mode
+        counts = Counter(frame["_target"])
+        ratio = max(counts.values()) / min(counts.values())
+        return "weight" if ratio >= IMBALANCE_RATIO_FOR_WEIGHTS else "none"
+
+    def _head_options(self, frame: pd.DataFrame) -> dict[str, Any]:
+        task = self.config.data.task
+        if task == "regression":
+            values = np.asarray(frame["_target"].tolist(), dtype=np.float64)
+            return {"mean": float(values.mean()), "std": float(values.std() or 1.0)}
+        if task == "classification" and self._imbalance_mode(frame) == "weight":
+            counts = Counter(frame["_target"])
+            n, k = len(frame), len(self.classes_)
+            weights = [n / (k * counts[c]) if counts[c] else 0.0 for c in self.classes_]
+            return {"class_weights": torch.tensor(weights)}
+        if task == "binary" and self._imbalance_mode(frame) == "weight":
+            counts = Counter(frame["_target"])
+            return {"pos_weight": counts[self.classes_[0]] / max(1, counts[self.classes_[1]])}
+        return {}
+
+    def _sample_weights(self, frame: pd.DataFrame) -> torch.Tensor | None:
+        if self._imbalance_mode(frame) != "sample" or self.config.data.task == "regression":
+            return None
+        keys = [tuple(t) if isinstance(t, list) else t for t in frame["_target"]]
+        counts = Counter(keys)
+        return torch.tensor([1.0 / counts[k] for k in keys], dtype=torch.double)
+
+    def _targets(self, targets: list[Any]) -> torch.Tensor:
+        task = self.config.data.task
+        if task == "regression":
+            return torch.tensor(targets, dtype=torch.float32)
+        index = {c: i for i, c in enumerate(self.classes_)}
+        if task == "multilabel":
+            matrix = torch.zeros(len(targets), len(self.classes_))
+            for row, labels in enumerate(targets):
+                matrix[row, [index[label] for label in labels]] = 1.0
+            return matrix
+        return torch.tensor([index[t] for t in targets], dtype=torch.long)
+
+    def _cache(self) -> FeatureCache:
+        root = self.config.cache_dir
+        path = None if root == "none" else Path(root) if root else default_cache_dir()
+        return FeatureCache(path, num_workers=self.config.train.num_workers)
+
+    def _dataset(self, frame: pd.DataFrame, with_targets: bool = True) -> MultimodalDataset:
+        cache = self._cache()
+        needs_tokens = self.model_.fusion.needs_tokens
+        sources: dict[str, Source] = {}
+        for m in self.model_.modalities:
+            encoder = self.model_.encoder_for(m)
+            values = frame[m].tolist()
+            if encoder.frozen:
+                sources[m] = cache.table(encoder, values, needs_tokens)
+            elif encoder.kind == "image":
+                sources[m] = RawImages(values, encoder.transform, encoder.prepare)
+            else:
+                sources[m] = RawTexts(values, encoder.prepare)
+        targets = None
+        if with_targets and "_target" in frame:
+            targets = self._targets(frame["_target"].tolist())
+        return MultimodalDataset(sources, targets)
+
+    def _forward(self, data: Data, base_dir, with_weights: bool = False):
+        self._check_fitted()
+        frame = validate_frame(as_frame(data, base_dir), self.config.data,
+                               self.config.model.modalities, require_labels=False)
+        dataset = self._dataset(frame, with_targets=False)
+        logits, weights = run_model(self.model_, dataset, num_workers=self.config.train.num_workers)
+        scores = self.model_.head.probabilities(logits).numpy()
+        decoded = self.model_.head.decode(logits).numpy()
+        if with_weights:
+            return scores, decoded, frame, (weights.numpy() if weights is not None else None)
+        return scores, decoded, frame
+
+    def _labels(self, decoded: np.ndarray) -> np.ndarray:
+        task = self.config.data.task
+        if task == "regression":
+            return decoded
+        classes = np.asarray(self.classes_, dtype=object)
+        if task == "multilabel":
+            out = np.empty(len(decoded), dtype=object)
+            out[:] = [list(classes[row.astype(bool)]) for row in decoded]
+            return out
+        return classes[decoded]
+
+    def _score(self, model: MultimodalModel, dataset: MultimodalDataset, targets: list) -> dict:
+        logits, _ = run_model(model, dataset, num_workers=self.config.train.num_workers)
+        scores = model.head.probabilities(logits).numpy()
+        decoded = model.head.decode(logits).numpy()
+        y_true = self._targets(targets).numpy()
+        result = compute_metrics(self.config.data.task, y_true, decoded, scores,
+                                 self.classes_ or [])
+        if dataset.targets is not None:
+            result["loss"] = float(model.head.loss(logits, dataset.targets))
+        return result
+
+    def _write_definition(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.to_yaml(directory / "config.yaml")
+        write_json(directory / "labels.json", {
+            "task": self.config.data.task, "classes": self.classes_,
+            "n_outputs": self._n_outputs(), "label_col": self.config.data.label_col,
+        })
+        if self.vocabulary_ is not None:
+            write_json(directory / "vocabulary.json", self.vocabulary_.to_dict())
+        write_json(directory / "meta.json", {
+            "mmfuse_version": VERSION,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "encoders": {k: e.fingerprint for k, e in self.model_.encoders.items()},
+            "preprocessing": {k: e.preprocessing for k, e in self.model_.encoders.items()},
+            "modalities": self.model_.modalities,
+        })
+
+    def _check_resume(self, run: Path) -> None:
+        """A resumed run must train the same model on the same labels."""
+        stored_config = run / "config.yaml"
+        if not stored_config.exists():
+            raise CheckpointError(f"nothing to resume in {run}: no config.yaml there")
+        stored = yaml.safe_load(stored_config.read_text())
+        if stored != self.config.to_dict():
+            raise CheckpointError(
+                f"--resume: the settings differ from those saved in {stored_config}. Resume with "
+                "the same settings (or `--config` that file), or train into a new --out folder."
+            )
+        labels = read_json(run / "labels.json")
+        if labels["classes"] != self.classes_:
+            raise CheckpointError(
+                "--resume: the labels in this data differ from the interrupted run's labels"
+            )
+

@@ -1,0 +1,1 @@
+"""Training loop, feature cache and checkpoint I/O."""

@@ -1,0 +1,166 @@
+"""On-disk cache of frozen-encoder features, keyed by encoder fingerprint + input content hash.
+
+Each encoder gets a folder named by a hash of its ``cache_key`` (weights fingerprint plus
+preprocessing). Features are appended as safetensors shards written atomically, so a killed
+run keeps every shard it finished and concurrent writers never clobber each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch.utils.data import DataLoader, Dataset
+
+from mmfuse.data.batches import FeatureTable
+from mmfuse.data.images import open_image
+from mmfuse.encoders.base import Encoder
+from mmfuse.progress import make_progress
+from mmfuse.training.checkpoint import atomic_write_text, save_tensors
+
+SHARD_ITEMS = 2048
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("MMFUSE_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmfuse" / "features"
+
+
+def content_hash(kind: str, value: str) -> str:
+    """Images by their bytes (a renamed file is still a hit), texts by their characters."""
+    digest = hashlib.blake2b(digest_size=16)
+    if kind == "image":
+        with open(value, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    else:
+        digest.update(value.encode("utf-8"))
+    return digest.hexdigest()
+
+
+class _Inputs(Dataset):
+    """Decodes images in DataLoader workers; texts pass through."""
+
+    def __init__(self, kind: str, values: list[str], encoder: Encoder) -> None:
+        self.kind, self.values = kind, values
+        self.transform = getattr(encoder, "transform", None)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: int):
+        value = self.values[index]
+        return self.transform(open_image(value)) if self.kind == "image" else value
+
+
+class FeatureCache:
+    """``table(encoder, values, with_tokens)`` returns a FeatureTable, encoding only what is new.
+
+    ``root=None`` keeps features in memory only (nothing written).
+    """
+
+    def __init__(self, root: Path | None, batch_size: int = 64, num_workers: int = 2) -> None:
+        self.root = Path(root) if root is not None else None
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._memory: dict[str, dict[str, torch.Tensor]] = {}
+
+    def folder(self, encoder: Encoder) -> Path | None:
+        if self.root is None:
+            return None
+        key = hashlib.blake2b(encoder.cache_key.encode(), digest_size=10).hexdigest()
+        return self.root / key
+
+    def table(self, encoder: Encoder, values: list[str | None], with_tokens: bool) -> FeatureTable:
+        kind = encoder.kind
+        distinct = sorted({v for v in values if v is not None})
+        hashes = {v: content_hash(kind, v) for v in distinct}
+        store = self._load(encoder, set(hashes.values()), with_tokens)
+        todo = [v for v in distinct if hashes[v] not in store]
+        if todo:
+            self._encode(encoder, todo, hashes, store, with_tokens)
+        slot = {v: i for i, v in enumerate(distinct)}
+        pooled = torch.zeros(len(distinct) + 1, encoder.output_dim)
+        for v, i in slot.items():
+            pooled[i] = store[hashes[v]]["pooled"]
+        tokens = mask = None
+        if with_tokens:
+            width = max([store[hashes[v]]["tokens"].shape[0] for v in distinct] or [1])
+            tokens = torch.zeros(len(distinct) + 1, width, encoder.output_dim, dtype=torch.float16)
+            mask = torch.zeros(len(distinct) + 1, width, dtype=torch.bool)
+            for v, i in slot.items():
+                item = store[hashes[v]]["tokens"]
+                tokens[i, : item.shape[0]] = item
+                mask[i, : item.shape[0]] = True
+        index = torch.tensor([slot[v] if v is not None else len(distinct) for v in values])
+        present = torch.tensor([v is not None for v in values], dtype=torch.bool)
+        return FeatureTable(pooled, tokens, mask, index, present)
+
+    def _load(self, encoder: Encoder, wanted: set[str], with_tokens: bool) -> dict:
+        store = self._memory.setdefault(encoder.cache_key, {})
+        folder = self.folder(encoder)
+        if folder is not None and folder.exists():
+            for shard in sorted(folder.glob("shard-*.safetensors")):
+                try:
+                    with safe_open(str(shard), framework="pt") as handle:
+                        for name in handle.keys():
+                            digest, part = name.split(".", 1)
+                            if digest in wanted and part not in store.get(digest, {}):
+                                store.setdefault(digest, {})[part] = handle.get_tensor(name)
+                except Exception:  # an unreadable shard is only lost work: recompute it
+                    continue
+        need = {"pooled", "tokens"} if with_tokens else {"pooled"}
+        return {d: parts for d, parts in store.items() if need <= set(parts)}
+
+    @torch.inference_mode()
+    def _encode(
+        self, encoder: Encoder, values: list[str], hashes: dict[str, str], store: dict,
+        with_tokens: bool,
+    ) -> None:
+        folder = self.folder(encoder)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(folder / "key.txt", encoder.cache_key + "\n")
+        was_training = encoder.training
+        encoder.eval()
+        workers = self.num_workers if encoder.kind == "image" else 0
+        loader = DataLoader(
+            _Inputs(encoder.kind, values, encoder), batch_size=self.batch_size,
+            num_workers=workers, collate_fn=list,
+        )
+        pending: dict[str, torch.Tensor] = {}
+        done = 0
+        with make_progress() as progress:
+            task = progress.add_task(
+                f"Encoding {encoder.kind}s ({encoder.fingerprint.split(':')[0]})",
+                total=len(values), status="",
+            )
+            for batch in loader:
+                out = encoder(**encoder.prepare(batch))
+                for row in range(len(batch)):
+                    digest = hashes[values[done + row]]
+                    parts = {"pooled": out.pooled[row].float().clone()}
+                    if with_tokens:
+                        length = int(out.token_mask[row].sum())
+                        parts["tokens"] = out.tokens[row, :length].half().clone()
+                    self._memory[encoder.cache_key].setdefault(digest, {}).update(parts)
+                    store.setdefault(digest, {}).update(parts)
+                    pending.update({f"{digest}.{k}": v for k, v in parts.items()})
+                done += len(batch)
+                progress.advance(task, len(batch))
+                if len(pending) >= SHARD_ITEMS:
+                    self._flush(folder, pending)
+        self._flush(folder, pending)
+        encoder.train(was_training)
+
+    @staticmethod
+    def _flush(folder: Path | None, pending: dict[str, torch.Tensor]) -> None:
+        if folder is not None and pending:
+            save_tensors(folder / f"shard-{uuid.uuid4().hex}.safetensors", pending)
+        pending.clear()

