@@ -1,0 +1,162 @@
+"""Predictor: fit / predict / predict_proba / evaluate / save / load, cache, tasks, fusions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_rows, tiny_config
+
+from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
+from mmfuse.errors import CheckpointError
+from mmfuse.fusion import FUSIONS
+
+
+def pretrained_config(tmp_path: Path, fusion: str = "weighted", **train) -> Config:
+    """Frozen packaged encoders on 32 px images; features cached in tmp_path."""
+    return Config(
+        data=DataConfig(image_cols=["image"], text_cols=["caption"], label_col="label"),
+        model=ModelConfig(
+            image_encoder=EncoderConfig("efficientnet-lite0", image_size=32),
+            text_encoder=EncoderConfig("minilm", max_length=16),
+            fusion=fusion, hidden_dim=32,
+        ),
+        train=TrainConfig(**({"epochs": 25, "batch_size": 16, "lr": 3e-3, "num_workers": 0,
+                              "patience": 25} | train)),
+        cache_dir=str(tmp_path / "cache"),
+    )
+
+
+@pytest.fixture(scope="module")
+def colour_data(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("colours")
+    make_rows(folder, 240, seed=0).to_csv(folder / "train.csv", index=False)
+    make_rows(folder, 90, seed=1).to_csv(folder / "test.csv", index=False)
+    return folder / "train.csv", folder / "test.csv"
+
+
+@pytest.mark.parametrize("fusion", ["weighted", "cross-attention"])
+def test_fused_model_answers_what_neither_modality_can(tmp_path, colour_data, fusion) -> None:
+    train, test = colour_data
+    accuracy = {}
+    for modalities in (["image", "text"], ["image"], ["text"]):
+        cfg = pretrained_config(tmp_path, fusion)
+        cfg.model.modalities = modalities
+        accuracy[tuple(modalities)] = Predictor(cfg).fit(train).evaluate(test)["accuracy"]
+    fused = accuracy[("image", "text")]
+    assert fused >= 0.9, accuracy
+    assert fused >= max(accuracy[("image",)], accuracy[("text",)]) + 0.15, accuracy
+
+
+def test_save_load_round_trip_gives_identical_predictions(tmp_path, tiny_csv) -> None:
+    predictor = Predictor(tiny_config(tmp_path)).fit(tiny_csv)
+    before = predictor.predict_proba(tiny_csv)
+    predictor.save(tmp_path / "model")
+    assert {"config.yaml", "model.safetensors", "labels.json", "vocabulary.json", "meta.json",
+            "metrics.json"} <= {p.name for p in (tmp_path / "model").iterdir()}
+    loaded = Predictor.load(tmp_path / "model")
+    after = loaded.predict_proba(tiny_csv)
+    pd.testing.assert_frame_equal(before, after)
+    assert list(after.columns) == ["no", "yes"]
+    assert np.allclose(after.sum(axis=1), 1.0)
+    assert set(loaded.predict(tiny_csv)) <= {"yes", "no"}
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path, tiny_csv) -> None:
+    Predictor(tiny_config(tmp_path)).fit(tiny_csv).save(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        Predictor.load(tmp_path / "model")
+    with pytest.raises(CheckpointError, match="not an mmfuse model folder"):
+        Predictor.load(tmp_path)
+
+
+def test_feature_cache_skips_the_encoders_on_a_second_run(tmp_path, tiny_csv, monkeypatch):
+    from mmfuse.encoders.text.hf import HFTextEncoder
+    from mmfuse.encoders.vision.efficientnet_lite import EfficientNetLite0
+
+    cfg = pretrained_config(tmp_path, epochs=1)
+    Predictor(cfg).fit(tiny_csv)
+    shards = list((tmp_path / "cache").rglob("shard-*.safetensors"))
+    assert len(shards) == 2  # one per encoder
+    calls = []
+    for cls in (EfficientNetLite0, HFTextEncoder):
+        monkeypatch.setattr(cls, "forward", lambda *a, **k: calls.append(1))
+    second = Predictor(cfg).fit(tiny_csv)
+    assert calls == []
+    assert second.metrics_["validation"]["accuracy"] >= 0
+
+
+def test_modality_dropout_lets_one_modality_predict_alone(tmp_path, tiny_csv) -> None:
+    cfg = tiny_config(tmp_path)
+    cfg.train.modality_dropout = 0.5
+    cfg.data.allow_missing = True
+    predictor = Predictor(cfg).fit(tiny_csv)
+    frame = pd.read_csv(tiny_csv)
+    frame["caption"] = ""
+    out = predictor.predict_frame(frame, base_dir=tiny_csv.parent)
+    assert len(out) == len(frame)
+    assert (out["weight_caption"] == 0).all() and np.allclose(out["weight_image"], 1.0)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS.names())
+def test_every_fusion_trains_from_python(tmp_path, tiny_csv, fusion) -> None:
+    cfg = tiny_config(tmp_path, fusion=fusion)
+    cfg.train.epochs = 1
+    predictor = Predictor(cfg).fit(tiny_csv)
+    assert type(predictor.model_.fusion) is FUSIONS.get(fusion)
+    assert len(predictor.predict(tiny_csv)) == 120
+
+
+def test_regression_task(tmp_path) -> None:
+    frame = make_rows(tmp_path, 40)
+    frame["label"] = [float(i % 7) for i in range(len(frame))]
+    cfg = tiny_config(tmp_path)
+    cfg.data.task = "regression"
+    predictor = Predictor(cfg).fit(frame, base_dir=tmp_path)
+    metrics = predictor.evaluate(frame, base_dir=tmp_path)
+    assert {"rmse", "mae", "r2"} <= set(metrics)
+    assert predictor.predict(frame, base_dir=tmp_path).dtype.kind == "f"
+
+
+def test_multilabel_task(tmp_path) -> None:
+    frame = make_rows(tmp_path, 40)
+    frame["label"] = ["a|b", "b", "a", "c|a"] * 10
+    cfg = tiny_config(tmp_path)
+    cfg.data.task = "multilabel"
+    predictor = Predictor(cfg).fit(frame, base_dir=tmp_path)
+    assert predictor.classes_ == ["a", "b", "c"]
+    metrics = predictor.evaluate(frame, base_dir=tmp_path)
+    assert {"micro_f1", "macro_f1", "subset_accuracy"} <= set(metrics)
+    assert all(isinstance(x, list) for x in predictor.predict(frame, base_dir=tmp_path))
+
+
+def test_two_image_and_two_text_columns(tmp_path) -> None:
+    frame = make_rows(tmp_path, 40)
+    frame["image2"] = frame["image"]
+    frame["caption2"] = frame["caption"].str.upper()
+    cfg = tiny_config(tmp_path)
+    cfg.data.image_cols, cfg.data.text_cols = ["image", "image2"], ["caption", "caption2"]
+    predictor = Predictor(cfg).fit(frame, base_dir=tmp_path)
+    assert predictor.model_.modalities == ["caption", "caption2", "image", "image2"]
+
+
+def test_char_level_gru_on_non_latin_text(tmp_path) -> None:
+    frame = make_rows(tmp_path, 40)
+    frame["caption"] = ["这是红色的吗" if "red" in c else "это синий?" for c in frame["caption"]]
+    cfg = tiny_config(tmp_path)
+    cfg.model.text_encoder.options["level"] = "char"
+    predictor = Predictor(cfg).fit(frame, base_dir=tmp_path)
+    assert predictor.vocabulary_.level == "char" and "红" in predictor.vocabulary_.tokens
+
+
+def test_imbalance_options(tmp_path, tiny_csv) -> None:
+    for mode in ("weight", "sample"):
+        cfg = tiny_config(tmp_path)
+        cfg.train.imbalance, cfg.train.epochs = mode, 1
+        predictor = Predictor(cfg).fit(tiny_csv)
+        weights = predictor.model_.head.class_weights
+        assert (mode == "weight") == (not bool((weights == 1).all()))

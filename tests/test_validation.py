@@ -1,0 +1,145 @@
+"""The manifest validator: every problem at once, with file, row, column and a way out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import make_rows, tiny_config
+
+from mmfuse.data.images import ImageDecodeError, open_image
+from mmfuse.data.manifest import read_manifest
+from mmfuse.data.validate import validate_frame
+from mmfuse.errors import DataValidationError, MmfuseError
+
+
+def validate(path: Path, cfg, **kwargs):
+    return validate_frame(read_manifest(path), cfg.data, cfg.model.modalities, **kwargs)
+
+
+def write_bad_manifest(tmp_path: Path) -> Path:
+    frame = make_rows(tmp_path, 8)
+    (tmp_path / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    frame.loc[1, "image"] = "images/missing.png"
+    frame.loc[2, "image"] = "images/corrupt.png"
+    frame.loc[3, "caption"] = "   "
+    frame.loc[4, "label"] = ""
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_every_problem_reported_together_with_row_and_column(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    with pytest.raises(DataValidationError) as caught:
+        validate(write_bad_manifest(tmp_path), cfg)
+    message = str(caught.value)
+    assert "4 problem(s)" in message
+    assert "bad.csv, row 2, column 'image': image not found" in message
+    assert "row 3, column 'image': cannot decode image corrupt.png" in message
+    assert "row 4, column 'caption': text is empty" in message
+    assert "row 5, column 'label': label is missing" in message
+    assert "--on-bad-rows skip" in message
+    assert {(p.row, p.column) for p in caught.value.problems} == {
+        (2, "image"), (3, "image"), (4, "caption"), (5, "label")}
+
+
+def test_skip_drops_bad_rows_and_keeps_the_list(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    cfg.data.on_bad_rows = "skip"
+    frame = validate(write_bad_manifest(tmp_path), cfg)
+    assert len(frame) == 4
+    assert sorted(frame["_row"]) == [1, 6, 7, 8]
+    assert len(frame.attrs["skipped"]) == 4
+
+
+def test_wrong_column_name_suggests_the_right_one(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    cfg.data.text_cols = ["captoin"]
+    path = tmp_path / "train.csv"
+    make_rows(tmp_path, 4).to_csv(path, index=False)
+    with pytest.raises(DataValidationError, match="Did you mean 'caption'.*--text-col"):
+        validate(path, cfg)
+
+
+def test_unseen_label_at_evaluation(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    path = tmp_path / "test.csv"
+    make_rows(tmp_path, 4).to_csv(path, index=False)
+    with pytest.raises(DataValidationError, match="label 'no' was not seen in training"):
+        validate(path, cfg, known_labels=["yes", "maybe"])
+
+
+def test_missing_modality_allowed_when_asked(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    cfg.data.allow_missing = True
+    frame = make_rows(tmp_path, 4)
+    frame.loc[0, "caption"] = ""
+    frame.loc[1, "image"] = ""
+    frame.loc[2, ["image", "caption"]] = ""
+    path = tmp_path / "m.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataValidationError, match="row 3: every image and text cell"):
+        validate(path, cfg)
+    cfg.data.on_bad_rows = "skip"
+    kept = validate(path, cfg)
+    assert kept["caption"].isna().sum() == 1 and kept["image"].isna().sum() == 1
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".tsv"])
+def test_other_manifest_formats(tmp_path: Path, suffix: str) -> None:
+    frame = make_rows(tmp_path, 6)
+    path = tmp_path / f"train{suffix}"
+    if suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="\t", index=False)
+    checked = validate(path, tiny_config(tmp_path))
+    assert len(checked) == 6
+    assert Path(checked["image"][0]).is_absolute() and Path(checked["image"][0]).exists()
+
+
+def test_image_paths_resolve_relative_to_the_manifest(tmp_path: Path, monkeypatch) -> None:
+    nested = tmp_path / "data"
+    make_rows(nested, 4).to_csv(nested / "train.csv", index=False)
+    monkeypatch.chdir(tmp_path)  # not the manifest's folder
+    assert len(validate(nested / "train.csv", tiny_config(tmp_path))) == 4
+
+
+def test_unreadable_manifest(tmp_path: Path) -> None:
+    with pytest.raises(MmfuseError, match="manifest not found"):
+        read_manifest(tmp_path / "nope.csv")
+    (tmp_path / "x.xlsx").write_text("?")
+    with pytest.raises(MmfuseError, match="unknown extension"):
+        read_manifest(tmp_path / "x.xlsx")
+
+
+def test_decompression_bomb_is_rejected(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "bomb.png"
+    Image.new("1", (9000, 9000)).save(path)  # 81 M pixels in a few kB
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ImageDecodeError, match="too large"):
+        open_image(path)
+
+
+def test_regression_target_must_be_numeric(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    cfg.data.task = "regression"
+    frame = make_rows(tmp_path, 3)
+    frame["label"] = ["1.5", "abc", "2"]
+    path = tmp_path / "r.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataValidationError, match="row 2, column 'label': 'abc' is not a number"):
+        validate(path, cfg)
+
+
+def test_empty_manifest(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    pd.DataFrame(columns=["image", "caption", "label"]).to_csv(path, index=False)
+    with pytest.raises(DataValidationError, match="no rows"):
+        validate(path, tiny_config(tmp_path))
