@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mmfuse.errors import MmfuseError
@@ -30,7 +31,7 @@ def friendly(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MmfuseError as error:
-            err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; `mmfuse train ... --resume` continues from the last epoch")

@@ -108,6 +108,8 @@ def train(
     optimizer = make_optimizer(model, cfg)
     state = TrainState()
     if resume:
+        for stale in (run_dir or Path(".")).glob(".*.tmp"):  # left by a kill mid-write
+            stale.unlink()
         state = _load_state(run_dir, model, optimizer)
         console.print(f"Resuming after epoch {state.epoch} (best {metric} so far: "
                       f"{state.best_metric})")
