@@ -172,6 +172,7 @@ def train(
         if run_dir is not None:
             _save_state(run_dir, model, optimizer, state)
             write_history(run_dir, state.history)
+            _log_tensorboard(run_dir, row)
     if state.stopped_early:
         console.print(f"Stopped early: no better {metric} for {cfg.patience} epochs.")
     if best_weights is not None:
@@ -192,6 +193,18 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
         writer.writeheader()
         writer.writerows(scalar)
     temp.replace(run_dir / "history.csv")
+
+
+def _log_tensorboard(run_dir: Path, row: dict[str, Any]) -> None:
+    """Scalars for TensorBoard when it is installed (``pip install mmfuse[tensorboard]``)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return
+    with SummaryWriter(str(run_dir / "tensorboard")) as writer:
+        for name, value in row.items():
+            if name != "epoch" and isinstance(value, int | float):
+                writer.add_scalar(name, value, row["epoch"])
 
 
 def _save_state(run_dir: Path, model, optimizer, state: TrainState) -> None:
