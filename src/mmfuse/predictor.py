@@ -118,18 +118,18 @@ class Predictor:
     # ------------------------------------------------------------- predict
     def predict_proba(self, data: Data, *, base_dir: str | Path | None = None) -> pd.DataFrame:
         """One row per input row: a probability column per class (``prediction`` for regression)."""
-        scores, _, frame = self._forward(data, base_dir)
+        scores, _, frame, _ = self._forward(data, base_dir)
         columns = self.classes_ if self.classes_ is not None else ["prediction"]
         return pd.DataFrame(scores, columns=columns, index=frame["_row"].to_numpy())
 
     def predict(self, data: Data, *, base_dir: str | Path | None = None) -> np.ndarray:
         """Labels (classification, binary), label lists (multilabel) or values (regression)."""
-        _, decoded, _ = self._forward(data, base_dir)
+        _, decoded, _, _ = self._forward(data, base_dir)
         return self._labels(decoded)
 
     def predict_frame(self, data: Data, *, base_dir: str | Path | None = None) -> pd.DataFrame:
         """The input rows with ``prediction``, per-class probabilities and modality weights."""
-        scores, decoded, frame, weights = self._forward(data, base_dir, with_weights=True)
+        scores, decoded, frame, weights = self._forward(data, base_dir)
         out = pd.DataFrame({"row": frame["_row"].to_numpy()})
         labels = self._labels(decoded)
         out["prediction"] = ["|".join(x) if isinstance(x, list) else x for x in labels]
@@ -268,9 +268,12 @@ class Predictor:
         return torch.tensor([index[t] for t in targets], dtype=torch.long)
 
     def _cache(self) -> FeatureCache:
-        root = self.config.cache_dir
-        path = None if root == "none" else Path(root) if root else default_cache_dir()
-        return FeatureCache(path, num_workers=self.config.train.num_workers)
+        """One cache per Predictor, so features read once serve every split and prediction."""
+        if getattr(self, "_feature_cache", None) is None:
+            root = self.config.cache_dir
+            path = None if root == "none" else Path(root) if root else default_cache_dir()
+            self._feature_cache = FeatureCache(path, num_workers=self.config.train.num_workers)
+        return self._feature_cache
 
     def _dataset(self, frame: pd.DataFrame, with_targets: bool = True) -> MultimodalDataset:
         cache = self._cache()
@@ -290,7 +293,10 @@ class Predictor:
             targets = self._targets(frame["_target"].tolist())
         return MultimodalDataset(sources, targets)
 
-    def _forward(self, data: Data, base_dir, with_weights: bool = False):
+    def _forward(
+        self, data: Data, base_dir: str | Path | None
+    ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, np.ndarray | None]:
+        """Probabilities, decoded predictions, the validated rows and modality weights."""
         self._check_fitted()
         frame = validate_frame(as_frame(data, base_dir), self.config.data,
                                self.config.model.modalities, require_labels=False)
@@ -298,9 +304,7 @@ class Predictor:
         logits, weights = run_model(self.model_, dataset, num_workers=self.config.train.num_workers)
         scores = self.model_.head.probabilities(logits).numpy()
         decoded = self.model_.head.decode(logits).numpy()
-        if with_weights:
-            return scores, decoded, frame, (weights.numpy() if weights is not None else None)
-        return scores, decoded, frame
+        return scores, decoded, frame, (weights.numpy() if weights is not None else None)
 
     def _labels(self, decoded: np.ndarray) -> np.ndarray:
         task = self.config.data.task

@@ -51,16 +51,17 @@ def train(
     """Train a model on a table of images and texts."""
     from mmfuse.predictor import Predictor
 
+    resuming_stored = resume and config is None and (out_dir / "config.yaml").exists()
     cfg = Config.from_yaml(config) if config else Config()
-    if resume and config is None and (out_dir / "config.yaml").exists():
-        cfg = Config.from_yaml(out_dir / "config.yaml")  # same settings as the killed run
+    if resuming_stored:
+        cfg = Config.from_yaml(out_dir / "config.yaml")  # the killed run's settings
     frames = {}
     if dataset:
         from mmfuse.data.builtin import DATASETS
 
         builtin = DATASETS.get(dataset)()
         frames = builtin.splits
-        if not (resume and config is None and (out_dir / "config.yaml").exists()):
+        if not resuming_stored:
             cfg.data = builtin.data
     elif data is None:
         raise ConfigError("name the training data: --data train.csv (or --dataset easy-vqa)")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mmfuse.config import EncoderConfig
+from mmfuse.data.images import ImageTransform
 from mmfuse.errors import ConfigError
 from mmfuse.registry import Registry
 
@@ -57,6 +58,31 @@ class Encoder(nn.Module):
     def prepare(self, values: list[Any]) -> dict[str, torch.Tensor]:
         """Raw values (decoded images or strings) -> the keyword inputs of ``forward``."""
         raise NotImplementedError
+
+
+class ImageEncoder(Encoder):
+    """An encoder over (B, 3, S, S) pixels whose last feature map gives the region tokens.
+
+    Subclasses set ``transform`` and implement ``feature_map``: (B, 3, S, S) -> (B, D, h, w).
+    """
+
+    kind = "image"
+    transform: ImageTransform
+
+    @property
+    def preprocessing(self) -> str:
+        return self.transform.describe()
+
+    def prepare(self, values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"pixels": torch.stack(values)}  # (B, 3, S, S)
+
+    def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, pixels: torch.Tensor) -> EncoderOutput:
+        tokens = self.feature_map(pixels).flatten(2).transpose(1, 2)  # (B, h*w, D)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return EncoderOutput(tokens.mean(1), tokens, mask)
 
 
 IMAGE_ENCODERS: Registry[Encoder] = Registry("image encoder")

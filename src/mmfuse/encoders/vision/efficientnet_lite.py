@@ -8,14 +8,13 @@ import torch
 
 from mmfuse.config import EncoderConfig
 from mmfuse.data.images import ImageTransform
-from mmfuse.encoders.base import IMAGE_ENCODERS, Encoder, EncoderOutput, file_fingerprint
+from mmfuse.encoders.base import IMAGE_ENCODERS, Encoder, ImageEncoder, file_fingerprint
 from mmfuse.errors import ConfigError
 
 
-class EfficientNetLite0(Encoder):
+class EfficientNetLite0(ImageEncoder):
     """(B, 3, S, S) in [-1, 1] -> pooled (B, 1280) and region tokens (B, (S/32)^2, 1280)."""
 
-    kind = "image"
     output_dim = 1280
     pretrained = True
 
@@ -33,18 +32,8 @@ class EfficientNetLite0(Encoder):
         self.transform = ImageTransform(image_size)  # the package's mean = std = 0.5, bicubic
         self.fingerprint = f"efficientnet-lite0:{file_fingerprint(weights)}"
 
-    @property
-    def preprocessing(self) -> str:
-        return self.transform.describe()
-
-    def prepare(self, values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"pixels": torch.stack(values)}
-
-    def forward(self, pixels: torch.Tensor) -> EncoderOutput:
-        grid = self.backbone.extract_features(pixels)  # (B, 1280, h, w)
-        tokens = grid.flatten(2).transpose(1, 2)  # (B, h*w, 1280)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        return EncoderOutput(tokens.mean(1), tokens, mask)
+    def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone.extract_features(pixels)  # (B, 1280, S/32, S/32)
 
 
 @IMAGE_ENCODERS.register("efficientnet-lite0", "EfficientNet-Lite0, ImageNet weights, 1280-d")

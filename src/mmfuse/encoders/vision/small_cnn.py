@@ -7,13 +7,12 @@ from torch import nn
 
 from mmfuse.config import EncoderConfig
 from mmfuse.data.images import ImageTransform
-from mmfuse.encoders.base import IMAGE_ENCODERS, Encoder, EncoderOutput
+from mmfuse.encoders.base import IMAGE_ENCODERS, Encoder, ImageEncoder
 
 
-class SmallCNN(Encoder):
+class SmallCNN(ImageEncoder):
     """(B, 3, S, S) -> pooled (B, C) and region tokens (B, (S/16)^2, C); C = widths[-1]."""
 
-    kind = "image"
     pretrained = False
 
     def __init__(self, image_size: int = 64, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
@@ -33,18 +32,8 @@ class SmallCNN(Encoder):
         self.transform = ImageTransform(image_size, resample="bilinear")
         self.fingerprint = f"small-cnn:{'-'.join(map(str, widths))}"
 
-    @property
-    def preprocessing(self) -> str:
-        return self.transform.describe()
-
-    def prepare(self, values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"pixels": torch.stack(values)}
-
-    def forward(self, pixels: torch.Tensor) -> EncoderOutput:
-        grid = self.body(pixels)  # (B, C, h, w)
-        tokens = grid.flatten(2).transpose(1, 2)  # (B, h*w, C)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        return EncoderOutput(tokens.mean(1), tokens, mask)
+    def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.body(pixels)  # (B, C, S/2^k, S/2^k)
 
 
 @IMAGE_ENCODERS.register("small-cnn", "4-block CNN trained from scratch, 256-d")
