@@ -71,8 +71,13 @@ def test_user_errors_are_clear_and_without_traceback(tmp_path: Path, tiny_csv: P
     assert code == 2 and "unknown fusion 'concatt'" in output and "Did you mean 'concat'" in output
     code, output = cli("evaluate", str(tmp_path), "--data", str(tiny_csv))
     assert code == 2 and "not an mmfuse model folder" in output
-    code, output = cli(*args, "--resume")
-    assert code == 2 and "nothing to resume" in output
+
+
+def test_resume_before_any_epoch_finished_starts_over(tmp_path: Path, tiny_csv: Path) -> None:
+    code, output = cli("train", "--data", str(tiny_csv), "--out", str(tmp_path / "r"),
+                       "--epochs", "1", "--resume", *TINY)
+    assert code == 0, output
+    assert "starting at epoch 1" in output
 
 
 def test_bad_rows_skipped_and_listed(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from conftest import make_rows, tiny_config
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
 from mmfuse.errors import CheckpointError
 from mmfuse.fusion import FUSIONS
+from mmfuse.training.trainer import make_optimizer
 
 
 def pretrained_config(tmp_path: Path, fusion: str = "weighted", **train) -> Config:
@@ -160,3 +161,22 @@ def test_imbalance_options(tmp_path, tiny_csv) -> None:
         predictor = Predictor(cfg).fit(tiny_csv)
         weights = predictor.model_.head.class_weights
         assert (mode == "weight") == (not bool((weights == 1).all()))
+
+
+def test_finetuned_pretrained_encoder_is_trained_saved_and_reloaded(tmp_path, tiny_csv) -> None:
+    cfg = pretrained_config(tmp_path, epochs=1, batch_size=32)
+    cfg.model.text_encoder.frozen = False
+    predictor = Predictor(cfg).fit(tiny_csv)
+    text = predictor.model_.encoders["text"]
+    assert not text.frozen and any(p.requires_grad for p in text.parameters())
+    groups = {g["base_lr"] for g in make_optimizer(predictor.model_, cfg.train).param_groups}
+    assert groups == {cfg.train.lr, cfg.train.encoder_lr}
+    predictor.save(tmp_path / "model")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as handle:
+        names = list(handle.keys())
+    assert any(n.startswith("encoders.text.") for n in names)  # fine-tuned: saved
+    assert not any(n.startswith("encoders.image.") for n in names)  # frozen: from its package
+    before = predictor.predict_proba(tiny_csv)
+    pd.testing.assert_frame_equal(before, Predictor.load(tmp_path / "model").predict_proba(tiny_csv))

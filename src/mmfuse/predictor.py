@@ -22,6 +22,7 @@ from mmfuse.errors import CheckpointError, ConfigError, DataValidationError, Mmf
 from mmfuse.evaluation.metrics import compute_metrics, default_metric
 from mmfuse.models.build import build_model
 from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
+from mmfuse.progress import CONSOLE
 from mmfuse.training.checkpoint import (
     load_tensors,
     read_json,
@@ -30,7 +31,7 @@ from mmfuse.training.checkpoint import (
 )
 from mmfuse.training.feature_cache import FeatureCache, default_cache_dir
 from mmfuse.training.inference import run_model
-from mmfuse.training.trainer import BEST_FILE, train
+from mmfuse.training.trainer import BEST_FILE, STATE_FILE, train
 
 VERSION = "0.1.0"
 Data = pd.DataFrame | str | Path
@@ -89,6 +90,11 @@ class Predictor:
             cfg, self._n_outputs(), self.vocabulary_, self._head_options(train_frame)
         )
         self.skipped_rows_ = skipped
+        if resume and (run is None or not (run / STATE_FILE).exists()):
+            # Killed before the first epoch ended: nothing to restore, but cached features
+            # are reused, so starting over loses no finished work.
+            CONSOLE.print("No completed epoch to resume from; starting at epoch 1.")
+            resume = False
         if run is not None:
             if resume:
                 self._check_resume(run)

@@ -218,12 +218,9 @@ def _save_state(run_dir: Path, model, optimizer, state: TrainState) -> None:
 
 
 def _load_state(run_dir: Path | None, model, optimizer) -> TrainState:
-    path = (run_dir or Path(".")) / STATE_FILE
-    if run_dir is None or not path.exists():
-        raise CheckpointError(
-            f"nothing to resume: {path} does not exist (the run never finished an epoch). "
-            "Start it again without --resume."
-        )
+    if run_dir is None:
+        raise CheckpointError("resuming needs the run folder of the interrupted run")
+    path = run_dir / STATE_FILE
     tensors = load_tensors(path)
     meta = read_metadata(path)
     load_persistent_state(
