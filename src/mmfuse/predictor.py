@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from mmfuse.config import Config
-from mmfuse.data.batches import MultimodalDataset, RawImages, RawTexts, Source
+from mmfuse.data.batches import MultimodalDataset
 from mmfuse.data.manifest import as_frame
 from mmfuse.data.split import split_frame
 from mmfuse.data.validate import problems_frame, validate_frame
@@ -29,7 +29,7 @@ from mmfuse.training.checkpoint import (
     save_tensors,
     write_json,
 )
-from mmfuse.training.feature_cache import FeatureCache, default_cache_dir
+from mmfuse.training.feature_cache import FeatureCache, default_cache_dir, make_dataset
 from mmfuse.training.inference import run_model
 from mmfuse.training.trainer import BEST_FILE, STATE_FILE, train
 
@@ -282,22 +282,11 @@ class Predictor:
         return self._feature_cache
 
     def _dataset(self, frame: pd.DataFrame, with_targets: bool = True) -> MultimodalDataset:
-        cache = self._cache()
-        needs_tokens = self.model_.fusion.needs_tokens
-        sources: dict[str, Source] = {}
-        for m in self.model_.modalities:
-            encoder = self.model_.encoder_for(m)
-            values = frame[m].tolist()
-            if encoder.frozen:
-                sources[m] = cache.table(encoder, values, needs_tokens)
-            elif encoder.kind == "image":
-                sources[m] = RawImages(values, encoder.transform, encoder.prepare)
-            else:
-                sources[m] = RawTexts(values, encoder.prepare)
         targets = None
         if with_targets and "_target" in frame:
             targets = self._targets(frame["_target"].tolist())
-        return MultimodalDataset(sources, targets)
+        encoders = {m: self.model_.encoder_for(m) for m in self.model_.modalities}
+        return make_dataset(frame, encoders, self._cache(), self.model_.fusion.needs_tokens, targets)
 
     def _forward(
         self, data: Data, base_dir: str | Path | None

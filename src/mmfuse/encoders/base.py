@@ -124,3 +124,15 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, D), (B, T) -> (B, D), averaging real tokens only."""
     weights = mask.unsqueeze(-1).to(tokens.dtype)
     return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def run_encoder(encoder: Encoder, inputs: dict[str, torch.Tensor]) -> EncoderOutput:
+    """Features of one modality's batch: looked up (``pooled`` from the cache) or computed."""
+    if "pooled" in inputs:
+        tokens = inputs.get("tokens")
+        return EncoderOutput(
+            inputs["pooled"].float(),
+            tokens.float() if tokens is not None else None,  # type: ignore[arg-type]
+            inputs.get("token_mask"),  # type: ignore[arg-type]
+        )
+    return encoder(**{k: v for k, v in inputs.items() if k != "present"})

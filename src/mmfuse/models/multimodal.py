@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mmfuse.encoders.base import Encoder, EncoderOutput
+from mmfuse.encoders.base import Encoder, EncoderOutput, run_encoder
 from mmfuse.fusion.base import Fusion
 from mmfuse.heads.base import Head
 
@@ -60,15 +60,7 @@ class MultimodalModel(nn.Module):
         encoded = {}
         for m in self.modalities:
             inputs = batch[m]
-            if "pooled" in inputs:
-                out = EncoderOutput(
-                    inputs["pooled"].float(),
-                    inputs["tokens"].float() if "tokens" in inputs else None,  # type: ignore[arg-type]
-                    inputs.get("token_mask"),  # type: ignore[arg-type]
-                )
-            else:
-                args = {k: v for k, v in inputs.items() if k != "present"}
-                out = self.encoder_for(m)(**args)
+            out = run_encoder(self.encoder_for(m), inputs)
             present = inputs["present"].unsqueeze(-1)  # (B, 1)
             placeholder = self.missing[module_key(m)].to(out.pooled.dtype)
             encoded[m] = out._replace(pooled=torch.where(present, out.pooled, placeholder))

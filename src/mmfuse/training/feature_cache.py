@@ -12,11 +12,12 @@ import os
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 
-from mmfuse.data.batches import FeatureTable
+from mmfuse.data.batches import FeatureTable, MultimodalDataset, RawImages, RawTexts, Source
 from mmfuse.data.images import open_image
 from mmfuse.encoders.base import Encoder
 from mmfuse.progress import make_progress
@@ -164,3 +165,24 @@ class FeatureCache:
         if folder is not None and pending:
             save_tensors(folder / f"shard-{uuid.uuid4().hex}.safetensors", pending)
         pending.clear()
+
+
+def make_dataset(
+    frame: pd.DataFrame,
+    encoders: dict[str, Encoder],
+    cache: FeatureCache,
+    with_tokens: bool,
+    targets: torch.Tensor | None = None,
+) -> MultimodalDataset:
+    """Rows of a validated frame, each modality (column) served by its encoder's source:
+    frozen encoders from the feature cache, trainable ones as raw inputs decoded per batch."""
+    sources: dict[str, Source] = {}
+    for m, encoder in encoders.items():
+        values = frame[m].tolist()
+        if encoder.frozen:
+            sources[m] = cache.table(encoder, values, with_tokens)
+        elif encoder.kind == "image":
+            sources[m] = RawImages(values, encoder.transform, encoder.prepare)  # type: ignore[arg-type]
+        else:
+            sources[m] = RawTexts(values, encoder.prepare)
+    return MultimodalDataset(sources, targets)
