@@ -11,7 +11,7 @@ import yaml
 
 from mmfuse.errors import ConfigError
 
-TASKS = ("classification", "multilabel", "regression", "binary")
+TASKS = ("classification", "multilabel", "regression", "binary", "matching", "retrieval")
 MODALITY_KINDS = ("image", "text")
 
 
@@ -27,6 +27,8 @@ class DataConfig:
     val_fraction: float = 0.1
     on_bad_rows: str = "error"  # "error" or "skip"
     allow_missing: bool = False  # an empty image/text cell is a missing modality, not an error
+    negatives: int = 1  # matching: mismatched captions drawn per true pair
+    hard_negative_fraction: float = 0.5  # matching: share of negatives that are look-alikes
 
 
 @dataclass
@@ -90,6 +92,11 @@ class Config:
             raise ConfigError("modality 'image' is selected but no image column is named")
         if "text" in self.model.modalities and not self.data.text_cols:
             raise ConfigError("modality 'text' is selected but no text column is named")
+        if self.data.task in ("matching", "retrieval") and (
+            len(self.data.image_cols) != 1 or len(self.data.text_cols) != 1
+            or self.model.modalities != list(MODALITY_KINDS)
+        ):
+            raise ConfigError(f"task '{self.data.task}' needs exactly one image and one text column")
         if self.data.on_bad_rows not in ("error", "skip"):
             raise ConfigError("on_bad_rows must be 'error' or 'skip'")
         if self.train.imbalance not in ("auto", "none", "weight", "sample"):

@@ -15,7 +15,7 @@ import yaml
 from mmfuse.config import Config
 from mmfuse.data.batches import MultimodalDataset
 from mmfuse.data.manifest import as_frame
-from mmfuse.data.split import split_frame
+from mmfuse.data.split import split_by_group, split_frame
 from mmfuse.data.validate import problems_frame, validate_frame
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.errors import CheckpointError, ConfigError, DataValidationError, MmfuseError, Problem
@@ -23,6 +23,7 @@ from mmfuse.evaluation.metrics import compute_metrics, default_metric
 from mmfuse.models.build import build_model
 from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
 from mmfuse.progress import CONSOLE
+from mmfuse.retrieval.matching import make_matching_pairs
 from mmfuse.training.checkpoint import (
     load_tensors,
     read_json,
@@ -35,6 +36,7 @@ from mmfuse.training.trainer import BEST_FILE, STATE_FILE, train
 
 VERSION = "0.1.0"
 Data = pd.DataFrame | str | Path
+PAIRED_TASKS = ("matching", "retrieval")  # tables of (image, caption) pairs, no label column
 IMBALANCE_RATIO_FOR_WEIGHTS = 10.0  # "auto": weight the loss only when imbalance is severe
 
 
@@ -69,26 +71,21 @@ class Predictor:
         run = Path(run_dir) if run_dir is not None else None
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        modalities = cfg.model.modalities
-        frame = validate_frame(as_frame(data, base_dir), cfg.data, modalities)
+        frame = self._read(data, base_dir)
         skipped = list(frame.attrs["skipped"])
         if validation is None:
-            stratify = frame["_target"] if cfg.data.task in ("classification", "binary") else None
-            train_frame, val_frame = split_frame(
-                frame, cfg.data.val_fraction, cfg.train.seed, stratify
-            )
+            train_frame, val_frame = self._split(frame)
         else:
             train_frame = frame
         self.classes_ = self._fit_classes(train_frame)
         if validation is not None:
-            val_frame = validate_frame(as_frame(validation, base_dir), cfg.data, modalities,
-                                       known_labels=self.classes_)
+            val_frame = self._read(validation, base_dir, known_labels=self.classes_)
             skipped += val_frame.attrs["skipped"]
+        train_frame = self._with_targets(train_frame, cfg.train.seed)
+        val_frame = self._with_targets(val_frame, cfg.train.seed + 1)
         self.vocabulary_ = self._fit_vocabulary(train_frame)
         torch.manual_seed(cfg.train.seed)
-        self.model_ = build_model(
-            cfg, self._n_outputs(), self.vocabulary_, self._head_options(train_frame)
-        )
+        self.model_ = self._build_model(self._n_outputs(), self._head_options(train_frame))
         self.skipped_rows_ = skipped
         if resume and (run is None or not (run / STATE_FILE).exists()):
             # Killed before the first epoch ended: nothing to restore, but cached features
@@ -103,19 +100,17 @@ class Predictor:
                 problems_frame(skipped).to_csv(run / "bad_rows.csv", index=False)
         train_set = self._dataset(train_frame)
         val_set = self._dataset(val_frame)
-        val_targets = val_frame["_target"].tolist()
-        metric = cfg.train.metric or default_metric(cfg.data.task)
 
         def validate(model: MultimodalModel) -> dict[str, float]:
-            scores = self._score(model, val_set, val_targets)
+            scores = self._score(model, val_frame, val_set)
             return {k: v for k, v in scores.items() if isinstance(v, int | float)}
 
         state = train(
-            self.model_, train_set, validate, cfg.train, metric, run, resume,
+            self.model_, train_set, validate, cfg.train, self._metric(), run, resume,
             self._sample_weights(train_frame),
         )
         self.history_ = state.history
-        self.metrics_ = {"validation": self._score(self.model_, val_set, val_targets),
+        self.metrics_ = {"validation": self._score(self.model_, val_frame, val_set),
                          "best_epoch": state.best_epoch, "epochs_run": state.epoch}
         if run is not None:
             self.save(run)
@@ -150,9 +145,9 @@ class Predictor:
     def evaluate(self, data: Data, *, base_dir: str | Path | None = None) -> dict[str, Any]:
         """Metrics on labelled data (labels unseen in training are reported as data problems)."""
         self._check_fitted()
-        frame = validate_frame(as_frame(data, base_dir), self.config.data,
-                               self.config.model.modalities, known_labels=self.classes_)
-        return self._score(self.model_, self._dataset(frame), frame["_target"].tolist())
+        frame = self._read(data, base_dir, known_labels=self.classes_)
+        frame = self._with_targets(frame, self.config.train.seed + 2)
+        return self._score(self.model_, frame, self._dataset(frame))
 
     # ----------------------------------------------------------- save/load
     def save(self, directory: str | Path) -> Path:
@@ -181,7 +176,7 @@ class Predictor:
             Vocabulary.from_dict(read_json(vocabulary_file)) if vocabulary_file.exists() else None
         )
         meta = read_json(directory / "meta.json")
-        predictor.model_ = build_model(predictor.config, labels["n_outputs"], predictor.vocabulary_)
+        predictor.model_ = predictor._build_model(labels["n_outputs"], {})
         load_persistent_state(predictor.model_, load_tensors(directory / BEST_FILE))
         predictor.model_.eval()
         for kind, fingerprint in meta.get("encoders", {}).items():
@@ -199,6 +194,41 @@ class Predictor:
         return predictor
 
     # ------------------------------------------------------------ internals
+    def _read(
+        self, data: Data, base_dir: str | Path | None, known_labels: list[str] | None = None,
+        require_labels: bool = True,
+    ) -> pd.DataFrame:
+        """Validated rows. Paired tasks (matching, retrieval) need no label column."""
+        paired = self.config.data.task in PAIRED_TASKS
+        return validate_frame(
+            as_frame(data, base_dir), self.config.data, self.config.model.modalities,
+            known_labels=None if paired else known_labels,
+            require_labels=require_labels and not paired,
+        )
+
+    def _split(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Validation rows: stratified by label, or (paired tasks) by image, so no image is
+        seen in both training and validation."""
+        data, seed = self.config.data, self.config.train.seed
+        if data.task in PAIRED_TASKS:
+            return split_by_group(frame, data.val_fraction, seed, frame[data.image_cols[0]])
+        stratify = frame["_target"] if data.task in ("classification", "binary") else None
+        return split_frame(frame, data.val_fraction, seed, stratify)
+
+    def _with_targets(self, frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+        """Matching learns from true pairs only: mismatched captions are drawn here."""
+        data = self.config.data
+        if data.task != "matching":
+            return frame
+        return make_matching_pairs(frame, data.image_cols[0], data.text_cols[0], data.negatives,
+                                   data.hard_negative_fraction, seed)
+
+    def _build_model(self, n_outputs: int, head_options: dict[str, Any]) -> Any:
+        return build_model(self.config, n_outputs, self.vocabulary_, head_options)
+
+    def _metric(self) -> str:
+        return self.config.train.metric or default_metric(self.config.data.task)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise MmfuseError("this Predictor is not fitted yet: call fit() or Predictor.load()")
@@ -209,7 +239,7 @@ class Predictor:
             return None
         targets = frame["_target"].tolist()
         classes = sorted({t for row in targets for t in row} if task == "multilabel" else set(targets))
-        if task == "binary" and len(classes) != 2:
+        if task in ("binary", "matching") and len(classes) != 2:
             raise ConfigError(f"task 'binary' needs exactly 2 labels, found {classes}")
         if len(classes) < 2 and task != "multilabel":
             raise DataValidationError(
@@ -249,7 +279,7 @@ class Predictor:
             n, k = len(frame), len(self.classes_)
             weights = [n / (k * counts[c]) if counts[c] else 0.0 for c in self.classes_]
             return {"class_weights": torch.tensor(weights)}
-        if task == "binary" and self._imbalance_mode(frame) == "weight":
+        if task in ("binary", "matching") and self._imbalance_mode(frame) == "weight":
             counts = Counter(frame["_target"])
             return {"pos_weight": counts[self.classes_[0]] / max(1, counts[self.classes_[1]])}
         return {}
@@ -261,8 +291,8 @@ class Predictor:
         counts = Counter(keys)
         return torch.tensor([1.0 / counts[k] for k in keys], dtype=torch.double)
 
-    def _targets(self, targets: list[Any]) -> torch.Tensor:
-        task = self.config.data.task
+    def _targets(self, frame: pd.DataFrame) -> torch.Tensor:
+        task, targets = self.config.data.task, frame["_target"].tolist()
         if task == "regression":
             return torch.tensor(targets, dtype=torch.float32)
         index = {c: i for i, c in enumerate(self.classes_)}
@@ -282,19 +312,18 @@ class Predictor:
         return self._feature_cache
 
     def _dataset(self, frame: pd.DataFrame, with_targets: bool = True) -> MultimodalDataset:
-        targets = None
-        if with_targets and "_target" in frame:
-            targets = self._targets(frame["_target"].tolist())
+        targets = self._targets(frame) if with_targets and "_target" in frame else None
         encoders = {m: self.model_.encoder_for(m) for m in self.model_.modalities}
-        return make_dataset(frame, encoders, self._cache(), self.model_.fusion.needs_tokens, targets)
+        fusion = getattr(self.model_, "fusion", None)
+        needs_tokens = bool(fusion is not None and fusion.needs_tokens)
+        return make_dataset(frame, encoders, self._cache(), needs_tokens, targets)
 
     def _forward(
         self, data: Data, base_dir: str | Path | None
     ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, np.ndarray | None]:
         """Probabilities, decoded predictions, the validated rows and modality weights."""
         self._check_fitted()
-        frame = validate_frame(as_frame(data, base_dir), self.config.data,
-                               self.config.model.modalities, require_labels=False)
+        frame = self._read(data, base_dir, require_labels=False)
         dataset = self._dataset(frame, with_targets=False)
         logits, weights = run_model(self.model_, dataset, num_workers=self.config.train.num_workers)
         scores = self.model_.head.probabilities(logits).numpy()
@@ -312,11 +341,11 @@ class Predictor:
             return out
         return classes[decoded]
 
-    def _score(self, model: MultimodalModel, dataset: MultimodalDataset, targets: list) -> dict:
+    def _score(self, model: MultimodalModel, frame: pd.DataFrame, dataset: MultimodalDataset) -> dict:
         logits, _ = run_model(model, dataset, num_workers=self.config.train.num_workers)
         scores = model.head.probabilities(logits).numpy()
         decoded = model.head.decode(logits).numpy()
-        y_true = self._targets(targets).numpy()
+        y_true = self._targets(frame).numpy()
         result = compute_metrics(self.config.data.task, y_true, decoded, scores,
                                  self.classes_ or [])
         if dataset.targets is not None:

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+
+def split_by_group(
+    frame: pd.DataFrame, fraction: float, seed: int, groups: pd.Series
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split so that no group (e.g. one image with several captions) lands on both sides."""
+    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    train_index, val_index = next(splitter.split(frame, groups=groups))
+    return frame.iloc[train_index], frame.iloc[val_index]
 
 
 def split_frame(

@@ -15,7 +15,8 @@ METRIC_DIRECTION = {
 
 
 def default_metric(task: str) -> str:
-    return "rmse" if task == "regression" else "macro_f1"
+    return {"regression": "rmse", "matching": "auroc", "retrieval": "mean_recall"}.get(
+        task, "macro_f1")
 
 
 def is_better(metric: str, new: float, best: float | None) -> bool:
@@ -62,7 +63,7 @@ def compute_metrics(
                    f"{average}_f1": float(f)}
     indicators = np.eye(len(classes))[y_true]
     result["auroc"] = _macro_auroc(indicators, scores)
-    if task == "binary":
+    if task in ("binary", "matching"):
         result["f1"] = float(skm.f1_score(y_true, y_pred, zero_division=0))
         result["auroc"] = _macro_auroc(indicators[:, 1:], scores[:, 1:])
     result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()

@@ -44,7 +44,8 @@ def build_model(
         fusion = FUSIONS.get(cfg.model.fusion)(
             input_dims, cfg.model.hidden_dim, cfg.model.dropout, **cfg.model.fusion_options
         )
-        head = HEADS.get(cfg.data.task)(
+        head_name = "binary" if cfg.data.task == "matching" else cfg.data.task
+        head = HEADS.get(head_name)(
             fusion.output_dim, n_outputs, cfg.model.dropout, **(head_options or {})
         )
     except TypeError as error:  # an option the component does not take

@@ -63,14 +63,14 @@ class _Inputs(Dataset):
 class FeatureCache:
     """``table(encoder, values, with_tokens)`` returns a FeatureTable, encoding only what is new.
 
-    ``root=None`` keeps features in memory only (nothing written).
+    The disk is the cache: memory holds only the table being built, so embedding a large
+    collection in chunks stays bounded. ``root=None`` disables it (features are recomputed).
     """
 
     def __init__(self, root: Path | None, batch_size: int = 64, num_workers: int = 2) -> None:
         self.root = Path(root) if root is not None else None
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self._memory: dict[str, dict[str, torch.Tensor]] = {}
 
     def folder(self, encoder: Encoder) -> Path | None:
         if self.root is None:
@@ -104,7 +104,7 @@ class FeatureCache:
         return FeatureTable(pooled, tokens, mask, index, present)
 
     def _load(self, encoder: Encoder, wanted: set[str], with_tokens: bool) -> dict:
-        store = self._memory.setdefault(encoder.cache_key, {})
+        store: dict[str, dict[str, torch.Tensor]] = {}
         folder = self.folder(encoder)
         if folder is not None and folder.exists():
             for shard in sorted(folder.glob("shard-*.safetensors")):
@@ -150,7 +150,6 @@ class FeatureCache:
                     if with_tokens:
                         length = int(out.token_mask[row].sum())
                         parts["tokens"] = out.tokens[row, :length].half().clone()
-                    self._memory[encoder.cache_key].setdefault(digest, {}).update(parts)
                     store.setdefault(digest, {}).update(parts)
                     pending.update({f"{digest}.{k}": v for k, v in parts.items()})
                 done += len(batch)

@@ -1,0 +1,1 @@
+"""Image-text matching and cross-modal retrieval: dual encoder, InfoNCE, Recall@K, index, search."""
