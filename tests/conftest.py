@@ -72,3 +72,42 @@ def tiny_config(tmp_path: Path, **model: object) -> Config:
 def _seed_and_threads() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(2)
+
+
+SHAPES = ("square", "circle", "triangle")
+SIZES = {"small": 10, "big": 22}
+
+
+def draw_shape(path: Path, colour: str, shape: str, size: str, rng: random.Random) -> None:
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (32, 32), "white")
+    side = SIZES[size]
+    x, y = rng.randint(0, 32 - side), rng.randint(0, 32 - side)
+    box = (x, y, x + side, y + side)
+    pen = ImageDraw.Draw(image)
+    if shape == "square":
+        pen.rectangle(box, fill=COLOURS[colour])
+    elif shape == "circle":
+        pen.ellipse(box, fill=COLOURS[colour])
+    else:
+        pen.polygon([(x, y + side), (x + side, y + side), (x + side // 2, y)], fill=COLOURS[colour])
+    image.save(path)
+
+
+def make_captions(folder: Path, seed: int = 0, per_concept: int = 2) -> pd.DataFrame:
+    """Images of every colour x shape x size, two captions each (image file names say which)."""
+    rng = random.Random(seed)
+    (folder / "shapes").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for colour in COLOURS:
+        for shape in SHAPES:
+            for size in SIZES:
+                for copy in range(per_concept):
+                    name = f"shapes/{colour}_{shape}_{size}_{seed}_{copy}.png"
+                    draw_shape(folder / name, colour, shape, size, rng)
+                    rows.append({"image": name, "caption": f"a {size} {colour} {shape}",
+                                 "colour": colour})
+                    rows.append({"image": name, "caption": f"{colour} {shape}, {size}",
+                                 "colour": colour})
+    return pd.DataFrame(rows)

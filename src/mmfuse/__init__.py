@@ -6,14 +6,22 @@ Public API: ``Predictor``, ``Config`` (and its parts), ``build_model``, ``load``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mmfuse.config import Config, DataConfig, EncoderConfig, ModelConfig, TrainConfig
 from mmfuse.models.build import build_model
 from mmfuse.predictor import VERSION as __version__
 from mmfuse.predictor import Predictor
 
 
-def load(directory: str) -> Predictor:
-    """Load a saved model folder (safetensors + YAML/JSON; no pickle)."""
+def load(directory: str | Path) -> Predictor:
+    """Load a saved model folder (safetensors + YAML/JSON; no pickle): a Predictor, or a
+    RetrievalPredictor for retrieval models."""
+    config = Path(directory) / "config.yaml"
+    if config.exists() and Config.from_yaml(config).data.task == "retrieval":
+        from mmfuse.retrieval.predictor import RetrievalPredictor
+
+        return RetrievalPredictor.load(directory)
     return Predictor.load(directory)
 
 

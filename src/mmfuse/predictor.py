@@ -23,7 +23,7 @@ from mmfuse.evaluation.metrics import compute_metrics, default_metric
 from mmfuse.models.build import build_model
 from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
 from mmfuse.progress import CONSOLE
-from mmfuse.retrieval.matching import make_matching_pairs
+from mmfuse.retrieval.matching import NO, YES, make_matching_pairs
 from mmfuse.training.checkpoint import (
     load_tensors,
     read_json,
@@ -237,6 +237,8 @@ class Predictor:
         task = self.config.data.task
         if task == "regression":
             return None
+        if task == "matching":
+            return [NO, YES]
         targets = frame["_target"].tolist()
         classes = sorted({t for row in targets for t in row} if task == "multilabel" else set(targets))
         if task in ("binary", "matching") and len(classes) != 2:

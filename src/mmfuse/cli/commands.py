@@ -27,7 +27,9 @@ def train(
     image_col: Annotated[list[str] | None, Opt(help="Image column (repeat for several)")] = None,
     text_col: Annotated[list[str] | None, Opt(help="Text column (repeat for several)")] = None,
     label_col: Annotated[str | None, Opt(help="Target column")] = None,
-    task: Annotated[str | None, Opt(help="classification|multilabel|regression|binary")] = None,
+    task: Annotated[
+        str | None, Opt(help="classification|multilabel|regression|binary|matching|retrieval")
+    ] = None,
     image_encoder: Annotated[str | None, Opt(help="See `mmfuse list`")] = None,
     text_encoder: Annotated[str | None, Opt(help="See `mmfuse list`; or hf:/local/folder")] = None,
     fusion: Annotated[str | None, Opt(help="See `mmfuse list`")] = None,
@@ -50,6 +52,7 @@ def train(
 ) -> None:
     """Train a model on a table of images and texts."""
     from mmfuse.predictor import Predictor
+    from mmfuse.retrieval.predictor import RetrievalPredictor
 
     resuming_stored = resume and config is None and (out_dir / "config.yaml").exists()
     cfg = Config.from_yaml(config) if config else Config()
@@ -96,7 +99,8 @@ def train(
 
     train_data = frames.get("train") if dataset else data
     test = frames.get("test") if dataset and test_data is None else test_data
-    predictor = Predictor(cfg).fit(train_data, val_data, run_dir=out_dir, resume=resume)
+    estimator = RetrievalPredictor if cfg.data.task == "retrieval" else Predictor
+    predictor = estimator(cfg).fit(train_data, val_data, run_dir=out_dir, resume=resume)
     print_metrics("validation", predictor.metrics_["validation"])
     if predictor.skipped_rows_:
         out.print(f"skipped {len(predictor.skipped_rows_)} bad row(s): see {out_dir}/bad_rows.csv")
@@ -115,9 +119,9 @@ def evaluate(
     output: Annotated[Path | None, Opt(help="JSON file (default RUN/evaluation.json)")] = None,
 ) -> None:
     """Metrics of a trained model on labelled data, written as JSON."""
-    from mmfuse.predictor import Predictor
+    from mmfuse import load
 
-    metrics = Predictor.load(run).evaluate(data)
+    metrics = load(run).evaluate(data)
     target = output or run / "evaluation.json"
     write_json_file(target, metrics)
     print_metrics(f"evaluation on {data.name}", metrics)
@@ -132,9 +136,9 @@ def predict(
     output: Annotated[Path, Opt(help="CSV with predictions")] = Path("predictions.csv"),
 ) -> None:
     """Predictions (with class probabilities and modality weights) as CSV."""
-    from mmfuse.predictor import Predictor
+    from mmfuse import load
 
-    frame = Predictor.load(run).predict_frame(data)
+    frame = load(run).predict_frame(data)
     output.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(output, index=False)
     out.print(f"{len(frame)} predictions written to {output}")
@@ -172,3 +176,118 @@ def demo(
                       f"{row['train_seconds']:.0f}")
     out.print(table)
     out.print(f"runs and summary.json in {out_dir}")
+
+
+def _retrieval_model(run: Path):
+    from mmfuse import load
+    from mmfuse.retrieval.predictor import RetrievalPredictor
+
+    model = load(run)
+    if not isinstance(model, RetrievalPredictor):
+        raise ConfigError(f"{run} is not a retrieval model (train one with --task retrieval)")
+    return model
+
+
+@app.command()
+@friendly
+def index(
+    run: Annotated[Path, typer.Argument(help="Retrieval model folder")],
+    out_path: Annotated[Path, Opt("--out", help="Index folder to write")],
+    images: Annotated[Path | None, Opt(help="Folder of images (recursive)")] = None,
+    data: Annotated[Path | None, Opt(help="Manifest whose image column is indexed")] = None,
+    texts: Annotated[Path | None, Opt(help="Manifest whose text column is indexed")] = None,
+) -> None:
+    """Embed a folder of images (or a manifest's images or texts) once, for search."""
+    from mmfuse.data.manifest import read_manifest
+    from mmfuse.retrieval.predictor import list_images
+
+    model = _retrieval_model(run)
+    if sum(x is not None for x in (images, data, texts)) != 1:
+        raise ConfigError("name exactly one of --images DIR, --data MANIFEST, --texts MANIFEST")
+    if images is not None:
+        built = model.index_images(list_images(images))
+    elif data is not None:
+        frame = read_manifest(data)
+        base = Path(frame.attrs["base_dir"])
+        built = model.index_images([base / p for p in frame[model.image_col]])
+    else:
+        built = model.index_texts(_texts_of(model, texts))  # type: ignore[arg-type]
+    built.save(out_path)
+    out.print(f"{len(built.items)} {built.kind}s indexed in {out_path}")
+
+
+def _texts_of(model, manifest: Path) -> list[str]:
+    from mmfuse.data.manifest import read_manifest
+    from mmfuse.data.validate import check_columns
+
+    frame = read_manifest(manifest)
+    check_columns(frame, {model.text_col: "the model's text column"})
+    return [str(t) for t in frame[model.text_col].dropna().unique()]
+
+
+@app.command()
+@friendly
+def search(
+    index_path: Annotated[Path, typer.Argument(help="Index folder from `mmfuse index`")],
+    query: Annotated[str | None, typer.Argument(help="Text query")] = None,
+    image: Annotated[Path | None, Opt(help="Query by an image instead of text")] = None,
+    texts: Annotated[Path | None, Opt(help="Search these texts (manifest) instead")] = None,
+    top: Annotated[int, Opt(help="How many results")] = 5,
+    model_dir: Annotated[Path | None, Opt("--model", help="Model folder (default: the "
+                                          "index's)")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print JSON")] = False,
+) -> None:
+    """Search an index by text (or by image), best matches first."""
+    import json
+
+    from mmfuse.retrieval.index import EmbeddingIndex
+
+    built = EmbeddingIndex.load(index_path)
+    model = _retrieval_model(model_dir or Path(built.model_dir))
+    if (query is None) == (image is None):
+        raise ConfigError('give a text query or --image PATH (not both)')
+    if texts is not None:
+        built = model.index_texts(_texts_of(model, texts))
+    else:
+        model.check_index(built)
+    vector = model.embed_images([image]) if image is not None else model.embed_texts([query])
+    wanted = "image" if image is None else "text"
+    if built.kind != wanted:
+        raise ConfigError(f"this index holds {built.kind}s; a {'text' if image is None else 'image'}"
+                          f" query searches {wanted}s (for images by image, search --texts)")
+    hits = built.search(vector, top)[0]
+    if as_json:
+        typer.echo(json.dumps([{"rank": i + 1, "item": item, "score": score}
+                               for i, (item, score) in enumerate(hits)], indent=2))
+        return
+    table = Table(title=f"top {len(hits)} for {query or image}")
+    for column in ("rank", "score", built.kind):
+        table.add_column(column)
+    for rank, (item, score) in enumerate(hits, 1):
+        table.add_row(str(rank), f"{score:.3f}", item)
+    out.print(table)
+
+
+@app.command("zero-shot")
+@friendly
+def zero_shot(
+    run: Annotated[Path, typer.Argument(help="Retrieval model folder")],
+    data: Annotated[Path, Opt(help="Manifest with images (and optionally true labels)")],
+    labels: Annotated[str, Opt(help="Comma-separated label names")],
+    template: Annotated[str, Opt(help="Prompt, {} is the label")] = "{}",
+    output: Annotated[Path, Opt(help="CSV of predictions")] = Path("zero_shot.csv"),
+) -> None:
+    """Classify images by text prompts in the shared space (no training on these labels)."""
+    from mmfuse.data.manifest import read_manifest
+
+    model = _retrieval_model(run)
+    names = [x.strip() for x in labels.split(",") if x.strip()]
+    frame = model.zero_shot(data, names, template)
+    frame.to_csv(output, index=False)
+    manifest = read_manifest(data)
+    label_col = model.config.data.label_col
+    if label_col in manifest.columns:
+        truth = manifest[label_col].astype(str).to_numpy()[frame["row"].to_numpy() - 1]
+        accuracy = float((truth == frame["prediction"].to_numpy()).mean())
+        out.print(f"zero-shot accuracy against column '{label_col}': {accuracy:.4f}")
+    out.print(f"{len(frame)} predictions written to {output}")

@@ -1,0 +1,178 @@
+"""Cross-modal retrieval: train a dual encoder, evaluate Recall@K, embed, search, zero-shot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mmfuse.data.batches import MultimodalDataset
+from mmfuse.encoders import create_encoder
+from mmfuse.encoders.base import file_fingerprint
+from mmfuse.errors import ConfigError, MmfuseError
+from mmfuse.predictor import Data, Predictor
+from mmfuse.progress import make_progress
+from mmfuse.retrieval.dual_encoder import DualEncoder
+from mmfuse.retrieval.index import EmbeddingIndex
+from mmfuse.retrieval.metrics import random_baseline, retrieval_metrics
+from mmfuse.training.feature_cache import make_dataset
+from mmfuse.training.inference import make_loader
+from mmfuse.training.trainer import BEST_FILE
+
+CHUNK = 4096  # rows embedded at a time: memory stays bounded for any collection size
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class RetrievalPredictor(Predictor):
+    """A dual encoder trained with symmetric InfoNCE on a table of (image, caption) pairs.
+
+    ``fit`` (from Predictor) trains; ``evaluate`` gives Recall@1/5/10 and ranks both ways;
+    ``embed_images``/``embed_texts`` give unit vectors; ``index``/``search`` and
+    ``zero_shot`` use the shared space. Classification methods do not apply.
+    """
+
+    @property
+    def image_col(self) -> str:
+        return self.config.data.image_cols[0]
+
+    @property
+    def text_col(self) -> str:
+        return self.config.data.text_cols[0]
+
+    # hooks of Predictor.fit -------------------------------------------------
+    def _fit_classes(self, frame: pd.DataFrame) -> None:
+        return None
+
+    def _n_outputs(self) -> int:
+        return 0
+
+    def _head_options(self, frame: pd.DataFrame) -> dict[str, Any]:
+        return {}
+
+    def _build_model(self, n_outputs: int, head_options: dict[str, Any]) -> DualEncoder:
+        model_cfg = self.config.model
+        encoders = {
+            "image": create_encoder("image", model_cfg.image_encoder),
+            "text": create_encoder("text", model_cfg.text_encoder, vocabulary=self.vocabulary_),
+        }
+        return DualEncoder(encoders, self.image_col, self.text_col, model_cfg.hidden_dim,
+                           model_cfg.dropout)
+
+    def _targets(self, frame: pd.DataFrame) -> torch.Tensor:
+        """(N, 2): which image and which text each pair has (pairs sharing one are not negatives)."""
+        images = pd.factorize(frame[self.image_col])[0]
+        texts = pd.factorize(frame[self.text_col])[0]
+        return torch.tensor(np.stack([images, texts], axis=1), dtype=torch.long)
+
+    def _dataset(self, frame: pd.DataFrame, with_targets: bool = True) -> MultimodalDataset:
+        frame = frame.assign(_target=0)  # every row is a true pair
+        return super()._dataset(frame, with_targets)
+
+    def _score(self, model: Any, frame: pd.DataFrame, dataset: Any = None) -> dict[str, Any]:
+        images, text_to_image = np.unique(frame[self.image_col].to_numpy(), return_inverse=True)
+        image_vectors = self._embed(model, "image", list(images))
+        text_vectors = self._embed(model, "text", frame[self.text_col].tolist())
+        result = retrieval_metrics(image_vectors, text_vectors, text_to_image.tolist())
+        result["random"] = random_baseline(len(images), len(frame), len(frame) / len(images))
+        return result
+
+    # embedding --------------------------------------------------------------
+    @torch.inference_mode()
+    def _embed(self, model: DualEncoder, kind: str, values: list[str]) -> torch.Tensor:
+        """(N, E) unit vectors of image paths or texts, in chunks with a progress bar."""
+        was_training = model.training
+        model.eval()
+        column = self.image_col if kind == "image" else self.text_col
+        encoder = model.encoders[kind]
+        out = []
+        with make_progress() as progress:
+            task = progress.add_task(f"Embedding {kind}s", total=len(values), status="")
+            for start in range(0, len(values), CHUNK):
+                chunk = pd.DataFrame({column: values[start:start + CHUNK]})
+                dataset = make_dataset(chunk, {column: encoder}, self._cache(), False)  # type: ignore[dict-item]
+                for batch, _ in make_loader(dataset, 256, self.config.train.num_workers):
+                    out.append(model.embed(kind, batch[column]))
+                    progress.advance(task, len(batch[column]["present"]))
+        model.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, model.embed_dim)
+
+    def embed_images(self, paths: list[str | Path]) -> torch.Tensor:
+        self._check_fitted()
+        return self._embed(self.model_, "image", [str(Path(p).resolve()) for p in paths])
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        self._check_fitted()
+        if any(not str(t).strip() for t in texts):
+            raise MmfuseError("cannot embed an empty text")
+        return self._embed(self.model_, "text", [str(t) for t in texts])
+
+    # index, search, zero-shot -------------------------------------------------
+    def fingerprint(self) -> str:
+        if not hasattr(self, "source_dir_"):
+            raise MmfuseError("save or load the model first: an index must point at a saved model")
+        return file_fingerprint(Path(self.source_dir_) / BEST_FILE)
+
+    def index_images(self, paths: list[str | Path]) -> EmbeddingIndex:
+        """Embed images (validated first: an unreadable file is reported, not skipped)."""
+        frame = self._read(pd.DataFrame({self.image_col: [str(p) for p in paths],
+                                         self.text_col: "-"}), None, require_labels=False)
+        items = frame[self.image_col].tolist()
+        return EmbeddingIndex(self._embed(self.model_, "image", items), items, "image",
+                              str(self.source_dir_), self.fingerprint())
+
+    def index_texts(self, texts: list[str]) -> EmbeddingIndex:
+        return EmbeddingIndex(self.embed_texts(texts), list(texts), "text",
+                              str(self.source_dir_), self.fingerprint())
+
+    def check_index(self, index: EmbeddingIndex) -> None:
+        if index.model_fingerprint != self.fingerprint():
+            raise MmfuseError(
+                f"this index was built by another model (fingerprint {index.model_fingerprint}, "
+                f"this model {self.fingerprint()}); rebuild it with `mmfuse index`"
+            )
+
+    def zero_shot(
+        self, data: Data, labels: list[str], template: str = "{}", *,
+        base_dir: str | Path | None = None,
+    ) -> pd.DataFrame:
+        """Classify images by the nearest label prompt. Returns row, prediction, p_<label>."""
+        self._check_fitted()
+        if len(labels) < 2:
+            raise ConfigError("zero-shot needs at least two labels")
+        frame = self._read(data, base_dir, require_labels=False)
+        images = self._embed(self.model_, "image", frame[self.image_col].tolist())
+        prompts = self.embed_texts([template.format(label) for label in labels])
+        scale = float(self.model_.head.scale().detach())
+        probabilities = (scale * images @ prompts.T).softmax(-1).numpy()  # (N, labels)
+        out = pd.DataFrame({"row": frame["_row"].to_numpy(),
+                            "prediction": np.asarray(labels, dtype=object)[probabilities.argmax(1)]})
+        for i, label in enumerate(labels):
+            out[f"p_{label}"] = probabilities[:, i]
+        return out
+
+    # not applicable -----------------------------------------------------------
+    def predict(self, data: Data, *, base_dir: str | Path | None = None) -> np.ndarray:
+        raise MmfuseError("a retrieval model ranks, it does not classify: use search or zero_shot")
+
+    predict_proba = predict_frame = predict  # type: ignore[assignment]
+
+    def save(self, directory: str | Path) -> Path:
+        path = super().save(directory)
+        self.source_dir_ = str(Path(path).resolve())
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> RetrievalPredictor:
+        predictor = super().load(directory)
+        predictor.source_dir_ = str(Path(directory).resolve())
+        return predictor  # type: ignore[return-value]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive), in a stable order."""
+    if not folder.is_dir():
+        raise MmfuseError(f"{folder} is not a folder")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
