@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mmfuse-installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Speed/quality benchmarks: run on purpose, never in CI; each writes benchmarks/results/*.json
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.retrieval
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

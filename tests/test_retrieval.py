@@ -58,10 +58,19 @@ def test_contrastive_loss_does_not_push_apart_captions_of_one_image() -> None:
 def test_recall_metrics_with_several_captions_per_image() -> None:
     images = torch.eye(3)
     texts = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 0, 1.0], [0, 1.0, 0]])
-    perfect = retrieval_metrics(images, texts, [0, 0, 2, 1])
+    perfect = retrieval_metrics(images, texts, [(0, 0), (0, 1), (2, 2), (1, 3)])
     assert perfect["t2i_r1"] == perfect["i2t_r1"] == 1.0 and perfect["t2i_median_rank"] == 1
-    swapped = retrieval_metrics(images, texts, [1, 1, 2, 0])  # captions 0, 1 and 3 are wrong
+    swapped = retrieval_metrics(images, texts, [(1, 0), (1, 1), (2, 2), (0, 3)])
     assert swapped["t2i_r1"] == 0.25 and swapped["t2i_r5"] == 1.0
+    assert perfect["random"]["t2i_r1"] == pytest.approx(1 / 3)
+
+
+def test_a_caption_shared_by_two_images_is_relevant_to_both() -> None:
+    images = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # images 0 and 1 look alike
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    metrics = retrieval_metrics(images, texts, [(0, 0), (1, 0), (2, 1)])
+    assert metrics["t2i_r1"] == metrics["i2t_r1"] == 1.0
+    assert metrics["random"]["t2i_r1"] == pytest.approx((2 / 3 + 1 / 3) / 2)
 
 
 def test_matching_negatives_never_use_a_caption_of_the_same_image() -> None:
@@ -82,8 +91,8 @@ def test_retrieval_beats_random_by_a_wide_margin_both_ways(retrieval_run, captio
     metrics = model.evaluate(captions / "test.csv")
     chance = metrics["random"]
     for direction in ("t2i", "i2t"):
-        assert metrics[f"{direction}_r1"] >= 5 * chance[f"{direction}_r1"], metrics
-        assert metrics[f"{direction}_r5"] >= 0.5 > 2 * chance[f"{direction}_r5"], metrics
+        assert metrics[f"{direction}_r1"] >= max(0.5, 5 * chance[f"{direction}_r1"]), metrics
+        assert metrics[f"{direction}_r5"] >= max(0.9, 2 * chance[f"{direction}_r5"]), metrics
     output = cli("evaluate", retrieval_run, "--data", captions / "test.csv")
     assert "t2i_r1" in output
     assert json.loads((retrieval_run / "evaluation.json").read_text())["n_images"] == 36

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +146,29 @@ class Predictor:
 
     def evaluate(self, data: Data, *, base_dir: str | Path | None = None) -> dict[str, Any]:
         """Metrics on labelled data (labels unseen in training are reported as data problems)."""
+        return self.evaluate_rows(self.read(data, base_dir=base_dir))
+
+    def read(self, data: Data, *, base_dir: str | Path | None = None) -> pd.DataFrame:
+        """Validated, labelled rows as ``evaluate_rows`` takes them: image cells are absolute
+        paths, ``None`` marks a missing modality, ``_target`` holds the parsed label."""
         self._check_fitted()
         frame = self._read(data, base_dir, known_labels=self.classes_)
-        frame = self._with_targets(frame, self.config.train.seed + 2)
-        return self._score(self.model_, frame, self._dataset(frame))
+        return self._with_targets(frame, self.config.train.seed + 2)
+
+    def evaluate_rows(self, rows: pd.DataFrame) -> dict[str, Any]:
+        """Metrics on rows from ``read`` (possibly altered: corrupted files, removed modalities)."""
+        self._check_fitted()
+        return self._score(self.model_, rows, self._dataset(rows))
+
+    @contextmanager
+    def feature_cache(self, cache: FeatureCache) -> Iterator[None]:
+        """Use another feature cache for a while (e.g. a throw-away one for corrupted inputs)."""
+        previous = getattr(self, "_feature_cache", None)
+        self._feature_cache = cache
+        try:
+            yield
+        finally:
+            self._feature_cache = previous
 
     # ----------------------------------------------------------- save/load
     def save(self, directory: str | Path) -> Path:

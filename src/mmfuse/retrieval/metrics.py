@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -21,35 +23,36 @@ def _ranks(similarity: torch.Tensor, relevant: list[list[int]]) -> np.ndarray:
 
 
 def retrieval_metrics(
-    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, text_to_image: list[int]
-) -> dict[str, float]:
-    """image_embeddings (I, E) of distinct images; text_embeddings (T, E); text j shows image
-    ``text_to_image[j]``. Text->image ranks the true image among all images; image->text ranks
-    the best of the image's captions among all texts."""
-    similarity = text_embeddings @ image_embeddings.T  # (T, I)
-    t2i = _ranks(similarity, [[i] for i in text_to_image])
+    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, pairs: list[tuple[int, int]]
+) -> dict[str, Any]:
+    """Distinct images (I, E) and distinct texts (T, E); ``pairs`` says which text describes
+    which image. A query's relevant items are all it is paired with: an image with several
+    captions, and a caption shared by several images (identical texts are one text), so ties
+    between equal items never count as misses. ``random`` holds chance-level Recall@K."""
     captions: list[list[int]] = [[] for _ in range(image_embeddings.shape[0])]
-    for text, image in enumerate(text_to_image):
+    images_of: list[list[int]] = [[] for _ in range(text_embeddings.shape[0])]
+    for image, text in sorted(set(pairs)):
         captions[image].append(text)
+        images_of[text].append(image)
+    similarity = text_embeddings @ image_embeddings.T  # (T, I)
+    t2i = _ranks(similarity, images_of)
     i2t = _ranks(similarity.T.contiguous(), captions)
-    result: dict[str, float] = {}
-    for name, ranks in (("t2i", t2i), ("i2t", i2t)):
+    result: dict[str, Any] = {"random": {}}
+    for name, ranks, gallery, relevant in (("t2i", t2i, image_embeddings.shape[0], images_of),
+                                           ("i2t", i2t, text_embeddings.shape[0], captions)):
         for k in KS:
             result[f"{name}_r{k}"] = float((ranks <= k).mean())
+            result["random"][f"{name}_r{k}"] = _chance(gallery, [len(r) for r in relevant], k)
         result[f"{name}_median_rank"] = float(np.median(ranks))
         result[f"{name}_mean_rank"] = float(ranks.mean())
     result["mean_recall"] = float(np.mean([result[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in KS]))
-    result["n_images"], result["n_texts"] = int(image_embeddings.shape[0]), int(len(text_to_image))
+    result["n_images"], result["n_texts"] = int(image_embeddings.shape[0]), int(len(images_of))
     return result
 
 
-def random_baseline(n_images: int, n_texts: int, captions_per_image: float) -> dict[str, float]:
-    """Expected Recall@K of random rankings, for comparison in reports and tests."""
-    result = {}
-    for k in KS:
-        result[f"t2i_r{k}"] = min(1.0, k / n_images)
-        # chance that at least one of c relevant captions is in the top k of n_texts
-        c = captions_per_image
-        result[f"i2t_r{k}"] = 1.0 - float(np.prod([(n_texts - c - i) / (n_texts - i)
-                                                   for i in range(min(k, int(n_texts - c)))]))
-    return result
+def _chance(gallery: int, relevant: list[int], k: int) -> float:
+    """Expected Recall@k of a random ranking: 1 - P(no relevant item in the top k)."""
+    def miss(r: int) -> float:
+        return float(np.prod([(gallery - r - i) / (gallery - i) for i in range(min(k, gallery - r))]))
+
+    return float(np.mean([1.0 - miss(r) for r in relevant]))

@@ -17,7 +17,7 @@ from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import make_progress
 from mmfuse.retrieval.dual_encoder import DualEncoder
 from mmfuse.retrieval.index import EmbeddingIndex
-from mmfuse.retrieval.metrics import random_baseline, retrieval_metrics
+from mmfuse.retrieval.metrics import retrieval_metrics
 from mmfuse.training.feature_cache import make_dataset
 from mmfuse.training.inference import make_loader
 from mmfuse.training.trainer import BEST_FILE
@@ -72,12 +72,12 @@ class RetrievalPredictor(Predictor):
         return super()._dataset(frame, with_targets)
 
     def _score(self, model: Any, frame: pd.DataFrame, dataset: Any = None) -> dict[str, Any]:
-        images, text_to_image = np.unique(frame[self.image_col].to_numpy(), return_inverse=True)
+        image_of_row, images = pd.factorize(frame[self.image_col])
+        text_of_row, texts = pd.factorize(frame[self.text_col])
         image_vectors = self._embed(model, "image", list(images))
-        text_vectors = self._embed(model, "text", frame[self.text_col].tolist())
-        result = retrieval_metrics(image_vectors, text_vectors, text_to_image.tolist())
-        result["random"] = random_baseline(len(images), len(frame), len(frame) / len(images))
-        return result
+        text_vectors = self._embed(model, "text", list(texts))
+        pairs = list(zip(image_of_row.tolist(), text_of_row.tolist(), strict=True))
+        return retrieval_metrics(image_vectors, text_vectors, pairs)
 
     # embedding --------------------------------------------------------------
     @torch.inference_mode()
