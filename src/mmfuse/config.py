@@ -70,6 +70,7 @@ class TrainConfig:
     imbalance: str = "none"  # "none", "weight" (class-weighted loss), "sample", "auto"
     num_workers: int = 2
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    calibrate: bool = False  # fit a softmax temperature on validation data after training
 
 
 @dataclass

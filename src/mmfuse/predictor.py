@@ -21,6 +21,7 @@ from mmfuse.data.split import split_by_group, split_frame
 from mmfuse.data.validate import problems_frame, validate_frame
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.errors import CheckpointError, ConfigError, DataValidationError, MmfuseError, Problem
+from mmfuse.evaluation.calibration import fit_temperature
 from mmfuse.evaluation.metrics import compute_metrics, default_metric
 from mmfuse.models.build import build_model
 from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
@@ -112,6 +113,8 @@ class Predictor:
             self._sample_weights(train_frame),
         )
         self.history_ = state.history
+        if cfg.train.calibrate:
+            self._calibrate(val_frame, val_set)
         self.metrics_ = {"validation": self._score(self.model_, val_frame, val_set),
                          "best_epoch": state.best_epoch, "epochs_run": state.epoch}
         if run is not None:
@@ -148,17 +151,42 @@ class Predictor:
         """Metrics on labelled data (labels unseen in training are reported as data problems)."""
         return self.evaluate_rows(self.read(data, base_dir=base_dir))
 
-    def read(self, data: Data, *, base_dir: str | Path | None = None) -> pd.DataFrame:
+    def read(
+        self, data: Data, *, base_dir: str | Path | None = None, require_labels: bool = True
+    ) -> pd.DataFrame:
         """Validated, labelled rows as ``evaluate_rows`` takes them: image cells are absolute
         paths, ``None`` marks a missing modality, ``_target`` holds the parsed label."""
         self._check_fitted()
-        frame = self._read(data, base_dir, known_labels=self.classes_)
+        frame = self._read(data, base_dir, known_labels=self.classes_,
+                           require_labels=require_labels)
         return self._with_targets(frame, self.config.train.seed + 2)
 
     def evaluate_rows(self, rows: pd.DataFrame) -> dict[str, Any]:
         """Metrics on rows from ``read`` (possibly altered: corrupted files, removed modalities)."""
         self._check_fitted()
         return self._score(self.model_, rows, self._dataset(rows))
+
+    def calibrate(self, data: Data, *, base_dir: str | Path | None = None) -> float:
+        """Fit the probability temperature on held-out labelled data; returns it. ``save``
+        stores it with the weights."""
+        rows = self.read(data, base_dir=base_dir)
+        return self._calibrate(rows, self._dataset(rows))
+
+    def _calibrate(self, rows: pd.DataFrame, dataset: MultimodalDataset) -> float:
+        task = self.config.data.task
+        if task not in ("classification", "binary", "matching"):
+            raise ConfigError(f"temperature scaling applies to classification, not to {task}")
+        logits, _ = run_model(self.model_, dataset, num_workers=self.config.train.num_workers)
+        temperature = fit_temperature(logits, self._targets(rows), binary=task != "classification")
+        self.model_.head.temperature.fill_(temperature)
+        CONSOLE.print(f"calibrated: temperature {temperature:.3f}")
+        return temperature
+
+    def logits(self, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw logits (N, C) and modality weights (N, M) or None for rows from ``read``."""
+        self._check_fitted()
+        return run_model(self.model_, self._dataset(rows, with_targets=False),
+                         num_workers=self.config.train.num_workers)
 
     @contextmanager
     def feature_cache(self, cache: FeatureCache) -> Iterator[None]:
@@ -334,12 +362,20 @@ class Predictor:
             self._feature_cache = FeatureCache(path, num_workers=self.config.train.num_workers)
         return self._feature_cache
 
-    def _dataset(self, frame: pd.DataFrame, with_targets: bool = True) -> MultimodalDataset:
+    def _dataset(
+        self, frame: pd.DataFrame, with_targets: bool = True, use_cache: bool = True
+    ) -> MultimodalDataset:
         targets = self._targets(frame) if with_targets and "_target" in frame else None
         encoders = {m: self.model_.encoder_for(m) for m in self.model_.modalities}
         fusion = getattr(self.model_, "fusion", None)
         needs_tokens = bool(fusion is not None and fusion.needs_tokens)
-        return make_dataset(frame, encoders, self._cache(), needs_tokens, targets)
+        return make_dataset(frame, encoders, self._cache(), needs_tokens, targets, use_cache)
+
+    def dataset(self, rows: pd.DataFrame, use_cache: bool = True) -> MultimodalDataset:
+        """Model inputs for rows from ``read``; ``use_cache=False`` decodes and encodes live
+        (explanations need gradients through the encoders; profiling measures both)."""
+        self._check_fitted()
+        return self._dataset(rows, with_targets=False, use_cache=use_cache)
 
     def _forward(
         self, data: Data, base_dir: str | Path | None

@@ -49,6 +49,7 @@ def train(
     num_workers: Annotated[int | None, Opt(help="Image-decoding worker processes")] = None,
     threads: Annotated[int | None, Opt(help="torch threads (default: all cores)")] = None,
     resume: Annotated[bool, Opt(help="Continue a killed run from its last checkpoint")] = False,
+    calibrate: Annotated[bool, Opt(help="Fit a probability temperature on validation data")] = False,
 ) -> None:
     """Train a model on a table of images and texts."""
     from mmfuse.predictor import Predictor
@@ -94,6 +95,7 @@ def train(
                         ("threads", threads)):
         if value is not None:
             setattr(t, name, value)
+    t.calibrate = calibrate or t.calibrate
     cfg.cache_dir = cache_dir or cfg.cache_dir
     cfg.validate()
 

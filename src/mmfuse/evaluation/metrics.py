@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from mmfuse.evaluation.calibration import reliability
+
 # metric name -> True when larger is better
 METRIC_DIRECTION = {
     "accuracy": True, "macro_f1": True, "micro_f1": True, "auroc": True, "f1": True,
-    "rmse": False, "mae": False, "r2": True, "loss": False,
+    "rmse": False, "mae": False, "r2": True, "loss": False, "ece": False,
 }
 
 
@@ -62,6 +64,8 @@ def compute_metrics(
         result |= {f"{average}_precision": float(p), f"{average}_recall": float(r),
                    f"{average}_f1": float(f)}
     indicators = np.eye(len(classes))[y_true]
+    confidence = scores.max(axis=1)
+    result["ece"] = reliability(confidence, (y_pred == y_true).astype(float))["ece"]
     result["auroc"] = _macro_auroc(indicators, scores)
     if task in ("binary", "matching"):
         result["f1"] = float(skm.f1_score(y_true, y_pred, zero_division=0))

@@ -20,6 +20,9 @@ class Head(nn.Module):
         self.n_outputs = n_outputs
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_dim, n_outputs)
+        # Temperature scaling (fitted after training on validation data) softens or sharpens
+        # probabilities without changing any decision of a multiclass head.
+        self.register_buffer("temperature", torch.tensor(1.0))
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(fused))

@@ -26,8 +26,8 @@ class BinaryHead(Head):
         )
 
     def probabilities(self, logits):
-        positive = logits.squeeze(-1).sigmoid()
+        positive = (logits.squeeze(-1) / self.temperature).sigmoid()
         return torch.stack([1 - positive, positive], dim=-1)
 
     def decode(self, logits):
-        return (logits.squeeze(-1).sigmoid() >= self.threshold).long()
+        return (self.probabilities(logits)[:, 1] >= self.threshold).long()

@@ -21,7 +21,7 @@ class ClassificationHead(Head):
         return F.cross_entropy(logits, target.long(), weight=self.class_weights)
 
     def probabilities(self, logits):
-        return logits.softmax(-1)
+        return (logits / self.temperature).softmax(-1)
 
     def decode(self, logits):
         return logits.argmax(-1)

@@ -26,7 +26,7 @@ class MultilabelHead(Head):
         )
 
     def probabilities(self, logits):
-        return logits.sigmoid()
+        return (logits / self.temperature).sigmoid()
 
     def decode(self, logits):
-        return (logits.sigmoid() >= self.threshold).long()
+        return (self.probabilities(logits) >= self.threshold).long()

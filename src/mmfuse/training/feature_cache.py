@@ -172,13 +172,15 @@ def make_dataset(
     cache: FeatureCache,
     with_tokens: bool,
     targets: torch.Tensor | None = None,
+    use_cache: bool = True,
 ) -> MultimodalDataset:
     """Rows of a validated frame, each modality (column) served by its encoder's source:
-    frozen encoders from the feature cache, trainable ones as raw inputs decoded per batch."""
+    frozen encoders from the feature cache, trainable ones (or all, ``use_cache=False``) as
+    raw inputs decoded per batch."""
     sources: dict[str, Source] = {}
     for m, encoder in encoders.items():
         values = frame[m].tolist()
-        if encoder.frozen:
+        if encoder.frozen and use_cache:
             sources[m] = cache.table(encoder, values, with_tokens)
         elif encoder.kind == "image":
             sources[m] = RawImages(values, encoder.transform, encoder.prepare)  # type: ignore[arg-type]

@@ -1,0 +1,41 @@
+"""Calibration: expected calibration error, reliability bins, temperature scaling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Expected calibration error over equal-width confidence bins, and the bins themselves."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    table, ece = [], 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence > low) & (confidence <= high) if low > 0 else confidence <= high
+        count = int(inside.sum())
+        accuracy = float(correct[inside].mean()) if count else 0.0
+        mean_confidence = float(confidence[inside].mean()) if count else 0.0
+        ece += count / max(1, len(confidence)) * abs(accuracy - mean_confidence)
+        table.append({"low": float(low), "high": float(high), "count": count,
+                      "accuracy": accuracy, "confidence": mean_confidence})
+    return {"ece": float(ece), "bins": table}
+
+
+def fit_temperature(logits: torch.Tensor, target: torch.Tensor, binary: bool = False) -> float:
+    """The temperature T > 0 minimising validation NLL of logits / T (Guo et al., 2017)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        scaled = logits / log_t.exp()
+        loss = (F.binary_cross_entropy_with_logits(scaled.squeeze(-1), target.float()) if binary
+                else F.cross_entropy(scaled, target.long()))
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return float(log_t.exp().clamp(0.05, 20.0))
