@@ -35,6 +35,16 @@ class GRUTextEncoder(Encoder):
     def prepare(self, values: list[str]) -> dict[str, torch.Tensor]:
         return self.vocabulary.encode(values, self.max_length)
 
+    def input_embeddings(self) -> nn.Module:
+        return self.embedding
+
+    def token_strings(self, input_ids: torch.Tensor) -> list[str]:
+        return [self.vocabulary.tokens[i] for i in input_ids.tolist()]
+
+    def neutral_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Attribution baseline: padding everywhere (lengths come from the attention mask)."""
+        return torch.zeros_like(input_ids)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
         embedded = self.embedding(input_ids)  # (B, T, E)
         lengths = attention_mask.sum(1).clamp_min(1).cpu()

@@ -57,6 +57,18 @@ class HFTextEncoder(Encoder):
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
+    def input_embeddings(self) -> torch.nn.Module:
+        return self.model.get_input_embeddings()
+
+    def token_strings(self, input_ids: torch.Tensor) -> list[str]:
+        return self.tokenizer.convert_ids_to_tokens(input_ids.tolist())
+
+    def neutral_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Attribution baseline: every ordinary token replaced by padding, specials kept."""
+        special = torch.tensor(self.tokenizer.all_special_ids)
+        keep = torch.isin(input_ids, special)
+        return torch.where(keep, input_ids, torch.full_like(input_ids, self.tokenizer.pad_token_id))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
         states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.bool()  # (B, T)

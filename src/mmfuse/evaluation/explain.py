@@ -1,0 +1,209 @@
+"""Why the model decided: modality shares (fusion weights and ablation), image heatmaps and
+token attributions by Integrated Gradients (captum), saved as PNG overlays and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from captum.attr import IntegratedGradients, LayerIntegratedGradients
+
+from mmfuse.data.batches import Batch
+from mmfuse.data.images import open_image
+from mmfuse.evaluation import plots
+from mmfuse.predictor import Data, Predictor
+from mmfuse.progress import track
+from mmfuse.training.checkpoint import write_json
+
+
+def _with(batch: Batch, modality: str, **changes: torch.Tensor) -> Batch:
+    """``batch`` (of one example) with some inputs of ``modality`` replaced; every other tensor
+    repeated to the replacements' batch size (captum evaluates many interpolation steps)."""
+    size = next(iter(changes.values())).shape[0]
+    expanded = {m: {k: v.expand(size, *v.shape[1:]) for k, v in inputs.items()}
+                for m, inputs in batch.items()}
+    expanded[modality].update(changes)
+    return expanded
+
+
+def _scores(predictor: Predictor, batch: Batch) -> torch.Tensor:
+    """(B, C) class probabilities (or the value, for regression) the user sees."""
+    return predictor.model_.head.probabilities(predictor.model_(batch).logits)
+
+
+def _evidence(predictor: Predictor, batch: Batch) -> torch.Tensor:
+    """(B, C) log-odds of each class: what attributions explain. Unlike probabilities these
+    do not saturate, so a confident prediction still shows where its evidence comes from."""
+    logits = predictor.model_(batch).logits
+    task = predictor.config.data.task
+    if task in ("binary", "matching"):
+        return torch.cat([-logits, logits], dim=-1)
+    if task == "classification" and logits.shape[-1] > 1:
+        others = logits.unsqueeze(1).expand(-1, logits.shape[1], -1)  # (B, C, C)
+        eye = torch.eye(logits.shape[1], dtype=torch.bool, device=logits.device)
+        rest = others.masked_fill(eye, float("-inf")).logsumexp(-1)  # (B, C)
+        return logits - rest
+    return logits
+
+
+def explain_batch(predictor: Predictor, batch: Batch, steps: int = 32) -> dict[str, Any]:
+    """Explain one example (a batch of 1, raw inputs) of a fitted predictor."""
+    model = predictor.model_
+    model.eval()
+    with torch.no_grad():
+        output = model(batch)
+        scores = model.head.probabilities(output.logits)[0]
+    target = int(scores.argmax()) if scores.numel() > 1 else 0
+    result: dict[str, Any] = {"target_index": target, "score": float(scores[target])}
+    if output.modality_weights is not None:
+        result["fusion_weights"] = dict(zip(model.modalities,
+                                            output.modality_weights[0].tolist(), strict=True))
+    result["ablation_shares"] = _ablation_shares(predictor, batch, target, float(scores[target]))
+    result["images"], result["tokens"] = {}, {}
+    for m in model.modalities:
+        inputs = batch[m]
+        if not bool(inputs["present"][0]):
+            continue
+        if "pixels" in inputs:
+            result["images"][m] = _image_heatmap(predictor, batch, m, target, steps)
+        else:
+            encoder = model.encoder_for(m)
+            forward = lambda ids, m=m: _evidence(predictor, _with(batch, m, input_ids=ids))  # noqa: E731
+            attribution = LayerIntegratedGradients(forward, encoder.input_embeddings()).attribute(
+                inputs["input_ids"], baselines=encoder.neutral_ids(inputs["input_ids"]),
+                target=target, n_steps=steps)
+            per_token = attribution.sum(-1)[0]  # (T,)
+            mask = inputs["attention_mask"][0].bool()
+            words = encoder.token_strings(inputs["input_ids"][0][mask])
+            result["tokens"][m] = list(zip(words, per_token[mask].tolist(), strict=True))
+    return result
+
+
+def _image_heatmap(
+    predictor: Predictor, batch: Batch, modality: str, target: int, steps: int
+) -> np.ndarray:
+    """(S, S) in [0, 1]: Integrated Gradients from a blurred copy of the image (Blur IG).
+
+    A blurred baseline keeps what carries no detail (a plain background, the overall colour
+    cast), so attribution lands on objects and their edges rather than on everything that
+    differs from a grey or black image.
+    """
+    pixels = batch[modality]["pixels"]  # (1, 3, S, S)
+    baseline = _blur(pixels, sigma=pixels.shape[-1] / 8)
+    forward = lambda p: _evidence(predictor, _with(batch, modality, pixels=p))  # noqa: E731
+    attribution = IntegratedGradients(forward).attribute(
+        pixels, baselines=baseline, target=target, n_steps=steps, internal_batch_size=16)
+    heat = attribution.abs().sum(1, keepdim=True).detach()  # (1, 1, S, S)
+    heat = _blur(heat, sigma=max(1.0, pixels.shape[-1] / 64))[0, 0]  # per-pixel IG is speckled
+    return (heat / heat.max().clamp_min(1e-12)).numpy()
+
+
+def _blur(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, S, S), edges replicated."""
+    radius = max(1, int(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=pixels.dtype)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    channels = pixels.shape[1]
+    kernel = (kernel / kernel.sum()).view(1, 1, -1).repeat(channels, 1, 1)  # (C, 1, K)
+    padded = torch.nn.functional.pad(pixels, (radius, radius, radius, radius), mode="replicate")
+    rows = torch.nn.functional.conv2d(padded, kernel.unsqueeze(2), groups=channels)  # width
+    return torch.nn.functional.conv2d(rows, kernel.unsqueeze(3), groups=channels)  # height
+
+
+def _ablation_shares(
+    predictor: Predictor, batch: Batch, target: int, full: float
+) -> dict[str, float]:
+    """How much the predicted class's score falls when each modality is hidden, as shares."""
+    modalities = predictor.model_.modalities
+    if len(modalities) < 2:
+        return {modalities[0]: 1.0}
+    drops = {}
+    with torch.no_grad():
+        for m in modalities:
+            hidden = _with(batch, m, present=torch.zeros_like(batch[m]["present"]))
+            drops[m] = max(0.0, full - float(_scores(predictor, hidden)[0, target]))
+    total = sum(drops.values())
+    return {m: (d / total if total > 0 else 1.0 / len(drops)) for m, d in drops.items()}
+
+
+def explain(
+    predictor: Predictor, data: Data, *, base_dir: str | Path | None = None,
+    out_dir: str | Path | None = None, max_rows: int = 8, steps: int = 32,
+) -> list[dict[str, Any]]:
+    """Explain up to ``max_rows`` rows. With ``out_dir``: one PNG per row and explanations.json."""
+    rows = predictor.read(data, base_dir=base_dir, require_labels=False).head(max_rows)
+    dataset = predictor.dataset(rows, use_cache=False)
+    labels = predictor.classes_
+    folder = Path(out_dir) if out_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i in track(range(len(rows)), total=len(rows), description="Explaining"):
+        batch, _ = dataset.__getitems__([i])
+        explained = explain_batch(predictor, batch, steps)
+        row = rows.iloc[i]
+        record: dict[str, Any] = {
+            "row": int(row["_row"]),
+            "prediction": labels[explained["target_index"]] if labels else explained["score"],
+            "score": explained["score"],
+            "fusion_weights": explained.get("fusion_weights"),
+            "ablation_shares": explained["ablation_shares"],
+            "tokens": explained["tokens"],
+            "texts": {m: row[m] for m in explained["tokens"]},
+            "images": {m: row[m] for m in explained["images"]},
+        }
+        if "_target" in row and isinstance(row["_target"], str):
+            record["truth"] = row["_target"]
+        if folder is not None:
+            png = folder / f"row-{record['row']}.png"
+            png.write_bytes(explanation_figure(record, explained["images"]))
+            record["figure"] = png.name
+        record["heatmaps"] = {m: h.tolist() for m, h in explained["images"].items()}
+        results.append(record)
+    if folder is not None:
+        write_json(folder / "explanations.json",
+                   [{k: v for k, v in r.items() if k != "heatmaps"} for r in results])
+    return results
+
+
+def explanation_figure(record: dict[str, Any], heatmaps: dict[str, np.ndarray]) -> bytes:
+    """Image(s) with the attribution heatmap overlaid, tokens coloured by attribution, shares."""
+    import matplotlib.pyplot as plt
+
+    panels = len(heatmaps) + 1
+    figure, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.6), squeeze=False)
+    for axis, (m, heat) in zip(axes[0], heatmaps.items(), strict=False):
+        image = open_image(record["images"][m]).resize(heat.shape[::-1])
+        axis.imshow(image)
+        overlay = plt.cm.jet(heat)  # (S, S, 4): opaque where the evidence is, clear elsewhere
+        overlay[..., 3] = 0.75 * heat
+        axis.imshow(overlay)
+        axis.set_title(f"{m}: where the evidence is", fontsize=9)
+        axis.axis("off")
+    text_axis = axes[0][-1]
+    text_axis.axis("off")
+    title = f"prediction: {record['prediction']} ({record['score']:.2f})"
+    if "truth" in record:
+        title += f"\ntruth: {record['truth']}"
+    text_axis.set_title(title, fontsize=9)
+    y = 0.9
+    for m, tokens in record["tokens"].items():
+        largest = max((abs(s) for _, s in tokens), default=1.0) or 1.0
+        text_axis.text(0, y, f"{m}:", fontsize=8, weight="bold", transform=text_axis.transAxes)
+        y -= 0.09
+        x = 0.0
+        for token, score in tokens:
+            colour = plt.cm.RdBu_r(0.5 + 0.5 * score / largest)
+            label = text_axis.text(x, y, token, fontsize=8, transform=text_axis.transAxes,
+                                   bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5})
+            x += 0.03 + 0.024 * len(token)
+            if x > 0.9:
+                x, y = 0.0, y - 0.09
+            del label
+        y -= 0.12
+    shares = record["ablation_shares"]
+    text_axis.text(0, max(y, 0.02), "modality share (ablation): " + ", ".join(
+        f"{m} {v:.0%}" for m, v in shares.items()), fontsize=8, transform=text_axis.transAxes)
+    return plots.to_png(figure)
