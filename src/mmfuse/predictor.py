@@ -155,8 +155,11 @@ class Predictor:
         self, data: Data, *, base_dir: str | Path | None = None, require_labels: bool = True
     ) -> pd.DataFrame:
         """Validated, labelled rows as ``evaluate_rows`` takes them: image cells are absolute
-        paths, ``None`` marks a missing modality, ``_target`` holds the parsed label."""
+        paths, ``None`` marks a missing modality, ``_target`` holds the parsed label.
+        Rows that ``read`` already returned pass through unchanged."""
         self._check_fitted()
+        if isinstance(data, pd.DataFrame) and data.attrs.get("validated"):
+            return data
         frame = self._read(data, base_dir, known_labels=self.classes_,
                            require_labels=require_labels)
         return self._with_targets(frame, self.config.train.seed + 2)
@@ -165,6 +168,10 @@ class Predictor:
         """Metrics on rows from ``read`` (possibly altered: corrupted files, removed modalities)."""
         self._check_fitted()
         return self._score(self.model_, rows, self._dataset(rows))
+
+    def targets(self, rows: pd.DataFrame) -> torch.Tensor:
+        """Encoded targets of rows from ``read``: class ids (N,), indicators (N, C), values (N,)."""
+        return self._targets(rows)
 
     def calibrate(self, data: Data, *, base_dir: str | Path | None = None) -> float:
         """Fit the probability temperature on held-out labelled data; returns it. ``save``

@@ -293,3 +293,113 @@ def zero_shot(
         accuracy = float((truth == frame["prediction"].to_numpy()).mean())
         out.print(f"zero-shot accuracy against column '{label_col}': {accuracy:.4f}")
     out.print(f"{len(frame)} predictions written to {output}")
+
+
+def _severities(text: str) -> tuple[int, ...]:
+    values = tuple(int(x) for x in text.split(",") if x.strip())
+    if not values or any(v not in range(1, 6) for v in values):
+        raise ConfigError("--severities takes numbers from 1 to 5, e.g. 1,3,5")
+    return values
+
+
+@app.command()
+@friendly
+def robustness(
+    run: Annotated[Path, typer.Argument(help="Run or model folder")],
+    data: Annotated[Path, Opt(help="Labelled manifest")],
+    severities: Annotated[str, Opt(help="Comma-separated, 1 (mild) to 5 (harsh)")] = "1,3,5",
+    max_rows: Annotated[int, Opt(help="Evaluate on at most this many rows (sampled)")] = 2000,
+    seed: Annotated[int, Opt()] = 0,
+    output: Annotated[Path | None, Opt(help="JSON (default RUN/robustness.json)")] = None,
+) -> None:
+    """Metrics under image/text corruptions at several severities, and with a modality missing."""
+    from mmfuse import load
+    from mmfuse.evaluation.robustness import robustness as run_robustness
+
+    result = run_robustness(load(run), data, severities=_severities(severities), seed=seed,
+                            max_rows=max_rows)
+    target = output or run / "robustness.json"
+    write_json_file(target, result)
+    table = Table(title=f"robustness ({result['metric']}, clean {result['clean']:.4f})")
+    table.add_column("corruption")
+    for severity in result["severities"]:
+        table.add_column(f"severity {severity}", justify="right")
+    for kind, curves in result["corruptions"].items():
+        for name, curve in curves.items():
+            table.add_row(f"{kind}: {name}", *[f"{v:.4f}" for v in curve.values()])
+    for name, value in result["ablation"].items():
+        table.add_row(name, f"{value:.4f}", *[""] * (len(result["severities"]) - 1))
+    out.print(table)
+    if "summary" in result:
+        out.print(f"robustness summary (mean corrupted / clean): {result['summary']:.3f}")
+    out.print(f"written to {target}")
+
+
+@app.command()
+@friendly
+def profile(
+    run: Annotated[Path, typer.Argument(help="Run or model folder")],
+    data: Annotated[Path, Opt(help="Manifest (labels not needed)")],
+    repeats: Annotated[int, Opt(help="Timed batches per setting")] = 20,
+    output: Annotated[Path | None, Opt(help="JSON (default RUN/profile.json)")] = None,
+) -> None:
+    """Parameters, latency p50/p95 (batch 1 and 32, with and without the cache), memory."""
+    from mmfuse import load
+    from mmfuse.evaluation.profile import profile as run_profile
+
+    result = run_profile(load(run), data, run_dir=run, repeats=repeats)
+    target = output or run / "profile.json"
+    write_json_file(target, result)
+    table = Table(title="latency")
+    for column in ("setting", "p50 ms", "p95 ms", "rows/s"):
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    for size, modes in result["latency"].items():
+        for mode, values in modes.items():
+            if values:
+                table.add_row(f"{size} {mode}", f"{values['p50_ms']:.1f}",
+                              f"{values['p95_ms']:.1f}", f"{values['rows_per_second']:.0f}")
+    out.print(table)
+    out.print(f"parameters: {result['total_parameters']:,}; peak RSS {result['peak_rss_mb']:.0f} MB")
+    out.print(f"written to {target}")
+
+
+@app.command()
+@friendly
+def explain(
+    run: Annotated[Path, typer.Argument(help="Run or model folder")],
+    data: Annotated[Path, Opt(help="Manifest of the rows to explain")],
+    out_dir: Annotated[Path, Opt("--out", help="Folder for PNGs and explanations.json")] = Path(
+        "explanations"),
+    max_rows: Annotated[int, Opt(help="Explain at most this many rows")] = 8,
+    steps: Annotated[int, Opt(help="Integrated Gradients steps")] = 32,
+) -> None:
+    """Per-example modality shares, image heatmaps and token attributions."""
+    from mmfuse import load
+    from mmfuse.evaluation.explain import explain as run_explain
+
+    results = run_explain(load(run), data, out_dir=out_dir, max_rows=max_rows, steps=steps)
+    for record in results:
+        shares = ", ".join(f"{m} {v:.0%}" for m, v in record["ablation_shares"].items())
+        out.print(f"row {record['row']}: {record['prediction']} ({record['score']:.2f}); {shares}")
+    out.print(f"{len(results)} explanations in {out_dir}")
+
+
+@app.command()
+@friendly
+def report(
+    run: Annotated[Path, typer.Argument(help="Run or model folder")],
+    data: Annotated[Path, Opt(help="Labelled manifest")],
+    out_file: Annotated[Path, Opt("--out", help="HTML file")] = Path("report.html"),
+    severities: Annotated[str, Opt(help="Comma-separated, 1 to 5")] = "1,3,5",
+    max_rows: Annotated[int, Opt(help="Evaluate on at most this many rows (sampled)")] = 2000,
+    explain_rows: Annotated[int, Opt(help="Explained examples shown")] = 4,
+) -> None:
+    """Everything above in one self-contained HTML page (and its JSON)."""
+    from mmfuse import load
+    from mmfuse.evaluation.report import build_report
+
+    result = build_report(load(run), data, out_file, run_dir=run,
+                          severities=_severities(severities), max_rows=max_rows,
+                          explain_rows=explain_rows)
+    print_metrics("report metrics", result["metrics"])
+    out.print(f"report written to {out_file} (data in {out_file}.json)")

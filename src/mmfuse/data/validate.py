@@ -167,6 +167,7 @@ def validate_frame(
     frame.attrs["source"] = source
     frame.attrs["base_dir"] = str(base_dir)
     frame.attrs["skipped"] = problems
+    frame.attrs["validated"] = True
     return frame
 
 

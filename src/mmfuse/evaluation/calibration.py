@@ -26,6 +26,7 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor, binary: bool = False) -> float:
     """The temperature T > 0 minimising validation NLL of logits / T (Guo et al., 2017)."""
+    logits, target = logits.clone(), target.clone()  # inference-mode tensors cannot be saved
     log_t = torch.zeros(1, requires_grad=True)
     optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
 
@@ -38,4 +39,4 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor, binary: bool = F
         return loss
 
     optimiser.step(closure)
-    return float(log_t.exp().clamp(0.05, 20.0))
+    return float(log_t.detach().exp().clamp(0.05, 20.0))

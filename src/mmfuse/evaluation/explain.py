@@ -175,8 +175,9 @@ def explanation_figure(record: dict[str, Any], heatmaps: dict[str, np.ndarray]) 
     panels = len(heatmaps) + 1
     figure, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.6), squeeze=False)
     for axis, (m, heat) in zip(axes[0], heatmaps.items(), strict=False):
-        image = open_image(record["images"][m]).resize(heat.shape[::-1])
-        axis.imshow(image)
+        # a pale grey copy of the image keeps the heat colours readable on any colour
+        image = open_image(record["images"][m]).convert("L").resize(heat.shape[::-1])
+        axis.imshow(np.asarray(image) * 0.5 + 127, cmap="gray", vmin=0, vmax=255)
         overlay = plt.cm.jet(heat)  # (S, S, 4): opaque where the evidence is, clear elsewhere
         overlay[..., 3] = 0.75 * heat
         axis.imshow(overlay)
@@ -196,7 +197,9 @@ def explanation_figure(record: dict[str, Any], heatmaps: dict[str, np.ndarray]) 
         x = 0.0
         for token, score in tokens:
             colour = plt.cm.RdBu_r(0.5 + 0.5 * score / largest)
+            ink = "white" if abs(score) > 0.6 * largest else "black"
             label = text_axis.text(x, y, token, fontsize=8, transform=text_axis.transAxes,
+                                   color=ink,
                                    bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5})
             x += 0.03 + 0.024 * len(token)
             if x > 0.9:

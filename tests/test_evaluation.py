@@ -1,0 +1,177 @@
+"""Robustness, ablation, calibration, profile, explanations and the report, on generated data
+where the right answer is known: the label needs the square's colour (image) and the asked
+colour (text), so removing either must hurt, and the evidence must sit on the square."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_rows
+from PIL import Image
+from test_predictor import pretrained_config
+from typer.testing import CliRunner
+
+from mmfuse import Predictor
+from mmfuse.cli import app
+from mmfuse.evaluation.calibration import fit_temperature, reliability
+from mmfuse.evaluation.corruptions import IMAGE_CORRUPTIONS, TEXT_CORRUPTIONS, occlusion, truncation
+from mmfuse.evaluation.explain import explain
+from mmfuse.evaluation.profile import profile
+from mmfuse.evaluation.report import build_report
+from mmfuse.evaluation.robustness import robustness
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory) -> tuple[Predictor, Path, Path]:
+    folder = tmp_path_factory.mktemp("evaluation")
+    make_rows(folder, 240, seed=0).to_csv(folder / "train.csv", index=False)
+    make_rows(folder, 60, seed=1).to_csv(folder / "test.csv", index=False)
+    config = pretrained_config(folder, epochs=20)
+    config.model.image_encoder.image_size = 64
+    config.train.modality_dropout = 0.2
+    predictor = Predictor(config).fit(folder / "train.csv", run_dir=folder / "run")
+    return predictor, folder / "test.csv", folder / "run"
+
+
+def test_corruptions_are_deterministic_and_grow_with_severity() -> None:
+    image = Image.new("RGB", (40, 40), "white")
+    for name, corrupt in IMAGE_CORRUPTIONS.items():
+        once = np.asarray(corrupt(image, 3, np.random.default_rng(1)))
+        again = np.asarray(corrupt(image, 3, np.random.default_rng(1)))
+        assert np.array_equal(once, again), name
+    grey = [(np.asarray(occlusion(image, s, np.random.default_rng(0))) < 200).mean()
+            for s in (1, 3, 5)]
+    assert grey[0] < grey[1] < grey[2]
+    text = "is there a red square in the top left corner of this image"
+    assert [len(truncation(text, s, np.random.default_rng(0)).split()) for s in (1, 3, 5)] == [
+        11, 7, 3]  # 85 %, 55 %, 25 % of 13 words
+    for name, corrupt in TEXT_CORRUPTIONS.items():
+        once = corrupt(text, 2, np.random.default_rng(4))
+        assert once == corrupt(text, 2, np.random.default_rng(4)), name
+
+
+def test_removing_either_modality_drops_accuracy_and_curves_fall(colour_model) -> None:
+    predictor, test, _ = colour_model
+    result = robustness(predictor, test, severities=(1, 5), seed=0)
+    ablation = result["ablation"]
+    assert ablation["both present"] >= 0.9, ablation
+    assert ablation["image missing"] <= ablation["both present"] - 0.2, ablation
+    assert ablation["text missing"] <= ablation["both present"] - 0.2, ablation
+    truncated = result["corruptions"]["text"]["truncation"]  # the colour is the last word
+    assert truncated["5"] < truncated["1"] <= result["clean"]
+    assert set(result["corruptions"]["image"]) == set(IMAGE_CORRUPTIONS)
+    assert 0 < result["summary"] <= 1.0
+    assert robustness(predictor, test, severities=(1, 5), seed=0) == result  # seeded
+
+
+def test_image_evidence_sits_on_the_square_and_text_evidence_on_the_colour(colour_model):
+    predictor, test, _ = colour_model
+    records = explain(predictor, test, max_rows=6)
+    ratios, by_word = [], {}
+    for record in records:
+        heat = np.asarray(record["heatmaps"]["image"])
+        image = Image.open(record["images"]["image"]).convert("RGB").resize(heat.shape[::-1],
+                                                                             Image.NEAREST)
+        square = (np.asarray(image) < 200).any(-1)  # the only non-white pixels
+        ratios.append((heat[square].sum() / heat.sum()) / square.mean())
+        for word, score in record["tokens"]["caption"]:
+            key = "<colour>" if word in ("red", "green", "blue") else word
+            by_word.setdefault(key, []).append(abs(score))
+        assert abs(sum(record["ablation_shares"].values()) - 1) < 1e-6
+        assert set(record["fusion_weights"]) == {"caption", "image"}
+    assert np.mean(ratios) >= 1.6, ratios  # twice the square's share of the picture, roughly
+    mean = {word: float(np.mean(scores)) for word, scores in by_word.items()}
+    assert max(mean, key=mean.get) == "<colour>", mean
+
+
+def test_reliability_and_temperature_scaling() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4000, 3, generator=generator) * 3
+    labels = torch.multinomial((logits / 2.0).softmax(-1), 1, generator=generator).squeeze(1)
+    assert fit_temperature(logits, labels) == pytest.approx(2.0, abs=0.25)
+    table = reliability(np.array([0.9, 0.9, 0.6, 0.6, 0.6]), np.array([1, 1, 1, 0, 0]))
+    # 2/5 of rows at 0.9 confidence, all right: gap 0.1; 3/5 at 0.6, a third right: gap 0.267
+    assert table["ece"] == pytest.approx(2 / 5 * 0.1 + 3 / 5 * (0.6 - 1 / 3))
+    assert sum(b["count"] for b in table["bins"]) == 5
+
+
+def test_calibrate_stores_the_temperature(colour_model, tmp_path) -> None:
+    predictor, test, _ = colour_model
+    temperature = predictor.calibrate(test)
+    assert float(predictor.model_.head.temperature) == pytest.approx(temperature)
+    predictor.save(tmp_path / "m")
+    assert float(Predictor.load(tmp_path / "m").model_.head.temperature) == pytest.approx(
+        temperature)
+    predictor.model_.head.temperature.fill_(1.0)
+
+
+def test_profile_reports_sizes_latency_and_memory(colour_model) -> None:
+    predictor, test, run = colour_model
+    result = profile(predictor, test, run_dir=run, repeats=3)
+    counted = sum(sum(c.values()) for c in result["parameters"].values())
+    assert counted == sum(p.numel() for p in predictor.model_.parameters())
+    assert result["parameters"]["encoders.image"]["frozen"] > 0
+    for size in ("batch_1", "batch_32"):
+        for mode in ("raw", "cached"):
+            assert result["latency"][size][mode]["p50_ms"] > 0
+    assert result["peak_rss_mb"] > 0 and result["checkpoint_mb"] > 0
+    assert result["epoch_seconds"]["epochs"] == len(predictor.history_)
+
+
+def test_report_is_one_self_contained_page(colour_model, tmp_path) -> None:
+    predictor, test, run = colour_model
+    out = tmp_path / "report.html"
+    report = build_report(predictor, test, out, run_dir=run, severities=(1, 5), explain_rows=2)
+    page = out.read_text()
+    for section in ("Summary", "Training", "Errors by class", "Robustness (accuracy)",
+                    "Missing modalities",
+                    "Efficiency", "Calibration", "Explained examples"):
+        assert f">{section}<" in page
+    assert page.count("data:image/png;base64,") == 4 + 2  # 4 figures + 2 explained rows
+    assert "http://" not in page and "https://" not in page  # nothing fetched from anywhere
+    assert (tmp_path / "report.html.json").exists() and len(report["explanations"]) == 2
+    _screenshot_looks_like_a_page(out, tmp_path / "shot.png")
+
+
+def _screenshot_looks_like_a_page(page: Path, shot: Path) -> None:
+    """Render in headless Chromium (Debian's; .ci/run installs it) and check the picture."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={shot.parent / 'chrome'}", "--hide-scrollbars",
+         "--window-size=1280,2400", f"--screenshot={shot}", page.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
+    assert pixels.shape[:2] == (2400, 1280)
+    header = pixels[:60].mean(axis=(0, 1))
+    assert header.max() < 60  # the dark header rendered: the CSS applied
+    assert pixels.std() > 30  # figures and tables, not an empty page
+
+
+def test_evaluation_commands(colour_model, tmp_path) -> None:
+    _, test, run = colour_model
+    runner = CliRunner()
+    for args in (["robustness", run, "--data", test, "--severities", "1,5"],
+                 ["profile", run, "--data", test, "--repeats", "2"],
+                 ["explain", run, "--data", test, "--out", tmp_path / "ex", "--max-rows", "2"],
+                 ["report", run, "--data", test, "--out", tmp_path / "r.html", "--severities",
+                  "3", "--explain-rows", "1"]):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+    assert (run / "robustness.json").exists() and (run / "profile.json").exists()
+    assert len(list((tmp_path / "ex").glob("row-*.png"))) == 2
+    assert (tmp_path / "r.html").exists()
+    bad = runner.invoke(app, ["robustness", str(run), "--data", str(test), "--severities", "9"])
+    assert bad.exit_code == 2 and "1 to 5" in bad.output
