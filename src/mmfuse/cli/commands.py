@@ -15,6 +15,21 @@ from mmfuse.errors import ConfigError
 Opt = typer.Option
 
 
+def dataset_or_path(value: Path | None):
+    """A manifest path, or a built-in split named ``dataset:split`` (e.g. ``easy-vqa:test``)."""
+    if value is None or value.exists() or ":" not in str(value):
+        return value
+    from mmfuse.data.builtin import DATASETS
+
+    name, split = str(value).split(":", 1)
+    if name not in DATASETS:
+        return value  # not a built-in: let the reader report the missing file
+    splits = DATASETS.get(name)().splits
+    if split not in splits:
+        raise ConfigError(f"{name} has splits {', '.join(splits)}, not '{split}'")
+    return splits[split]
+
+
 @app.command()
 @friendly
 def train(
@@ -99,8 +114,9 @@ def train(
     cfg.cache_dir = cache_dir or cfg.cache_dir
     cfg.validate()
 
-    train_data = frames.get("train") if dataset else data
-    test = frames.get("test") if dataset and test_data is None else test_data
+    train_data = frames.get("train") if dataset else dataset_or_path(data)
+    val_data = dataset_or_path(val_data)
+    test = frames.get("test") if dataset and test_data is None else dataset_or_path(test_data)
     estimator = RetrievalPredictor if cfg.data.task == "retrieval" else Predictor
     predictor = estimator(cfg).fit(train_data, val_data, run_dir=out_dir, resume=resume)
     print_metrics("validation", predictor.metrics_["validation"])
@@ -117,16 +133,16 @@ def train(
 @friendly
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
-    data: Annotated[Path, Opt(help="Labelled manifest")],
+    data: Annotated[Path, Opt(help="Labelled manifest, or a built-in split: easy-vqa:test")],
     output: Annotated[Path | None, Opt(help="JSON file (default RUN/evaluation.json)")] = None,
 ) -> None:
     """Metrics of a trained model on labelled data, written as JSON."""
     from mmfuse import load
 
-    metrics = load(run).evaluate(data)
+    metrics = load(run).evaluate(dataset_or_path(data))
     target = output or run / "evaluation.json"
     write_json_file(target, metrics)
-    print_metrics(f"evaluation on {data.name}", metrics)
+    print_metrics(f"evaluation on {data}", metrics)
     out.print(f"written to {target}")
 
 
@@ -140,7 +156,7 @@ def predict(
     """Predictions (with class probabilities and modality weights) as CSV."""
     from mmfuse import load
 
-    frame = load(run).predict_frame(data)
+    frame = load(run).predict_frame(dataset_or_path(data))
     output.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(output, index=False)
     out.print(f"{len(frame)} predictions written to {output}")
@@ -306,7 +322,7 @@ def _severities(text: str) -> tuple[int, ...]:
 @friendly
 def robustness(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
-    data: Annotated[Path, Opt(help="Labelled manifest")],
+    data: Annotated[Path, Opt(help="Labelled manifest, or a built-in split: easy-vqa:test")],
     severities: Annotated[str, Opt(help="Comma-separated, 1 (mild) to 5 (harsh)")] = "1,3,5",
     max_rows: Annotated[int, Opt(help="Evaluate on at most this many rows (sampled)")] = 2000,
     seed: Annotated[int, Opt()] = 0,
@@ -316,8 +332,8 @@ def robustness(
     from mmfuse import load
     from mmfuse.evaluation.robustness import robustness as run_robustness
 
-    result = run_robustness(load(run), data, severities=_severities(severities), seed=seed,
-                            max_rows=max_rows)
+    result = run_robustness(load(run), dataset_or_path(data), seed=seed, max_rows=max_rows,
+                            severities=_severities(severities))
     target = output or run / "robustness.json"
     write_json_file(target, result)
     table = Table(title=f"robustness ({result['metric']}, clean {result['clean']:.4f})")
@@ -347,7 +363,7 @@ def profile(
     from mmfuse import load
     from mmfuse.evaluation.profile import profile as run_profile
 
-    result = run_profile(load(run), data, run_dir=run, repeats=repeats)
+    result = run_profile(load(run), dataset_or_path(data), run_dir=run, repeats=repeats)
     target = output or run / "profile.json"
     write_json_file(target, result)
     table = Table(title="latency")
@@ -377,7 +393,8 @@ def explain(
     from mmfuse import load
     from mmfuse.evaluation.explain import explain as run_explain
 
-    results = run_explain(load(run), data, out_dir=out_dir, max_rows=max_rows, steps=steps)
+    results = run_explain(load(run), dataset_or_path(data), out_dir=out_dir, max_rows=max_rows,
+                          steps=steps)
     for record in results:
         shares = ", ".join(f"{m} {v:.0%}" for m, v in record["ablation_shares"].items())
         out.print(f"row {record['row']}: {record['prediction']} ({record['score']:.2f}); {shares}")
@@ -388,7 +405,7 @@ def explain(
 @friendly
 def report(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
-    data: Annotated[Path, Opt(help="Labelled manifest")],
+    data: Annotated[Path, Opt(help="Labelled manifest, or a built-in split: easy-vqa:test")],
     out_file: Annotated[Path, Opt("--out", help="HTML file")] = Path("report.html"),
     severities: Annotated[str, Opt(help="Comma-separated, 1 to 5")] = "1,3,5",
     max_rows: Annotated[int, Opt(help="Evaluate on at most this many rows (sampled)")] = 2000,
@@ -398,7 +415,7 @@ def report(
     from mmfuse import load
     from mmfuse.evaluation.report import build_report
 
-    result = build_report(load(run), data, out_file, run_dir=run,
+    result = build_report(load(run), dataset_or_path(data), out_file, run_dir=run,
                           severities=_severities(severities), max_rows=max_rows,
                           explain_rows=explain_rows)
     print_metrics("report metrics", result["metrics"])
