@@ -420,3 +420,50 @@ def report(
                           explain_rows=explain_rows)
     print_metrics("report metrics", result["metrics"])
     out.print(f"report written to {out_file} (data in {out_file}.json)")
+
+
+@app.command()
+@friendly
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run or model folder")],
+    host: Annotated[str, Opt(help="Interface; 0.0.0.0 exposes it to the network")] = "127.0.0.1",
+    port: Annotated[int, Opt()] = 8000,
+    index_path: Annotated[Path | None, Opt("--index", help="Index for /v1/search (retrieval)")] = None,
+    max_upload_mb: Annotated[float, Opt(help="Largest request body")] = 10.0,
+    max_batch: Annotated[int, Opt(help="Requests fused into one model call")] = 32,
+    max_wait_ms: Annotated[float, Opt(help="How long a request waits for company")] = 5.0,
+    timeout_s: Annotated[float, Opt(help="Answer within this or return 504")] = 30.0,
+) -> None:
+    """HTTP API and web page (/), OpenAPI at /docs."""
+    import logging
+
+    import uvicorn
+
+    from mmfuse import load
+    from mmfuse.serving.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    api = create_app(load(run), max_upload_bytes=int(max_upload_mb * 2**20), max_batch=max_batch,
+                     max_wait_ms=max_wait_ms, timeout_s=timeout_s, index=index_path)
+    out.print(f"serving {run} on http://{host}:{port}/ (API docs: /docs)")
+    uvicorn.run(api, host=host, port=port, log_level="info")
+
+
+@app.command()
+@friendly
+def export(
+    run: Annotated[Path, typer.Argument(help="Run or model folder")],
+    out_file: Annotated[Path, Opt("--out", help="Output file")] = Path("model.onnx"),
+    export_format: Annotated[str, Opt("--format", help="onnx")] = "onnx",
+    tolerance: Annotated[float, Opt(help="Largest allowed difference from PyTorch")] = 1e-4,
+) -> None:
+    """Export the whole model to ONNX and check it against PyTorch with onnxruntime."""
+    from mmfuse import load
+    from mmfuse.serving.export import export_onnx
+
+    if export_format != "onnx":
+        raise ConfigError(f"unknown export format '{export_format}'; supported: onnx")
+    result = export_onnx(load(run), out_file, tolerance)
+    out.print(f"exported to {out_file} ({result['size_mb']:.1f} MB); inputs: "
+              f"{', '.join(result['inputs'])}; largest difference from PyTorch "
+              f"{result['max_abs_difference']:.2e} on {result['checked_rows']} rows")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,30 +18,38 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
 class ImageDecodeError(ValueError):
-    """An image that is missing, too large, truncated or not an image."""
+    """An image that is missing, truncated or not an image."""
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Decode an image fully into RGB, or raise ImageDecodeError saying why."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise ImageDecodeError(f"image not found: {path}") from error
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose file or pixel count is over the limits (e.g. a decompression bomb)."""
+
+
+def open_image(source: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode an image (a file, or bytes as uploaded) fully into RGB, or raise saying why."""
+    if isinstance(source, bytes):
+        size, name, stream = len(source), "upload", io.BytesIO(source)
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as error:
+            raise ImageDecodeError(f"image not found: {path}") from error
+        name, stream = path.name, path
     if size > MAX_FILE_BYTES:
-        raise ImageDecodeError(f"image file is {size / 2**20:.0f} MiB, over the 50 MiB limit")
+        raise ImageTooLargeError(f"image file is {size / 2**20:.0f} MiB, over the 50 MiB limit")
     previous = Image.MAX_IMAGE_PIXELS
     try:
-        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(stream) as image:
                 image.load()
                 return image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageDecodeError(f"image is too large to decode safely ({error})") from error
+        raise ImageTooLargeError(f"image is too large to decode safely ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageDecodeError(f"cannot decode image {path.name}: {error}") from error
+        raise ImageDecodeError(f"cannot decode image {name}: {error}") from error
     finally:
         Image.MAX_IMAGE_PIXELS = previous
 

@@ -60,7 +60,7 @@ def explain_batch(predictor: Predictor, batch: Batch, steps: int = 32) -> dict[s
     if output.modality_weights is not None:
         result["fusion_weights"] = dict(zip(model.modalities,
                                             output.modality_weights[0].tolist(), strict=True))
-    result["ablation_shares"] = _ablation_shares(predictor, batch, target, float(scores[target]))
+    result["ablation_shares"] = ablation_shares(predictor, batch, target, float(scores[target]))
     result["images"], result["tokens"] = {}, {}
     for m in model.modalities:
         inputs = batch[m]
@@ -112,7 +112,7 @@ def _blur(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.nn.functional.conv2d(rows, kernel.unsqueeze(3), groups=channels)  # height
 
 
-def _ablation_shares(
+def ablation_shares(
     predictor: Predictor, batch: Batch, target: int, full: float
 ) -> dict[str, float]:
     """How much the predicted class's score falls when each modality is hidden, as shares."""

@@ -1,0 +1,242 @@
+"""The HTTP API on loopback, good and bad requests; the web page in a real headless Chromium;
+ONNX export parity."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from conftest import make_captions, make_rows
+from PIL import Image
+from test_predictor import pretrained_config
+
+from mmfuse import Predictor
+from mmfuse.errors import MmfuseError
+from mmfuse.serving.app import create_app
+from mmfuse.serving.export import export_onnx
+
+
+class Server:
+    """uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, app) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serving")
+    make_rows(folder, 160, seed=0).to_csv(folder / "train.csv", index=False)
+    config = pretrained_config(folder, epochs=15)
+    config.train.modality_dropout = 0.2
+    predictor = Predictor(config).fit(folder / "train.csv")
+    strict = copy.copy(predictor)
+    strict.config = copy.deepcopy(predictor.config)
+    strict.config.train.modality_dropout = 0.0
+    with Server(create_app(predictor, max_upload_bytes=300_000)) as url, \
+            Server(create_app(strict)) as strict_url:
+        yield {"url": url, "strict": strict_url, "folder": folder, "predictor": predictor}
+
+
+def png(colour: str = "red", size: int = 32) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.new("RGB", (size, size), "white")
+    image.paste({"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 180, 30)}[colour],
+                (4, 4, 20, 20))
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["code"] == code and body["error"]["message"]
+    return body
+
+
+def test_health_model_and_openapi(served) -> None:
+    assert httpx.get(f"{served['url']}/v1/health").json() == {"status": "ok"}
+    card = httpx.get(f"{served['url']}/v1/model").json()
+    assert card["task"] == "classification" and card["labels"] == ["no", "yes"]
+    assert card["image_fields"] == ["image"] and card["text_fields"] == ["caption"]
+    assert card["fusion"] == "weighted" and card["accepts_missing"] is True
+    paths = httpx.get(f"{served['url']}/openapi.json").json()["paths"]
+    assert {"/v1/predict", "/v1/predict/batch", "/v1/explain", "/v1/search"} <= set(paths)
+
+
+def test_predict_multipart_json_and_batch_agree(served) -> None:
+    url = served["url"]
+    multipart = httpx.post(f"{url}/v1/predict", files={"image": ("x.png", png("red"))},
+                           data={"text": "is the square red?"}).json()
+    assert multipart["prediction"] == "yes"
+    assert sum(multipart["probabilities"].values()) == pytest.approx(1.0)
+    assert set(multipart["modality_weights"]) == {"caption", "image"}
+    as_json = httpx.post(f"{url}/v1/predict", json={
+        "image": base64.b64encode(png("red")).decode(), "caption": "is the square red?"}).json()
+    assert as_json["probabilities"] == pytest.approx(multipart["probabilities"], abs=1e-6)
+    batch = httpx.post(f"{url}/v1/predict/batch", json={"items": [
+        {"image": base64.b64encode(png("red")).decode(), "text": "is the square red?"},
+        {"image": base64.b64encode(png("blue")).decode(), "text": "is the square red?"},
+    ]}).json()["predictions"]
+    assert [p["prediction"] for p in batch] == ["yes", "no"]
+    assert batch[0]["probabilities"] == pytest.approx(multipart["probabilities"], abs=1e-5)
+
+
+def test_explain_gives_modality_shares(served) -> None:
+    body = httpx.post(f"{served['url']}/v1/explain", files={"image": ("x.png", png("blue"))},
+                      data={"text": "is the square blue?"}).json()
+    assert body["prediction"] == "yes"
+    assert sum(body["ablation_shares"].values()) == pytest.approx(1.0)
+
+
+def test_missing_modality_answered_only_when_the_model_learned_it(served) -> None:
+    only_image = {"files": {"image": ("x.png", png())}}
+    assert httpx.post(f"{served['url']}/v1/predict", **only_image).status_code == 200
+    body = assert_error(httpx.post(f"{served['strict']}/v1/predict", **only_image), 422,
+                        "missing_modality")
+    assert "--modality-dropout" in body["error"]["message"]
+    assert_error(httpx.post(f"{served['url']}/v1/predict", files={"nothing": ("a", b"")}), 422,
+                 "unknown_field")
+
+
+def test_bad_requests_get_clear_4xx_never_5xx(served) -> None:
+    url = f"{served['url']}/v1/predict"
+    text = {"text": "is the square red?"}
+    big = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(big).save(buffer, "PNG")  # ~480 kB: over this server's 300 kB limit
+    assert_error(httpx.post(url, files={"image": ("big.png", buffer.getvalue())}, data=text), 413,
+                 "too_large")
+    assert_error(httpx.post(url, files={"image": ("x.txt", b"hello, not an image")}, data=text),
+                 422, "bad_image")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(jpeg, "JPEG")
+    assert_error(httpx.post(url, files={"image": ("t.jpg", jpeg.getvalue()[:200])}, data=text),
+                 422, "bad_image")
+    bomb = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(bomb, "PNG")  # 81 M pixels in ~10 kB
+    assert_error(httpx.post(url, files={"image": ("bomb.png", bomb.getvalue())}, data=text), 413,
+                 "image_too_large")
+    assert_error(httpx.post(url, json={"text": 5, "image": base64.b64encode(png()).decode()}),
+                 422, "invalid_request")
+    assert_error(httpx.post(url, json={"image": "%%% not base64", "text": "x"}), 422, "bad_image")
+    assert_error(httpx.post(url, content=b"{broken", headers={"content-type": "application/json"}),
+                 400, "bad_json")
+    assert_error(httpx.post(url, content=b"hi", headers={"content-type": "text/plain"}), 415,
+                 "unsupported_media_type")
+    assert_error(httpx.post(url, json={}), 422, "missing_modality")
+    assert_error(httpx.post(f"{served['url']}/v1/predict/batch", json={"items": []}), 422,
+                 "invalid_request")
+    assert_error(httpx.post(f"{served['url']}/v1/search", json={"text": "x"}), 404,
+                 "not_supported")
+    assert_error(httpx.get(f"{served['url']}/v1/items/0"), 404, "not_found")
+    assert httpx.get(f"{served['url']}/v1/nowhere").status_code == 404
+
+
+def test_search_endpoint_serves_only_indexed_images(tmp_path) -> None:
+    from mmfuse.retrieval.predictor import RetrievalPredictor, list_images
+
+    make_captions(tmp_path, seed=0, per_concept=1).to_csv(tmp_path / "c.csv", index=False)
+    config = pretrained_config(tmp_path, epochs=20)
+    config.data.task = "retrieval"
+    model = RetrievalPredictor(config).fit(tmp_path / "c.csv", run_dir=tmp_path / "run")
+    model.index_images(list_images(tmp_path / "shapes")).save(tmp_path / "index")
+    with Server(create_app(model, index=tmp_path / "index")) as url:
+        hits = httpx.post(f"{url}/v1/search", json={"text": "a big red circle", "top": 3}).json()
+        assert len(hits["results"]) == 3 and hits["results"][0]["rank"] == 1
+        image = httpx.get(f"{url}{hits['results'][0]['url']}")
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert_error(httpx.get(f"{url}/v1/items/999"), 404, "not_found")
+        assert_error(httpx.post(f"{url}/v1/predict", json={"text": "x"}), 404, "not_supported")
+        assert_error(httpx.post(f"{url}/v1/search", json={"text": "x", "top": 0}), 422,
+                     "invalid_request")
+
+
+def test_web_page_in_a_real_browser(served, tmp_path) -> None:
+    if shutil.which("chromedriver") is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium-driver is not installed; .ci/run installs it")
+        pytest.skip("chromium-driver is not installed (apt-get install chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-sync",
+                 "--disable-component-update", "--window-size=1200,900",
+                 f"--user-data-dir={tmp_path / 'chrome'}"):
+        options.add_argument(flag)
+    picture = tmp_path / "blue.png"
+    picture.write_bytes(png("blue"))
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(served["url"] + "/")
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: "fusion weighted" in d.find_element(By.ID, "card").text)
+        driver.find_element(By.ID, "image").send_keys(str(picture))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drop img"))
+        driver.find_element(By.ID, "text").send_keys("is the square blue?")
+        driver.find_element(By.ID, "predict").click()
+        wait.until(lambda d: d.find_element(By.ID, "prediction").text not in ("", "–"))
+        assert driver.find_element(By.ID, "prediction").text == "yes"
+        bars = driver.find_elements(By.CSS_SELECTOR, "#probabilities .bar span:first-child")
+        labels = [bar.text for bar in bars]
+        assert labels == ["yes", "no"]
+        shares = driver.find_elements(By.CSS_SELECTOR, "#contributions .bar")
+        assert len(shares) == 2
+        # an error is shown, not thrown: no text and no image
+        driver.find_element(By.ID, "text").clear()
+        driver.execute_script("chosen = null;")
+        driver.find_element(By.ID, "predict").click()
+        wait.until(lambda d: d.find_element(By.ID, "error").text)
+        assert "neither an image nor a text" in driver.find_element(By.ID, "error").text
+        shot = tmp_path / "page.png"
+        driver.save_screenshot(str(shot))
+        pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
+        assert pixels.std() > 20 and pixels[:40].mean() < 80  # rendered, dark header on top
+    finally:
+        driver.quit()
+
+
+def test_onnx_export_matches_pytorch(served, tmp_path) -> None:
+    result = export_onnx(served["predictor"], tmp_path / "model.onnx")
+    assert result["max_abs_difference"] < 1e-4
+    assert result["inputs"] == ["caption.input_ids", "caption.attention_mask", "image.pixels"]
+
+
+def test_export_refuses_what_onnx_cannot_express(tmp_path, tiny_csv) -> None:
+    from conftest import tiny_config
+
+    predictor = Predictor(tiny_config(tmp_path)).fit(tiny_csv)  # a GRU text encoder
+    with pytest.raises(MmfuseError, match="gru text encoder"):
+        export_onnx(predictor, tmp_path / "x.onnx")
