@@ -23,6 +23,7 @@ test: $(STAMP)
 # Speed/quality benchmarks: run on purpose, never in CI; each writes benchmarks/results/*.json
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.retrieval
+	$(BIN)/python -m benchmarks.serve_load
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
