@@ -53,7 +53,8 @@ def tiny_csv(tmp_path: Path) -> Path:
 
 
 def tiny_config(tmp_path: Path, **model: object) -> Config:
-    """Fast from-scratch encoders on 32 px images; a few epochs."""
+    """Fast from-scratch encoders on 32 px images; a few epochs; a fusion that reports weights."""
+    model.setdefault("fusion", "weighted")
     return Config(
         data=DataConfig(image_cols=["image"], text_cols=["caption"], label_col="label"),
         model=ModelConfig(

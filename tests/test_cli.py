@@ -31,7 +31,8 @@ def cli(*args: str) -> tuple[int, str]:
 def test_train_evaluate_predict_list(tmp_path: Path, tiny_csv: Path) -> None:
     run = tmp_path / "run"
     code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--epochs", "2",
-                       "--test-data", str(tiny_csv), "--cache-dir", str(tmp_path / "c"), *TINY)
+                       "--test-data", str(tiny_csv), "--cache-dir", str(tmp_path / "c"),
+                       "--fusion", "weighted", *TINY)
     assert code == 0, output
     assert "model saved in" in output
     assert {"history.csv", "history.json", "test_metrics.json"} <= {p.name for p in run.iterdir()}

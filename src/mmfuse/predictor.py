@@ -41,6 +41,7 @@ VERSION = "0.1.0"
 Data = pd.DataFrame | str | Path
 PAIRED_TASKS = ("matching", "retrieval")  # tables of (image, caption) pairs, no label column
 IMBALANCE_RATIO_FOR_WEIGHTS = 10.0  # "auto": weight the loss only when imbalance is severe
+PREDICT_CHUNK = 8192  # rows whose features are in memory at once while predicting
 
 
 class Predictor:
@@ -390,11 +391,23 @@ class Predictor:
         """Probabilities, decoded predictions, the validated rows and modality weights."""
         self._check_fitted()
         frame = self._read(data, base_dir, require_labels=False)
-        dataset = self._dataset(frame, with_targets=False)
-        logits, weights = run_model(self.model_, dataset, num_workers=self.config.train.num_workers)
+        logits, weights = self._run_chunked(frame)
         scores = self.model_.head.probabilities(logits).numpy()
         decoded = self.model_.head.decode(logits).numpy()
         return scores, decoded, frame, (weights.numpy() if weights is not None else None)
+
+    def _run_chunked(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits chunk by chunk: features of one chunk at a time are in memory, so memory
+        grows with the output only, not with the inputs' features."""
+        logits, weights = [], []
+        for start in range(0, len(frame), PREDICT_CHUNK):
+            dataset = self._dataset(frame.iloc[start:start + PREDICT_CHUNK], with_targets=False)
+            chunk_logits, chunk_weights = run_model(
+                self.model_, dataset, num_workers=self.config.train.num_workers)
+            logits.append(chunk_logits)
+            if chunk_weights is not None:
+                weights.append(chunk_weights)
+        return torch.cat(logits), (torch.cat(weights) if weights else None)
 
     def _labels(self, decoded: np.ndarray) -> np.ndarray:
         task = self.config.data.task

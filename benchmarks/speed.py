@@ -1,0 +1,201 @@
+"""Speed and memory on easy-VQA, measured side by side in one run (ratios, not absolutes).
+
+- encoder-bound limit: T_enc (the encoders alone over the distinct training inputs, decoded
+  beforehand, inference mode, batch 64) against the cost of the first epoch of `fit`
+  (validation, decoding, hashing, caching, one epoch of training and validation);
+- cache: later epochs against the first; a second `fit` on the same data (encoder calls counted);
+- prediction: `predict` on 1,000 new images (cold cache) against the raw encoders' throughput
+  at batch 32; batch-1 latency of `predict`, of the serving engine and of a bare `model(x)`;
+- a hand-written PyTorch loop that re-encodes every row every epoch (as tutorials do): timed
+  on 40 batches and extrapolated to the same epochs;
+- memory: peak RSS of training, and of predicting 1,000 and 10,000 rows (own processes).
+
+Run: .venv/bin/python -m benchmarks.speed   (writes benchmarks/results/speed.json)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmarks.common import write_result
+from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
+from mmfuse.data.builtin import DATASETS
+from mmfuse.data.images import open_image
+from mmfuse.serving.engine import InferenceEngine
+from mmfuse.training.feature_cache import FeatureCache
+
+EPOCHS = 6
+COLUMNS = {"image_cols": ["image"], "text_cols": ["question"], "label_col": "answer"}
+
+
+def config(cache_dir: str, epochs: int = EPOCHS) -> Config:
+    return Config(data=DataConfig(**COLUMNS),
+                  model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0",
+                                                                image_size=128)),
+                  train=TrainConfig(epochs=epochs, batch_size=128, patience=epochs),
+                  cache_dir=cache_dir)
+
+
+def timed(function, *args, **kwargs) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+@torch.inference_mode()
+def encoder_seconds(model, images: list[torch.Tensor], texts: list[str], batch: int) -> float:
+    image, text = model.encoders["image"], model.encoders["text"]
+    started = time.perf_counter()
+    for i in range(0, len(images), batch):
+        image(**image.prepare(images[i:i + batch]))
+    for i in range(0, len(texts), batch):
+        text(**text.prepare(texts[i:i + batch]))
+    return time.perf_counter() - started
+
+
+def count_encoder_calls(predictor_factory) -> tuple[int, float]:
+    from mmfuse.encoders.text.hf import HFTextEncoder
+    from mmfuse.encoders.vision.efficientnet_lite import EfficientNetLite0
+
+    calls = []
+    originals = {cls: cls.forward for cls in (EfficientNetLite0, HFTextEncoder)}
+    for cls, forward in originals.items():
+        cls.forward = lambda self, *a, _f=forward, **k: (calls.append(1), _f(self, *a, **k))[1]
+    try:
+        _, seconds = timed(predictor_factory)
+    finally:
+        for cls, forward in originals.items():
+            cls.forward = forward
+    return len(calls), seconds
+
+
+def handwritten_epoch_seconds(predictor: Predictor, train: pd.DataFrame, batches: int = 40) -> float:
+    """Seconds per epoch of the tutorial loop: decode, tokenize, encode, fuse, step per batch."""
+    model = predictor.model_
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    classes = {c: i for i, c in enumerate(predictor.classes_)}
+    image, text = model.encoders["image"], model.encoders["text"]
+    sample = train.sample(batches * 64, random_state=0)
+    started = time.perf_counter()
+    for start in range(0, len(sample), 64):
+        rows = sample.iloc[start:start + 64]
+        with torch.no_grad():
+            pixels = image.prepare([image.transform(open_image(p)) for p in rows["image"]])
+            tokens = text.prepare(rows["question"].tolist())
+        present = torch.ones(len(rows), dtype=torch.bool)
+        batch = {"image": {**pixels, "present": present}, "question": {**tokens, "present": present}}
+        target = torch.tensor([classes[a] for a in rows["answer"]])
+        loss = model.head.loss(model(batch).logits, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    per_row = (time.perf_counter() - started) / len(sample)
+    return per_row * len(train) * 0.9  # fit trains on 90 % (the rest validates)
+
+
+def peak_rss_mb(code: str) -> float:
+    script = f"import resource\n{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).parent.parent).stdout
+    return int(output.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    dataset = DATASETS.get("easy-vqa")()
+    train, test = dataset.splits["train"], dataset.splits["test"]
+    result: dict[str, Any] = {"threads": torch.get_num_threads(), "epochs": EPOCHS}
+    with tempfile.TemporaryDirectory(prefix="mmfuse-speed-") as temp:
+        cold = str(Path(temp) / "cache")
+        predictor, fit_seconds = timed(Predictor(config(cold)).fit, train)
+        epochs = [row["seconds"] for row in predictor.history_]
+        first_epoch = fit_seconds - sum(epochs[1:])
+        distinct_images = sorted(set(train["image"]))
+        decoded = [predictor.model_.encoders["image"].transform(open_image(p))
+                   for p in distinct_images]
+        texts = sorted(set(train["question"]))
+        t_enc = encoder_seconds(predictor.model_, decoded, texts, 64)
+        result["encoder_bound"] = {
+            "T_enc_seconds": t_enc, "first_epoch_seconds": first_epoch,
+            "ratio": first_epoch / t_enc, "target": "<= 1.15",
+            "distinct_images": len(distinct_images), "distinct_texts": len(texts)}
+        later = float(np.mean(epochs[1:]))
+        result["cache"] = {"later_epoch_seconds": later, "first_over_later": first_epoch / later,
+                           "target": ">= 20"}
+        calls, second_seconds = count_encoder_calls(
+            lambda: Predictor(config(cold, epochs=1)).fit(train))
+        result["cache"]["second_fit_encoder_calls"] = calls
+        result["cache"]["second_fit_seconds_one_epoch"] = second_seconds
+
+        # prediction on 1,000 images the cache has never seen
+        new = test.drop_duplicates("image").head(1000)
+        with predictor.feature_cache(FeatureCache(Path(temp) / "predict-cache")):
+            _, predict_seconds = timed(predictor.predict, new)
+        test_decoded = [predictor.model_.encoders["image"].transform(open_image(p))
+                        for p in new["image"]]
+        raw = encoder_seconds(predictor.model_, test_decoded, new["question"].tolist(), 32)
+        result["prediction"] = {
+            "rows": len(new), "predict_rows_per_second": len(new) / predict_seconds,
+            "raw_encoder_rows_per_second": len(new) / raw,
+            "ratio": raw / predict_seconds, "target": ">= 0.9"}
+
+        # batch-1 latency
+        row = new.head(1)
+        engine = InferenceEngine(predictor)
+        item = {"image": open_image(row["image"].iloc[0]), "question": row["question"].iloc[0]}
+        batch = engine.batch([item])
+        model = predictor.model_
+        with torch.inference_mode():
+            bare = [timed(model, batch)[1] for _ in range(30)]
+        served = [timed(engine.predict, [item])[1] for _ in range(30)]
+        with predictor.feature_cache(FeatureCache(None)):  # no cache: the encoders run each call
+            library = [timed(predictor.predict, row)[1] for _ in range(10)]
+        result["latency_batch_1"] = {
+            "bare_model_ms": 1000 * float(np.median(bare)),
+            "serving_engine_ms": 1000 * float(np.median(served)),
+            "predictor_predict_ms": 1000 * float(np.median(library)),
+            "engine_over_bare": float(np.median(served) / np.median(bare)),
+            "predict_over_bare": float(np.median(library) / np.median(bare)),
+            "target": "<= 1.2"}
+
+        tutorial_epoch = handwritten_epoch_seconds(predictor, train)
+        result["handwritten_loop"] = {
+            "seconds_per_epoch_extrapolated": tutorial_epoch,
+            "seconds_for_same_epochs": tutorial_epoch * EPOCHS, "mmfuse_fit_seconds": fit_seconds,
+            "ratio": tutorial_epoch * EPOCHS / fit_seconds}
+
+        # memory, each in its own process (warm cache)
+        manifest = Path(temp)
+        test.sample(1000, random_state=0).to_csv(manifest / "p1k.csv", index=False)
+        pd.concat([test] * 2).head(10000).to_csv(manifest / "p10k.csv", index=False)
+        predictor.save(manifest / "model")
+        load = (f"from mmfuse import Predictor, Config\n"
+                f"p = Predictor.load({str(manifest / 'model')!r})\np.config.cache_dir = {cold!r}\n")
+        result["memory_mb"] = {
+            "train_peak_rss": peak_rss_mb(
+                "from benchmarks.speed import config\nfrom mmfuse import Predictor\n"
+                "from mmfuse.data.builtin import DATASETS\n"
+                f"Predictor(config({cold!r}, epochs=2)).fit(DATASETS.get('easy-vqa')()"
+                ".splits['train'])"),
+            "predict_1k_peak_rss": peak_rss_mb(load + f"p.predict({str(manifest / 'p1k.csv')!r})"),
+            "predict_10k_peak_rss": peak_rss_mb(
+                load + f"p.predict({str(manifest / 'p10k.csv')!r})"),
+        }
+    path = write_result("speed", result)
+    print(json.dumps(result, indent=2, default=float))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
