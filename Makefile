@@ -20,8 +20,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Speed/quality benchmarks: run on purpose, never in CI; each writes benchmarks/results/*.json
+# Speed/quality benchmarks: run on purpose, never in CI; each writes benchmarks/results/*.json.
+# The emoji set is drawn with Debian's colour emoji font.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || \
+		{ [ "$$(id -u)" = 0 ] && apt-get install -y -q fonts-noto-color-emoji >/dev/null; } || \
+		sudo apt-get install -y -q fonts-noto-color-emoji
+	$(BIN)/python -m benchmarks.quality
+	$(BIN)/python -m benchmarks.speed
 	$(BIN)/python -m benchmarks.retrieval
 	$(BIN)/python -m benchmarks.serve_load
 

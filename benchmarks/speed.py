@@ -105,10 +105,12 @@ def handwritten_epoch_seconds(predictor: Predictor, train: pd.DataFrame, batches
 
 
 def peak_rss_mb(code: str) -> float:
-    script = f"import resource\n{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Peak resident memory of ``code`` in a new process. VmHWM, not ru_maxrss: Linux carries
+    ru_maxrss across fork and exec, so a child would report this (large) process's peak."""
+    script = (f"{code}\nprint([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             check=True, cwd=Path(__file__).parent.parent).stdout
-    return int(output.strip().splitlines()[-1]) / 1024
+    return int(output.strip().splitlines()[-1].split()[1]) / 1024
 
 
 def main() -> None:

@@ -24,6 +24,11 @@ from mmfuse.progress import make_progress
 from mmfuse.training.checkpoint import atomic_write_text, save_tensors
 
 SHARD_ITEMS = 2048
+MIN_ITEMS_FOR_WORKERS = 512  # starting worker processes costs ~0.1 s: not worth it for a few rows
+
+
+def worth_workers(decodes_images: bool, items: int) -> bool:
+    return decodes_images and items >= MIN_ITEMS_FOR_WORKERS
 
 
 def default_cache_dir() -> Path:
@@ -130,7 +135,7 @@ class FeatureCache:
             atomic_write_text(folder / "key.txt", encoder.cache_key + "\n")
         was_training = encoder.training
         encoder.eval()
-        workers = self.num_workers if encoder.kind == "image" else 0
+        workers = self.num_workers if worth_workers(encoder.kind == "image", len(values)) else 0
         loader = DataLoader(
             _Inputs(encoder.kind, values, encoder), batch_size=self.batch_size,
             num_workers=workers, collate_fn=list,

@@ -7,6 +7,7 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from mmfuse.data.batches import MultimodalDataset, unwrap
 from mmfuse.models.multimodal import MultimodalModel
+from mmfuse.training.feature_cache import worth_workers
 
 
 def make_loader(
@@ -14,7 +15,7 @@ def make_loader(
 ) -> DataLoader:
     """Batches built by ``__getitems__``; worker processes only when images must be decoded."""
     sampler = sampler if sampler is not None else SequentialSampler(dataset)
-    workers = num_workers if dataset.needs_workers else 0
+    workers = num_workers if worth_workers(dataset.needs_workers, len(dataset)) else 0
     return DataLoader(
         dataset,
         batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
