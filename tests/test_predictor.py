@@ -180,3 +180,14 @@ def test_finetuned_pretrained_encoder_is_trained_saved_and_reloaded(tmp_path, ti
     assert not any(n.startswith("encoders.image.") for n in names)  # frozen: from its package
     before = predictor.predict_proba(tiny_csv)
     pd.testing.assert_frame_equal(before, Predictor.load(tmp_path / "model").predict_proba(tiny_csv))
+
+
+def test_the_kept_model_is_the_best_epoch_not_the_last(tmp_path, tiny_csv) -> None:
+    cfg = tiny_config(tmp_path)
+    cfg.train.epochs, cfg.train.lr = 12, 0.03  # a high rate: validation scores wander
+    predictor = Predictor(cfg).fit(tiny_csv)
+    history = predictor.history_
+    best = max(history, key=lambda row: row["val_macro_f1"])
+    assert predictor.metrics_["best_epoch"] == best["epoch"]
+    assert predictor.metrics_["validation"]["macro_f1"] == pytest.approx(best["val_macro_f1"])
+    assert predictor.metrics_["validation"]["loss"] == pytest.approx(best["val_loss"], rel=1e-5)

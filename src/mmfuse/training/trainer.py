@@ -113,7 +113,7 @@ def train(
         state = _load_state(run_dir, model, optimizer)
         console.print(f"Resuming after epoch {state.epoch} (best {metric} so far: "
                       f"{state.best_metric})")
-    best_weights = persistent_state(model) if state.best_metric is None else None
+    best_weights = snapshot(model) if state.best_metric is None else None
     if state.best_metric is not None and run_dir is not None:
         best_weights = load_tensors(run_dir / BEST_FILE)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
@@ -159,7 +159,7 @@ def train(
         state.epoch = epoch
         if is_better(metric, value, state.best_metric):
             state.best_metric, state.best_epoch, state.bad_epochs = value, epoch, 0
-            best_weights = persistent_state(model)
+            best_weights = snapshot(model)
             if run_dir is not None:
                 save_tensors(run_dir / BEST_FILE, best_weights)
         else:
@@ -179,6 +179,11 @@ def train(
         load_persistent_state(model, best_weights)
     model.eval()
     return state
+
+
+def snapshot(model: MultimodalModel) -> dict[str, torch.Tensor]:
+    """A copy of the trainable state: state_dict() shares storage, and training goes on."""
+    return {k: v.detach().clone() for k, v in persistent_state(model).items()}
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
