@@ -63,8 +63,11 @@ def test_removing_either_modality_drops_accuracy_and_curves_fall(colour_model) -
     assert ablation["both present"] >= 0.9, ablation
     assert ablation["image missing"] <= ablation["both present"] - 0.2, ablation
     assert ablation["text missing"] <= ablation["both present"] - 0.2, ablation
+    # each word is dropped with probability 0.1 (severity 1) to 0.6 (5): the colour goes more often
+    dropped = result["corruptions"]["text"]["word_dropout"]
+    assert dropped["5"] < dropped["1"] <= result["clean"], dropped
     truncated = result["corruptions"]["text"]["truncation"]  # the colour is the last word
-    assert truncated["5"] < truncated["1"] <= result["clean"]
+    assert truncated["5"] < result["clean"], truncated
     assert set(result["corruptions"]["image"]) == set(IMAGE_CORRUPTIONS)
     assert 0 < result["summary"] <= 1.0
     assert robustness(predictor, test, severities=(1, 5), seed=0) == result  # seeded
