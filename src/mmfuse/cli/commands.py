@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mmfuse.cli.app import app, friendly, out, print_metrics, write_json_file
+from mmfuse.cli.app import app, friendly, out, print_metrics
 from mmfuse.config import Config, EncoderConfig
 from mmfuse.errors import ConfigError
+from mmfuse.training.checkpoint import write_json
 
 Opt = typer.Option
 
@@ -124,7 +125,7 @@ def train(
         out.print(f"skipped {len(predictor.skipped_rows_)} bad row(s): see {out_dir}/bad_rows.csv")
     if test is not None:
         metrics = predictor.evaluate(test)
-        write_json_file(out_dir / "test_metrics.json", metrics)
+        write_json(out_dir / "test_metrics.json", metrics)
         print_metrics("test", metrics)
     out.print(f"model saved in {out_dir}")
 
@@ -141,7 +142,7 @@ def evaluate(
 
     metrics = load(run).evaluate(dataset_or_path(data))
     target = output or run / "evaluation.json"
-    write_json_file(target, metrics)
+    write_json(target, metrics)
     print_metrics(f"evaluation on {data}", metrics)
     out.print(f"written to {target}")
 
@@ -335,7 +336,7 @@ def robustness(
     result = run_robustness(load(run), dataset_or_path(data), seed=seed, max_rows=max_rows,
                             severities=_severities(severities))
     target = output or run / "robustness.json"
-    write_json_file(target, result)
+    write_json(target, result)
     table = Table(title=f"robustness ({result['metric']}, clean {result['clean']:.4f})")
     table.add_column("corruption")
     for severity in result["severities"]:
@@ -365,7 +366,7 @@ def profile(
 
     result = run_profile(load(run), dataset_or_path(data), run_dir=run, repeats=repeats)
     target = output or run / "profile.json"
-    write_json_file(target, result)
+    write_json(target, result)
     table = Table(title="latency")
     for column in ("setting", "p50 ms", "p95 ms", "rows/s"):
         table.add_column(column, justify="left" if column == "setting" else "right")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from mmfuse.data.batches import Batch
 from mmfuse.errors import MmfuseError
+from mmfuse.models.multimodal import ModelOutput
 from mmfuse.predictor import Predictor
 
 Item = dict[str, Image.Image | str | None]  # modality (column) -> decoded image, text or None
@@ -89,11 +90,14 @@ class InferenceEngine:
     def predict(self, items: list[Item]) -> list[dict[str, Any]]:
         for item in items:
             self.check(item)
-        output = self.model(self.batch(items))
+        return self._results(self.model(self.batch(items)))
+
+    def _results(self, output: ModelOutput) -> list[dict[str, Any]]:
+        """One dict per row of a model output: prediction, probabilities, modality weights."""
         scores = self.model.head.probabilities(output.logits)
         decoded = self.model.head.decode(output.logits)
         results = []
-        for i in range(len(items)):
+        for i in range(output.logits.shape[0]):
             result: dict[str, Any] = {}
             labels = self.predictor.classes_
             if self.card.task == "regression":
@@ -117,8 +121,9 @@ class InferenceEngine:
 
         self.check(item)
         batch = self.batch([item])
-        result = self.predict([item])[0]
-        probabilities = self.model.head.probabilities(self.model(batch).logits)[0]
+        output = self.model(batch)
+        result = self._results(output)[0]
+        probabilities = self.model.head.probabilities(output.logits)[0]
         target = int(probabilities.argmax()) if probabilities.numel() > 1 else 0
         result["ablation_shares"] = ablation_shares(self.predictor, batch, target,
                                                     float(probabilities[target]))

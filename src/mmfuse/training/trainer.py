@@ -7,6 +7,7 @@ resumed from its last checkpoint replays exactly what an uninterrupted run would
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -26,6 +27,7 @@ from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, per
 from mmfuse.progress import CONSOLE as console
 from mmfuse.progress import make_progress
 from mmfuse.training.checkpoint import (
+    atomic_write_text,
     flatten_optimizer,
     load_tensors,
     read_metadata,
@@ -191,13 +193,11 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     scalar = [{k: v for k, v in row.items() if not isinstance(v, list | dict)} for row in history]
     if not scalar:
         return
-    columns = list(scalar[0])
-    temp = run_dir / ".history.csv.tmp"
-    with open(temp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(scalar)
-    temp.replace(run_dir / "history.csv")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(scalar[0]), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(scalar)
+    atomic_write_text(run_dir / "history.csv", table.getvalue())
 
 
 def _log_tensorboard(run_dir: Path, row: dict[str, Any]) -> None:
