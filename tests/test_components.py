@@ -15,6 +15,12 @@ from mmfuse.heads import HEADS
 B, T, D_IMG, D_TXT, H = 2, 3, 5, 4, 8
 
 
+def make_fusion(name: str, input_dims: dict[str, int]):
+    fusion_class = FUSIONS.get(name)
+    options = {"n_outputs": 3} if getattr(fusion_class, "needs_outputs", False) else {}
+    return fusion_class(input_dims, H, 0.0, **options)
+
+
 def fake_features(present_text: bool = True) -> tuple[dict, dict]:
     features = {
         "image": EncoderOutput(torch.randn(B, D_IMG), torch.randn(B, 4, D_IMG),
@@ -29,7 +35,7 @@ def fake_features(present_text: bool = True) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("name", FUSIONS.names())
 def test_fusion_forward_backward(name: str) -> None:
-    fusion = FUSIONS.get(name)({"image": D_IMG, "text": D_TXT}, H, 0.0)
+    fusion = make_fusion(name, {"image": D_IMG, "text": D_TXT})
     features, present = fake_features()
     for f in features.values():
         f.pooled.requires_grad_(True)
@@ -48,7 +54,7 @@ def test_fusion_forward_backward(name: str) -> None:
 
 @pytest.mark.parametrize("name", FUSIONS.names())
 def test_fusion_handles_a_missing_modality(name: str) -> None:
-    fusion = FUSIONS.get(name)({"image": D_IMG, "text": D_TXT}, H, 0.0)
+    fusion = make_fusion(name, {"image": D_IMG, "text": D_TXT})
     features, present = fake_features(present_text=False)
     fused, weights = fusion(features, present)
     assert torch.isfinite(fused).all()
@@ -59,10 +65,10 @@ def test_fusion_handles_a_missing_modality(name: str) -> None:
 
 @pytest.mark.parametrize("name", FUSIONS.names())
 def test_fusion_with_one_modality(name: str) -> None:
-    fusion = FUSIONS.get(name)({"image": D_IMG}, H, 0.0)
+    fusion = make_fusion(name, {"image": D_IMG})
     features, present = fake_features()
     fused, _ = fusion({"image": features["image"]}, {"image": present["image"]})
-    assert fused.shape == (B, H) and torch.isfinite(fused).all()
+    assert fused.shape == (B, fusion.output_dim) and torch.isfinite(fused).all()
 
 
 def test_late_fusion_averages_per_modality_logits() -> None:
@@ -119,7 +125,8 @@ def test_text_encoder_forward_backward(name: str) -> None:
     inputs = encoder.prepare(["a small test", "unseen words here too"])
     out = encoder(**inputs)
     assert out.pooled.shape == (B, encoder.output_dim)
-    assert out.tokens.shape[:2] == inputs["input_ids"].shape
+    assert out.tokens.shape[0] == B and out.tokens.shape[2] == encoder.output_dim
+    assert out.token_mask.shape == out.tokens.shape[:2]
     assert out.token_mask.dtype == torch.bool
     assert torch.isfinite(out.pooled).all()
     out.pooled.sum().backward()
@@ -157,3 +164,20 @@ def test_cache_key_changes_with_preprocessing() -> None:
     a = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=32))
     b = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=64))
     assert a.cache_key != b.cache_key and a.fingerprint == b.fingerprint
+
+
+def test_ngram_encoder_reads_any_script_and_weighs_rare_ngrams_up() -> None:
+    encoder = _text_encoder("ngram")
+    texts = ["ᚠᚢᚦ ᚨᚱᚲ", "ᚠᚢᚦ ᚷᚹᚺ", "ᚠᚢᚦ ᚾᛁᛃ"]
+    encoder.fit_texts(texts)
+    inputs = encoder.prepare(texts)
+    assert len(inputs["offsets"]) == 3 and inputs["indices"].numel() > 0
+    # ᚠᚢᚦ is in every text, so its n-grams weigh less than those of the rarer words.
+    counts = encoder.counts(["ᚠᚢᚦ", "ᚨᚱᚲ"])
+    common, rare = (encoder.idf[row.indices].mean() for row in counts)
+    assert rare > common
+    # Distinct texts of an unknown script get distinct vectors (no [UNK] collapse).
+    pooled = encoder(**inputs).pooled
+    assert torch.cdist(pooled, pooled)[0, 1] > 0.1
+    empty = encoder(**encoder.prepare([""])).pooled
+    assert torch.equal(empty, torch.zeros_like(empty))

@@ -35,7 +35,8 @@ from mmfuse.training.checkpoint import (
 )
 from mmfuse.training.feature_cache import FeatureCache, default_cache_dir, make_dataset
 from mmfuse.training.inference import run_model
-from mmfuse.training.trainer import BEST_FILE, STATE_FILE, train
+from mmfuse.training.stacking import fit_stack
+from mmfuse.training.trainer import BEST_FILE, STATE_FILE, Deadline, train
 
 VERSION = "0.1.0"
 Data = pd.DataFrame | str | Path
@@ -66,17 +67,19 @@ class Predictor:
         base_dir: str | Path | None = None,
         run_dir: str | Path | None = None,
         resume: bool = False,
+        deadline: Deadline | None = None,
     ) -> Predictor:
         """Validate the data, cache frozen features, train with early stopping; returns self.
 
         ``run_dir`` receives checkpoints every epoch; ``resume=True`` continues from them.
+        ``deadline`` ends training early (the best epoch so far is kept).
         """
         cfg = self.config.validate()
         run = Path(run_dir) if run_dir is not None else None
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         frame = self._read(data, base_dir)
-        skipped = list(frame.attrs["skipped"])
+        skipped = list(frame.attrs.get("skipped", []))
         if validation is None:
             train_frame, val_frame = self._split(frame)
         else:
@@ -84,12 +87,15 @@ class Predictor:
         self.classes_ = self._fit_classes(train_frame)
         if validation is not None:
             val_frame = self._read(validation, base_dir, known_labels=self.classes_)
-            skipped += val_frame.attrs["skipped"]
+            skipped += val_frame.attrs.get("skipped", [])
         train_frame = self._with_targets(train_frame, cfg.train.seed)
         val_frame = self._with_targets(val_frame, cfg.train.seed + 1)
         self.vocabulary_ = self._fit_vocabulary(train_frame)
         torch.manual_seed(cfg.train.seed)
         self.model_ = self._build_model(self._n_outputs(), self._head_options(train_frame))
+        text_encoder = self.model_.encoders["text"] if "text" in self.model_.encoders else None
+        if hasattr(text_encoder, "fit_texts"):  # e.g. n-gram document frequencies
+            text_encoder.fit_texts(self._texts(train_frame))
         self.skipped_rows_ = skipped
         if resume and (run is None or not (run / STATE_FILE).exists()):
             # Killed before the first epoch ended: nothing to restore, but cached features
@@ -109,10 +115,15 @@ class Predictor:
             scores = self._score(model, val_frame, val_set)
             return {k: v for k, v in scores.items() if isinstance(v, int | float)}
 
-        state = train(
-            self.model_, train_set, validate, cfg.train, self._metric(), run, resume,
-            self._sample_weights(train_frame),
-        )
+        if getattr(getattr(self.model_, "fusion", None), "trained_by_stacking", False):
+            if resume:
+                CONSOLE.print("stack: folds start over on --resume (they read cached features)")
+            state = fit_stack(self.model_, train_set, val_set, cfg.train, deadline)
+        else:
+            state = train(
+                self.model_, train_set, validate, cfg.train, self._metric(), run, resume,
+                self._sample_weights(train_frame), deadline=deadline,
+            )
         self.history_ = state.history
         if cfg.train.calibrate:
             self._calibrate(val_frame, val_set)
@@ -256,6 +267,8 @@ class Predictor:
         require_labels: bool = True,
     ) -> pd.DataFrame:
         """Validated rows. Paired tasks (matching, retrieval) need no label column."""
+        if isinstance(data, pd.DataFrame) and data.attrs.get("validated"):
+            return data  # rows already read (e.g. by the auto search), with their targets
         paired = self.config.data.task in PAIRED_TASKS
         return validate_frame(
             as_frame(data, base_dir), self.config.data, self.config.model.modalities,
@@ -314,11 +327,13 @@ class Predictor:
         text = self.config.model.text_encoder
         if text.name != "gru" or "text" not in self.config.model.modalities:
             return None
-        texts = [t for c in self.config.data.text_cols for t in frame[c] if t is not None]
         return Vocabulary.build(
-            texts, level=text.options.get("level", "word"),
+            self._texts(frame), level=text.options.get("level", "word"),
             max_size=int(text.options.get("max_vocabulary", 30000)),
         )
+
+    def _texts(self, frame: pd.DataFrame) -> list[str]:
+        return [t for c in self.config.data.text_cols for t in frame[c] if t is not None]
 
     def _imbalance_mode(self, frame: pd.DataFrame) -> str:
         mode = self.config.train.imbalance

@@ -66,12 +66,27 @@ def train(
     threads: Annotated[int | None, Opt(help="torch threads (default: all cores)")] = None,
     resume: Annotated[bool, Opt(help="Continue a killed run from its last checkpoint")] = False,
     calibrate: Annotated[bool, Opt(help="Fit a probability temperature on validation data")] = False,
+    preset: Annotated[str | None, Opt(help="Auto mode: fast|medium|best (default medium)")] = None,
+    time_limit: Annotated[float | None, Opt(help="Auto mode: seconds for the whole search")] = None,
 ) -> None:
-    """Train a model on a table of images and texts."""
+    """Train a model on a table of images and texts.
+
+    Without model flags (--fusion, --image-encoder, --text-encoder, --modalities, --finetune-*)
+    or a config with a `model:` section, this runs auto mode: a time-limited search over
+    encoders and fusions, judged on validation data (see `mmfuse leaderboard OUT`).
+    """
+    from mmfuse.auto.leaderboard import LEADERBOARD_FILE
     from mmfuse.predictor import Predictor
     from mmfuse.retrieval.predictor import RetrievalPredictor
 
-    resuming_stored = resume and config is None and (out_dir / "config.yaml").exists()
+    fixes_model = bool(image_encoder or text_encoder or fusion or modalities or finetune_image
+                       or finetune_text or image_size or (config and _has_model_section(config)))
+    auto = not fixes_model and not (resume and (out_dir / "config.yaml").exists()
+                                    and not (out_dir / LEADERBOARD_FILE).exists())
+    if fixes_model and (preset or time_limit):
+        raise ConfigError("--preset/--time-limit run auto mode, which chooses the model itself: "
+                          "drop them, or drop the model flags")
+    resuming_stored = resume and not auto and config is None and (out_dir / "config.yaml").exists()
     cfg = Config.from_yaml(config) if config else Config()
     if resuming_stored:
         cfg = Config.from_yaml(out_dir / "config.yaml")  # the killed run's settings
@@ -118,8 +133,16 @@ def train(
     train_data = frames.get("train") if dataset else dataset_or_path(data)
     val_data = dataset_or_path(val_data)
     test = frames.get("test") if dataset and test_data is None else dataset_or_path(test_data)
-    estimator = RetrievalPredictor if cfg.data.task == "retrieval" else Predictor
-    predictor = estimator(cfg).fit(train_data, val_data, run_dir=out_dir, resume=resume)
+    if auto and cfg.data.task not in ("matching", "retrieval"):
+        from mmfuse.auto import AutoSearch
+        from mmfuse.auto.leaderboard import leaderboard_table, read_leaderboard
+
+        search = AutoSearch(cfg, preset or "medium", time_limit)
+        predictor = search.fit(train_data, val_data, run_dir=out_dir, resume=resume)
+        out.print(leaderboard_table(read_leaderboard(out_dir)))
+    else:
+        estimator = RetrievalPredictor if cfg.data.task == "retrieval" else Predictor
+        predictor = estimator(cfg).fit(train_data, val_data, run_dir=out_dir, resume=resume)
     print_metrics("validation", predictor.metrics_["validation"])
     if predictor.skipped_rows_:
         out.print(f"skipped {len(predictor.skipped_rows_)} bad row(s): see {out_dir}/bad_rows.csv")
@@ -128,6 +151,24 @@ def train(
         write_json(out_dir / "test_metrics.json", metrics)
         print_metrics("test", metrics)
     out.print(f"model saved in {out_dir}")
+
+
+def _has_model_section(config: Path) -> bool:
+    import yaml
+
+    try:
+        return "model" in (yaml.safe_load(config.read_text()) or {})
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read config {config}: {error}") from error
+
+
+@app.command()
+@friendly
+def leaderboard(run: Annotated[Path, typer.Argument(help="Run folder of an auto-mode train")]) -> None:
+    """The candidates an auto-mode run tried: validation metric, fit and predict time."""
+    from mmfuse.auto.leaderboard import leaderboard_table, read_leaderboard
+
+    out.print(leaderboard_table(read_leaderboard(run)))
 
 
 @app.command()

@@ -83,19 +83,31 @@ class MultimodalDataset(Dataset):
     Returns ``(batch, target)`` where target is (B,), (B, C) or None when there are no labels.
     """
 
-    def __init__(self, sources: dict[str, Source], targets: torch.Tensor | None) -> None:
+    def __init__(
+        self, sources: dict[str, Source], targets: torch.Tensor | None,
+        rows: torch.Tensor | None = None,
+    ) -> None:
         self.sources = sources
-        self.targets = targets
-        self.length = _source_length(next(iter(sources.values())))
+        self.targets = targets  # aligned with this dataset's indices
+        self.rows = rows  # this dataset's index -> the sources' row; None: the identity
+        self.length = len(rows) if rows is not None else _source_length(next(iter(sources.values())))
 
     def __len__(self) -> int:
         return self.length
 
     def __getitems__(self, indices: list[int]) -> tuple[Batch, torch.Tensor | None]:
-        rows = torch.as_tensor(indices, dtype=torch.long)
+        index = torch.as_tensor(indices, dtype=torch.long)
+        rows = self.rows[index] if self.rows is not None else index
         batch = {m: source.fetch(rows) for m, source in self.sources.items()}
-        target = self.targets[rows] if self.targets is not None else None
+        target = self.targets[index] if self.targets is not None else None
         return batch, target
+
+    def subset(self, indices: torch.Tensor | list[int]) -> MultimodalDataset:
+        """The same sources seen through a selection of rows (k-fold training), no copying."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        rows = self.rows[index] if self.rows is not None else index
+        targets = self.targets[index] if self.targets is not None else None
+        return MultimodalDataset(self.sources, targets, rows)
 
     def __getitem__(self, index: int) -> tuple[Batch, torch.Tensor | None]:
         return self.__getitems__([index])

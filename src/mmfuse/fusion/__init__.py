@@ -6,6 +6,7 @@ from mmfuse.fusion import (  # noqa: F401  (registration)
     cross_attention,
     gated,
     late,
+    stack,
     weighted,
 )
 from mmfuse.fusion.base import FUSIONS, Fusion, FusionOutput

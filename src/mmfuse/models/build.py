@@ -41,9 +41,11 @@ def build_model(
     }
     input_dims = {m: encoders[kind].output_dim for m, kind in kinds.items()}
     try:
-        fusion = FUSIONS.get(cfg.model.fusion)(
-            input_dims, cfg.model.hidden_dim, cfg.model.dropout, **cfg.model.fusion_options
-        )
+        fusion_class = FUSIONS.get(cfg.model.fusion)
+        options = dict(cfg.model.fusion_options)
+        if getattr(fusion_class, "needs_outputs", False):
+            options["n_outputs"] = n_outputs
+        fusion = fusion_class(input_dims, cfg.model.hidden_dim, cfg.model.dropout, **options)
         head_name = "binary" if cfg.data.task == "matching" else cfg.data.task
         head = HEADS.get(head_name)(
             fusion.output_dim, n_outputs, cfg.model.dropout, **(head_options or {})

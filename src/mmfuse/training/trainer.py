@@ -39,6 +39,30 @@ from mmfuse.training.inference import make_loader
 
 STATE_FILE = "training_state.safetensors"
 BEST_FILE = "model.safetensors"
+LossFn = Callable[[MultimodalModel, Batch, torch.Tensor], torch.Tensor]
+
+
+def clock() -> float:
+    """Seconds on the monotonic clock (a seam: tests replace it with a deterministic one)."""
+    return time.monotonic()
+
+
+class Deadline:
+    """A point in time, on ``clock``, after which work should stop."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.end = None if seconds is None else clock() + seconds
+
+    def remaining(self) -> float:
+        return math.inf if self.end is None else self.end - clock()
+
+    def passed(self) -> bool:
+        return self.remaining() <= 0
+
+    def within(self, seconds: float) -> Deadline:
+        """The earlier of this deadline and ``seconds`` from now."""
+        return Deadline(max(0.0, min(seconds, self.remaining())))
 
 
 @dataclass
@@ -105,8 +129,16 @@ def train(
     run_dir: Path | None = None,
     resume: bool = False,
     sample_weights: torch.Tensor | None = None,
+    loss_fn: LossFn | None = None,
+    deadline: Deadline | None = None,
 ) -> TrainState:
-    """Train in place; on return the model holds the weights of its best validation epoch."""
+    """Train in place; on return the model holds the weights of its best validation epoch.
+
+    ``loss_fn(model, batch, target)`` defaults to the head's loss on the model's logits.
+    When ``deadline`` passes, the epoch under way ends early, is validated like any other,
+    and training stops.
+    """
+    loss_fn = loss_fn or head_loss
     optimizer = make_optimizer(model, cfg)
     state = TrainState()
     if resume:
@@ -122,6 +154,7 @@ def train(
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup_fraction * total))
 
+    out_of_time = False
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1
         started = time.perf_counter()
@@ -133,7 +166,7 @@ def train(
             else RandomSampler(train_set, generator=generator)
         )
         model.train()
-        total_loss, seen = 0.0, 0
+        total_loss, seen, out_of_time = 0.0, 0, False
         with make_progress() as progress:
             task = progress.add_task(f"Epoch {epoch}/{cfg.epochs}", total=steps_per_epoch,
                                      status="")
@@ -142,7 +175,7 @@ def train(
                 factor = warmup_cosine(state.step, total, warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
-                loss = model.head.loss(model(batch).logits, target)
+                loss = loss_fn(model, batch, target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -151,6 +184,9 @@ def train(
                 total_loss += loss.item() * len(target)
                 seen += len(target)
                 progress.update(task, advance=1, status=f"loss {total_loss / seen:.4f}")
+                if deadline is not None and deadline.passed():
+                    state.stopped_early = out_of_time = True
+                    break
         scores = validate(model)
         value = scores[metric]
         row = {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
@@ -166,7 +202,7 @@ def train(
                 save_tensors(run_dir / BEST_FILE, best_weights)
         else:
             state.bad_epochs += 1
-            state.stopped_early = state.bad_epochs >= cfg.patience
+            state.stopped_early = state.stopped_early or state.bad_epochs >= cfg.patience
         console.print(
             f"epoch {epoch:>3}  loss {row['train_loss']:.4f}  val {metric} {value:.4f}"
             f"{'  *' if state.best_epoch == epoch else ''}  ({row['seconds']:.1f}s)"
@@ -175,12 +211,18 @@ def train(
             _save_state(run_dir, model, optimizer, state)
             write_history(run_dir, state.history)
             _log_tensorboard(run_dir, row)
-    if state.stopped_early:
+    if out_of_time:
+        console.print("Stopped: the time limit was reached.")
+    elif state.stopped_early:
         console.print(f"Stopped early: no better {metric} for {cfg.patience} epochs.")
     if best_weights is not None:
         load_persistent_state(model, best_weights)
     model.eval()
     return state
+
+
+def head_loss(model: MultimodalModel, batch: Batch, target: torch.Tensor) -> torch.Tensor:
+    return model.head.loss(model(batch).logits, target)
 
 
 def snapshot(model: MultimodalModel) -> dict[str, torch.Tensor]:

@@ -1,0 +1,68 @@
+"""The leaderboard of an auto run: one row per candidate, saved in the run folder."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+from mmfuse.errors import MmfuseError
+from mmfuse.evaluation.metrics import METRIC_DIRECTION
+from mmfuse.training.checkpoint import atomic_write_text, read_json, write_json
+
+LEADERBOARD_FILE = "leaderboard.json"
+COLUMNS = ("candidate", "status", "val_metric", "fit_s", "predict_s_per_1k", "chosen")
+
+
+def ranked(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Best first; candidates without a score (skipped, failed) last, in the order tried."""
+    sign = -1.0 if METRIC_DIRECTION.get(metric, True) else 1.0
+
+    def key(row: dict[str, Any]) -> float:
+        value = row.get("val_metric")
+        return math.inf if value is None else sign * value
+
+    return sorted(rows, key=key)
+
+
+def write_leaderboard(run_dir: Path, metric: str, rows: list[dict[str, Any]], **info: Any) -> None:
+    """``leaderboard.json`` (rows and settings) and ``leaderboard.csv`` (rows only)."""
+    rows = ranked(rows, metric)
+    write_json(run_dir / LEADERBOARD_FILE, {"metric": metric, **info, "rows": rows})
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    atomic_write_text(run_dir / "leaderboard.csv", table.to_csv(index=False))
+
+
+def read_leaderboard(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / LEADERBOARD_FILE
+    if not path.exists():
+        raise MmfuseError(
+            f"{run_dir} has no {LEADERBOARD_FILE}: it was not trained in auto mode "
+            "(`mmfuse train` without --fusion/--text-encoder/--image-encoder/--modalities)"
+        )
+    return read_json(path)
+
+
+def leaderboard_table(board: dict[str, Any]) -> Table:
+    metric = board["metric"]
+    table = Table(title=f"leaderboard (validation {metric}; preset {board.get('preset')}, "
+                        f"{board.get('elapsed_s', 0):.0f} s of {board.get('time_limit_s', 0):.0f} s)")
+    table.add_column("#", justify="right")
+    table.add_column("candidate")
+    table.add_column(f"val {metric}", justify="right")
+    table.add_column("fit s", justify="right")
+    table.add_column("predict s / 1k rows", justify="right")
+    table.add_column("")
+    for rank, row in enumerate(ranked(board["rows"], metric), start=1):
+        scored = row.get("val_metric") is not None
+        table.add_row(
+            str(rank) if scored else "-", row["candidate"],
+            f"{row['val_metric']:.4f}" if scored else row["status"],
+            f"{row['fit_s']:.1f}" if row.get("fit_s") is not None else "",
+            f"{row['predict_s_per_1k']:.3f}" if row.get("predict_s_per_1k") is not None else "",
+            "[bold green]chosen[/]" if row.get("chosen") else "",
+        )
+    return table

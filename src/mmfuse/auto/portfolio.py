@@ -1,0 +1,104 @@
+"""What auto mode tries: presets, and the candidates each one yields for a dataset.
+
+Single-modality candidates come first: they are cheap with cached features, they tell which
+encoder reads this data best (an English text model is useless on other languages, where
+n-grams shine), and they are the floor the chosen model must never fall below. The fusion
+candidates then combine the best image and the best text encoder of the singles.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from mmfuse.config import Config, EncoderConfig
+from mmfuse.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A portfolio and a default time budget (seconds, for a laptop CPU)."""
+
+    name: str
+    time_limit: float
+    image_encoders: tuple[EncoderConfig, ...]
+    text_encoders: tuple[EncoderConfig, ...]
+    fusions: tuple[str, ...]
+    epochs: int = 30
+
+
+FROZEN_LITE0 = EncoderConfig("efficientnet-lite0")
+FINETUNED_LITE0 = EncoderConfig("efficientnet-lite0", frozen=False, image_size=128)
+MINILM, NGRAM, GRU = EncoderConfig("minilm"), EncoderConfig("ngram"), EncoderConfig("gru")
+
+PRESETS = {
+    "fast": Preset("fast", 120, (FROZEN_LITE0,), (MINILM, NGRAM), ("concat", "late"), epochs=15),
+    "medium": Preset("medium", 300, (FROZEN_LITE0,), (MINILM, NGRAM),
+                     ("concat", "late", "gated", "stack")),
+    "best": Preset("best", 900, (FROZEN_LITE0, FINETUNED_LITE0), (MINILM, NGRAM, GRU),
+                   ("concat", "late", "gated", "stack", "cross_attention")),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'. Known: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclass
+class Candidate:
+    name: str
+    config: Config
+    single: bool  # one modality only: part of the floor the chosen model must reach
+
+
+def encoder_label(encoder: EncoderConfig) -> str:
+    if encoder.frozen is False:
+        return f"{encoder.name}-finetuned{encoder.image_size or ''}"
+    return encoder.name
+
+
+def _variant(
+    base: Config, preset: Preset, modalities: list[str], fusion: str,
+    image: EncoderConfig | None, text: EncoderConfig | None,
+) -> Config:
+    config = copy.deepcopy(base)
+    config.model.modalities = modalities
+    config.model.fusion = fusion
+    if image is not None:
+        config.model.image_encoder = copy.deepcopy(image)
+    if text is not None:
+        config.model.text_encoder = copy.deepcopy(text)
+    config.train.epochs = preset.epochs
+    return config.validate()
+
+
+def single_candidates(base: Config, preset: Preset) -> list[Candidate]:
+    """One candidate per encoder of each modality the data has."""
+    candidates = []
+    if base.data.image_cols:
+        for image in preset.image_encoders:
+            candidates.append(Candidate(f"image: {encoder_label(image)}",
+                                        _variant(base, preset, ["image"], "concat", image, None),
+                                        single=True))
+    if base.data.text_cols:
+        for text in preset.text_encoders:
+            candidates.append(Candidate(f"text: {encoder_label(text)}",
+                                        _variant(base, preset, ["text"], "concat", None, text),
+                                        single=True))
+    return candidates
+
+
+def fusion_candidates(
+    base: Config, preset: Preset, image: EncoderConfig | None, text: EncoderConfig | None
+) -> list[Candidate]:
+    """Each fusion over the best image and text encoders; none when a modality is lacking."""
+    if image is None or text is None:
+        return []
+    pair = f"{encoder_label(image)} + {encoder_label(text)}"
+    return [
+        Candidate(f"{fusion} ({pair})",
+                  _variant(base, preset, ["image", "text"], fusion, image, text), single=False)
+        for fusion in preset.fusions
+    ]

@@ -1,0 +1,176 @@
+"""Auto mode: try a portfolio of candidates under a time limit, keep the best on validation.
+
+Every candidate is fitted on the same training rows, stopped early on the same validation
+rows and scored there; frozen-encoder features are computed once into the shared feature
+cache and read by every candidate after the first. Ties go to the candidate tried first
+(single modalities are tried first), so the choice is never worse, on validation, than the
+best single-modality candidate that ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from mmfuse.auto.leaderboard import LEADERBOARD_FILE, read_leaderboard, write_leaderboard
+from mmfuse.auto.portfolio import (
+    Candidate,
+    Preset,
+    fusion_candidates,
+    get_preset,
+    single_candidates,
+)
+from mmfuse.config import Config, EncoderConfig
+from mmfuse.errors import MmfuseError
+from mmfuse.evaluation.metrics import is_better
+from mmfuse.predictor import Data, Predictor
+from mmfuse.progress import CONSOLE
+from mmfuse.training import trainer
+from mmfuse.training.trainer import Deadline
+
+BUDGET_SHARES = 2.0  # a candidate may use twice its even share: most stop early and hand time on
+MIN_SECONDS = 1.0  # below this, starting a candidate is pointless
+
+
+class AutoSearch:
+    """``AutoSearch(config, preset).fit(data)`` -> the chosen, fitted Predictor.
+
+    ``config`` supplies the data columns, task and training settings; its model section is
+    what the candidates vary. Fitted: ``leaderboard_`` (rows, tried order), ``best_`` (the
+    chosen Predictor), ``best_name_``.
+    """
+
+    def __init__(
+        self, config: Config | None = None, preset: str | Preset = "medium",
+        time_limit: float | None = None,
+    ) -> None:
+        self.config = config if config is not None else Config()
+        self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        self.time_limit = float(time_limit if time_limit is not None else self.preset.time_limit)
+
+    def fit(
+        self, data: Data, validation: Data | None = None, *, base_dir: str | Path | None = None,
+        run_dir: str | Path | None = None, resume: bool = False,
+    ) -> Predictor:
+        started = trainer.clock()
+        run = Path(run_dir) if run_dir is not None else None
+        self.leaderboard_: list[dict[str, Any]] = []
+        self.best_: Predictor | None = None
+        self.best_name_: str | None = None
+        spent_before = self._restore(run) if resume else 0.0
+        self._deadline = Deadline(max(0.0, self.time_limit - spent_before))
+        self._elapsed = lambda: spent_before + trainer.clock() - started
+        template = Predictor(self.config)
+        frame = template._read(data, base_dir)
+        if validation is None:
+            self._train, val = template._split(frame)
+        else:
+            self._train = frame
+            val = template._read(validation, base_dir, known_labels=template._fit_classes(frame))
+        self._val = val.copy()
+        self._val.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
+        self._metric, self._run = template._metric(), run
+        self._cache = template._cache()  # one feature cache: features are computed once
+
+        singles = single_candidates(self.config, self.preset)
+        both = bool(self.config.data.image_cols and self.config.data.text_cols)
+        self._planned = len(singles) + (len(self.preset.fusions) if both else 0)
+        for candidate in singles:
+            self._try(candidate)
+        image, text = self._best_encoder("image"), self._best_encoder("text")
+        for candidate in fusion_candidates(self.config, self.preset, image, text):
+            self._try(candidate)
+        if self.best_ is None:
+            raise MmfuseError(
+                f"no candidate finished within the time limit of {self.time_limit:.0f} s; "
+                "raise --time-limit (feature encoding of a large dataset alone can take minutes)"
+            )
+        self.best_.metrics_["auto"] = {"preset": self.preset.name, "chosen": self.best_name_,
+                                       "time_limit_s": self.time_limit}
+        if run is not None:
+            self.best_.save(run)
+            self._write()
+        return self.best_
+
+    # ------------------------------------------------------------ internals
+    def _restore(self, run: Path | None) -> float:
+        """Candidates an interrupted search finished are kept, not fitted again."""
+        if run is None or not (run / LEADERBOARD_FILE).exists():
+            return 0.0
+        board = read_leaderboard(run)
+        self.leaderboard_ = [r for r in board["rows"] if r["val_metric"] is not None]
+        chosen = [r for r in self.leaderboard_ if r.get("chosen")]
+        if chosen:
+            self.best_, self.best_name_ = Predictor.load(run), chosen[0]["candidate"]
+        CONSOLE.print(f"auto: resuming; {len(self.leaderboard_)} candidate(s) already done")
+        return float(board.get("elapsed_s", 0.0))
+
+    def _try(self, candidate: Candidate) -> None:
+        done = {r["candidate"] for r in self.leaderboard_}
+        if candidate.name in done:
+            return
+        left = max(1, self._planned - len(done))
+        row: dict[str, Any] = {"candidate": candidate.name, "status": "ok", "val_metric": None,
+                               "fit_s": None, "predict_s_per_1k": None, "chosen": False,
+                               "single_modality": candidate.single,
+                               "model": dataclasses.asdict(candidate.config.model)}
+        remaining = self._deadline.remaining()
+        if remaining < MIN_SECONDS:
+            row["status"] = "skipped: time limit"
+            self._record(row)
+            return
+        budget = min(remaining, BUDGET_SHARES * remaining / left)
+        CONSOLE.print(f"[bold]auto[/] [{len(done) + 1}/{self._planned}] {candidate.name} "
+                      f"(up to {budget:.0f} s of {remaining:.0f} s left)")
+        predictor = Predictor(candidate.config)
+        started = trainer.clock()
+        try:
+            with predictor.feature_cache(self._cache):
+                predictor.fit(self._train, self._val, deadline=self._deadline.within(budget))
+                fitted = trainer.clock()
+                scores = predictor.evaluate_rows(self._val)
+        except (MmfuseError, RuntimeError) as error:  # one bad candidate must not end the search
+            row["status"] = f"failed: {error}"
+            CONSOLE.print(f"auto: {candidate.name} failed: {error}")
+            self._record(row)
+            return
+        row["fit_s"] = round(fitted - started, 2)
+        row["predict_s_per_1k"] = round((trainer.clock() - fitted) * 1000 / len(self._val), 4)
+        row["val_metric"] = float(scores[self._metric])
+        if is_better(self._metric, row["val_metric"], self._best_score()):
+            self.best_, self.best_name_ = predictor, candidate.name
+            if self._run is not None:
+                predictor.save(self._run)
+        CONSOLE.print(f"auto: {candidate.name}: val {self._metric} {row['val_metric']:.4f} "
+                      f"in {row['fit_s']:.1f} s")
+        self._record(row)
+
+    def _best_score(self) -> float | None:
+        scores = [r["val_metric"] for r in self.leaderboard_ if r["candidate"] == self.best_name_]
+        return scores[0] if scores else None
+
+    def _record(self, row: dict[str, Any]) -> None:
+        self.leaderboard_.append(row)
+        for r in self.leaderboard_:
+            r["chosen"] = r["candidate"] == self.best_name_
+        if self._run is not None:
+            self._write()
+
+    def _write(self) -> None:
+        self._run.mkdir(parents=True, exist_ok=True)
+        write_leaderboard(self._run, self._metric, self.leaderboard_, preset=self.preset.name,
+                          time_limit_s=self.time_limit, elapsed_s=round(self._elapsed(), 2))
+
+    def _best_encoder(self, kind: str) -> EncoderConfig | None:
+        """The encoder of the best single-modality candidate of this kind that finished."""
+        best: dict[str, Any] | None = None
+        for r in self.leaderboard_:
+            if (r.get("single_modality") and r["val_metric"] is not None
+                    and r["model"]["modalities"] == [kind]
+                    and (best is None or is_better(self._metric, r["val_metric"], best["val_metric"]))):
+                best = r
+        if best is None:
+            return None
+        return EncoderConfig(**best["model"][f"{kind}_encoder"])
+

@@ -1,0 +1,159 @@
+"""Auto mode on generated data where the right answer is known in advance."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import COLOURS, draw, make_rows
+
+from mmfuse import Config, DataConfig, EncoderConfig, Predictor, TrainConfig
+from mmfuse.auto import AutoSearch, Preset
+from mmfuse.auto.leaderboard import read_leaderboard
+from mmfuse.training import trainer
+
+# The default portfolio's encoders, shrunk: 64 px images, a small n-gram projection.
+TINY = Preset(
+    "tiny", 120,
+    image_encoders=(EncoderConfig("efficientnet-lite0", image_size=64),),
+    text_encoders=(EncoderConfig("minilm", max_length=16),
+                   EncoderConfig("ngram", options={"dim": 32, "buckets": 4096})),
+    fusions=("concat", "stack"),
+    epochs=25,
+)
+MADE_UP_SCRIPT = [chr(c) for c in range(0xE000, 0xE020)]  # Private Use Area: no tokenizer knows it
+
+
+def config(tmp_path: Path, text_col: str = "text") -> Config:
+    return Config(
+        data=DataConfig(image_cols=["image"], text_cols=[text_col], label_col="label",
+                        val_fraction=0.25),
+        train=TrainConfig(batch_size=32, num_workers=0, patience=6, lr=3e-3),
+        cache_dir=str(tmp_path / "cache"),
+    )
+
+
+def word(rng: random.Random, length: int = 4) -> str:
+    return "".join(rng.choice(MADE_UP_SCRIPT) for _ in range(length))
+
+
+def noise_image(path: Path, rng: random.Random) -> None:
+    draw(path, rng.choice(list(COLOURS)), rng)
+
+
+def made_up_script_rows(folder: Path, n: int, seed: int) -> pd.DataFrame:
+    """The label is which of two made-up words a sentence of random made-up words contains;
+    the image is a random square that says nothing about it."""
+    rng = random.Random(seed)
+    markers = {"alpha": "\ue001\ue002\ue003", "beta": "\ue011\ue012\ue013"}
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        label = rng.choice(list(markers))
+        words = [word(rng) for _ in range(rng.randint(3, 6))]
+        words.insert(rng.randint(0, len(words)), markers[label])
+        noise_image(folder / "images" / f"s{seed}_{i}.png", rng)
+        rows.append({"image": f"images/s{seed}_{i}.png", "text": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+def image_only_rows(folder: Path, n: int, seed: int) -> pd.DataFrame:
+    """The label is the square's colour; the text is made-up noise."""
+    rng = random.Random(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        colour = rng.choice(list(COLOURS))
+        draw(folder / "images" / f"c{seed}_{i}.png", colour, rng)
+        rows.append({"image": f"images/c{seed}_{i}.png", "text": f"{word(rng)} {word(rng)}",
+                     "label": colour})
+    return pd.DataFrame(rows)
+
+
+def search(tmp_path: Path, rows: pd.DataFrame, text_col: str = "text", **kwargs) -> AutoSearch:
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    auto = AutoSearch(config(tmp_path, text_col), TINY, **kwargs)
+    auto.fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
+    return auto
+
+
+def scores(auto: AutoSearch) -> dict[str, float]:
+    return {r["candidate"]: r["val_metric"] for r in auto.leaderboard_ if r["val_metric"] is not None}
+
+
+def assert_guarantee(auto: AutoSearch) -> None:
+    """On validation the choice is at least as good as every single-modality candidate."""
+    chosen = scores(auto)[auto.best_name_]
+    singles = [r["val_metric"] for r in auto.leaderboard_ if r["single_modality"]
+               and r["val_metric"] is not None]
+    assert singles and chosen >= max(singles)
+
+
+def test_made_up_script_is_read_by_character_ngrams(tmp_path: Path) -> None:
+    auto = search(tmp_path, made_up_script_rows(tmp_path, 160, seed=1))
+    board = scores(auto)
+    assert board["text: ngram"] >= 0.85
+    assert board["text: minilm"] <= 0.75  # every word is [UNK] to MiniLM's tokenizer
+    chosen = auto.best_.config.model
+    assert "text" in chosen.modalities and chosen.text_encoder.name == "ngram"
+    assert_guarantee(auto)
+    # The run folder is one ordinary model: it loads and predicts like any other.
+    test = made_up_script_rows(tmp_path, 60, seed=2)
+    loaded = Predictor.load(tmp_path / "run")
+    assert loaded.evaluate(test, base_dir=tmp_path)["accuracy"] >= 0.85
+    assert read_leaderboard(tmp_path / "run")["rows"][0]["chosen"]
+
+
+def test_a_pure_noise_modality_is_ignored(tmp_path: Path) -> None:
+    auto = search(tmp_path, image_only_rows(tmp_path, 150, seed=3))
+    assert_guarantee(auto)
+    image_alone = scores(auto)["image: efficientnet-lite0"]
+    assert image_alone >= 0.9
+    test = image_only_rows(tmp_path, 60, seed=4)
+    assert auto.best_.evaluate(test, base_dir=tmp_path)["accuracy"] >= 0.9
+
+
+def test_when_both_modalities_are_needed_a_fusion_wins(tmp_path: Path) -> None:
+    auto = search(tmp_path, make_rows(tmp_path, 240, seed=5), text_col="caption")
+    board = scores(auto)
+    best_single = max(v for k, v in board.items() if k.startswith(("image:", "text:")))
+    assert auto.best_.config.model.modalities == ["image", "text"]
+    assert board[auto.best_name_] >= best_single + 0.15
+    assert_guarantee(auto)
+
+
+def test_time_limit_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a clock that moves 0.1 s whenever it is read (the trainer reads it once a step), a
+    5 s budget ends the search early: candidates stop at the deadline, the rest are skipped."""
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(trainer, "clock", lambda: next(ticks) / 10)
+    auto = search(tmp_path, image_only_rows(tmp_path, 80, seed=6), time_limit=5)
+    statuses = [r["status"] for r in auto.leaderboard_]
+    assert statuses[0] == "ok" and "skipped: time limit" in statuses
+    assert read_leaderboard(tmp_path / "run")["elapsed_s"] <= 5 * 1.1
+
+
+def test_train_without_model_flags_runs_auto_mode_from_the_cli(tmp_path: Path, tiny_csv: Path) -> None:
+    from test_cli import cli
+
+    run = tmp_path / "run"
+    columns = ["--image-col", "image", "--text-col", "caption", "--num-workers", "0"]
+    code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--preset", "fast",
+                       "--time-limit", "120", "--cache-dir", str(tmp_path / "c"), *columns)
+    assert code == 0, output
+    assert "leaderboard" in output and "chosen" in output
+    code, output = cli("leaderboard", str(run))
+    assert code == 0 and "chosen" in output
+    tried = {r["candidate"] for r in read_leaderboard(run)["rows"]}
+    assert {"image: efficientnet-lite0", "text: minilm", "text: ngram"} <= tried
+    code, output = cli("predict", str(run), "--data", str(tiny_csv),
+                       "--output", str(tmp_path / "p.csv"))
+    assert code == 0, output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 120
+    code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--preset", "fast",
+                       "--fusion", "concat", *columns)
+    assert code == 2 and "--preset/--time-limit run auto mode" in output
+    code, output = cli("leaderboard", str(tmp_path))
+    assert code == 2 and "not trained in auto mode" in output
