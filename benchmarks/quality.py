@@ -50,29 +50,42 @@ def run_mmfuse(train: pd.DataFrame, test: pd.DataFrame, cfg: Config) -> dict[str
             "train_seconds": seconds}
 
 
-def run_logistic_regression(train: pd.DataFrame, test: pd.DataFrame, columns: dict) -> dict:
-    """Frozen pooled features of both encoders, standardised, concatenated; multinomial LR."""
+def frozen_features(
+    frame: pd.DataFrame, columns: dict, kinds: tuple[str, ...] = ("image", "text"),
+    image_size: int | None = IMAGE_SIZE,
+) -> np.ndarray:
+    """(N, D) pooled EfficientNet-Lite0 and/or MiniLM features from the shared feature cache."""
     cache = FeatureCache(default_cache_dir())
-    image = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=IMAGE_SIZE))
-    text = create_encoder("text", EncoderConfig("minilm"))
+    encoders = {"image": lambda: create_encoder("image", EncoderConfig("efficientnet-lite0",
+                                                                       image_size=image_size)),
+                "text": lambda: create_encoder("text", EncoderConfig("minilm"))}
+    parts = []
+    for kind in kinds:
+        column = columns[f"{kind}_cols"][0]
+        table = cache.table(encoders[kind](), frame[column].astype(str).tolist(), False)
+        parts.append(table.pooled[table.index].numpy())
+    return np.concatenate(parts, axis=1)
 
-    def features(frame: pd.DataFrame) -> np.ndarray:
-        parts = []
-        for encoder, column in ((image, columns["image_cols"][0]), (text, columns["text_cols"][0])):
-            table = cache.table(encoder, frame[column].astype(str).tolist(), False)
-            parts.append(table.pooled[table.index].numpy())
-        return np.concatenate(parts, axis=1)
 
-    started = time.perf_counter()
-    scaler = StandardScaler().fit(features(train))
-    model = LogisticRegression(max_iter=2000, C=1.0)
-    model.fit(scaler.transform(features(train)), train[columns["label_col"]])
-    seconds = time.perf_counter() - started
-    predicted = model.predict(scaler.transform(features(test)))
-    truth = test[columns["label_col"]]
+def scores(truth: pd.Series, predicted: np.ndarray, seconds: float) -> dict[str, float]:
     return {"accuracy": float(accuracy_score(truth, predicted)),
             "macro_f1": float(f1_score(truth, predicted, average="macro")),
             "train_seconds": seconds}
+
+
+def run_logistic_regression(
+    train: pd.DataFrame, test: pd.DataFrame, columns: dict, image_size: int | None = IMAGE_SIZE
+) -> dict:
+    """Frozen pooled features of both encoders, standardised, concatenated; multinomial LR."""
+    started = time.perf_counter()
+    train_x = frozen_features(train, columns, image_size=image_size)
+    scaler = StandardScaler().fit(train_x)
+    model = LogisticRegression(max_iter=2000, C=1.0)
+    model.fit(scaler.transform(train_x), train[columns["label_col"]])
+    seconds = time.perf_counter() - started
+    predicted = model.predict(scaler.transform(frozen_features(test, columns,
+                                                               image_size=image_size)))
+    return scores(test[columns["label_col"]], predicted, seconds)
 
 
 def main() -> None:

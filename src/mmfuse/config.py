@@ -71,6 +71,13 @@ class TrainConfig:
     num_workers: int = 2
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     calibrate: bool = False  # fit a softmax temperature on validation data after training
+    precision: str = "no"  # "no", "bf16" (CPU or GPU) or "fp16" (GPU): accelerate's autocast
+    grad_accum: int = 1  # optimiser step every N batches: an N times larger effective batch
+    # Differential privacy (DP-SGD with opacus): a target epsilon, or a noise multiplier.
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_noise_multiplier: float | None = None
+    dp_max_grad_norm: float = 1.0  # per-example gradients are clipped to this L2 norm
 
 
 @dataclass
@@ -102,6 +109,11 @@ class Config:
             raise ConfigError("on_bad_rows must be 'error' or 'skip'")
         if self.train.imbalance not in ("auto", "none", "weight", "sample"):
             raise ConfigError("imbalance must be one of auto, none, weight, sample")
+        dp = self.train
+        if dp.dp_epsilon is not None and dp.dp_noise_multiplier is not None:
+            raise ConfigError("give dp_epsilon (a target) or dp_noise_multiplier, not both")
+        if dp.dp_epsilon is not None and dp.dp_epsilon <= 0 or not 0 < dp.dp_delta < 1:
+            raise ConfigError("dp_epsilon must be positive and dp_delta in (0, 1)")
         if not 0.0 <= self.train.modality_dropout < 1.0:
             raise ConfigError("modality_dropout must be in [0, 1)")
         return self

@@ -33,6 +33,7 @@ from mmfuse.training.checkpoint import (
     save_tensors,
     write_json,
 )
+from mmfuse.training.distributed import is_main_process, main_process_first
 from mmfuse.training.feature_cache import FeatureCache, default_cache_dir, make_dataset
 from mmfuse.training.inference import run_model
 from mmfuse.training.stacking import fit_stack
@@ -105,11 +106,13 @@ class Predictor:
         if run is not None:
             if resume:
                 self._check_resume(run)
-            self._write_definition(run)
-            if skipped:
-                problems_frame(skipped).to_csv(run / "bad_rows.csv", index=False)
-        train_set = self._dataset(train_frame)
-        val_set = self._dataset(val_frame)
+            if is_main_process():
+                self._write_definition(run)
+                if skipped:
+                    problems_frame(skipped).to_csv(run / "bad_rows.csv", index=False)
+        with main_process_first():  # one process fills the feature cache, the others read it
+            train_set = self._dataset(train_frame)
+            val_set = self._dataset(val_frame)
 
         def validate(model: MultimodalModel) -> dict[str, float]:
             scores = self._score(model, val_frame, val_set)
@@ -129,7 +132,9 @@ class Predictor:
             self._calibrate(val_frame, val_set)
         self.metrics_ = {"validation": self._score(self.model_, val_frame, val_set),
                          "best_epoch": state.best_epoch, "epochs_run": state.epoch}
-        if run is not None:
+        if state.privacy is not None:
+            self.metrics_["privacy"] = state.privacy
+        if run is not None and is_main_process():
             self.save(run)
         return self
 

@@ -8,8 +8,15 @@ candidates then combine the best image and the best text encoder of the singles.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import math
 from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from PIL import Image
 
 from mmfuse.config import Config, EncoderConfig
 from mmfuse.errors import ConfigError
@@ -44,6 +51,32 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'. Known: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+IMAGE_SIDES = (128, 224)  # the smallest and the largest side the image encoders see
+SIZE_SAMPLE = 64  # images whose size is read (headers only) to choose the side
+
+
+def suited_to(preset: Preset, frame: pd.DataFrame, config: Config) -> Preset:
+    """The preset with frozen image encoders at a side that suits the data's images.
+
+    Small images (icons, renders, thumbnails) upscaled to 224 px cost 3x the encoding time of
+    128 px and show the encoder nothing new: encode at twice the typical side, within
+    IMAGE_SIDES, rounded up to a multiple of 32.
+    """
+    paths = [p for c in config.data.image_cols for p in frame[c] if p is not None][:SIZE_SAMPLE]
+    sides = []
+    for path in paths:
+        with contextlib.suppress(OSError), Image.open(path) as image:
+            sides.append(max(image.size))
+    if not sides:
+        return preset
+    side = int(min(IMAGE_SIDES[1], max(IMAGE_SIDES[0], math.ceil(2 * np.median(sides) / 32) * 32)))
+    images = tuple(
+        dataclasses.replace(e, image_size=side) if e.image_size is None else e
+        for e in preset.image_encoders
+    )
+    return dataclasses.replace(preset, image_encoders=images)
 
 
 @dataclass

@@ -20,8 +20,10 @@ from mmfuse.auto.portfolio import (
     fusion_candidates,
     get_preset,
     single_candidates,
+    suited_to,
 )
 from mmfuse.config import Config, EncoderConfig
+from mmfuse.encoders import create_encoder
 from mmfuse.errors import MmfuseError
 from mmfuse.evaluation.metrics import is_better
 from mmfuse.predictor import Data, Predictor
@@ -38,14 +40,15 @@ class AutoSearch:
 
     ``config`` supplies the data columns, task and training settings; its model section is
     what the candidates vary. Fitted: ``leaderboard_`` (rows, tried order), ``best_`` (the
-    chosen Predictor), ``best_name_``.
+    chosen Predictor), ``best_name_`` and, with ``keep_candidates``, ``candidates_``.
     """
 
     def __init__(
         self, config: Config | None = None, preset: str | Preset = "medium",
-        time_limit: float | None = None,
+        time_limit: float | None = None, keep_candidates: bool = False,
     ) -> None:
         self.config = config if config is not None else Config()
+        self.keep_candidates = keep_candidates  # ``candidates_``: every fitted one (benchmarks)
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.time_limit = float(time_limit if time_limit is not None else self.preset.time_limit)
 
@@ -58,6 +61,7 @@ class AutoSearch:
         self.leaderboard_: list[dict[str, Any]] = []
         self.best_: Predictor | None = None
         self.best_name_: str | None = None
+        self.candidates_: dict[str, Predictor] = {}
         spent_before = self._restore(run) if resume else 0.0
         self._deadline = Deadline(max(0.0, self.time_limit - spent_before))
         self._elapsed = lambda: spent_before + trainer.clock() - started
@@ -73,13 +77,15 @@ class AutoSearch:
         self._metric, self._run = template._metric(), run
         self._cache = template._cache()  # one feature cache: features are computed once
 
-        singles = single_candidates(self.config, self.preset)
+        preset = suited_to(self.preset, self._train, self.config)
+        self._encode_frozen(preset)
+        singles = single_candidates(self.config, preset)
         both = bool(self.config.data.image_cols and self.config.data.text_cols)
-        self._planned = len(singles) + (len(self.preset.fusions) if both else 0)
+        self._planned = len(singles) + (len(preset.fusions) if both else 0)
         for candidate in singles:
             self._try(candidate)
         image, text = self._best_encoder("image"), self._best_encoder("text")
-        for candidate in fusion_candidates(self.config, self.preset, image, text):
+        for candidate in fusion_candidates(self.config, preset, image, text):
             self._try(candidate)
         if self.best_ is None:
             raise MmfuseError(
@@ -106,6 +112,18 @@ class AutoSearch:
         CONSOLE.print(f"auto: resuming; {len(self.leaderboard_)} candidate(s) already done")
         return float(board.get("elapsed_s", 0.0))
 
+    def _encode_frozen(self, preset: Preset) -> None:
+        """Features of every frozen encoder of the portfolio, computed once before any
+        candidate starts, so that candidates share the time that is left fairly."""
+        frames = (self._train, self._val)
+        for kind, configs in (("image", preset.image_encoders), ("text", preset.text_encoders)):
+            columns = getattr(self.config.data, f"{kind}_cols")
+            for encoder_config in configs if columns else ():
+                encoder = create_encoder(kind, encoder_config)
+                if encoder.frozen:
+                    values = [v for f in frames for c in columns for v in f[c]]
+                    self._cache.table(encoder, values, with_tokens=False)
+
     def _try(self, candidate: Candidate) -> None:
         done = {r["candidate"] for r in self.leaderboard_}
         if candidate.name in done:
@@ -116,7 +134,7 @@ class AutoSearch:
                                "single_modality": candidate.single,
                                "model": dataclasses.asdict(candidate.config.model)}
         remaining = self._deadline.remaining()
-        if remaining < MIN_SECONDS:
+        if remaining < MIN_SECONDS and self.leaderboard_:  # the first candidate always runs
             row["status"] = "skipped: time limit"
             self._record(row)
             return
@@ -138,6 +156,8 @@ class AutoSearch:
         row["fit_s"] = round(fitted - started, 2)
         row["predict_s_per_1k"] = round((trainer.clock() - fitted) * 1000 / len(self._val), 4)
         row["val_metric"] = float(scores[self._metric])
+        if self.keep_candidates:
+            self.candidates_[candidate.name] = predictor
         if is_better(self._metric, row["val_metric"], self._best_score()):
             self.best_, self.best_name_ = predictor, candidate.name
             if self._run is not None:

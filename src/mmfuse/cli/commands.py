@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mmfuse.cli.app import app, friendly, out, print_metrics
+from mmfuse.cli.app import app, err, friendly, out, print_metrics
 from mmfuse.config import Config, EncoderConfig
 from mmfuse.errors import ConfigError
+from mmfuse.progress import CONSOLE
 from mmfuse.training.checkpoint import write_json
 
 Opt = typer.Option
@@ -66,6 +67,12 @@ def train(
     threads: Annotated[int | None, Opt(help="torch threads (default: all cores)")] = None,
     resume: Annotated[bool, Opt(help="Continue a killed run from its last checkpoint")] = False,
     calibrate: Annotated[bool, Opt(help="Fit a probability temperature on validation data")] = False,
+    precision: Annotated[str | None, Opt(help="no|bf16|fp16 (fp16: GPU only)")] = None,
+    grad_accum: Annotated[int | None, Opt(help="Optimiser step every N batches")] = None,
+    dp_epsilon: Annotated[float | None, Opt(help="DP-SGD: target privacy budget epsilon")] = None,
+    dp_delta: Annotated[float | None, Opt(help="DP-SGD: delta (default 1e-5)")] = None,
+    dp_noise_multiplier: Annotated[float | None, Opt(help="DP-SGD: noise instead of a target")] = None,
+    dp_max_grad_norm: Annotated[float | None, Opt(help="DP-SGD: per-example clipping norm")] = None,
     preset: Annotated[str | None, Opt(help="Auto mode: fast|medium|best (default medium)")] = None,
     time_limit: Annotated[float | None, Opt(help="Auto mode: seconds for the whole search")] = None,
 ) -> None:
@@ -78,6 +85,10 @@ def train(
     from mmfuse.auto.leaderboard import LEADERBOARD_FILE
     from mmfuse.predictor import Predictor
     from mmfuse.retrieval.predictor import RetrievalPredictor
+    from mmfuse.training.distributed import is_main_process
+
+    if not is_main_process():  # under `accelerate launch`: one process speaks and writes
+        out.quiet = err.quiet = CONSOLE.quiet = True
 
     fixes_model = bool(image_encoder or text_encoder or fusion or modalities or finetune_image
                        or finetune_text or image_size or (config and _has_model_section(config)))
@@ -123,7 +134,10 @@ def train(
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr),
                         ("seed", seed), ("modality_dropout", modality_dropout),
                         ("imbalance", imbalance), ("num_workers", num_workers),
-                        ("threads", threads)):
+                        ("threads", threads), ("precision", precision),
+                        ("grad_accum", grad_accum), ("dp_epsilon", dp_epsilon),
+                        ("dp_delta", dp_delta), ("dp_noise_multiplier", dp_noise_multiplier),
+                        ("dp_max_grad_norm", dp_max_grad_norm)):
         if value is not None:
             setattr(t, name, value)
     t.calibrate = calibrate or t.calibrate
@@ -148,7 +162,8 @@ def train(
         out.print(f"skipped {len(predictor.skipped_rows_)} bad row(s): see {out_dir}/bad_rows.csv")
     if test is not None:
         metrics = predictor.evaluate(test)
-        write_json(out_dir / "test_metrics.json", metrics)
+        if is_main_process():
+            write_json(out_dir / "test_metrics.json", metrics)
         print_metrics("test", metrics)
     out.print(f"model saved in {out_dir}")
 

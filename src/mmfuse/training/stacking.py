@@ -20,17 +20,23 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from mmfuse.config import TrainConfig
 from mmfuse.data.batches import Batch, MultimodalDataset
+from mmfuse.errors import ConfigError
 from mmfuse.heads.base import Head
 from mmfuse.models.multimodal import MultimodalModel, load_persistent_state
 from mmfuse.progress import CONSOLE
+from mmfuse.training.distributed import is_distributed
 from mmfuse.training.inference import make_loader
+from mmfuse.training.privacy import is_private
 from mmfuse.training.trainer import Deadline, TrainState, snapshot, train
 
 META_L2 = 1e-3  # keeps the meta-learner near "average the towers" when OOF rows are few
 
 
-def tower_loss(model: MultimodalModel, batch: Batch, target: torch.Tensor) -> torch.Tensor:
-    """Sum over modalities of the task loss of each tower alone (towers share no weights)."""
+def tower_loss(
+    forward: object, model: MultimodalModel, batch: Batch, target: torch.Tensor
+) -> torch.Tensor:
+    """Sum over modalities of the task loss of each tower alone (towers share no weights).
+    Stacking trains in one process, so the model is called directly, not via ``forward``."""
     logits = model.fusion.modality_logits(model.encode(batch))  # (B, M, C)
     return sum(model.head.loss(logits[:, i], target) for i in range(logits.shape[1]))
 
@@ -103,6 +109,9 @@ def fit_stack(
     deadline: Deadline | None = None,
 ) -> TrainState:
     """Train a model whose fusion is ``StackFusion`` in place (towers, then meta-learner)."""
+    if is_distributed() or is_private(cfg):
+        raise ConfigError("the stack fusion trains in one process and without DP-SGD; "
+                          "use another fusion for `accelerate launch` or --dp-epsilon")
     fusion, targets = model.fusion, train_set.targets
     assert targets is not None, "stacking needs labelled training rows"
     initial = snapshot(model)

@@ -11,12 +11,15 @@ import io
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from torch.utils.data import RandomSampler, WeightedRandomSampler
 
 from mmfuse.config import TrainConfig
@@ -35,11 +38,13 @@ from mmfuse.training.checkpoint import (
     unflatten_optimizer,
     write_json,
 )
+from mmfuse.training.distributed import batch_size_fits, make_accelerator
 from mmfuse.training.inference import make_loader
+from mmfuse.training.privacy import PrivateTraining, check_supported, is_private, placeholders_frozen
 
 STATE_FILE = "training_state.safetensors"
 BEST_FILE = "model.safetensors"
-LossFn = Callable[[MultimodalModel, Batch, torch.Tensor], torch.Tensor]
+LossFn = Callable[[Callable[[Batch], Any], MultimodalModel, Batch, torch.Tensor], torch.Tensor]
 
 
 def clock() -> float:
@@ -76,6 +81,7 @@ class TrainState:
     bad_epochs: int = 0
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    privacy: dict[str, Any] | None = None  # DP-SGD: epsilon spent so far, delta, noise, ...
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -134,17 +140,26 @@ def train(
 ) -> TrainState:
     """Train in place; on return the model holds the weights of its best validation epoch.
 
-    ``loss_fn(model, batch, target)`` defaults to the head's loss on the model's logits.
-    When ``deadline`` passes, the epoch under way ends early, is validated like any other,
-    and training stops.
+    The same loop runs in one process or in each of several (``accelerate launch``), with
+    mixed precision and gradient accumulation, or privately (DP-SGD, ``cfg.dp_*``).
+    ``loss_fn(forward, model, batch, target)`` defaults to the head's loss on ``forward(batch)``
+    (``forward`` is the model, wrapped for DDP or DP when that applies). When ``deadline``
+    passes, the epoch under way ends early, is validated like any other, and training stops.
     """
     loss_fn = loss_fn or head_loss
+    accelerator = make_accelerator(cfg)
+    batch_size_fits(cfg)
+    main = accelerator.is_main_process
+    private = is_private(cfg)
+    if private:
+        check_supported(model, cfg, accelerator.num_processes)
     optimizer = make_optimizer(model, cfg)
-    state = TrainState()
+    state, privacy_history = TrainState(), None
     if resume:
-        for stale in (run_dir or Path(".")).glob(".*.tmp"):  # left by a kill mid-write
-            stale.unlink()
-        state = _load_state(run_dir, model, optimizer)
+        if main:
+            for stale in (run_dir or Path(".")).glob(".*.tmp"):  # left by a kill mid-write
+                stale.unlink()
+        state, privacy_history = _load_state(run_dir, model, optimizer)
         console.print(f"Resuming after epoch {state.epoch} (best {metric} so far: "
                       f"{state.best_metric})")
     best_weights = snapshot(model) if state.best_metric is None else None
@@ -153,64 +168,88 @@ def train(
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup_fraction * total))
-
-    out_of_time = False
-    while state.epoch < cfg.epochs and not state.stopped_early:
-        epoch = state.epoch + 1
-        started = time.perf_counter()
-        torch.manual_seed(cfg.seed + epoch)
-        generator = torch.Generator().manual_seed(cfg.seed + epoch)
-        sampler = (
-            WeightedRandomSampler(sample_weights, len(train_set), generator=generator)
-            if sample_weights is not None
-            else RandomSampler(train_set, generator=generator)
-        )
-        model.train()
-        total_loss, seen, out_of_time = 0.0, 0, False
-        with make_progress() as progress:
-            task = progress.add_task(f"Epoch {epoch}/{cfg.epochs}", total=steps_per_epoch,
-                                     status="")
-            for batch, target in make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler):
-                drop_modalities(batch, cfg.modality_dropout, generator)
-                factor = warmup_cosine(state.step, total, warmup)
-                for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] * factor
-                loss = loss_fn(model, batch, target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                optimizer.step()
-                state.step += 1
-                total_loss += loss.item() * len(target)
-                seen += len(target)
-                progress.update(task, advance=1, status=f"loss {total_loss / seen:.4f}")
-                if deadline is not None and deadline.passed():
-                    state.stopped_early = out_of_time = True
-                    break
-        scores = validate(model)
-        value = scores[metric]
-        row = {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
-               **{f"val_{k}": v for k, v in scores.items()},
-               "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.perf_counter() - started, 3)}
-        state.history.append(row)
-        state.epoch = epoch
-        if is_better(metric, value, state.best_metric):
-            state.best_metric, state.best_epoch, state.bad_epochs = value, epoch, 0
-            best_weights = snapshot(model)
-            if run_dir is not None:
-                save_tensors(run_dir / BEST_FILE, best_weights)
+    dp = None
+    with placeholders_frozen(model) if private else nullcontext(), warnings.catch_warnings():
+        # opacus' hooks on the first layer, whose input needs no gradient: harmless.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        if private:
+            dp = PrivateTraining(model, optimizer, make_loader(train_set, cfg.batch_size, 0),
+                                 cfg, privacy_history)
+            forward, optimizer = dp.module, dp.optimizer
         else:
-            state.bad_epochs += 1
-            state.stopped_early = state.stopped_early or state.bad_epochs >= cfg.patience
-        console.print(
-            f"epoch {epoch:>3}  loss {row['train_loss']:.4f}  val {metric} {value:.4f}"
-            f"{'  *' if state.best_epoch == epoch else ''}  ({row['seconds']:.1f}s)"
-        )
-        if run_dir is not None:
-            _save_state(run_dir, model, optimizer, state)
-            write_history(run_dir, state.history)
-            _log_tensorboard(run_dir, row)
+            forward, optimizer = accelerator.prepare(model, optimizer)
+        out_of_time = False
+        while state.epoch < cfg.epochs and not state.stopped_early:
+            epoch = state.epoch + 1
+            started = time.perf_counter()
+            torch.manual_seed(cfg.seed + epoch)
+            generator = torch.Generator().manual_seed(cfg.seed + epoch)
+            sampler = (
+                WeightedRandomSampler(sample_weights, len(train_set), generator=generator)
+                if sample_weights is not None
+                else RandomSampler(train_set, generator=generator)
+            )
+            loader = make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler)
+            loader = dp.loader(loader, generator) if dp else accelerator.prepare_data_loader(loader)
+            model.train()
+            total_loss, seen, out_of_time = 0.0, 0, False
+            with make_progress() as progress:
+                task = progress.add_task(f"Epoch {epoch}/{cfg.epochs}", total=steps_per_epoch,
+                                         status="")
+                for batch, target in loader:
+                    drop_modalities(batch, cfg.modality_dropout, generator)
+                    factor = warmup_cosine(state.step, total, warmup)
+                    for group in optimizer.param_groups:
+                        group["lr"] = group["base_lr"] * factor
+                    with accelerator.accumulate(forward):
+                        with accelerator.autocast():
+                            loss = loss_fn(forward, model, batch, target)
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients and dp is None:
+                            accelerator.clip_grad_norm_(model.parameters(), 5.0)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    state.step += 1
+                    total_loss += loss.item() * len(target)
+                    seen += len(target)
+                    progress.update(task, advance=1, status=f"loss {total_loss / seen:.4f}")
+                    if deadline is not None and _agreed(accelerator, deadline.passed()):
+                        state.stopped_early = out_of_time = True
+                        break
+            total_loss, seen = (float(x) for x in accelerator.reduce(
+                torch.tensor([total_loss, seen], dtype=torch.float64, device=accelerator.device),
+                "sum"))
+            scores = validate(model)
+            value = scores[metric]
+            row = {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
+                   **{f"val_{k}": v for k, v in scores.items()},
+                   "lr": optimizer.param_groups[0]["lr"],
+                   "seconds": round(time.perf_counter() - started, 3)}
+            if dp is not None:
+                row["dp_epsilon"] = dp.epsilon()
+                state.privacy = dp.report()
+            state.history.append(row)
+            state.epoch = epoch
+            if is_better(metric, value, state.best_metric):
+                state.best_metric, state.best_epoch, state.bad_epochs = value, epoch, 0
+                best_weights = snapshot(model)
+                if run_dir is not None and main:
+                    save_tensors(run_dir / BEST_FILE, best_weights)
+            else:
+                state.bad_epochs += 1
+                state.stopped_early = state.stopped_early or state.bad_epochs >= cfg.patience
+            privacy = f"  epsilon {row['dp_epsilon']:.2f}" if dp is not None else ""
+            console.print(
+                f"epoch {epoch:>3}  loss {row['train_loss']:.4f}  val {metric} {value:.4f}"
+                f"{'  *' if state.best_epoch == epoch else ''}{privacy}  ({row['seconds']:.1f}s)"
+            )
+            if run_dir is not None and main:
+                _save_state(run_dir, model, optimizer, state, dp.history() if dp else None)
+                write_history(run_dir, state.history)
+                _log_tensorboard(run_dir, row)
+        if dp is not None:
+            dp.close()
+    accelerator.wait_for_everyone()
     if out_of_time:
         console.print("Stopped: the time limit was reached.")
     elif state.stopped_early:
@@ -221,8 +260,17 @@ def train(
     return state
 
 
-def head_loss(model: MultimodalModel, batch: Batch, target: torch.Tensor) -> torch.Tensor:
-    return model.head.loss(model(batch).logits, target)
+def _agreed(accelerator: Accelerator, flag: bool) -> bool:
+    """True when any process says so: all processes must leave a loop at the same step."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "max"))
+
+
+def head_loss(
+    forward: Callable[[Batch], Any], model: MultimodalModel, batch: Batch, target: torch.Tensor
+) -> torch.Tensor:
+    return model.head.loss(forward(batch).logits.float(), target)
 
 
 def snapshot(model: MultimodalModel) -> dict[str, torch.Tensor]:
@@ -254,17 +302,18 @@ def _log_tensorboard(run_dir: Path, row: dict[str, Any]) -> None:
                 writer.add_scalar(name, value, row["epoch"])
 
 
-def _save_state(run_dir: Path, model, optimizer, state: TrainState) -> None:
+def _save_state(
+    run_dir: Path, model, optimizer, state: TrainState, privacy_history: list | None = None
+) -> None:
     tensors, optimizer_meta = flatten_optimizer(optimizer.state_dict())
     tensors |= {f"model.{k}": v for k, v in persistent_state(model).items()}
-    save_tensors(
-        run_dir / STATE_FILE,
-        tensors,
-        metadata={"state": json.dumps(asdict(state), default=float), "optimizer": optimizer_meta},
-    )
+    metadata = {"state": json.dumps(asdict(state), default=float), "optimizer": optimizer_meta}
+    if privacy_history is not None:  # the accountant's record: a resumed run keeps counting
+        metadata["privacy_history"] = json.dumps(privacy_history)
+    save_tensors(run_dir / STATE_FILE, tensors, metadata=metadata)
 
 
-def _load_state(run_dir: Path | None, model, optimizer) -> TrainState:
+def _load_state(run_dir: Path | None, model, optimizer) -> tuple[TrainState, list | None]:
     if run_dir is None:
         raise CheckpointError("resuming needs the run folder of the interrupted run")
     path = run_dir / STATE_FILE
@@ -274,4 +323,5 @@ def _load_state(run_dir: Path | None, model, optimizer) -> TrainState:
         model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     )
     optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
-    return TrainState(**json.loads(meta["state"]))
+    history = json.loads(meta["privacy_history"]) if "privacy_history" in meta else None
+    return TrainState(**json.loads(meta["state"])), history

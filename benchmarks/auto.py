@@ -1,0 +1,115 @@
+"""Auto mode against every fixed candidate it tried and against scikit-learn baselines.
+
+For each set: `AutoSearch` (preset medium, its default time limit) on the training rows; then,
+on the test rows, the chosen model, every candidate of the portfolio as a fixed model, and what
+a careful scikit-learn user does in an afternoon:
+- logistic regression on frozen EfficientNet-Lite0 + MiniLM features (standardised);
+- TF-IDF (character 1-3 + word 1-2 grams) + logistic regression on the text alone;
+- the same TF-IDF next to the frozen image features, one logistic regression on both.
+The search's wall time is measured against its limit.
+
+Run: .venv/bin/python -m benchmarks.auto [--sets easy-vqa,emoji] [--preset medium]
+(writes benchmarks/results/auto.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_union
+from sklearn.preprocessing import StandardScaler
+
+from benchmarks.common import write_result
+from benchmarks.datasets import SETS
+from benchmarks.quality import frozen_features, run_logistic_regression, scores
+from mmfuse import Config, DataConfig
+from mmfuse.auto import AutoSearch
+
+LR_C = 10.0  # TF-IDF features are sparse and L2-normalised: weaker regularisation fits better
+
+
+def tfidf() -> Any:
+    return make_union(
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=2),
+        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=2,
+                        token_pattern=r"(?u)\b\w+\b"),
+    )
+
+
+def run_tfidf(train: pd.DataFrame, test: pd.DataFrame, columns: dict, with_image: bool) -> dict:
+    """TF-IDF of the text (+ standardised frozen image features) -> logistic regression."""
+    started = time.perf_counter()
+    text = columns["text_cols"][0]
+    vectorizer = tfidf().fit(train[text])
+    parts = [vectorizer.transform(train[text])]
+    if with_image:
+        image = StandardScaler().fit(frozen_features(train, columns, ("image",), None))
+        parts.append(sp.csr_matrix(image.transform(frozen_features(train, columns, ("image",),
+                                                                   None))))
+    model = LogisticRegression(max_iter=3000, C=LR_C).fit(sp.hstack(parts).tocsr(),
+                                                           train[columns["label_col"]])
+    seconds = time.perf_counter() - started
+    test_parts = [vectorizer.transform(test[text])]
+    if with_image:
+        test_parts.append(sp.csr_matrix(image.transform(frozen_features(test, columns, ("image",),
+                                                                        None))))
+    predicted = model.predict(sp.hstack(test_parts).tocsr())
+    return scores(test[columns["label_col"]], predicted, seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--preset", default="medium")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"preset": args.preset, "sets": {}}
+    for name in args.sets.split(","):
+        train, test, columns = SETS[name]()
+        search = AutoSearch(Config(data=DataConfig(**columns)), args.preset, keep_candidates=True)
+        started = time.perf_counter()
+        search.fit(train)
+        wall = time.perf_counter() - started
+        rows: dict[str, dict[str, Any]] = {}
+        for candidate, predictor in search.candidates_.items():
+            metrics = predictor.evaluate(test)
+            board = next(r for r in search.leaderboard_ if r["candidate"] == candidate)
+            rows[candidate] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                               "val_metric": board["val_metric"], "train_seconds": board["fit_s"],
+                               "chosen": candidate == search.best_name_}
+        rows["sklearn LR on frozen features"] = run_logistic_regression(train, test, columns, None)
+        rows["sklearn TF-IDF + LR (text)"] = run_tfidf(train, test, columns, with_image=False)
+        rows["sklearn TF-IDF + image features + LR"] = run_tfidf(train, test, columns, True)
+        auto = rows[search.best_name_]
+        singles = [rows[r["candidate"]]["macro_f1"] for r in search.leaderboard_
+                   if r["single_modality"] and r["candidate"] in rows]
+        sklearn = [v["macro_f1"] for k, v in rows.items() if k.startswith("sklearn")]
+        results["sets"][name] = {
+            "train_rows": len(train), "test_rows": len(test), "chosen": search.best_name_,
+            "time_limit_s": search.time_limit, "search_wall_s": round(wall, 1),
+            "time_limit_honoured": wall <= 1.1 * search.time_limit,
+            "skipped": [r["candidate"] for r in search.leaderboard_ if r["val_metric"] is None],
+            "auto_test_macro_f1": auto["macro_f1"],
+            "auto_beats_best_single_modality_on_test": auto["macro_f1"] >= max(singles),
+            "auto_beats_every_sklearn_baseline_on_test": auto["macro_f1"] >= max(sklearn),
+            "results": rows,
+        }
+        print(f"\n{name} ({len(train)} train / {len(test)} test rows); auto chose "
+              f"{search.best_name_} in {wall:.0f} s (limit {search.time_limit:.0f} s)")
+        print(f"{'model':<48}{'val':>8}{'test acc':>10}{'test F1':>10}{'train s':>10}")
+        for model, values in rows.items():
+            val = values.get("val_metric")
+            print(f"{model:<48}{'' if val is None else f'{val:.4f}':>8}"
+                  f"{values['accuracy']:>10.4f}{values['macro_f1']:>10.4f}"
+                  f"{values['train_seconds'] or 0:>10.1f}{'  <- auto' if values.get('chosen') else ''}")
+    path = write_result("auto", results)
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()

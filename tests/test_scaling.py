@@ -1,0 +1,130 @@
+"""Scaling out: two DDP processes (gloo, CPU) train what one process trains; mixed precision
+and gradient accumulation run; DP-SGD spends no more privacy than asked and still learns."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import make_rows
+
+from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
+from mmfuse.errors import ConfigError
+from mmfuse.training.checkpoint import load_tensors
+
+ROWS = 128  # 8 batches of 16 per epoch: no uneven last batch to pad across processes
+
+
+def deterministic_config(tmp_path: Path) -> dict:
+    """No dropout anywhere (each process draws its own masks) and no batch norm in what is
+    trained (statistics over half a batch differ): what is left must match exactly."""
+    return Config(
+        data=DataConfig(image_cols=["image"], text_cols=["caption"], label_col="label"),
+        model=ModelConfig(
+            image_encoder=EncoderConfig("efficientnet-lite0", image_size=32),
+            text_encoder=EncoderConfig("ngram", options={"dim": 16, "buckets": 2048,
+                                                         "ngram_dropout": 0.0}),
+            fusion="concat", hidden_dim=16, dropout=0.0,
+        ),
+        train=TrainConfig(epochs=3, batch_size=16, num_workers=0, lr=3e-3),
+        cache_dir=str(tmp_path / "cache"),
+    ).to_dict()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ddp_processes_train_the_model_one_process_trains(tmp_path: Path) -> None:
+    make_rows(tmp_path, ROWS).to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(deterministic_config(tmp_path)))
+    train = ["-m", "mmfuse", "train", "--config", str(tmp_path / "config.yaml"),
+             "--data", str(tmp_path / "train.csv")]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    one = subprocess.run([sys.executable, *train, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    two = subprocess.run([*launch, *train, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr
+
+    single, double = (load_tensors(tmp_path / run / "model.safetensors") for run in ("one", "two"))
+    assert single.keys() == double.keys()
+    for name in single:
+        # Summing a batch in two halves rounds differently, and Adam's first steps move a
+        # weight by lr * sign(gradient) however tiny the gradient: weights whose gradient is
+        # ~0 may step apart by ~2 lr. Everything else agrees to float precision.
+        torch.testing.assert_close(double[name], single[name], atol=2 * 3e-3, rtol=0)
+    probabilities = [Predictor.load(tmp_path / run).predict_proba(tmp_path / "train.csv")
+                     for run in ("one", "two")]
+    assert (probabilities[0] - probabilities[1]).abs().to_numpy().max() < 0.01
+    # One process wrote and spoke: the same files, one history row per epoch, one summary.
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir())
+    history = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert two.stdout.count("model saved in") == 1
+    # Validation gathered from both processes: every validation row counted exactly once.
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())["validation"]
+    assert metrics["n"] == json.loads((tmp_path / "one" / "metrics.json").read_text())[
+        "validation"]["n"] == round(ROWS * 0.1)
+
+
+def test_bf16_and_gradient_accumulation(tmp_path: Path) -> None:
+    make_rows(tmp_path, 96).to_csv(tmp_path / "train.csv", index=False)
+    config = Config.from_dict(deterministic_config(tmp_path))
+    config.train.precision, config.train.grad_accum, config.train.epochs = "bf16", 2, 2
+    predictor = Predictor(config).fit(tmp_path / "train.csv")
+    assert predictor.history_[-1]["train_loss"] > 0
+    assert all(p.dtype == torch.float32 for p in predictor.model_.parameters())
+    config.train.precision = "fp8"
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        Predictor(config).fit(tmp_path / "train.csv")
+
+
+def test_dp_sgd_spends_at_most_the_target_epsilon_and_still_learns(tmp_path: Path) -> None:
+    from test_auto import image_only_rows
+
+    image_only_rows(tmp_path, 300, seed=1).to_csv(tmp_path / "train.csv", index=False)
+    config = Config(
+        data=DataConfig(image_cols=["image"], text_cols=["text"], label_col="label"),
+        model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0", image_size=64),
+                          text_encoder=EncoderConfig("ngram", options={"dim": 16, "buckets": 2048}),
+                          fusion="concat", hidden_dim=32),
+        train=TrainConfig(epochs=8, batch_size=32, num_workers=0, lr=3e-3, dp_epsilon=4.0),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    predictor = Predictor(config).fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
+    privacy = predictor.metrics_["privacy"]
+    assert 0 < privacy["epsilon"] <= 4.0 and privacy["delta"] == 1e-5
+    spent = [row["dp_epsilon"] for row in predictor.history_]
+    assert spent == sorted(spent) and spent[-1] == pytest.approx(privacy["epsilon"])
+    test = image_only_rows(tmp_path, 90, seed=2)
+    assert predictor.evaluate(test, base_dir=tmp_path)["accuracy"] >= 0.8  # chance: 1/3
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["privacy"]["epsilon"] == pytest.approx(privacy["epsilon"])
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"fusion": "late"}, "holds weights outside any layer"),
+    ({"text_encoder": EncoderConfig("gru")}, "GRU"),
+])
+def test_dp_sgd_refuses_what_it_cannot_clip(tmp_path: Path, change: dict, message: str) -> None:
+    make_rows(tmp_path, 40).to_csv(tmp_path / "train.csv", index=False)
+    config = Config.from_dict(deterministic_config(tmp_path))
+    config.train.dp_epsilon = 8.0
+    for name, value in change.items():
+        setattr(config.model, name, value)
+    with pytest.raises(ConfigError, match=message):
+        Predictor(config).fit(tmp_path / "train.csv")
