@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.speed
 	$(BIN)/python -m benchmarks.retrieval
 	$(BIN)/python -m benchmarks.serve_load
+	$(BIN)/python -m benchmarks.auto
+	$(BIN)/python -m benchmarks.predict_memory
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

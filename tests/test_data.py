@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -11,7 +12,7 @@ from mmfuse import Config
 from mmfuse.data.builtin import DATASETS
 from mmfuse.data.split import split_frame
 from mmfuse.data.vocabulary import Vocabulary
-from mmfuse.errors import ConfigError
+from mmfuse.errors import ConfigError, DataValidationError, MmfuseError
 
 
 def test_easy_vqa_is_built_in_and_offline() -> None:
@@ -59,3 +60,67 @@ def test_config_yaml_round_trip_and_unknown_keys(tmp_path: Path) -> None:
         Config.from_yaml(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="modalities"):
         Config.from_dict({"model": {"modalities": ["audio"]}})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_predict_streams_a_manifest_in_chunks(tmp_path: Path, suffix: str) -> None:
+    from conftest import make_rows, tiny_config
+
+    from mmfuse import Predictor
+
+    rows = make_rows(tmp_path, 50)
+    predictor = Predictor(tiny_config(tmp_path)).fit(rows, base_dir=tmp_path)
+    manifest = tmp_path / f"big{suffix}"
+    {".csv": lambda: rows.to_csv(manifest, index=False),
+     ".jsonl": lambda: rows.to_json(manifest, orient="records", lines=True),
+     ".parquet": lambda: rows.to_parquet(manifest)}[suffix]()
+    written = predictor.predict_to_csv(manifest, tmp_path / "out.csv", chunk_rows=16)
+    streamed = pd.read_csv(tmp_path / "out.csv")
+    assert written == len(streamed) == 50
+    whole = predictor.predict_frame(manifest)
+    assert streamed["row"].tolist() == list(range(1, 51))
+    np.testing.assert_allclose(streamed["p_yes"], whole["p_yes"], atol=1e-6)
+    # A bad row deep in the file is reported with its row number in the whole file.
+    rows.loc[37, "image"] = "images/gone.png"
+    rows.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataValidationError, match="row 38"):
+        predictor.predict_to_csv(tmp_path / "bad.csv", tmp_path / "out2.csv", chunk_rows=16)
+    assert not (tmp_path / "out2.csv").exists()  # never a half-written file
+
+
+def write_shards(folder: Path, rows: pd.DataFrame, per_shard: int) -> str:
+    """WebDataset layout: <key>.png + <key>.json per sample, ``per_shard`` samples a tar."""
+    import io
+    import json
+    import tarfile
+
+    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    for shard, start in enumerate(range(0, len(rows), per_shard)):
+        with tarfile.open(folder / f"shard-{shard}.tar", "w") as tar:
+            for i, row in rows.iloc[start:start + per_shard].iterrows():
+                add(tar, f"s{i:05d}.png", (folder / row["image"]).read_bytes())
+                add(tar, f"s{i:05d}.json", json.dumps(
+                    {"caption": row["caption"], "label": row["label"]}).encode())
+    return str(folder / f"shard-{{0..{shard}}}.tar")
+
+
+def test_tar_shards_train_and_predict_like_a_manifest(tmp_path: Path) -> None:
+    from conftest import make_rows, tiny_config
+
+    from mmfuse import Predictor
+
+    rows = make_rows(tmp_path, 60)
+    spec = write_shards(tmp_path, rows, per_shard=25)  # shards of 25, 25 and 10 samples
+    predictor = Predictor(tiny_config(tmp_path)).fit(spec)
+    assert len(predictor.history_) == 3
+    written = predictor.predict_to_csv(spec, tmp_path / "out.csv", chunk_rows=16)
+    streamed = pd.read_csv(tmp_path / "out.csv")
+    assert written == 60 and streamed["row"].tolist() == list(range(1, 61))
+    expected = predictor.predict_frame(rows, base_dir=tmp_path)
+    np.testing.assert_allclose(streamed["p_yes"], expected["p_yes"], atol=1e-6)
+    with pytest.raises(MmfuseError, match=r"shard not found: .*shard-3.tar \(5 of 8 missing\)"):
+        predictor.predict_to_csv(str(tmp_path / "shard-{0..7}.tar"), tmp_path / "x.csv")

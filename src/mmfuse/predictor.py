@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ import yaml
 
 from mmfuse.config import Config
 from mmfuse.data.batches import MultimodalDataset
-from mmfuse.data.manifest import as_frame
+from mmfuse.data.manifest import as_frame, iter_manifest
+from mmfuse.data.shards import is_shard_spec, iter_shards, read_shards, shard_folder
 from mmfuse.data.split import split_by_group, split_frame
 from mmfuse.data.validate import problems_frame, validate_frame
 from mmfuse.data.vocabulary import Vocabulary
@@ -25,7 +27,7 @@ from mmfuse.evaluation.calibration import fit_temperature
 from mmfuse.evaluation.metrics import compute_metrics, default_metric
 from mmfuse.models.build import build_model
 from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
-from mmfuse.progress import CONSOLE
+from mmfuse.progress import CONSOLE, make_progress
 from mmfuse.retrieval.matching import NO, YES, make_matching_pairs
 from mmfuse.training.checkpoint import (
     load_tensors,
@@ -40,7 +42,7 @@ from mmfuse.training.stacking import fit_stack
 from mmfuse.training.trainer import BEST_FILE, STATE_FILE, Deadline, train
 
 VERSION = "0.1.0"
-Data = pd.DataFrame | str | Path
+Data = pd.DataFrame | str | Path  # a table, a manifest file, or tar shards (data/shards.py)
 PAIRED_TASKS = ("matching", "retrieval")  # tables of (image, caption) pairs, no label column
 IMBALANCE_RATIO_FOR_WEIGHTS = 10.0  # "auto": weight the loss only when imbalance is severe
 PREDICT_CHUNK = 8192  # rows whose features are in memory at once while predicting
@@ -152,7 +154,39 @@ class Predictor:
 
     def predict_frame(self, data: Data, *, base_dir: str | Path | None = None) -> pd.DataFrame:
         """The input rows with ``prediction``, per-class probabilities and modality weights."""
-        scores, decoded, frame, weights = self._forward(data, base_dir)
+        return self._prediction_table(*self._forward(data, base_dir))
+
+    def predict_to_csv(
+        self, data: Data, output: str | Path, *, base_dir: str | Path | None = None,
+        chunk_rows: int = PREDICT_CHUNK,
+    ) -> int:
+        """``predict_frame`` streamed: the manifest is read, validated, predicted and written
+        ``chunk_rows`` rows at a time, so memory does not grow with its length. The CSV appears
+        (atomically) only when complete. Returns the number of rows written."""
+        self._check_fitted()
+        output = Path(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial = output.with_name(f".{output.name}.partial")
+        written = 0
+        try:
+            with open(partial, "w", newline="") as handle, make_progress(False) as progress:
+                task = progress.add_task("Predicting", total=None, status="rows")
+                chunks = (iter_shards(data, self.config.data, self._shard_dir(data), chunk_rows)
+                          if is_shard_spec(data) else iter_manifest(data, chunk_rows, base_dir))
+                for chunk in chunks:
+                    table = self._prediction_table(*self._forward(chunk, base_dir))
+                    table.to_csv(handle, index=False, header=written == 0)
+                    written += len(table)
+                    progress.advance(task, len(chunk))
+            os.replace(partial, output)
+        finally:
+            partial.unlink(missing_ok=True)
+        return written
+
+    def _prediction_table(
+        self, scores: np.ndarray, decoded: np.ndarray, frame: pd.DataFrame,
+        weights: np.ndarray | None,
+    ) -> pd.DataFrame:
         out = pd.DataFrame({"row": frame["_row"].to_numpy()})
         labels = self._labels(decoded)
         out["prediction"] = ["|".join(x) if isinstance(x, list) else x for x in labels]
@@ -275,6 +309,8 @@ class Predictor:
         if isinstance(data, pd.DataFrame) and data.attrs.get("validated"):
             return data  # rows already read (e.g. by the auto search), with their targets
         paired = self.config.data.task in PAIRED_TASKS
+        if is_shard_spec(data):
+            data = read_shards(data, self.config.data, self._shard_dir(data))
         return validate_frame(
             as_frame(data, base_dir), self.config.data, self.config.model.modalities,
             known_labels=None if paired else known_labels,
@@ -381,6 +417,14 @@ class Predictor:
                 matrix[row, [index[label] for label in labels]] = 1.0
             return matrix
         return torch.tensor([index[t] for t in targets], dtype=torch.long)
+
+    def _cache_root(self) -> Path:
+        root = self.config.cache_dir
+        return default_cache_dir() if root in (None, "none") else Path(root)
+
+    def _shard_dir(self, spec: str | Path) -> Path:
+        """Images from tar shards are written here once (the pipeline reads image files)."""
+        return shard_folder(self._cache_root(), spec)
 
     def _cache(self) -> FeatureCache:
         """One cache per Predictor, so features read once serve every split and prediction."""

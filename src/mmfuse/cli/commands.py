@@ -17,9 +17,15 @@ from mmfuse.training.checkpoint import write_json
 Opt = typer.Option
 
 
-def dataset_or_path(value: Path | None):
-    """A manifest path, or a built-in split named ``dataset:split`` (e.g. ``easy-vqa:test``)."""
-    if value is None or value.exists() or ":" not in str(value):
+def dataset_or_path(value: str | Path | None):
+    """A manifest path, tar shards (``shards/{000..009}.tar``, ``pipe:...``), or a built-in
+    split named ``dataset:split`` (e.g. ``easy-vqa:test``)."""
+    from mmfuse.data.shards import is_shard_spec
+
+    if value is None or is_shard_spec(value):
+        return value
+    value = Path(value)
+    if value.exists() or ":" not in str(value):
         return value
     from mmfuse.data.builtin import DATASETS
 
@@ -36,10 +42,11 @@ def dataset_or_path(value: Path | None):
 @friendly
 def train(
     out_dir: Annotated[Path, Opt("--out", help="Run folder: checkpoints, metrics, model")],
-    data: Annotated[Path | None, Opt(help="Training manifest (CSV, TSV, JSONL, Parquet)")] = None,
+    data: Annotated[str | None, Opt(help="Training manifest (CSV, TSV, JSONL, Parquet) or tar "
+                                        "shards: 'shards/{000..099}.tar'")] = None,
     dataset: Annotated[str | None, Opt(help="A built-in dataset instead of --data")] = None,
-    val_data: Annotated[Path | None, Opt(help="Validation manifest (default: split)")] = None,
-    test_data: Annotated[Path | None, Opt(help="Evaluate on this manifest after training")] = None,
+    val_data: Annotated[str | None, Opt(help="Validation manifest (default: split)")] = None,
+    test_data: Annotated[str | None, Opt(help="Evaluate on this manifest after training")] = None,
     config: Annotated[Path | None, Opt(help="YAML config; flags override it")] = None,
     image_col: Annotated[list[str] | None, Opt(help="Image column (repeat for several)")] = None,
     text_col: Annotated[list[str] | None, Opt(help="Text column (repeat for several)")] = None,
@@ -207,16 +214,14 @@ def evaluate(
 @friendly
 def predict(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
-    data: Annotated[Path, Opt(help="Manifest to predict")],
+    data: Annotated[str, Opt(help="Manifest (or tar shards) to predict")],
     output: Annotated[Path, Opt(help="CSV with predictions")] = Path("predictions.csv"),
 ) -> None:
     """Predictions (with class probabilities and modality weights) as CSV."""
     from mmfuse import load
 
-    frame = load(run).predict_frame(dataset_or_path(data))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(output, index=False)
-    out.print(f"{len(frame)} predictions written to {output}")
+    written = load(run).predict_to_csv(dataset_or_path(data), output)
+    out.print(f"{written} predictions written to {output}")
 
 
 @app.command("list")

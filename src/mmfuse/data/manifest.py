@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mmfuse.errors import MmfuseError
 
@@ -21,22 +24,63 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
     Image paths in the manifest are resolved relative to ``base_dir``, the manifest's folder.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MmfuseError(f"manifest not found: {path}")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise MmfuseError(
-            f"cannot read {path}: unknown extension '{path.suffix}'. "
-            f"Use one of {', '.join(READERS)}."
-        )
+    path = _checked(Path(path))
     try:
-        frame = reader(path)
+        frame = READERS[path.suffix.lower()](path)
     except Exception as error:  # pandas raises many types; the user needs the file and reason
         raise MmfuseError(f"cannot parse {path}: {error}") from error
     frame.attrs["source"] = str(path)
     frame.attrs["base_dir"] = str(path.resolve().parent)
     return frame
+
+
+def iter_manifest(
+    data: pd.DataFrame | str | Path, chunk_rows: int, base_dir: str | Path | None = None
+) -> Iterator[pd.DataFrame]:
+    """The rows of a manifest (or DataFrame) in chunks of ``chunk_rows``, never all at once.
+
+    Each chunk's ``attrs`` hold ``source``, ``base_dir`` and ``first_row`` (rows before it), so
+    problems are reported with their row number in the whole file.
+    """
+    if isinstance(data, pd.DataFrame):
+        frame = as_frame(data, base_dir)
+        chunks: Iterable[pd.DataFrame] = (
+            frame.iloc[start:start + chunk_rows] for start in range(0, len(frame), chunk_rows))
+        source, folder = frame.attrs["source"], frame.attrs["base_dir"]
+    else:
+        path = _checked(Path(data))
+        source, folder = str(path), str(path.resolve().parent)
+        chunks = _chunk_reader(path, chunk_rows)
+    first_row = 0
+    try:
+        for chunk in chunks:
+            chunk = chunk.reset_index(drop=True)
+            chunk.attrs.update(source=source, base_dir=folder, first_row=first_row)
+            first_row += len(chunk)
+            yield chunk
+    except (ValueError, OSError, pa.ArrowException) as error:
+        raise MmfuseError(f"cannot parse {source} after row {first_row}: {error}") from error
+
+
+def _chunk_reader(path: Path, chunk_rows: int) -> Iterable[pd.DataFrame]:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
+                           keep_default_na=False, na_values=[""], chunksize=chunk_rows)
+    if suffix == ".jsonl":
+        return pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows)
+    return (batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(chunk_rows))
+
+
+def _checked(path: Path) -> Path:
+    if not path.exists():
+        raise MmfuseError(f"manifest not found: {path}")
+    if path.suffix.lower() not in READERS:
+        raise MmfuseError(
+            f"cannot read {path}: unknown extension '{path.suffix}'. "
+            f"Use one of {', '.join(READERS)}."
+        )
+    return path
 
 
 def as_frame(data: pd.DataFrame | str | Path, base_dir: str | Path | None = None) -> pd.DataFrame:

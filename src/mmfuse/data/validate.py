@@ -86,13 +86,14 @@ def validate_frame(
         wanted[data.label_col] = "--label-col"
     check_columns(frame, wanted)
 
+    first_row = int(frame.attrs.get("first_row", 0))  # a chunk of a bigger manifest
     frame = frame.reset_index(drop=True).copy()
-    frame["_row"] = range(1, len(frame) + 1)
+    frame["_row"] = range(first_row + 1, first_row + len(frame) + 1)
     problems: list[Problem] = []
     bad_rows: set[int] = set()
 
     def report(index: int, column: str | None, message: str) -> None:
-        problems.append(Problem(source, index + 1, column, message))
+        problems.append(Problem(source, first_row + index + 1, column, message))
         bad_rows.add(index)
 
     if len(frame) == 0:

@@ -34,6 +34,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic(Path(path), lambda temp: Path(temp).write_text(text))
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(Path(path), lambda temp: Path(temp).write_bytes(data))
+
+
 def write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, default=float) + "\n")
 
