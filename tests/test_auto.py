@@ -92,17 +92,17 @@ def assert_guarantee(auto: AutoSearch) -> None:
 
 
 def test_made_up_script_is_read_by_character_ngrams(tmp_path: Path) -> None:
-    auto = search(tmp_path, made_up_script_rows(tmp_path, 160, seed=1))
+    auto = search(tmp_path, made_up_script_rows(tmp_path, 240, seed=1))
     board = scores(auto)
-    assert board["text: ngram"] >= 0.85
+    assert board["text: ngram"] >= 0.8 and board["text: ngram"] >= board["text: minilm"] + 0.3
     assert board["text: minilm"] <= 0.75  # every word is [UNK] to MiniLM's tokenizer
     chosen = auto.best_.config.model
     assert "text" in chosen.modalities and chosen.text_encoder.name == "ngram"
     assert_guarantee(auto)
     # The run folder is one ordinary model: it loads and predicts like any other.
-    test = made_up_script_rows(tmp_path, 60, seed=2)
+    test = made_up_script_rows(tmp_path, 100, seed=2)
     loaded = Predictor.load(tmp_path / "run")
-    assert loaded.evaluate(test, base_dir=tmp_path)["accuracy"] >= 0.85
+    assert loaded.evaluate(test, base_dir=tmp_path)["accuracy"] >= 0.8  # chance: 0.5
     assert read_leaderboard(tmp_path / "run")["rows"][0]["chosen"]
 
 

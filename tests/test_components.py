@@ -171,7 +171,11 @@ def test_ngram_encoder_reads_any_script_and_weighs_rare_ngrams_up() -> None:
     texts = ["ᚠᚢᚦ ᚨᚱᚲ", "ᚠᚢᚦ ᚷᚹᚺ", "ᚠᚢᚦ ᚾᛁᛃ"]
     encoder.fit_texts(texts)
     inputs = encoder.prepare(texts)
-    assert len(inputs["offsets"]) == 3 and inputs["indices"].numel() > 0
+    assert inputs["ngram_ids"].shape == inputs["ngram_weights"].shape
+    assert inputs["ngram_ids"].shape[0] == 3 and (inputs["ngram_weights"] > 0).all(1).any()
+    names = encoder.bucket_names("ᚠᚢᚦ ᚨᚱᚲ")
+    assert any("ᚨᚱᚲ" in name for name in names.values())  # the word itself is an n-gram
+    assert set(names) == set(encoder.counts(["ᚠᚢᚦ ᚨᚱᚲ"]).indices.tolist())  # same hashing
     # ᚠᚢᚦ is in every text, so its n-grams weigh less than those of the rarer words.
     counts = encoder.counts(["ᚠᚢᚦ", "ᚨᚱᚲ"])
     common, rare = (encoder.idf[row.indices].mean() for row in counts)

@@ -100,7 +100,7 @@ def test_dp_sgd_spends_at_most_the_target_epsilon_and_still_learns(tmp_path: Pat
     config = Config(
         data=DataConfig(image_cols=["image"], text_cols=["text"], label_col="label"),
         model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0", image_size=64),
-                          text_encoder=EncoderConfig("ngram", options={"dim": 16, "buckets": 2048}),
+                          text_encoder=EncoderConfig("minilm", max_length=16),
                           fusion="concat", hidden_dim=32),
         train=TrainConfig(epochs=8, batch_size=32, num_workers=0, lr=3e-3, dp_epsilon=4.0),
         cache_dir=str(tmp_path / "cache"),
@@ -114,11 +114,18 @@ def test_dp_sgd_spends_at_most_the_target_epsilon_and_still_learns(tmp_path: Pat
     assert predictor.evaluate(test, base_dir=tmp_path)["accuracy"] >= 0.8  # chance: 1/3
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["privacy"]["epsilon"] == pytest.approx(privacy["epsilon"])
+    from mmfuse.evaluation.report import build_report
+
+    build_report(Predictor.load(tmp_path / "run"), test.head(24), tmp_path / "report.html",
+                 base_dir=tmp_path, explain_rows=1, severities=(1,))
+    page = (tmp_path / "report.html").read_text()
+    assert "Trained with DP-SGD" in page and f"ε = {privacy['epsilon']:.2f}" in page
 
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"fusion": "late"}, "holds weights outside any layer"),
     ({"text_encoder": EncoderConfig("gru")}, "GRU"),
+    ({}, "EmbeddingBag, the ngram text encoder"),
 ])
 def test_dp_sgd_refuses_what_it_cannot_clip(tmp_path: Path, change: dict, message: str) -> None:
     make_rows(tmp_path, 40).to_csv(tmp_path / "train.csv", index=False)

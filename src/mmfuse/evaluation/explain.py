@@ -17,6 +17,8 @@ from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import track
 from mmfuse.training.checkpoint import write_json
 
+NGRAMS_SHOWN = 12  # an n-gram text has dozens of features; the strongest tell the story
+
 
 def _with(batch: Batch, modality: str, **changes: torch.Tensor) -> Batch:
     """``batch`` (of one example) with some inputs of ``modality`` replaced; every other tensor
@@ -48,8 +50,11 @@ def _evidence(predictor: Predictor, batch: Batch) -> torch.Tensor:
     return logits
 
 
-def explain_batch(predictor: Predictor, batch: Batch, steps: int = 32) -> dict[str, Any]:
-    """Explain one example (a batch of 1, raw inputs) of a fitted predictor."""
+def explain_batch(
+    predictor: Predictor, batch: Batch, steps: int = 32, texts: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Explain one example (a batch of 1, raw inputs) of a fitted predictor. ``texts`` (the
+    raw text per modality) names the n-grams of an n-gram encoder."""
     model = predictor.model_
     model.eval()
     with torch.no_grad():
@@ -68,6 +73,9 @@ def explain_batch(predictor: Predictor, batch: Batch, steps: int = 32) -> dict[s
             continue
         if "pixels" in inputs:
             result["images"][m] = _image_heatmap(predictor, batch, m, target, steps)
+        elif "ngram_weights" in inputs:
+            result["tokens"][m] = _ngram_attributions(predictor, batch, m, target, steps,
+                                                      (texts or {}).get(m, ""))
         else:
             encoder = model.encoder_for(m)
             forward = lambda ids, m=m: _evidence(predictor, _with(batch, m, input_ids=ids))  # noqa: E731
@@ -79,6 +87,22 @@ def explain_batch(predictor: Predictor, batch: Batch, steps: int = 32) -> dict[s
             words = encoder.token_strings(inputs["input_ids"][0][mask])
             result["tokens"][m] = list(zip(words, per_token[mask].tolist(), strict=True))
     return result
+
+
+def _ngram_attributions(
+    predictor: Predictor, batch: Batch, modality: str, target: int, steps: int, text: str,
+    top: int = NGRAMS_SHOWN,
+) -> list[tuple[str, float]]:
+    """The ``top`` n-grams by |Integrated Gradients| of their TF-IDF weight (baseline: none)."""
+    weights = batch[modality]["ngram_weights"]  # (1, K)
+    forward = lambda w: _evidence(predictor, _with(batch, modality, ngram_weights=w))  # noqa: E731
+    attribution = IntegratedGradients(forward).attribute(
+        weights, baselines=torch.zeros_like(weights), target=target, n_steps=steps)[0]
+    names = predictor.model_.encoder_for(modality).bucket_names(text)
+    ids = batch[modality]["ngram_ids"][0].tolist()
+    real = [(names.get(i, f"#{i}"), float(a)) for i, a, w in
+            zip(ids, attribution.tolist(), weights[0].tolist(), strict=True) if w != 0]
+    return sorted(real, key=lambda item: -abs(item[1]))[:top]
 
 
 def _image_heatmap(
@@ -142,8 +166,9 @@ def explain(
     results = []
     for i in track(range(len(rows)), total=len(rows), description="Explaining"):
         batch, _ = dataset.__getitems__([i])
-        explained = explain_batch(predictor, batch, steps)
         row = rows.iloc[i]
+        texts = {m: row[m] for m in predictor.config.data.text_cols if m in row}
+        explained = explain_batch(predictor, batch, steps, texts)
         record: dict[str, Any] = {
             "row": int(row["_row"]),
             "prediction": labels[explained["target_index"]] if labels else explained["score"],

@@ -72,6 +72,10 @@ def build_report(
     metrics = predictor.evaluate_rows(rows)
     report: dict[str, Any] = {"task": task, "rows": len(rows), "metrics": metrics,
                               "config": predictor.config.to_dict()}
+    trained = getattr(predictor, "metrics_", {})
+    for key in ("privacy", "auto"):  # how the model was made: DP budget, auto-mode choice
+        if key in trained:
+            report[key] = trained[key]
     report["robustness"] = robustness(predictor, rows, severities=severities, seed=seed,
                                       max_rows=None)
     report["efficiency"] = profile(predictor, rows, run_dir=run_dir, repeats=10)
@@ -113,11 +117,27 @@ def _render(predictor: Predictor, report: dict[str, Any], examples: list[dict]) 
              for k in ("accuracy", "macro_f1", "auroc", "ece", "rmse", "r2") if k in metrics]
     if "summary" in robust:
         cards.append(_card("robustness (corrupted ÷ clean)", f"{robust['summary']:.2f}"))
+    if "privacy" in report:
+        privacy = report["privacy"]
+        cards.append(_card("differential privacy",
+                           f"ε {privacy['epsilon']:.2f}, δ {privacy['delta']:.0e}"))
     batch1 = efficiency["latency"]["batch_1"]["raw"]
     cards.append(_card("latency, 1 row", f"{batch1['p50_ms']:.0f} ms"))
     cards.append(_card("parameters", f"{efficiency['total_parameters'] / 1e6:.1f} M"))
+    notes = [f"{report['rows']:,} labelled rows."]
+    if "privacy" in report:
+        privacy = report["privacy"]
+        notes.append(
+            f"Trained with DP-SGD: the weights are (ε = {privacy['epsilon']:.2f}, "
+            f"δ = {privacy['delta']:.0e})-differentially private with respect to each training "
+            f"row (noise multiplier {privacy['noise_multiplier']:.2f}, per-example gradients "
+            f"clipped to {privacy['max_grad_norm']}, {privacy['steps']} steps, RDP accountant). "
+            "Validation rows are not covered.")
+    if "auto" in report:
+        notes.append(f"Chosen by auto mode (preset {html.escape(report['auto']['preset'])}): "
+                     f"{html.escape(report['auto']['chosen'])}; see <code>mmfuse leaderboard</code>.")
     parts = [f"<section><h2>Summary</h2><div class='cards'>{''.join(cards)}</div>"
-             f"<p class='note'>{report['rows']:,} labelled rows.</p></section>"]
+             + "".join(f"<p class='note'>{note}</p>" for note in notes) + "</section>"]
 
     history = getattr(predictor, "history_", None)
     if history:

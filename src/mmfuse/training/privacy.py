@@ -48,6 +48,11 @@ def check_supported(model: MultimodalModel, cfg: TrainConfig, processes: int) ->
         if direct and type(module) not in GradSampleModule.GRAD_SAMPLERS and any(module.children()):
             problems.append(f"{name or 'model'} ({type(module).__name__}) holds weights outside "
                             "any layer")
+        if direct and isinstance(module, torch.nn.EmbeddingBag):
+            # opacus' EmbeddingBag sampler drops per-sample weights (TF-IDF here) and builds a
+            # dense (batch, rows, dim) gradient: wrong, and far too large for hashed n-grams.
+            problems.append(f"{name} (EmbeddingBag, the ngram text encoder) has no exact "
+                            "per-example gradient in opacus")
     if problems:
         raise ConfigError(
             "DP-SGD cannot clip per-example gradients of this model: " + "; ".join(problems)

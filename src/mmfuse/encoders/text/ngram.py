@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.preprocessing import normalize
 from torch import nn
@@ -22,8 +23,9 @@ from mmfuse.encoders.base import TEXT_ENCODERS, Encoder, EncoderOutput
 class NgramTextEncoder(Encoder):
     """texts -> TF-IDF over ``2 * buckets`` hashed n-grams -> pooled (B, dim), one token (B, 1, dim).
 
-    ``prepare`` returns the sparse rows as ``indices`` (nnz,), ``offsets`` (B,) and ``weights``
-    (nnz,): the EmbeddingBag inputs. Character n-grams use word boundaries (``char_wb``).
+    ``prepare`` returns each row's non-zero entries as ``ngram_ids`` and ``ngram_weights``
+    (B, K), zero-padded: batch-first like every other input, so batches split, repeat and
+    gather as usual. Character n-grams use word boundaries (``char_wb``).
     """
 
     kind = "text"
@@ -72,21 +74,38 @@ class NgramTextEncoder(Encoder):
         return self
 
     def prepare(self, values: list[str]) -> dict[str, torch.Tensor]:
+        """Each text's non-zero TF-IDF entries, padded to the batch's longest row (weight 0)."""
         matrix = self.counts(values).astype(np.float32)
         matrix.data = 1.0 + np.log(matrix.data)  # sublinear tf: repeats count, but less and less
         matrix = normalize(matrix.multiply(self.idf.numpy()[None, :]).tocsr())
-        return {
-            "indices": torch.from_numpy(matrix.indices.astype(np.int64)),
-            "offsets": torch.from_numpy(matrix.indptr[:-1].astype(np.int64)),
-            "weights": torch.from_numpy(matrix.data.astype(np.float32)),
-        }
+        matrix.eliminate_zeros()  # n-grams never seen in training (idf 0)
+        width = max(1, int(np.diff(matrix.indptr).max(initial=0)))
+        ids = torch.zeros(len(values), width, dtype=torch.long)
+        weights = torch.zeros(len(values), width)
+        for row in range(len(values)):
+            start, end = matrix.indptr[row], matrix.indptr[row + 1]
+            ids[row, : end - start] = torch.from_numpy(matrix.indices[start:end].astype(np.int64))
+            weights[row, : end - start] = torch.from_numpy(matrix.data[start:end])
+        return {"ngram_ids": ids, "ngram_weights": weights}  # (B, K) each
 
-    def forward(
-        self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
-    ) -> EncoderOutput:
+    def bucket_names(self, text: str) -> dict[int, str]:
+        """Bucket id -> the n-grams of ``text`` hashed into it (for explanations)."""
+        names: dict[int, list[str]] = {}
+        buckets = self.idf.numel() // 2
+        hasher = FeatureHasher(buckets, input_type="string", alternate_sign=False)
+        for offset, vectorizer in ((0, self.char), (buckets, self.word)):
+            grams = list(dict.fromkeys(vectorizer.build_analyzer()(text)))
+            if not grams:
+                continue
+            hashed = hasher.transform([[gram] for gram in grams])  # one row per n-gram
+            for gram, bucket in zip(grams, hashed.indices.tolist(), strict=True):
+                names.setdefault(offset + bucket, []).append(repr(gram) if offset == 0 else gram)
+        return {bucket: " / ".join(grams) for bucket, grams in names.items()}
+
+    def forward(self, ngram_ids: torch.Tensor, ngram_weights: torch.Tensor) -> EncoderOutput:
         # Dropping n-grams while training keeps the model from leaning on a few rare ones.
-        weights = nn.functional.dropout(weights, self.ngram_dropout, self.training)
-        pooled = self.bag(indices, offsets, per_sample_weights=weights)  # (B, dim)
+        weights = nn.functional.dropout(ngram_weights, self.ngram_dropout, self.training)
+        pooled = self.bag(ngram_ids, per_sample_weights=weights)  # (B, dim)
         mask = torch.ones(pooled.shape[0], 1, dtype=torch.bool, device=pooled.device)
         return EncoderOutput(pooled, pooled.unsqueeze(1), mask)
 
