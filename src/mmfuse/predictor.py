@@ -492,7 +492,8 @@ class Predictor:
         result = compute_metrics(self.config.data.task, y_true, decoded, scores,
                                  self.classes_ or [])
         if dataset.targets is not None:
-            result["loss"] = float(model.head.loss(logits, dataset.targets))
+            device = model.head.linear.weight.device  # the GPU, right after training on one
+            result["loss"] = float(model.head.loss(logits.to(device), dataset.targets.to(device)))
         return result
 
     def _write_definition(self, directory: Path) -> None:

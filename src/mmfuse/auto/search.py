@@ -138,6 +138,9 @@ class AutoSearch:
             row["status"] = "skipped: time limit"
             self._record(row)
             return
+        if remaining < MIN_SECONDS:
+            CONSOLE.print("[bold yellow]auto: reading the data and encoding features used the "
+                          "whole time limit[/]; one candidate trains briefly. Raise --time-limit.")
         budget = min(remaining, BUDGET_SHARES * remaining / left)
         CONSOLE.print(f"[bold]auto[/] [{len(done) + 1}/{self._planned}] {candidate.name} "
                       f"(up to {budget:.0f} s of {remaining:.0f} s left)")

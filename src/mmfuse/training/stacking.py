@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from accelerate.utils import send_to_device
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from mmfuse.config import TrainConfig
@@ -46,7 +47,8 @@ def tower_logits(model: MultimodalModel, dataset: MultimodalDataset, num_workers
     """(N, M, C) logits of every modality's tower, in dataset order."""
     was_training = model.training
     model.eval()
-    out = [model.fusion.modality_logits(model.encode(batch))
+    device = model.head.linear.weight.device
+    out = [model.fusion.modality_logits(model.encode(send_to_device(batch, device))).float().cpu()
            for batch, _ in make_loader(dataset, 256, num_workers)]
     model.train(was_training)
     return torch.cat(out)
@@ -56,9 +58,10 @@ def tower_validation(
     dataset: MultimodalDataset, num_workers: int
 ) -> Callable[[MultimodalModel], dict[str, float]]:
     def validate(model: MultimodalModel) -> dict[str, float]:
-        logits = tower_logits(model, dataset, num_workers)
-        losses = [float(model.head.loss(logits[:, i], dataset.targets))
-                  for i in range(logits.shape[1])]
+        device = model.head.linear.weight.device
+        logits = tower_logits(model, dataset, num_workers).to(device)
+        targets = dataset.targets.to(device)
+        losses = [float(model.head.loss(logits[:, i], targets)) for i in range(logits.shape[1])]
         return {"loss": sum(losses), **{f"tower{i}_loss": v for i, v in enumerate(losses)}}
 
     return validate
@@ -87,7 +90,8 @@ def fit_meta_learner(head: Head, logits: torch.Tensor, targets: torch.Tensor) ->
         return
     was_training = head.training
     head.eval()  # no dropout on the meta-learner's inputs
-    features = logits.reshape(n, m * c)
+    device = linear.weight.device
+    features, targets = logits.reshape(n, m * c).to(device), targets.to(device)
     optimizer = torch.optim.LBFGS(linear.parameters(), lr=0.5, max_iter=200,
                                   line_search_fn="strong_wolfe")
 
