@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig, load
 from mmfuse.cli import app
+from mmfuse.errors import CheckpointError
 from mmfuse.retrieval.dual_encoder import ContrastiveLoss
 from mmfuse.retrieval.matching import make_matching_pairs
 from mmfuse.retrieval.metrics import retrieval_metrics
@@ -147,3 +148,20 @@ def test_matching_model_separates_true_from_drawn_pairs(captions) -> None:
     assert metrics["auroc"] >= 0.8 and {"accuracy", "f1"} <= set(metrics)
     pairs = pd.read_csv(captions / "test.csv")
     assert set(matcher.predict(pairs, base_dir=captions)) <= {"yes", "no"}
+
+
+def test_index_streams_to_disk_in_shards(retrieval_run, captions, tmp_path, monkeypatch) -> None:
+    import mmfuse.retrieval.predictor as retrieval
+    from mmfuse.retrieval.index import EmbeddingIndex
+
+    model = RetrievalPredictor.load(retrieval_run)
+    paths = sorted((captions / "shapes").glob("*.png"))
+    monkeypatch.setattr(retrieval, "CHUNK", 5)
+    assert model.write_index("image", paths, tmp_path / "idx") == len(paths)
+    assert len(list((tmp_path / "idx").glob("embeddings-*.safetensors"))) == -(-len(paths) // 5)
+    streamed, whole = EmbeddingIndex.load(tmp_path / "idx"), model.index_images(paths)
+    assert streamed.items == whole.items
+    torch.testing.assert_close(streamed.embeddings, whole.embeddings)
+    (tmp_path / "idx" / "index.json").unlink()  # what a build killed half-way leaves
+    with pytest.raises(CheckpointError, match="not an mmfuse index"):
+        EmbeddingIndex.load(tmp_path / "idx")

@@ -285,15 +285,15 @@ def index(
     if sum(x is not None for x in (images, data, texts)) != 1:
         raise ConfigError("name exactly one of --images DIR, --data MANIFEST, --texts MANIFEST")
     if images is not None:
-        built = model.index_images(list_images(images))
+        kind, values = "image", list_images(images)
     elif data is not None:
         frame = read_manifest(data)
         base = Path(frame.attrs["base_dir"])
-        built = model.index_images([base / p for p in frame[model.image_col]])
+        kind, values = "image", [base / p for p in frame[model.image_col]]
     else:
-        built = model.index_texts(_texts_of(model, texts))  # type: ignore[arg-type]
-    built.save(out_path)
-    out.print(f"{len(built.items)} {built.kind}s indexed in {out_path}")
+        kind, values = "text", _texts_of(model, texts)  # type: ignore[arg-type]
+    count = model.write_index(kind, values, out_path)
+    out.print(f"{count} {kind}s indexed in {out_path}")
 
 
 def _texts_of(model, manifest: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,15 +24,33 @@ class EmbeddingIndex:
     model_fingerprint: str
 
     def save(self, path: str | Path) -> Path:
+        return self.write(path, [self.embeddings], self.items, self.kind, self.model_dir,
+                          self.model_fingerprint)
+
+    @staticmethod
+    def write(
+        path: str | Path, chunks: Iterable[torch.Tensor], items: list[str], kind: str,
+        model_dir: str, model_fingerprint: str,
+    ) -> Path:
+        """Write embeddings chunk by chunk (each ``(n, E)`` chunk one shard), so building an
+        index of any size holds one chunk in memory. ``index.json`` is written last: a build
+        killed half-way leaves a folder that ``load`` refuses rather than a short index."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_tensors(path / "embeddings.safetensors", {"embeddings": self.embeddings})
+        (path / "index.json").unlink(missing_ok=True)
+        for stale in [*path.glob("embeddings-*.safetensors"), path / "embeddings.safetensors"]:
+            stale.unlink(missing_ok=True)
+        count, dim = 0, 0
+        for number, chunk in enumerate(chunks):
+            save_tensors(path / f"embeddings-{number:05d}.safetensors", {"embeddings": chunk})
+            count, dim = count + chunk.shape[0], int(chunk.shape[1])
+        if count != len(items):
+            raise CheckpointError(f"{path}: {len(items)} items but {count} embeddings")
+        write_json(path / "items.json", items)
         write_json(path / "index.json", {
-            "kind": self.kind, "model_dir": self.model_dir,
-            "model_fingerprint": self.model_fingerprint, "count": len(self.items),
-            "dim": int(self.embeddings.shape[1]),
+            "kind": kind, "model_dir": model_dir, "model_fingerprint": model_fingerprint,
+            "count": count, "dim": dim,
         })
-        write_json(path / "items.json", self.items)
         return path
 
     @classmethod
@@ -41,7 +60,8 @@ class EmbeddingIndex:
             raise CheckpointError(f"{path} is not an mmfuse index (no index.json); "
                                   "build one with `mmfuse index RUN --images DIR --out PATH`")
         meta = read_json(path / "index.json")
-        embeddings = load_tensors(path / "embeddings.safetensors")["embeddings"]
+        shards = sorted(path.glob("embeddings-*.safetensors")) or [path / "embeddings.safetensors"]
+        embeddings = torch.cat([load_tensors(shard)["embeddings"] for shard in shards])
         items = read_json(path / "items.json")
         if len(items) != embeddings.shape[0]:
             raise CheckpointError(f"{path}: {len(items)} items but {embeddings.shape[0]} embeddings")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,22 +83,27 @@ class RetrievalPredictor(Predictor):
     # embedding --------------------------------------------------------------
     @torch.inference_mode()
     def _embed(self, model: DualEncoder, kind: str, values: list[str]) -> torch.Tensor:
-        """(N, E) unit vectors of image paths or texts, in chunks with a progress bar."""
+        """(N, E) unit vectors of image paths or texts."""
+        chunks = list(self._embed_chunks(model, kind, values))
+        return torch.cat(chunks) if chunks else torch.zeros(0, model.embed_dim)
+
+    def _embed_chunks(self, model: DualEncoder, kind: str, values: list[str]) -> Iterator[torch.Tensor]:
+        """(n, E) unit vectors, ``CHUNK`` values at a time, with a progress bar."""
         was_training = model.training
         model.eval()
         column = self.image_col if kind == "image" else self.text_col
         encoder = model.encoders[kind]
-        out = []
         with make_progress() as progress:
             task = progress.add_task(f"Embedding {kind}s", total=len(values), status="")
             for start in range(0, len(values), CHUNK):
                 chunk = pd.DataFrame({column: values[start:start + CHUNK]})
                 dataset = make_dataset(chunk, {column: encoder}, self._cache(), False)  # type: ignore[dict-item]
+                out = []
                 for batch, _ in make_loader(dataset, 256, self.config.train.num_workers):
                     out.append(model.embed(kind, batch[column]))
                     progress.advance(task, len(batch[column]["present"]))
+                yield torch.cat(out)
         model.train(was_training)
-        return torch.cat(out) if out else torch.zeros(0, model.embed_dim)
 
     def embed_images(self, paths: list[str | Path]) -> torch.Tensor:
         self._check_fitted()
@@ -105,9 +111,7 @@ class RetrievalPredictor(Predictor):
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         self._check_fitted()
-        if any(not str(t).strip() for t in texts):
-            raise MmfuseError("cannot embed an empty text")
-        return self._embed(self.model_, "text", [str(t) for t in texts])
+        return self._embed(self.model_, "text", _non_empty(texts))
 
     # index, search, zero-shot -------------------------------------------------
     def fingerprint(self) -> str:
@@ -117,15 +121,27 @@ class RetrievalPredictor(Predictor):
 
     def index_images(self, paths: list[str | Path]) -> EmbeddingIndex:
         """Embed images (validated first: an unreadable file is reported, not skipped)."""
-        frame = self._read(pd.DataFrame({self.image_col: [str(p) for p in paths],
-                                         self.text_col: "-"}), None, require_labels=False)
-        items = frame[self.image_col].tolist()
+        items = self._index_items(paths)
         return EmbeddingIndex(self._embed(self.model_, "image", items), items, "image",
                               str(self.source_dir_), self.fingerprint())
 
     def index_texts(self, texts: list[str]) -> EmbeddingIndex:
         return EmbeddingIndex(self.embed_texts(texts), list(texts), "text",
                               str(self.source_dir_), self.fingerprint())
+
+    def write_index(self, kind: str, values: list[str | Path] | list[str], out: str | Path) -> int:
+        """Like ``index_images``/``index_texts``, but streamed to the folder ``out`` chunk by
+        chunk (memory holds one chunk, whatever the collection's size). Returns the count."""
+        self._check_fitted()
+        items = self._index_items(values) if kind == "image" else _non_empty(values)
+        EmbeddingIndex.write(out, self._embed_chunks(self.model_, kind, items), items, kind,
+                             str(self.source_dir_), self.fingerprint())
+        return len(items)
+
+    def _index_items(self, paths: list[str | Path] | list[str]) -> list[str]:
+        frame = self._read(pd.DataFrame({self.image_col: [str(p) for p in paths],
+                                         self.text_col: "-"}), None, require_labels=False)
+        return frame[self.image_col].tolist()
 
     def check_index(self, index: EmbeddingIndex) -> None:
         if index.model_fingerprint != self.fingerprint():
@@ -176,3 +192,10 @@ def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise MmfuseError(f"{folder} is not a folder")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _non_empty(texts: list[str] | list[str | Path]) -> list[str]:
+    items = [str(t) for t in texts]
+    if any(not t.strip() for t in items):
+        raise MmfuseError("cannot embed an empty text")
+    return items
