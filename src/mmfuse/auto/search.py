@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from mmfuse.auto.leaderboard import LEADERBOARD_FILE, read_leaderboard, write_leaderboard
+from mmfuse.auto.leaderboard import LEADERBOARD_FILE, ranked, read_leaderboard, write_leaderboard
 from mmfuse.auto.portfolio import (
     Candidate,
     Preset,
@@ -33,6 +33,7 @@ from mmfuse.training.trainer import Deadline
 
 BUDGET_SHARES = 2.0  # a candidate may use twice its even share: most stop early and hand time on
 MIN_SECONDS = 1.0  # below this, starting a candidate is pointless
+CLOSE = 0.1  # single-modality scores within 10 % of the best: worth trying in a fusion too
 
 
 class AutoSearch:
@@ -84,9 +85,18 @@ class AutoSearch:
         self._planned = len(singles) + (len(preset.fusions) if both else 0)
         for candidate in singles:
             self._try(candidate)
-        image, text = self._best_encoder("image"), self._best_encoder("text")
-        for candidate in fusion_candidates(self.config, preset, image, text):
+        # Encoders whose single-modality scores are close are all tried in the first fusion:
+        # alone, a modality may be weak whichever encoder reads it (easy-VQA's questions), and
+        # a cached frozen encoder trains many more epochs in the same time than one that is not.
+        pairs = [(i, t) for i in self._contenders("image") for t in self._contenders("text")]
+        self._planned += max(0, len(pairs) - 1)
+        firsts = [fusion_candidates(self.config, preset, i, t)[:1] for i, t in pairs]
+        for candidate in [c for first in firsts for c in first]:
             self._try(candidate)
+        pair = self._best_pair([c for first in firsts for c in first])
+        if pair is not None:
+            for candidate in fusion_candidates(self.config, preset, *pair)[1:]:
+                self._try(candidate)
         if self.best_ is None:
             raise MmfuseError(
                 f"no candidate finished within the time limit of {self.time_limit:.0f} s; "
@@ -185,15 +195,24 @@ class AutoSearch:
         write_leaderboard(self._run, self._metric, self.leaderboard_, preset=self.preset.name,
                           time_limit_s=self.time_limit, elapsed_s=round(self._elapsed(), 2))
 
-    def _best_encoder(self, kind: str) -> EncoderConfig | None:
-        """The encoder of the best single-modality candidate of this kind that finished."""
-        best: dict[str, Any] | None = None
-        for r in self.leaderboard_:
-            if (r.get("single_modality") and r["val_metric"] is not None
-                    and r["model"]["modalities"] == [kind]
-                    and (best is None or is_better(self._metric, r["val_metric"], best["val_metric"]))):
-                best = r
-        if best is None:
-            return None
-        return EncoderConfig(**best["model"][f"{kind}_encoder"])
+    def _contenders(self, kind: str) -> list[EncoderConfig]:
+        """Encoders of the finished single-modality candidates of ``kind`` scoring within
+        ``CLOSE`` (relative) of the best one, best first."""
+        rows = [r for r in self.leaderboard_ if r.get("single_modality")
+                and r["val_metric"] is not None and r["model"]["modalities"] == [kind]]
+        rows = ranked(rows, self._metric)
+        if not rows:
+            return []
+        best = rows[0]["val_metric"]
+        return [EncoderConfig(**r["model"][f"{kind}_encoder"]) for r in rows
+                if abs(r["val_metric"] - best) <= CLOSE * max(abs(best), 1e-12)]
 
+    def _best_pair(self, tried: list[Candidate]) -> tuple[EncoderConfig, EncoderConfig] | None:
+        """The image and text encoders of the best of ``tried`` that finished."""
+        names = {c.name: c for c in tried}
+        rows = ranked([r for r in self.leaderboard_ if r["candidate"] in names
+                       and r["val_metric"] is not None], self._metric)
+        if not rows:
+            return None
+        model = names[rows[0]["candidate"]].config.model
+        return model.image_encoder, model.text_encoder
