@@ -15,6 +15,7 @@ Run: .venv/bin/python -m benchmarks.auto [--sets easy-vqa,emoji] [--preset mediu
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_union
 from sklearn.preprocessing import StandardScaler
 
-from benchmarks.common import write_result
+from benchmarks.common import RESULTS, write_result
 from benchmarks.datasets import SETS
 from benchmarks.quality import frozen_features, run_logistic_regression, scores
 from mmfuse import Config, DataConfig
@@ -70,6 +71,9 @@ def main() -> None:
     parser.add_argument("--preset", default="medium")
     args = parser.parse_args()
     results: dict[str, Any] = {"preset": args.preset, "sets": {}}
+    previous = RESULTS / "auto.json"
+    if previous.exists():  # `--sets emoji` re-measures one set and keeps the others
+        results["sets"] = json.loads(previous.read_text()).get("sets", {})
     for name in args.sets.split(","):
         train, test, columns = SETS[name]()
         search = AutoSearch(Config(data=DataConfig(**columns)), args.preset, keep_candidates=True)

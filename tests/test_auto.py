@@ -22,6 +22,7 @@ TINY = Preset(
                    EncoderConfig("ngram", options={"dim": 32, "buckets": 4096})),
     fusions=("concat", "stack"),
     epochs=25,
+    folds=3,
 )
 MADE_UP_SCRIPT = [chr(c) for c in range(0xE000, 0xE020)]  # Private Use Area: no tokenizer knows it
 

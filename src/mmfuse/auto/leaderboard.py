@@ -14,7 +14,7 @@ from mmfuse.evaluation.metrics import METRIC_DIRECTION
 from mmfuse.training.checkpoint import atomic_write_text, read_json, write_json
 
 LEADERBOARD_FILE = "leaderboard.json"
-COLUMNS = ("candidate", "status", "val_metric", "fit_s", "predict_s_per_1k", "chosen")
+COLUMNS = ("candidate", "status", "val_metric", "folds", "fit_s", "predict_s_per_1k", "chosen")
 
 
 def ranked(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
@@ -48,11 +48,13 @@ def read_leaderboard(run_dir: Path) -> dict[str, Any]:
 
 def leaderboard_table(board: dict[str, Any]) -> Table:
     metric = board["metric"]
-    table = Table(title=f"leaderboard (validation {metric}; preset {board.get('preset')}, "
+    folds = max([row.get("folds") or 1 for row in board["rows"]] or [1])
+    judged = f"mean over {folds} folds" if folds > 1 else "validation split"
+    table = Table(title=f"leaderboard ({metric}, {judged}; preset {board.get('preset')}, "
                         f"{board.get('elapsed_s', 0):.0f} s of {board.get('time_limit_s', 0):.0f} s)")
     table.add_column("#", justify="right")
     table.add_column("candidate")
-    table.add_column(f"val {metric}", justify="right")
+    table.add_column(metric, justify="right")
     table.add_column("fit s", justify="right")
     table.add_column("predict s / 1k rows", justify="right")
     table.add_column("")

@@ -32,6 +32,7 @@ class Preset:
     text_encoders: tuple[EncoderConfig, ...]
     fusions: tuple[str, ...]
     epochs: int = 30
+    folds: int = 5  # k-fold validation on small data (the first fold is the holdout split)
 
 
 FROZEN_LITE0 = EncoderConfig("efficientnet-lite0")
@@ -39,7 +40,8 @@ FINETUNED_LITE0 = EncoderConfig("efficientnet-lite0", frozen=False, image_size=1
 MINILM, NGRAM, GRU = EncoderConfig("minilm"), EncoderConfig("ngram"), EncoderConfig("gru")
 
 PRESETS = {
-    "fast": Preset("fast", 120, (FROZEN_LITE0,), (MINILM, NGRAM), ("concat", "late"), epochs=15),
+    "fast": Preset("fast", 120, (FROZEN_LITE0,), (MINILM, NGRAM), ("concat", "late"), epochs=15,
+                   folds=3),
     "medium": Preset("medium", 300, (FROZEN_LITE0,), (MINILM, NGRAM),
                      ("concat", "late", "gated", "stack")),
     "best": Preset("best", 900, (FROZEN_LITE0, FINETUNED_LITE0), (MINILM, NGRAM, GRU),

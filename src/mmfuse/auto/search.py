@@ -13,6 +13,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from mmfuse.auto.leaderboard import LEADERBOARD_FILE, ranked, read_leaderboard, write_leaderboard
 from mmfuse.auto.portfolio import (
     Candidate,
@@ -29,11 +32,13 @@ from mmfuse.evaluation.metrics import is_better
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
 from mmfuse.training import trainer
+from mmfuse.training.stacking import fold_splits
 from mmfuse.training.trainer import Deadline
 
 BUDGET_SHARES = 2.0  # a candidate may use twice its even share: most stop early and hand time on
 MIN_SECONDS = 1.0  # below this, starting a candidate is pointless
 CLOSE = 0.1  # single-modality scores within 10 % of the best: worth trying in a fusion too
+SMALL_DATA_ROWS = 5000  # up to this many rows, candidates are judged by k-fold validation
 
 
 class AutoSearch:
@@ -76,6 +81,7 @@ class AutoSearch:
         self._val = val.copy()
         self._val.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
         self._metric, self._run = template._metric(), run
+        self._splits = self._validation_splits(template)
         self._cache = template._cache()  # one feature cache: features are computed once
 
         preset = suited_to(self.preset, self._train, self.config)
@@ -122,6 +128,26 @@ class AutoSearch:
         CONSOLE.print(f"auto: resuming; {len(self.leaderboard_)} candidate(s) already done")
         return float(board.get("elapsed_s", 0.0))
 
+    def _validation_splits(self, template: Predictor) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+        """(training rows, validation rows) pairs every candidate is judged on.
+
+        Large data: the one validation split. Small data (up to ``SMALL_DATA_ROWS`` rows):
+        k folds over all rows, so that a choice among many candidates does not hang on the luck
+        of a few hundred validation rows; the model kept is the one of the first fold.
+        """
+        rows = pd.concat([self._train, self._val], ignore_index=True)
+        if len(rows) > SMALL_DATA_ROWS or self.preset.folds < 2:
+            return [(self._train, self._val)]
+        rows.attrs = dict(self._train.attrs)
+        template.classes_ = template._fit_classes(rows)
+        splits = []
+        for fit_index, held_index in fold_splits(template._targets(rows), self.preset.folds,
+                                                 self.config.train.seed):
+            held = rows.iloc[held_index].copy()
+            held.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
+            splits.append((rows.iloc[fit_index], held))
+        return splits
+
     def _encode_frozen(self, preset: Preset) -> None:
         """Features of every frozen encoder of the portfolio, computed once before any
         candidate starts, so that candidates share the time that is left fairly."""
@@ -154,21 +180,31 @@ class AutoSearch:
         budget = min(remaining, BUDGET_SHARES * remaining / left)
         CONSOLE.print(f"[bold]auto[/] [{len(done) + 1}/{self._planned}] {candidate.name} "
                       f"(up to {budget:.0f} s of {remaining:.0f} s left)")
-        predictor = Predictor(candidate.config)
+        deadline = self._deadline.within(budget)
         started = trainer.clock()
+        scores: list[float] = []
         try:
-            with predictor.feature_cache(self._cache):
-                predictor.fit(self._train, self._val, deadline=self._deadline.within(budget))
-                fitted = trainer.clock()
-                scores = predictor.evaluate_rows(self._val)
+            for fold, (train_rows, val_rows) in enumerate(self._splits):
+                if fold and deadline.passed():
+                    break  # the folds done so far judge the candidate
+                fitted_fold = Predictor(candidate.config)
+                with fitted_fold.feature_cache(self._cache):
+                    fitted_fold.fit(train_rows, val_rows, deadline=deadline)
+                scores.append(float(fitted_fold.metrics_["validation"][self._metric]))
+                if fold == 0:  # the model kept is the first split's: trained like any other
+                    predictor, fitted = fitted_fold, trainer.clock()
+                    with predictor.feature_cache(self._cache):
+                        predictor.evaluate_rows(val_rows)
+                    predict_s = trainer.clock() - fitted
         except (MmfuseError, RuntimeError) as error:  # one bad candidate must not end the search
             row["status"] = f"failed: {error}"
             CONSOLE.print(f"auto: {candidate.name} failed: {error}")
             self._record(row)
             return
-        row["fit_s"] = round(fitted - started, 2)
-        row["predict_s_per_1k"] = round((trainer.clock() - fitted) * 1000 / len(self._val), 4)
-        row["val_metric"] = float(scores[self._metric])
+        row["fit_s"] = round(trainer.clock() - started - predict_s, 2)
+        row["predict_s_per_1k"] = round(predict_s * 1000 / len(self._splits[0][1]), 4)
+        row["val_metric"] = float(np.mean(scores))
+        row["folds"] = len(scores)
         if self.keep_candidates:
             self.candidates_[candidate.name] = predictor
         if is_better(self._metric, row["val_metric"], self._best_score()):
