@@ -142,8 +142,10 @@ def test_train_without_model_flags_runs_auto_mode_from_the_cli(tmp_path: Path, t
     run = tmp_path / "run"
     columns = ["--image-col", "image", "--text-col", "caption", "--num-workers", "0"]
     code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--preset", "fast",
-                       "--time-limit", "120", "--cache-dir", str(tmp_path / "c"), *columns)
+                       "--time-limit", "120", "--epochs", "4", "--cache-dir", str(tmp_path / "c"),
+                       *columns)
     assert code == 0, output
+    assert "epochs: 4" in (run / "config.yaml").read_text()  # --epochs caps every candidate
     assert "leaderboard" in output and "chosen" in output
     code, output = cli("leaderboard", str(run))
     assert code == 0 and "chosen" in output

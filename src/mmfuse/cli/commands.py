@@ -155,10 +155,16 @@ def train(
     val_data = dataset_or_path(val_data)
     test = frames.get("test") if dataset and test_data is None else dataset_or_path(test_data)
     if auto and cfg.data.task not in ("matching", "retrieval"):
+        import dataclasses
+
         from mmfuse.auto import AutoSearch
         from mmfuse.auto.leaderboard import leaderboard_table, read_leaderboard
+        from mmfuse.auto.portfolio import get_preset
 
-        search = AutoSearch(cfg, preset or "medium", time_limit)
+        portfolio = get_preset(preset or "medium")
+        if epochs is not None:  # the user's cap wins over the preset's
+            portfolio = dataclasses.replace(portfolio, epochs=epochs)
+        search = AutoSearch(cfg, portfolio, time_limit)
         predictor = search.fit(train_data, val_data, run_dir=out_dir, resume=resume)
         out.print(leaderboard_table(read_leaderboard(out_dir)))
     else:
