@@ -1,8 +1,9 @@
 """Auto mode against every fixed candidate it tried and against scikit-learn baselines.
 
 For each set: `AutoSearch` (preset medium, its default time limit) on the training rows; then,
-on the test rows, the chosen model, every candidate of the portfolio as a fixed model, and what
-a careful scikit-learn user does in an afternoon:
+on the test rows, the chosen model, every candidate of the portfolio as the search fitted it
+(on small data: its first fold's model, trained on 80 % of the rows; the choice is refitted on
+the 90 % split), and what a careful scikit-learn user does in an afternoon:
 - logistic regression on frozen EfficientNet-Lite0 + MiniLM features (standardised);
 - TF-IDF (character 1-3 + word 1-2 grams) + logistic regression on the text alone;
 - the same TF-IDF next to the frozen image features, one logistic regression on both.
@@ -90,10 +91,19 @@ def main() -> None:
         rows["sklearn LR on frozen features"] = run_logistic_regression(train, test, columns, None)
         rows["sklearn TF-IDF + LR (text)"] = run_tfidf(train, test, columns, with_image=False)
         rows["sklearn TF-IDF + image features + LR"] = run_tfidf(train, test, columns, True)
-        auto = rows[search.best_name_]
+        # The choice itself (after k-fold judging, refitted on the plain split) next to the
+        # candidates as the search fitted them.
+        metrics = search.best_.evaluate(test)
+        auto = rows["auto mode's choice"] = {
+            "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+            "val_metric": rows[search.best_name_]["val_metric"], "train_seconds": None,
+            "chosen": True, "candidate": search.best_name_}
+        rows[search.best_name_]["chosen"] = False
         singles = [rows[r["candidate"]]["macro_f1"] for r in search.leaderboard_
                    if r["single_modality"] and r["candidate"] in rows]
         sklearn = [v["macro_f1"] for k, v in rows.items() if k.startswith("sklearn")]
+        fixed = [v["macro_f1"] for k, v in rows.items()
+                 if not k.startswith("sklearn") and k != "auto mode's choice"]
         results["sets"][name] = {
             "train_rows": len(train), "test_rows": len(test), "chosen": search.best_name_,
             "time_limit_s": search.time_limit, "search_wall_s": round(wall, 1),
@@ -102,6 +112,7 @@ def main() -> None:
             "auto_test_macro_f1": auto["macro_f1"],
             "auto_beats_best_single_modality_on_test": auto["macro_f1"] >= max(singles),
             "auto_beats_every_sklearn_baseline_on_test": auto["macro_f1"] >= max(sklearn),
+            "auto_beats_every_fixed_candidate_on_test": auto["macro_f1"] >= max(fixed),
             "results": rows,
         }
         print(f"\n{name} ({len(train)} train / {len(test)} test rows); auto chose "

@@ -108,6 +108,8 @@ class AutoSearch:
                 f"no candidate finished within the time limit of {self.time_limit:.0f} s; "
                 "raise --time-limit (feature encoding of a large dataset alone can take minutes)"
             )
+        if len(self._splits) > 1:
+            self._refit_best()
         self.best_.metrics_["auto"] = {"preset": self.preset.name, "chosen": self.best_name_,
                                        "time_limit_s": self.time_limit}
         if run is not None:
@@ -128,12 +130,27 @@ class AutoSearch:
         CONSOLE.print(f"auto: resuming; {len(self.leaderboard_)} candidate(s) already done")
         return float(board.get("elapsed_s", 0.0))
 
+    def _refit_best(self) -> None:
+        """After k-fold judging, the chosen candidate is fitted once more on the plain split
+        (90 % of the rows instead of a fold's 80 %), time permitting."""
+        if self._deadline.remaining() < MIN_SECONDS:
+            return
+        CONSOLE.print(f"auto: refitting {self.best_name_} on the training split")
+        refitted = Predictor(self.best_.config)
+        try:
+            with refitted.feature_cache(self._cache):
+                refitted.fit(self._train, self._val, deadline=self._deadline)
+        except (MmfuseError, RuntimeError) as error:
+            CONSOLE.print(f"auto: refit failed ({error}); keeping the first fold's model")
+            return
+        self.best_ = refitted
+
     def _validation_splits(self, template: Predictor) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
         """(training rows, validation rows) pairs every candidate is judged on.
 
         Large data: the one validation split. Small data (up to ``SMALL_DATA_ROWS`` rows):
         k folds over all rows, so that a choice among many candidates does not hang on the luck
-        of a few hundred validation rows; the model kept is the one of the first fold.
+        of a few hundred validation rows; the chosen candidate is then refitted on the split.
         """
         rows = pd.concat([self._train, self._val], ignore_index=True)
         if len(rows) > SMALL_DATA_ROWS or self.preset.folds < 2:
