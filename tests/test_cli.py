@@ -110,7 +110,9 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Pa
     process = subprocess.Popen(_train_command(data, killed, cache), env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (killed / "training_state.safetensors").exists():
+    # history.json is written last in an epoch (after the checkpoint): waiting for it means
+    # the kill cannot land between the two writes and leave no history to count.
+    while not (killed / "history.json").exists():
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
