@@ -20,7 +20,7 @@ from conftest import make_captions, make_rows
 from PIL import Image
 from test_predictor import pretrained_config
 
-from mmfuse import Predictor
+from mmfuse import EncoderConfig, Predictor
 from mmfuse.errors import MmfuseError
 from mmfuse.serving.app import create_app
 from mmfuse.serving.export import export_onnx
@@ -240,3 +240,14 @@ def test_export_refuses_what_onnx_cannot_express(tmp_path, tiny_csv) -> None:
     predictor = Predictor(tiny_config(tmp_path)).fit(tiny_csv)  # a GRU text encoder
     with pytest.raises(MmfuseError, match="gru text encoder"):
         export_onnx(predictor, tmp_path / "x.onnx")
+
+
+def test_onnx_export_of_an_ngram_text_model(tmp_path, tiny_csv) -> None:
+    from conftest import tiny_config
+
+    config = tiny_config(tmp_path, fusion="concat")
+    config.model.text_encoder = EncoderConfig("ngram", options={"dim": 8, "buckets": 512})
+    predictor = Predictor(config).fit(tiny_csv)
+    result = export_onnx(predictor, tmp_path / "ngram.onnx")
+    assert result["max_abs_difference"] < 1e-4
+    assert result["inputs"] == ["caption.ngram_ids", "caption.ngram_weights", "image.pixels"]

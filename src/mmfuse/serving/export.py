@@ -16,33 +16,32 @@ from mmfuse.predictor import Predictor
 
 class ExportableModel(nn.Module):
     """Positional tensors in, probabilities out: per modality (sorted), ``pixels`` (B, 3, S, S)
-    for images or ``input_ids``, ``attention_mask`` (B, T) for texts. Every input is present."""
+    for images, and for texts what the text encoder's ``prepare`` returns (``input_ids``,
+    ``attention_mask`` (B, T); ``ngram_ids``, ``ngram_weights`` (B, K)). Every input is present.
+    Tokenising (or hashing n-grams) stays outside the graph, as decoding images does."""
 
     def __init__(self, predictor: Predictor) -> None:
         super().__init__()
         self.model = predictor.model_
-        self.layout = [(m, self.model.encoder_for(m).kind) for m in self.model.modalities]
+        self.layout = [(m, input_keys(self.model.encoder_for(m))) for m in self.model.modalities]
 
     def input_names(self) -> list[str]:
-        names = []
-        for m, kind in self.layout:
-            names += [f"{m}.pixels"] if kind == "image" else [f"{m}.input_ids",
-                                                                f"{m}.attention_mask"]
-        return names
+        return [f"{m}.{key}" for m, keys in self.layout for key in keys]
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         batch, position = {}, 0
         size = tensors[0].shape[0]
-        for m, kind in self.layout:
+        for m, keys in self.layout:
             present = torch.ones(size, dtype=torch.bool, device=tensors[0].device)
-            if kind == "image":
-                batch[m] = {"pixels": tensors[position], "present": present}
-                position += 1
-            else:
-                batch[m] = {"input_ids": tensors[position],
-                            "attention_mask": tensors[position + 1], "present": present}
-                position += 2
+            batch[m] = {**dict(zip(keys, tensors[position:position + len(keys)], strict=True)),
+                        "present": present}
+            position += len(keys)
         return self.model.head.probabilities(self.model(batch).logits)
+
+
+def input_keys(encoder: nn.Module) -> list[str]:
+    """The names of an encoder's inputs, in the order its ``prepare`` gives them."""
+    return ["pixels"] if encoder.kind == "image" else list(encoder.prepare(["x"]))
 
 
 def example_inputs(predictor: Predictor, texts: list[str], seed: int = 0) -> list[torch.Tensor]:
@@ -54,8 +53,7 @@ def example_inputs(predictor: Predictor, texts: list[str], seed: int = 0) -> lis
             size = encoder.transform.size
             inputs.append(torch.rand(len(texts), 3, size, size, generator=generator) * 2 - 1)
         else:
-            tokens = encoder.prepare(texts)
-            inputs += [tokens["input_ids"], tokens["attention_mask"]]
+            inputs += list(encoder.prepare(texts).values())
     return inputs
 
 
