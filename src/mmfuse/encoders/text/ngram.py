@@ -99,7 +99,8 @@ class NgramTextEncoder(Encoder):
                 continue
             hashed = hasher.transform([[gram] for gram in grams])  # one row per n-gram
             for gram, bucket in zip(grams, hashed.indices.tolist(), strict=True):
-                names.setdefault(offset + bucket, []).append(repr(gram) if offset == 0 else gram)
+                # Character n-grams are quoted (they may start or end with the word-boundary space).
+                names.setdefault(offset + bucket, []).append(f'"{gram}"' if offset == 0 else gram)
         return {bucket: " / ".join(grams) for bucket, grams in names.items()}
 
     def forward(self, ngram_ids: torch.Tensor, ngram_weights: torch.Tensor) -> EncoderOutput:
