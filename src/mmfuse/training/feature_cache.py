@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from accelerate.utils import send_to_device
 from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 
@@ -134,7 +135,9 @@ class FeatureCache:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(folder / "key.txt", encoder.cache_key + "\n")
         was_training = encoder.training
-        encoder.eval()
+        home = next(encoder.parameters()).device
+        device = torch.device("cuda") if torch.cuda.is_available() else home
+        encoder.eval().to(device)  # the one-off encoding pass is the heavy part: use the GPU
         workers = self.num_workers if worth_workers(encoder.kind == "image", len(values)) else 0
         loader = DataLoader(
             _Inputs(encoder.kind, values, encoder), batch_size=self.batch_size,
@@ -148,13 +151,13 @@ class FeatureCache:
                 total=len(values), status="",
             )
             for batch in loader:
-                out = encoder(**encoder.prepare(batch))
+                out = encoder(**send_to_device(encoder.prepare(batch), device))
                 for row in range(len(batch)):
                     digest = hashes[values[done + row]]
-                    parts = {"pooled": out.pooled[row].float().clone()}
+                    parts = {"pooled": out.pooled[row].float().cpu().clone()}
                     if with_tokens:
                         length = int(out.token_mask[row].sum())
-                        parts["tokens"] = out.tokens[row, :length].half().clone()
+                        parts["tokens"] = out.tokens[row, :length].half().cpu().clone()
                     store.setdefault(digest, {}).update(parts)
                     pending.update({f"{digest}.{k}": v for k, v in parts.items()})
                 done += len(batch)
@@ -162,7 +165,7 @@ class FeatureCache:
                 if len(pending) >= SHARD_ITEMS:
                     self._flush(folder, pending)
         self._flush(folder, pending)
-        encoder.train(was_training)
+        encoder.to(home).train(was_training)
 
     @staticmethod
     def _flush(folder: Path | None, pending: dict[str, torch.Tensor]) -> None:
