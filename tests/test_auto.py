@@ -160,3 +160,14 @@ def test_train_without_model_flags_runs_auto_mode_from_the_cli(tmp_path: Path, t
     assert code == 2 and "--preset/--time-limit run auto mode" in output
     code, output = cli("leaderboard", str(tmp_path))
     assert code == 2 and "not trained in auto mode" in output
+
+
+def test_every_preset_names_registered_components() -> None:
+    from mmfuse.auto import PRESETS
+    from mmfuse.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
+    from mmfuse.fusion import FUSIONS
+
+    for preset in PRESETS.values():
+        assert set(preset.fusions) <= set(FUSIONS.names()), preset.name
+        assert {e.name for e in preset.image_encoders} <= set(IMAGE_ENCODERS.names())
+        assert {e.name for e in preset.text_encoders} <= set(TEXT_ENCODERS.names())

@@ -45,7 +45,7 @@ PRESETS = {
     "medium": Preset("medium", 300, (FROZEN_LITE0,), (MINILM, NGRAM),
                      ("concat", "late", "gated", "stack")),
     "best": Preset("best", 900, (FROZEN_LITE0, FINETUNED_LITE0), (MINILM, NGRAM, GRU),
-                   ("concat", "late", "gated", "stack", "cross_attention")),
+                   ("concat", "late", "gated", "stack", "cross-attention")),
 }
 
 

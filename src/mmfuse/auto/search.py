@@ -27,7 +27,7 @@ from mmfuse.auto.portfolio import (
 )
 from mmfuse.config import Config, EncoderConfig
 from mmfuse.encoders import create_encoder
-from mmfuse.errors import MmfuseError
+from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.evaluation.metrics import is_better
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
@@ -172,7 +172,12 @@ class AutoSearch:
         for kind, configs in (("image", preset.image_encoders), ("text", preset.text_encoders)):
             columns = getattr(self.config.data, f"{kind}_cols")
             for encoder_config in configs if columns else ():
-                encoder = create_encoder(kind, encoder_config)
+                if encoder_config.frozen is False:
+                    continue  # fine-tuned: nothing to cache
+                try:
+                    encoder = create_encoder(kind, encoder_config)
+                except ConfigError:  # trained from scratch on fitted state (gru): never cached
+                    continue
                 if encoder.frozen:
                     values = [v for f in frames for c in columns for v in f[c]]
                     self._cache.table(encoder, values, with_tokens=False)
