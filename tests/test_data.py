@@ -122,5 +122,10 @@ def test_tar_shards_train_and_predict_like_a_manifest(tmp_path: Path) -> None:
     assert written == 60 and streamed["row"].tolist() == list(range(1, 61))
     expected = predictor.predict_frame(rows, base_dir=tmp_path)
     np.testing.assert_allclose(streamed["p_yes"], expected["p_yes"], atol=1e-6)
+    truncated = tmp_path / "shard-1.tar"
+    truncated.write_bytes(truncated.read_bytes()[:3000])  # cut inside a member
+    with pytest.raises(MmfuseError, match="cannot read shards"):
+        predictor.predict_to_csv(spec, tmp_path / "y.csv")
+    assert not (tmp_path / "y.csv").exists()
     with pytest.raises(MmfuseError, match=r"shard not found: .*shard-3.tar \(5 of 8 missing\)"):
         predictor.predict_to_csv(str(tmp_path / "shard-{0..7}.tar"), tmp_path / "x.csv")

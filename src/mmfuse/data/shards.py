@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def iter_shards(
                 yield _chunk(rows, spec, extract_dir, first_row)
                 first_row += len(rows)
                 rows = []
-    except (OSError, ValueError) as error:  # a truncated or corrupt tar, a failed pipe
+    except (OSError, ValueError, tarfile.TarError) as error:  # a corrupt tar, a failed pipe
         raise MmfuseError(f"cannot read shards {spec} after sample {first_row + len(rows)}: "
                           f"{error}") from error
     if rows or first_row == 0:
