@@ -56,13 +56,13 @@ def check_supported(model: MultimodalModel, cfg: TrainConfig, processes: int) ->
     if problems:
         raise ConfigError(
             "DP-SGD cannot clip per-example gradients of this model: " + "; ".join(problems)
-            + ". Use fusion concat, gated or bilinear, keep pretrained encoders frozen, and a "
-            "text encoder without recurrent layers (ngram, or frozen minilm)"
+            + ". Use fusion concat, gated or bilinear, and frozen pretrained encoders "
+            "(efficientnet-lite0, minilm or an hf: folder)"
         )
 
 
 def trainable_part(model: MultimodalModel) -> torch.nn.Module:
-    """What DP-SGD trains: everything but the missing-modality placeholders (see ``private``)."""
+    """What DP-SGD trains: all but the missing-modality placeholders (``placeholders_frozen``)."""
     return torch.nn.ModuleDict({"encoders": model.encoders, "fusion": model.fusion,
                                 "head": model.head})
 
