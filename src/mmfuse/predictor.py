@@ -419,8 +419,9 @@ class Predictor:
         return torch.tensor([index[t] for t in targets], dtype=torch.long)
 
     def _cache_root(self) -> Path:
+        """The cache folder; with the feature cache off ("none"), the default one (shard images)."""
         root = self.config.cache_dir
-        return default_cache_dir() if root in (None, "none") else Path(root)
+        return default_cache_dir() if not root or root == "none" else Path(root)
 
     def _shard_dir(self, spec: str | Path) -> Path:
         """Images from tar shards are written here once (the pipeline reads image files)."""
@@ -429,8 +430,7 @@ class Predictor:
     def _cache(self) -> FeatureCache:
         """One cache per Predictor, so features read once serve every split and prediction."""
         if getattr(self, "_feature_cache", None) is None:
-            root = self.config.cache_dir
-            path = None if root == "none" else Path(root) if root else default_cache_dir()
+            path = None if self.config.cache_dir == "none" else self._cache_root()
             self._feature_cache = FeatureCache(path, num_workers=self.config.train.num_workers)
         return self._feature_cache
 

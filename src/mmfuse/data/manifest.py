@@ -11,10 +11,12 @@ import pyarrow.parquet as pq
 
 from mmfuse.errors import MmfuseError
 
+# Keyword arguments pass through: ``chunksize=N`` makes the text readers iterate in chunks.
 READERS = {
-    ".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""]),
-    ".tsv": lambda p: pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False, na_values=[""]),
-    ".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False),
+    ".csv": lambda p, **kw: pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""], **kw),
+    ".tsv": lambda p, **kw: pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False,
+                                        na_values=[""], **kw),
+    ".jsonl": lambda p, **kw: pd.read_json(p, lines=True, dtype=False, **kw),
     ".parquet": pd.read_parquet,
 }
 
@@ -64,12 +66,9 @@ def iter_manifest(
 
 def _chunk_reader(path: Path, chunk_rows: int) -> Iterable[pd.DataFrame]:
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
-                           keep_default_na=False, na_values=[""], chunksize=chunk_rows)
-    if suffix == ".jsonl":
-        return pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows)
-    return (batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(chunk_rows))
+    if suffix == ".parquet":  # read_parquet has no chunksize: pyarrow reads record batches
+        return (batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(chunk_rows))
+    return READERS[suffix](path, chunksize=chunk_rows)
 
 
 def _checked(path: Path) -> Path:

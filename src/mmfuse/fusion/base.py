@@ -54,6 +54,14 @@ def mlp_block(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Dropout(dropout))
 
 
+def tower(in_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
+    """One modality's own model: project, then an MLP block; (B, in_dim) -> (B, hidden_dim)."""
+    return nn.Sequential(
+        projection(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+        mlp_block(hidden_dim, hidden_dim, dropout),
+    )
+
+
 def masked_softmax(scores: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Softmax over modalities (B, M) where absent modalities get exactly 0."""
     scores = scores.masked_fill(~present, float("-inf"))

@@ -14,8 +14,7 @@ from mmfuse.fusion.base import (
     Fusion,
     FusionOutput,
     masked_softmax,
-    mlp_block,
-    projection,
+    tower,
 )
 
 
@@ -26,15 +25,7 @@ class LateFusion(Fusion):
     def __init__(self, input_dims: dict[str, int], hidden_dim: int, dropout: float) -> None:
         super().__init__(input_dims, hidden_dim, dropout)
         self.towers = nn.ModuleDict(
-            {
-                m: nn.Sequential(
-                    projection(input_dims[m], hidden_dim),
-                    nn.GELU(),
-                    nn.Dropout(dropout),
-                    mlp_block(hidden_dim, hidden_dim, dropout),
-                )
-                for m in self.modalities
-            }
+            {m: tower(input_dims[m], hidden_dim, dropout) for m in self.modalities}
         )
         self.scores = nn.Parameter(torch.zeros(len(self.modalities)))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmfuse.fusion.base import FUSIONS, Fusion, FusionOutput, mlp_block, projection
+from mmfuse.fusion.base import FUSIONS, Fusion, FusionOutput, tower
 
 
 @FUSIONS.register("stack", "per-modality models; out-of-fold predictions -> meta-learner")
@@ -26,17 +26,10 @@ class StackFusion(Fusion):
     ) -> None:
         super().__init__(input_dims, hidden_dim, dropout)
         self.n_outputs, self.folds = n_outputs, folds
-        self.towers = nn.ModuleDict(
-            {
-                m: nn.Sequential(
-                    projection(input_dims[m], hidden_dim),
-                    nn.GELU(),
-                    nn.Dropout(dropout),
-                    mlp_block(hidden_dim, hidden_dim, dropout),
-                    nn.Linear(hidden_dim, n_outputs),
-                )
-                for m in self.modalities
-            }
+        self.towers = nn.ModuleDict(  # late fusion's towers, each with its own output layer
+            {m: nn.Sequential(*tower(input_dims[m], hidden_dim, dropout),
+                              nn.Linear(hidden_dim, n_outputs))
+             for m in self.modalities}
         )
         self.output_dim = len(self.modalities) * n_outputs
 

@@ -56,7 +56,6 @@ class Deadline:
     """A point in time, on ``clock``, after which work should stop."""
 
     def __init__(self, seconds: float | None) -> None:
-        self.seconds = seconds
         self.end = None if seconds is None else clock() + seconds
 
     def remaining(self) -> float:
