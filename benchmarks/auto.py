@@ -20,6 +20,7 @@ import json
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -50,19 +51,20 @@ def run_tfidf(train: pd.DataFrame, test: pd.DataFrame, columns: dict, with_image
     started = time.perf_counter()
     text = columns["text_cols"][0]
     vectorizer = tfidf().fit(train[text])
-    parts = [vectorizer.transform(train[text])]
-    if with_image:
-        image = StandardScaler().fit(frozen_features(train, columns, ("image",), None))
-        parts.append(sp.csr_matrix(image.transform(frozen_features(train, columns, ("image",),
-                                                                   None))))
-    model = LogisticRegression(max_iter=MAX_ITER, C=LR_C).fit(sp.hstack(parts).tocsr(),
+    train_images = frozen_features(train, columns, ("image",), None) if with_image else None
+    scaler = StandardScaler().fit(train_images) if with_image else None
+
+    def features(frame: pd.DataFrame, images: np.ndarray | None) -> sp.csr_matrix:
+        parts = [vectorizer.transform(frame[text])]
+        if scaler is not None:
+            parts.append(sp.csr_matrix(scaler.transform(images)))
+        return sp.hstack(parts).tocsr()
+
+    model = LogisticRegression(max_iter=MAX_ITER, C=LR_C).fit(features(train, train_images),
                                                            train[columns["label_col"]])
     seconds = time.perf_counter() - started
-    test_parts = [vectorizer.transform(test[text])]
-    if with_image:
-        test_parts.append(sp.csr_matrix(image.transform(frozen_features(test, columns, ("image",),
-                                                                        None))))
-    predicted = model.predict(sp.hstack(test_parts).tocsr())
+    test_images = frozen_features(test, columns, ("image",), None) if with_image else None
+    predicted = model.predict(features(test, test_images))
     return scores(test[columns["label_col"]], predicted, seconds)
 
 
