@@ -16,7 +16,7 @@ from conftest import make_rows
 
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
 from mmfuse.errors import ConfigError
-from mmfuse.training.checkpoint import load_tensors
+from mmfuse.io import load_tensors
 
 ROWS = 128  # 8 batches of 16 per epoch: no uneven last batch to pad across processes
 

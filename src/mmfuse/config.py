@@ -10,6 +10,7 @@ from typing import Any, TypeVar, get_type_hints
 import yaml
 
 from mmfuse.errors import ConfigError
+from mmfuse.io import atomic_write_text
 
 TASKS = ("classification", "multilabel", "regression", "binary", "matching", "retrieval")
 MODALITY_KINDS = ("image", "text")
@@ -122,8 +123,6 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_yaml(self, path: str | Path) -> None:
-        from mmfuse.training.checkpoint import atomic_write_text
-
         atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod

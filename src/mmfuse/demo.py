@@ -8,8 +8,8 @@ from typing import Any
 
 from mmfuse.config import Config, TrainConfig
 from mmfuse.data.builtin import DATASETS
+from mmfuse.io import write_json
 from mmfuse.predictor import Predictor
-from mmfuse.training.checkpoint import write_json
 
 # easy-VQA images are 64 px: 128 px keeps the shapes sharp at a third of the 224 px cost.
 DEMO_IMAGE_SIZE = 128

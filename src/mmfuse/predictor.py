@@ -20,21 +20,21 @@ from mmfuse.data.batches import MultimodalDataset
 from mmfuse.data.manifest import as_frame, iter_manifest
 from mmfuse.data.shards import is_shard_spec, iter_shards, read_shards, shard_folder
 from mmfuse.data.split import split_by_group, split_frame
-from mmfuse.data.validate import problems_frame, validate_frame
+from mmfuse.data.validate import cells, problems_frame, validate_frame
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.errors import CheckpointError, ConfigError, DataValidationError, MmfuseError, Problem
 from mmfuse.evaluation.calibration import fit_temperature
 from mmfuse.evaluation.metrics import compute_metrics, default_metric
-from mmfuse.models.build import build_model
-from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
-from mmfuse.progress import CONSOLE, make_progress
-from mmfuse.retrieval.matching import NO, YES, make_matching_pairs
-from mmfuse.training.checkpoint import (
+from mmfuse.io import (
     load_tensors,
     read_json,
     save_tensors,
     write_json,
 )
+from mmfuse.models.build import build_model
+from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
+from mmfuse.progress import CONSOLE, make_progress
+from mmfuse.retrieval.matching import NO, YES, make_matching_pairs
 from mmfuse.training.distributed import is_main_process, main_process_first
 from mmfuse.training.feature_cache import FeatureCache, default_cache_dir, make_dataset
 from mmfuse.training.inference import run_model
@@ -374,7 +374,7 @@ class Predictor:
         )
 
     def _texts(self, frame: pd.DataFrame) -> list[str]:
-        return [t for c in self.config.data.text_cols for t in frame[c] if t is not None]
+        return [t for c in self.config.data.text_cols for t in cells(frame, c) if t is not None]
 
     def _imbalance_mode(self, frame: pd.DataFrame) -> str:
         mode = self.config.train.imbalance

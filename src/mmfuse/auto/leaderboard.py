@@ -11,7 +11,7 @@ from rich.table import Table
 
 from mmfuse.errors import MmfuseError
 from mmfuse.evaluation.metrics import METRIC_DIRECTION
-from mmfuse.training.checkpoint import atomic_write_text, read_json, write_json
+from mmfuse.io import atomic_write_text, read_json, write_json
 
 LEADERBOARD_FILE = "leaderboard.json"
 COLUMNS = ("candidate", "status", "val_metric", "folds", "fit_s", "predict_s_per_1k", "chosen")

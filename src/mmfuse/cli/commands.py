@@ -11,8 +11,8 @@ from rich.table import Table
 from mmfuse.cli.app import app, err, friendly, out, print_metrics
 from mmfuse.config import Config, EncoderConfig
 from mmfuse.errors import ConfigError
+from mmfuse.io import write_json
 from mmfuse.progress import CONSOLE
-from mmfuse.training.checkpoint import write_json
 
 Opt = typer.Option
 

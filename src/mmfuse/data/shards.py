@@ -24,7 +24,7 @@ from braceexpand import braceexpand
 
 from mmfuse.config import DataConfig
 from mmfuse.errors import MmfuseError
-from mmfuse.training.checkpoint import atomic_write_bytes
+from mmfuse.io import atomic_write_bytes
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")

@@ -22,11 +22,27 @@ SKIP_HINT = (
 
 
 def is_blank(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
+    return _missing(value) or (isinstance(value, str) and not value.strip())
+
+
+def cells(frame: pd.DataFrame, column: str) -> list[Any]:
+    """A column's values with every missing marker (None, NaN, pd.NA, NaT) as ``None``.
+
+    ``None`` is mmfuse's one representation of a missing modality. ``validate_frame`` stores
+    it in object columns, but pandas may turn it back into NaN when a frame is copied, sliced
+    or assigned to (pandas 3 infers the ``str`` dtype for text columns), so readers of image
+    and text cells go through here.
+    """
+    return [None if _missing(v) else v for v in frame[column].tolist()]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str | list) and bool(pd.isna(value)))
+
+
+def as_object_column(values: list[Any], index: pd.Index) -> pd.Series:
+    """Strings and ``None`` kept as they are (no inferred ``str`` dtype turning None into NaN)."""
+    return pd.Series(values, index=index, dtype=object)
 
 
 def parse_label(value: Any, task: str, sep: str) -> str | float | list[str]:
@@ -102,7 +118,7 @@ def validate_frame(
     image_errors = _check_images(frame, image_cols, base_dir)
     for column in image_cols:
         resolved = []
-        for index, value in enumerate(frame[column].tolist()):
+        for index, value in enumerate(cells(frame, column)):
             if is_blank(value):
                 resolved.append(None)
                 if not data.allow_missing:
@@ -114,11 +130,11 @@ def validate_frame(
             if error:
                 report(index, column, error)
             resolved.append(path)
-        frame[column] = resolved
+        frame[column] = as_object_column(resolved, frame.index)
 
     for column in text_cols:
         texts = []
-        for index, value in enumerate(frame[column].tolist()):
+        for index, value in enumerate(cells(frame, column)):
             if is_blank(value):
                 texts.append(None)
                 if not data.allow_missing:
@@ -126,7 +142,7 @@ def validate_frame(
                            "--allow-missing)")
             else:
                 texts.append(str(value))
-        frame[column] = texts
+        frame[column] = as_object_column(texts, frame.index)
 
     if data.allow_missing:
         columns = image_cols + text_cols
@@ -157,7 +173,7 @@ def validate_frame(
                     report(index, data.label_col,
                            f"label {', '.join(map(repr, unseen))} was not seen in training; "
                            f"known labels: {', '.join(sorted(known)[:15])}")
-        frame["_target"] = targets
+        frame["_target"] = as_object_column(targets, frame.index)
 
     if problems:
         if data.on_bad_rows != "skip":

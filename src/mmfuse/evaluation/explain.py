@@ -13,9 +13,9 @@ from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from mmfuse.data.batches import Batch
 from mmfuse.data.images import open_image
 from mmfuse.evaluation import plots
+from mmfuse.io import write_json
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import track
-from mmfuse.training.checkpoint import write_json
 
 NGRAMS_SHOWN = 12  # an n-gram text has dozens of features; the strongest tell the story
 

@@ -16,8 +16,8 @@ from mmfuse.evaluation.explain import explain, explanation_figure
 from mmfuse.evaluation.metrics import default_metric
 from mmfuse.evaluation.profile import profile
 from mmfuse.evaluation.robustness import robustness
+from mmfuse.io import atomic_write_text, write_json
 from mmfuse.predictor import Data, Predictor
-from mmfuse.training.checkpoint import atomic_write_text, write_json
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f4f5f7;

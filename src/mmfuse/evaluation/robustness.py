@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.data.images import open_image
+from mmfuse.data.validate import as_object_column, cells
 from mmfuse.evaluation.corruptions import IMAGE_CORRUPTIONS, TEXT_CORRUPTIONS
 from mmfuse.evaluation.metrics import METRIC_DIRECTION
 from mmfuse.predictor import Data, Predictor
@@ -38,20 +39,22 @@ def corrupt_rows(
         function = IMAGE_CORRUPTIONS[name]
         for column in data.image_cols:
             paths = {}
-            for path in corrupted[column].dropna().unique():
+            for path in {p for p in cells(corrupted, column) if p is not None}:
                 target = folder / f"{name}-{severity}-{zlib.crc32(path.encode()):08x}.png"
                 if not target.exists():
                     function(open_image(path), severity, _rng(seed, name, severity, path)).save(
                         target)
                 paths[path] = str(target)
-            corrupted[column] = corrupted[column].map(lambda p, m=paths: m.get(p) if p else None)
+            corrupted[column] = as_object_column(
+                [paths[p] if p is not None else None for p in cells(corrupted, column)],
+                corrupted.index)
     else:
         function = TEXT_CORRUPTIONS[name]
         for column in data.text_cols:
-            corrupted[column] = [
+            corrupted[column] = as_object_column([
                 function(t, severity, _rng(seed, name, severity, i)) if t is not None else None
-                for i, t in enumerate(corrupted[column])
-            ]
+                for i, t in enumerate(cells(corrupted, column))
+            ], corrupted.index)
     return corrupted
 
 

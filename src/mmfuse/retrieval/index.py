@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from mmfuse.errors import CheckpointError
-from mmfuse.training.checkpoint import load_tensors, read_json, save_tensors, write_json
+from mmfuse.io import load_tensors, read_json, save_tensors, write_json
 
 
 @dataclass

@@ -20,9 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmfuse.data.batches import FeatureTable, MultimodalDataset, RawImages, RawTexts, Source
 from mmfuse.data.images import open_image
+from mmfuse.data.validate import cells
 from mmfuse.encoders.base import Encoder
+from mmfuse.io import atomic_write_text, save_tensors
 from mmfuse.progress import make_progress
-from mmfuse.training.checkpoint import atomic_write_text, save_tensors
 
 SHARD_ITEMS = 2048
 MIN_ITEMS_FOR_WORKERS = 512  # starting worker processes costs ~0.1 s: not worth it for a few rows
@@ -187,7 +188,7 @@ def make_dataset(
     raw inputs decoded per batch."""
     sources: dict[str, Source] = {}
     for m, encoder in encoders.items():
-        values = frame[m].tolist()
+        values = cells(frame, m)
         if encoder.frozen and use_cache:
             sources[m] = cache.table(encoder, values, with_tokens)
         elif encoder.kind == "image":

@@ -26,20 +26,20 @@ from mmfuse.config import TrainConfig
 from mmfuse.data.batches import Batch, MultimodalDataset
 from mmfuse.errors import CheckpointError
 from mmfuse.evaluation.metrics import is_better
-from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
-from mmfuse.progress import CONSOLE as console
-from mmfuse.progress import make_progress
-from mmfuse.training.checkpoint import (
+from mmfuse.io import (
     atomic_write_text,
-    flatten_optimizer,
     load_tensors,
     read_metadata,
     save_tensors,
-    unflatten_optimizer,
+    stale_temporaries,
     write_json,
 )
+from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
+from mmfuse.progress import CONSOLE as console
+from mmfuse.progress import make_progress
 from mmfuse.training.distributed import batch_size_fits, make_accelerator
 from mmfuse.training.inference import make_loader
+from mmfuse.training.optimizer_state import flatten_optimizer, unflatten_optimizer
 from mmfuse.training.privacy import PrivateTraining, check_supported, is_private, placeholders_frozen
 
 STATE_FILE = "training_state.safetensors"
@@ -158,7 +158,7 @@ def train(
     state, privacy_history = TrainState(), None
     if resume:
         if main:
-            for stale in (run_dir or Path(".")).glob(".*.tmp"):  # left by a kill mid-write
+            for stale in stale_temporaries(run_dir or Path(".")):  # left by a kill mid-write
                 stale.unlink()
         state, privacy_history = _load_state(run_dir, model, optimizer)
         console.print(f"Resuming after epoch {state.epoch} (best {metric} so far: "

@@ -1,33 +1,52 @@
-"""Safe, atomic checkpoint I/O: safetensors for tensors, JSON/YAML for the rest, never pickle."""
+"""The bottom layer: atomic file writes, JSON, safetensors. Imports nothing of mmfuse but errors.
+
+Every file mmfuse writes goes through ``_atomic``: a temporary file in the same folder, then a
+rename, so a kill never leaves half a file. The temporary file is created with mode 0666 less
+the umask, as a plain ``open()`` would: a run folder is as readable (by a serving process under
+another user, a shared group) as the user's umask says, not private to its creator.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import stat
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from mmfuse.errors import CheckpointError
 
+TEMP_SUFFIX = ".tmp"
 
-def _atomic(path: Path, write: Any) -> None:
-    """Write through a temp file in the same folder, then rename: a kill never leaves half a file."""
+
+def _atomic(path: Path, write: Callable[[str], Any]) -> None:
+    """Write through a temp file in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    temp = path.parent / f".{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+    # O_EXCL: never write through a file or link someone else put there. The mode is filtered
+    # by the umask (mkstemp would force 0600).
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        write(temp)
+        mode = stat.S_IMODE(temp.stat().st_mode)
+        write(str(temp))
+        os.chmod(temp, mode)  # safetensors replaces the file with one of mode 0600
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, path)
     finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+        if temp.exists():
+            temp.unlink()
+
+
+def stale_temporaries(folder: Path) -> list[Path]:
+    """Temporary files a kill mid-write left behind in ``folder``."""
+    return sorted(Path(folder).glob(f".*{TEMP_SUFFIX}"))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -72,35 +91,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as handle:
             return handle.metadata() or {}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is truncated or corrupt ({error})") from error
-
-
-def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """torch optimizer state -> (tensors, JSON of everything else), so no pickle is needed."""
-    tensors, scalars = {}, {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, json.dumps({"param_groups": state["param_groups"], "scalars": scalars})
-
-
-def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: str) -> dict[str, Any]:
-    info = json.loads(meta)
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in info["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": info["param_groups"]}
