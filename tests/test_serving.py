@@ -228,10 +228,39 @@ def test_web_page_in_a_real_browser(served, tmp_path) -> None:
         driver.quit()
 
 
-def test_onnx_export_matches_pytorch(served, tmp_path) -> None:
-    result = export_onnx(served["predictor"], tmp_path / "model.onnx")
-    assert result["max_abs_difference"] < 1e-4
+def onnx_probabilities(path, predictor: Predictor, rows) -> np.ndarray:
+    """onnxruntime fed as the README documents: pixels of the encoder's transform, the text
+    encoder's ``prepare`` output (independent of the exporter's own input path)."""
+    import onnxruntime
+
+    from mmfuse.data.images import open_image
+
+    feed = {}
+    for m in predictor.model_.modalities:
+        encoder = predictor.model_.encoder_for(m)
+        if encoder.kind == "image":
+            paths = [str(rows.attrs["base_dir"] / p) for p in rows[m]]
+            feed[f"{m}.pixels"] = np.stack([encoder.transform(open_image(p)).numpy() for p in paths])
+        else:
+            feed |= {f"{m}.{k}": v.numpy() for k, v in encoder.prepare(list(rows[m])).items()}
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["probabilities"], feed)[0]
+
+
+def test_onnx_export_matches_predict_of_the_saved_model(served, tmp_path) -> None:
+    served["predictor"].save(tmp_path / "run")
+    rows = make_rows(tmp_path, 40, seed=3)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    result = export_onnx(Predictor.load(tmp_path / "run"), tmp_path / "model.onnx",
+                         tmp_path / "rows.csv")
+    assert result["max_abs_difference"] < 1e-4 and result["checked_rows"] == 32
     assert result["inputs"] == ["caption.input_ids", "caption.attention_mask", "image.pixels"]
+    # The reference is a model loaded untouched from the folder, on all 40 real rows.
+    untouched = Predictor.load(tmp_path / "run")
+    expected = untouched.predict_proba(tmp_path / "rows.csv").to_numpy()
+    rows.attrs["base_dir"] = tmp_path
+    actual = onnx_probabilities(tmp_path / "model.onnx", untouched, rows)
+    assert np.abs(actual - expected).max() < 1e-4
 
 
 def test_export_refuses_what_onnx_cannot_express(tmp_path, tiny_csv) -> None:
@@ -239,7 +268,7 @@ def test_export_refuses_what_onnx_cannot_express(tmp_path, tiny_csv) -> None:
 
     predictor = Predictor(tiny_config(tmp_path)).fit(tiny_csv)  # a GRU text encoder
     with pytest.raises(MmfuseError, match="gru text encoder"):
-        export_onnx(predictor, tmp_path / "x.onnx")
+        export_onnx(predictor, tmp_path / "x.onnx", tiny_csv)
 
 
 def test_onnx_export_of_an_ngram_text_model(tmp_path, tiny_csv) -> None:
@@ -248,6 +277,6 @@ def test_onnx_export_of_an_ngram_text_model(tmp_path, tiny_csv) -> None:
     config = tiny_config(tmp_path, fusion="concat")
     config.model.text_encoder = EncoderConfig("ngram", options={"dim": 8, "buckets": 512})
     predictor = Predictor(config).fit(tiny_csv)
-    result = export_onnx(predictor, tmp_path / "ngram.onnx")
+    result = export_onnx(predictor, tmp_path / "ngram.onnx", tiny_csv)
     assert result["max_abs_difference"] < 1e-4
     assert result["inputs"] == ["caption.ngram_ids", "caption.ngram_weights", "image.pixels"]

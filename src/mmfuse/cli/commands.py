@@ -521,17 +521,21 @@ def serve(
 @friendly
 def export(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
+    data: Annotated[Path, Opt(help="Manifest of real rows to check the export on (labels "
+                                   "not needed)")],
     out_file: Annotated[Path, Opt("--out", help="Output file")] = Path("model.onnx"),
     export_format: Annotated[str, Opt("--format", help="onnx")] = "onnx",
-    tolerance: Annotated[float, Opt(help="Largest allowed difference from PyTorch")] = 1e-4,
+    tolerance: Annotated[float, Opt(help="Largest allowed difference from `mmfuse predict`")] = 1e-4,
+    max_rows: Annotated[int, Opt(help="Rows of --data checked")] = 32,
 ) -> None:
-    """Export the whole model to ONNX and check it against PyTorch with onnxruntime."""
+    """Export the whole model to ONNX; onnxruntime must match `mmfuse predict` on real rows."""
     from mmfuse import load
     from mmfuse.serving.export import export_onnx
 
     if export_format != "onnx":
         raise ConfigError(f"unknown export format '{export_format}'; supported: onnx")
-    result = export_onnx(load(run), out_file, tolerance)
+    result = export_onnx(load(run), out_file, dataset_or_path(data), tolerance=tolerance,
+                         max_rows=max_rows)
     out.print(f"exported to {out_file} ({result['size_mb']:.1f} MB); inputs: "
-              f"{', '.join(result['inputs'])}; largest difference from PyTorch "
+              f"{', '.join(result['inputs'])}; largest difference from `mmfuse predict` "
               f"{result['max_abs_difference']:.2e} on {result['checked_rows']} rows")
