@@ -16,6 +16,7 @@ from mmfuse.evaluation import plots
 from mmfuse.io import write_json
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import track
+from mmfuse.tasks import get_task
 
 NGRAMS_SHOWN = 12  # an n-gram text has dozens of features; the strongest tell the story
 
@@ -157,6 +158,7 @@ def explain(
     out_dir: str | Path | None = None, max_rows: int = 8, steps: int = 32,
 ) -> list[dict[str, Any]]:
     """Explain up to ``max_rows`` rows. With ``out_dir``: one PNG per row and explanations.json."""
+    get_task(predictor.config.data.task).require_class_scores("explain")
     rows = predictor.read(data, base_dir=base_dir, require_labels=False).head(max_rows)
     dataset = predictor.dataset(rows, use_cache=False)
     labels = predictor.classes_

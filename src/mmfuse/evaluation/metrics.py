@@ -8,6 +8,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from mmfuse.evaluation.calibration import reliability
+from mmfuse.tasks import get_task
 
 # metric name -> True when larger is better
 METRIC_DIRECTION = {
@@ -17,8 +18,7 @@ METRIC_DIRECTION = {
 
 
 def default_metric(task: str) -> str:
-    return {"regression": "rmse", "matching": "auroc", "retrieval": "mean_recall"}.get(
-        task, "macro_f1")
+    return get_task(task).selection_metric
 
 
 def is_better(metric: str, new: float, best: float | None) -> bool:

@@ -18,6 +18,7 @@ from mmfuse.evaluation.profile import profile
 from mmfuse.evaluation.robustness import robustness
 from mmfuse.io import atomic_write_text, write_json
 from mmfuse.predictor import Data, Predictor
+from mmfuse.tasks import get_task
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f4f5f7;
@@ -64,6 +65,7 @@ def build_report(
     max_rows: int | None = 2000, seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate, stress, profile and explain; write ``out`` (HTML) and ``out`` + ``.json``."""
+    get_task(predictor.config.data.task).require_class_scores("build a report")
     out = Path(out)
     rows = predictor.read(data, base_dir=base_dir)
     if max_rows is not None and len(rows) > max_rows:

@@ -16,11 +16,8 @@ from mmfuse.evaluation.corruptions import IMAGE_CORRUPTIONS, TEXT_CORRUPTIONS
 from mmfuse.evaluation.metrics import METRIC_DIRECTION
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
+from mmfuse.tasks import get_task
 from mmfuse.training.feature_cache import FeatureCache
-
-
-def headline_metric(task: str) -> str:
-    return "rmse" if task == "regression" else "auroc" if task == "matching" else "accuracy"
 
 
 def _rng(seed: int, *parts: object) -> np.random.Generator:
@@ -70,7 +67,7 @@ def robustness(
     rows = predictor.read(data, base_dir=base_dir)
     if max_rows is not None and len(rows) > max_rows:
         rows = rows.sample(max_rows, random_state=seed).reset_index(drop=True)
-    metric = headline_metric(predictor.config.data.task)
+    metric = get_task(predictor.config.data.task).headline_metric
     score = lambda frame: float(predictor.evaluate_rows(frame)[metric])  # noqa: E731
     clean = score(rows)
     kinds = predictor.config.model.modalities
@@ -101,10 +98,13 @@ def robustness(
 
 
 def modality_ablation(predictor: Predictor, rows: pd.DataFrame, metric: str) -> dict[str, float]:
-    """The metric with both modalities, and with each one removed (all its cells missing)."""
+    """The metric with both modalities, and with each one removed (all its cells missing).
+    A retrieval pair without one side has nothing to rank: only the first number, then."""
     data = predictor.config.data
     kinds = predictor.config.model.modalities
     result = {"both present": float(predictor.evaluate_rows(rows)[metric])}
+    if not get_task(data.task).scores_classes:
+        return result
     for kind, columns in (("image", data.image_cols), ("text", data.text_cols)):
         if kind in kinds and len(kinds) > 1:
             removed = rows.copy()

@@ -19,6 +19,7 @@ from mmfuse.progress import make_progress
 from mmfuse.retrieval.dual_encoder import DualEncoder
 from mmfuse.retrieval.index import EmbeddingIndex
 from mmfuse.retrieval.metrics import retrieval_metrics
+from mmfuse.tasks import get_task
 from mmfuse.training.feature_cache import make_dataset
 from mmfuse.training.inference import make_loader
 from mmfuse.training.trainer import BEST_FILE
@@ -68,9 +69,11 @@ class RetrievalPredictor(Predictor):
         texts = pd.factorize(frame[self.text_col])[0]
         return torch.tensor(np.stack([images, texts], axis=1), dtype=torch.long)
 
-    def _dataset(self, frame: pd.DataFrame, with_targets: bool = True) -> MultimodalDataset:
+    def _dataset(
+        self, frame: pd.DataFrame, with_targets: bool = True, use_cache: bool = True
+    ) -> MultimodalDataset:
         frame = frame.assign(_target=0)  # every row is a true pair
-        return super()._dataset(frame, with_targets)
+        return super()._dataset(frame, with_targets, use_cache)
 
     def _score(self, model: Any, frame: pd.DataFrame, dataset: Any = None) -> dict[str, Any]:
         image_of_row, images = pd.factorize(frame[self.image_col])
@@ -170,10 +173,10 @@ class RetrievalPredictor(Predictor):
         return out
 
     # not applicable -----------------------------------------------------------
-    def predict(self, data: Data, *, base_dir: str | Path | None = None) -> np.ndarray:
-        raise MmfuseError("a retrieval model ranks, it does not classify: use search or zero_shot")
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        get_task("retrieval").require_class_scores("predict")
 
-    predict_proba = predict_frame = predict  # type: ignore[assignment]
+    predict_proba = predict_frame = predict_to_csv = predict  # type: ignore[assignment]
 
     def save(self, directory: str | Path) -> Path:
         path = super().save(directory)

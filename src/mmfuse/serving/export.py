@@ -15,6 +15,7 @@ from mmfuse.data.batches import Batch
 from mmfuse.data.validate import cells
 from mmfuse.errors import MmfuseError
 from mmfuse.predictor import Data, Predictor
+from mmfuse.tasks import get_task
 
 
 class ExportableModel(nn.Module):
@@ -72,8 +73,7 @@ def export_onnx(
     """Write ``path`` and check it: onnxruntime on the documented inputs of up to ``max_rows``
     real rows of ``data`` against ``predict_proba`` of the model as trained (computed before
     anything is traced). Raises MmfuseError naming what cannot be exported, or the difference."""
-    if getattr(predictor, "model_", None) is None or not hasattr(predictor.model_, "fusion"):
-        raise MmfuseError("ONNX export covers classification-style models, not retrieval towers")
+    get_task(predictor.config.data.task).require_class_scores("export to ONNX")
     texts = dict(predictor.model_.encoders.items()).get("text")
     if texts is not None and texts.fingerprint.startswith("gru"):
         raise MmfuseError("the gru text encoder packs variable-length sequences, which ONNX "

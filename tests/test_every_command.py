@@ -1,0 +1,117 @@
+"""Every command on every task: it works (its output file is there) or refuses in one clear
+sentence. Never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_captions, make_rows, tiny_config
+from typer.testing import CliRunner
+
+from mmfuse import EncoderConfig, Predictor
+from mmfuse.cli import app
+from mmfuse.retrieval.predictor import RetrievalPredictor
+
+TASKS = ("classification", "multilabel", "binary", "regression", "matching", "retrieval")
+# What a task cannot do, and the sentence that says so.
+REFUSALS = {
+    ("retrieval", "predict"): "ranks, it does not classify",
+    ("retrieval", "explain"): "ranks, it does not classify",
+    ("retrieval", "export"): "ranks, it does not classify",
+    ("retrieval", "report"): "ranks, it does not classify",
+}
+
+
+def task_table(folder: Path, task: str):
+    """A small table in the shape the task reads: labels per task; pairs for matching/retrieval."""
+    if task in ("matching", "retrieval"):
+        return make_captions(folder, seed=0, per_concept=1).drop(columns="colour")
+    frame = make_rows(folder, 48, seed=0)
+    if task == "classification":
+        frame["label"] = [["red", "green", "blue"][i % 3] for i in range(len(frame))]
+    elif task == "multilabel":
+        frame["label"] = ["a|b", "b", "a", "c|a"] * (len(frame) // 4)
+    elif task == "regression":
+        frame["label"] = [float(i % 7) for i in range(len(frame))]
+    return frame
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """One tiny trained run per task: (run folder, its manifest)."""
+    made = {}
+    for task in TASKS:
+        folder = tmp_path_factory.mktemp(task)
+        task_table(folder, task).to_csv(folder / "data.csv", index=False)
+        cfg = tiny_config(folder, fusion="concat")
+        cfg.model.text_encoder = EncoderConfig("ngram", options={"dim": 8, "buckets": 512})
+        cfg.data.task, cfg.train.epochs = task, 1
+        estimator = RetrievalPredictor if task == "retrieval" else Predictor
+        estimator(cfg).fit(folder / "data.csv", run_dir=folder / "run")
+        made[task] = (folder / "run", folder / "data.csv")
+    return made
+
+
+def command_line(command: str, run: Path, data: Path, out: Path) -> tuple[list[str], Path]:
+    """The arguments of ``command`` and the file it must write."""
+    lines = {
+        "evaluate": (["--data", str(data), "--output", str(out / "e.json")], out / "e.json"),
+        "predict": (["--data", str(data), "--output", str(out / "p.csv")], out / "p.csv"),
+        "robustness": (["--data", str(data), "--severities", "1", "--output",
+                        str(out / "r.json")], out / "r.json"),
+        "profile": (["--data", str(data), "--repeats", "2", "--output", str(out / "f.json")],
+                    out / "f.json"),
+        "explain": (["--data", str(data), "--max-rows", "2", "--steps", "4", "--out",
+                     str(out / "x")], out / "x" / "explanations.json"),
+        "report": (["--data", str(data), "--severities", "1", "--explain-rows", "1", "--out",
+                    str(out / "report.html")], out / "report.html"),
+        "export": (["--data", str(data), "--out", str(out / "m.onnx")], out / "m.onnx"),
+    }
+    arguments, written = lines[command]
+    return [command, str(run), *arguments], written
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "robustness", "profile", "explain",
+                                     "report", "export"])
+@pytest.mark.parametrize("task", TASKS)
+def test_every_command_on_every_task(runs, tmp_path, task, command) -> None:
+    run, data = runs[task]
+    arguments, written = command_line(command, run, data, tmp_path)
+    result = CliRunner().invoke(app, arguments)
+    assert "Traceback" not in result.output
+    # An exception other than SystemExit is what a user would see as a traceback.
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception)
+    refusal = REFUSALS.get((task, command))
+    if refusal is None:
+        assert result.exit_code == 0, result.output
+        assert written.exists() and written.stat().st_size > 0
+    else:
+        assert result.exit_code != 0, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+        assert refusal in result.output
+        assert not written.exists()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_serve_answers_every_task(runs, task) -> None:
+    """The HTTP app of each task: a prediction, or (retrieval) a clear 404 pointing at search."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from mmfuse import load
+    from mmfuse.serving.app import create_app
+
+    run, data = runs[task]
+    row = task_table(data.parent, task).iloc[0]
+    image = base64.b64encode((data.parent / row["image"]).read_bytes()).decode()
+    with TestClient(create_app(load(run))) as client:
+        assert client.get("/v1/model").json()["task"] == task
+        response = client.post("/v1/predict", json={"image": image, "text": row["caption"]})
+    if task == "retrieval":
+        assert response.status_code == 404 and "/v1/search" in response.json()["error"]["message"]
+    else:
+        assert response.status_code == 200, response.text
+        assert "prediction" in response.json()
