@@ -134,6 +134,24 @@ def test_zero_shot_by_label_prompts(retrieval_run, captions, tmp_path) -> None:
     assert {"p_red", "p_green", "p_blue"} <= set(predictions.columns)
 
 
+def test_zero_shot_on_a_manifest_of_images_only(retrieval_run, captions, tmp_path) -> None:
+    """Zero-shot classifies images: no caption column (or an empty one) is needed."""
+    test = pd.read_csv(captions / "test.csv").drop_duplicates("image")
+    photos = test[["image", "colour"]].rename(columns={"image": "photo"})
+    photos.to_csv(captions / "photos.csv", index=False)
+    output = cli("zero-shot", retrieval_run, "--data", captions / "photos.csv", "--image-col",
+                 "photo", "--label-col", "colour", "--labels", "red,green,blue", "--template",
+                 "a {} shape", "--output", tmp_path / "z.csv")
+    assert "zero-shot accuracy against column 'colour'" in output
+    predictions = pd.read_csv(tmp_path / "z.csv")
+    assert len(predictions) == len(photos)
+    assert (predictions["prediction"].to_numpy() == photos["colour"].to_numpy()).mean() >= 0.8
+    test.assign(caption="").to_csv(captions / "empty_captions.csv", index=False)
+    cli("zero-shot", retrieval_run, "--data", captions / "empty_captions.csv", "--labels",
+        "red,green,blue", "--output", tmp_path / "z2.csv")
+    assert len(pd.read_csv(tmp_path / "z2.csv")) == len(test)
+
+
 def test_matching_model_separates_true_from_drawn_pairs(captions) -> None:
     config = Config(
         data=DataConfig(image_cols=["image"], text_cols=["caption"], task="matching"),

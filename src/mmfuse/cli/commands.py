@@ -358,20 +358,29 @@ def search(
 @friendly
 def zero_shot(
     run: Annotated[Path, typer.Argument(help="Retrieval model folder")],
-    data: Annotated[Path, Opt(help="Manifest with images (and optionally true labels)")],
+    data: Annotated[Path, Opt(help="Manifest of images (and optionally true labels); no "
+                                   "text column needed")],
     labels: Annotated[str, Opt(help="Comma-separated label names")],
     template: Annotated[str, Opt(help="Prompt, {} is the label")] = "{}",
+    image_col: Annotated[str | None, Opt(help="Image column (default: the model's)")] = None,
+    label_col: Annotated[str | None, Opt(help="Column of true labels, to score against "
+                                              "(default: the model's label column)")] = None,
     output: Annotated[Path, Opt(help="CSV of predictions")] = Path("zero_shot.csv"),
 ) -> None:
     """Classify images by text prompts in the shared space (no training on these labels)."""
     from mmfuse.data.manifest import read_manifest
+    from mmfuse.data.validate import check_columns
 
     model = _retrieval_model(run)
     names = [x.strip() for x in labels.split(",") if x.strip()]
-    frame = model.zero_shot(data, names, template)
-    frame.to_csv(output, index=False)
     manifest = read_manifest(data)
-    label_col = model.config.data.label_col
+    if image_col is not None and image_col != model.image_col:
+        check_columns(manifest, {image_col: "--image-col"})
+        manifest = manifest.drop(columns=model.image_col, errors="ignore").rename(
+            columns={image_col: model.image_col})
+    frame = model.zero_shot(manifest, names, template)
+    frame.to_csv(output, index=False)
+    label_col = label_col or model.config.data.label_col
     if label_col in manifest.columns:
         truth = manifest[label_col].astype(str).to_numpy()[frame["row"].to_numpy() - 1]
         accuracy = float((truth == frame["prediction"].to_numpy()).mean())

@@ -11,6 +11,9 @@ import pandas as pd
 import torch
 
 from mmfuse.data.batches import MultimodalDataset
+from mmfuse.data.manifest import as_frame
+from mmfuse.data.shards import is_shard_spec, read_shards
+from mmfuse.data.validate import cells, validate_frame
 from mmfuse.encoders import create_encoder
 from mmfuse.encoders.base import file_fingerprint
 from mmfuse.errors import ConfigError, MmfuseError
@@ -142,9 +145,15 @@ class RetrievalPredictor(Predictor):
         return len(items)
 
     def _index_items(self, paths: list[str | Path] | list[str]) -> list[str]:
-        frame = self._read(pd.DataFrame({self.image_col: [str(p) for p in paths],
-                                         self.text_col: "-"}), None, require_labels=False)
-        return frame[self.image_col].tolist()
+        return cells(self._read_images(pd.DataFrame({self.image_col: [str(p) for p in paths]})),
+                     self.image_col)
+
+    def _read_images(self, data: Data, base_dir: str | Path | None = None) -> pd.DataFrame:
+        """Validated rows of a manifest of images: other columns (captions, labels) ignored."""
+        if is_shard_spec(data):
+            data = read_shards(data, self.config.data, self._shard_dir(data))
+        return validate_frame(as_frame(data, base_dir), self.config.data, ["image"],
+                              require_labels=False)
 
     def check_index(self, index: EmbeddingIndex) -> None:
         if index.model_fingerprint != self.fingerprint():
@@ -157,12 +166,13 @@ class RetrievalPredictor(Predictor):
         self, data: Data, labels: list[str], template: str = "{}", *,
         base_dir: str | Path | None = None,
     ) -> pd.DataFrame:
-        """Classify images by the nearest label prompt. Returns row, prediction, p_<label>."""
+        """Classify images by the nearest label prompt. Returns row, prediction, p_<label>.
+        ``data`` needs only the image column (other columns are ignored)."""
         self._check_fitted()
         if len(labels) < 2:
             raise ConfigError("zero-shot needs at least two labels")
-        frame = self._read(data, base_dir, require_labels=False)
-        images = self._embed(self.model_, "image", frame[self.image_col].tolist())
+        frame = self._read_images(data, base_dir)
+        images = self._embed(self.model_, "image", cells(frame, self.image_col))
         prompts = self.embed_texts([template.format(label) for label in labels])
         scale = float(self.model_.head.scale().detach())
         probabilities = (scale * images @ prompts.T).softmax(-1).numpy()  # (N, labels)
