@@ -18,21 +18,23 @@ from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, Tr
 from mmfuse.errors import ConfigError
 from mmfuse.io import load_tensors
 
-ROWS = 128  # 8 batches of 16 per epoch: no uneven last batch to pad across processes
+ROWS = 108  # 97 training rows: 6 batches of 16 and a last batch of 1, which one process lacks
 
 
 def deterministic_config(tmp_path: Path) -> dict:
-    """No dropout anywhere (each process draws its own masks) and no batch norm in what is
-    trained (statistics over half a batch differ): what is left must match exactly."""
+    """No nn.Dropout (torch draws each process's masks from its own stream) and no batch norm
+    in what is trained (statistics over half a batch differ). Modality dropout is on: its
+    draws are made for the global batch, so it is the same in every process."""
     return Config(
-        data=DataConfig(image_cols=["image"], text_cols=["caption"], label_col="label"),
+        data=DataConfig(image_cols=["image"], text_cols=["caption"], label_col="label",
+                        allow_missing=True),
         model=ModelConfig(
             image_encoder=EncoderConfig("efficientnet-lite0", image_size=32),
             text_encoder=EncoderConfig("ngram", options={"dim": 16, "buckets": 2048,
                                                          "ngram_dropout": 0.0}),
             fusion="concat", hidden_dim=16, dropout=0.0,
         ),
-        train=TrainConfig(epochs=3, batch_size=16, num_workers=0, lr=3e-3),
+        train=TrainConfig(epochs=3, batch_size=16, num_workers=0, lr=3e-3, modality_dropout=0.3),
         cache_dir=str(tmp_path / "cache"),
     ).to_dict()
 
@@ -135,3 +137,28 @@ def test_dp_sgd_refuses_what_it_cannot_clip(tmp_path: Path, change: dict, messag
         setattr(config.model, name, value)
     with pytest.raises(ConfigError, match=message):
         Predictor(config).fit(tmp_path / "train.csv")
+
+
+@pytest.mark.parametrize("processes", [2, 3, 5])
+@pytest.mark.parametrize("rows", [37, 33])  # last batch of 5 rows; of 1 row (some get none)
+def test_process_shares_give_one_process_batches_and_loss(processes: int, rows: int) -> None:
+    """Over the processes, the shares of each global batch are its rows exactly once, and the
+    weighted mean losses average (as DDP does) to the global batch's mean loss."""
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    from mmfuse.training.process_batches import ProcessBatches
+
+    batch_size = 8
+    losses = torch.rand(rows, generator=torch.Generator().manual_seed(0))
+    global_batches = list(BatchSampler(SequentialSampler(range(rows)), batch_size, False))
+    samplers = [ProcessBatches(BatchSampler(SequentialSampler(range(rows)), batch_size, False),
+                               rank, processes) for rank in range(processes)]
+    per_process = [list(sampler) for sampler in samplers]
+    for step, batch in enumerate(global_batches):
+        shares = [sampler.shares[step] for sampler in samplers]
+        real = [per_process[r][step][:shares[r].rows] for r in range(processes)]
+        assert sorted(i for part in real for i in part) == batch
+        assert all(len(per_process[r][step]) >= 1 for r in range(processes))  # all join in
+        averaged = sum(float(losses[per_process[r][step]].mean()) * shares[r].loss_weight
+                       for r in range(processes)) / processes
+        assert averaged == pytest.approx(float(losses[batch].mean()), abs=1e-6)

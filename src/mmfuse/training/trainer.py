@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import send_to_device
 from torch.utils.data import RandomSampler, WeightedRandomSampler
 
 from mmfuse.config import TrainConfig
@@ -41,6 +42,7 @@ from mmfuse.training.distributed import batch_size_fits, make_accelerator
 from mmfuse.training.inference import make_loader
 from mmfuse.training.optimizer_state import flatten_optimizer, unflatten_optimizer
 from mmfuse.training.privacy import PrivateTraining, check_supported, is_private, placeholders_frozen
+from mmfuse.training.process_batches import Share
 
 STATE_FILE = "training_state.safetensors"
 BEST_FILE = "model.safetensors"
@@ -91,15 +93,27 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def drop_modalities(batch: Batch, rate: float, generator: torch.Generator) -> None:
-    """Hide one random modality per example with probability ``rate``; never all of them."""
+def drop_modalities(
+    batch: Batch, rate: float, generator: torch.Generator, share: Share | None = None
+) -> None:
+    """Hide one random modality per example with probability ``rate``; never all of them.
+
+    The draws are made for the whole global batch and ``share`` picks this process's rows,
+    so N processes hide what one process would.
+    """
     names = list(batch)
     if rate <= 0 or len(names) < 2:
         return
+    size = len(batch[names[0]]["present"])
+    share = share or Share(size, 0, size, 1)
+    drop = torch.rand(share.global_rows, generator=generator) < rate
+    which = torch.randint(len(names), (share.global_rows,), generator=generator)
+    if share.rows == 0:  # a padding row of weight 0
+        return
+    mine = slice(share.start, share.start + share.rows)
+    drop, which = drop[mine], which[mine]
     present = torch.stack([batch[m]["present"] for m in names], dim=1)  # (B, M)
     rows = torch.arange(present.shape[0])
-    drop = torch.rand(present.shape[0], generator=generator) < rate
-    which = torch.randint(len(names), (present.shape[0],), generator=generator)
     hidden = present.clone()
     hidden[rows[drop], which[drop]] = False
     keep_original = ~hidden.any(dim=1)
@@ -190,29 +204,39 @@ def train(
                 if sample_weights is not None
                 else RandomSampler(train_set, generator=generator)
             )
-            loader = make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler)
-            loader = dp.loader(loader, generator) if dp else accelerator.prepare_data_loader(loader)
+            process = (accelerator.process_index, accelerator.num_processes)
+            loader = make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler,
+                                 None if dp else process)
+            loader = dp.loader(loader, generator) if dp else loader
             model.train()
             total_loss, seen, out_of_time = 0.0, 0, False
             with make_progress() as progress:
                 task = progress.add_task(f"Epoch {epoch}/{cfg.epochs}", total=steps_per_epoch,
                                          status="")
-                for batch, target in loader:
-                    drop_modalities(batch, cfg.modality_dropout, generator)
+                for index, (batch, target) in enumerate(loader):
+                    share = None if dp else loader.batch_sampler.shares[index]
+                    batch, target = send_to_device((batch, target), accelerator.device)
+                    drop_modalities(batch, cfg.modality_dropout, generator, share)
                     factor = warmup_cosine(state.step, total, warmup)
                     for group in optimizer.param_groups:
                         group["lr"] = group["base_lr"] * factor
-                    with accelerator.accumulate(forward):
+                    # Gradient accumulation by hand: the loader is not accelerate's, so the
+                    # last group of an epoch is closed here (accelerator.backward divides the
+                    # loss by grad_accum).
+                    sync = (index + 1) % cfg.grad_accum == 0 or index + 1 == len(loader)
+                    with nullcontext() if sync or dp else accelerator.no_sync(forward):
                         with accelerator.autocast():
                             loss = loss_fn(forward, model, batch, target)
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and dp is None:
+                        accelerator.backward(loss * share.loss_weight if share else loss)
+                    if sync:
+                        if dp is None:
                             accelerator.clip_grad_norm_(model.parameters(), 5.0)
                         optimizer.step()
                         optimizer.zero_grad(set_to_none=True)
                     state.step += 1
-                    total_loss += loss.item() * len(target)
-                    seen += len(target)
+                    rows = share.rows if share else len(target)
+                    total_loss += loss.item() * rows
+                    seen += rows
                     progress.update(task, advance=1, status=f"loss {total_loss / seen:.4f}")
                     if deadline is not None and _agreed(accelerator, deadline.passed()):
                         state.stopped_early = out_of_time = True
