@@ -127,6 +127,31 @@ def test_decompression_bomb_is_rejected(tmp_path: Path) -> None:
         open_image(path)
 
 
+def test_pixel_limits_are_per_call_and_leave_pillow_alone(tmp_path: Path) -> None:
+    """Concurrent decodes under different limits (validation, uploads) must not race on
+    Pillow's process-wide MAX_IMAGE_PIXELS: the limit is each call's own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (300, 200), "white").save(path)  # 60,000 pixels
+    before = Image.MAX_IMAGE_PIXELS
+
+    def decode(limit: int) -> str:
+        try:
+            open_image(path, max_pixels=limit)
+            return "ok"
+        except ImageDecodeError:
+            return "too large"
+
+    limits = [50_000, 100_000] * 50
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(decode, limits))
+    assert answers == ["too large", "ok"] * 50
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
 def test_regression_target_must_be_numeric(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
     cfg.data.task = "regression"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-# Pillow warns above MAX_IMAGE_PIXELS and raises at twice that; we treat the warning as an error
-# so a crafted 1 KB PNG that inflates to gigabytes is rejected before it is decoded.
+# Checked from the header, before decoding: a crafted 1 KB PNG that inflates to gigabytes is
+# rejected without being decoded.
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
@@ -38,20 +37,24 @@ def open_image(source: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -
         name, stream = path.name, path
     if size > MAX_FILE_BYTES:
         raise ImageTooLargeError(f"image file is {size / 2**20:.0f} MiB, over the 50 MiB limit")
-    previous = Image.MAX_IMAGE_PIXELS
     try:
-        Image.MAX_IMAGE_PIXELS = max_pixels
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as image:
-                image.load()
-                return image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # Pillow reads only the header here; the limit is checked per call, before decoding,
+        # so threads decoding under different limits (validation, uploads) never race on
+        # Pillow's process-wide MAX_IMAGE_PIXELS, which stays a backstop at its default.
+        with Image.open(stream) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"image is too large to decode safely ({width} x {height} pixels, over the "
+                    f"{max_pixels:,}-pixel limit; a decompression bomb?)")
+            image.load()
+            return image.convert("RGB")
+    except ImageTooLargeError:
+        raise
+    except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"image is too large to decode safely ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"cannot decode image {name}: {error}") from error
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
 
 
 @dataclass(frozen=True)
