@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/mmfuse demo --out runs/demo
 
-test: $(STAMP)
+# The tests start with the lint: a broken layer or a ruff finding fails `make test` too.
+test: lint
 	$(BIN)/python -m pytest
 
 # Speed/quality benchmarks: run on purpose, never in CI; each writes benchmarks/results/*.json.
@@ -35,7 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.predict_memory
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

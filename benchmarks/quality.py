@@ -22,8 +22,8 @@ from benchmarks.common import write_result
 from benchmarks.datasets import SETS
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
 from mmfuse.encoders import create_encoder
+from mmfuse.features.cache import FeatureCache, default_cache_dir
 from mmfuse.fusion import FUSIONS
-from mmfuse.training.feature_cache import FeatureCache, default_cache_dir
 
 IMAGE_SIZE = 128  # both sets have 64 px images
 TRAIN = {"epochs": 10, "batch_size": 128}  # one setting for every set: no per-dataset tuning

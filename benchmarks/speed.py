@@ -31,8 +31,8 @@ from benchmarks.common import write_result
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
 from mmfuse.data.builtin import DATASETS
 from mmfuse.data.images import open_image
+from mmfuse.features.cache import FeatureCache
 from mmfuse.serving.engine import InferenceEngine
-from mmfuse.training.feature_cache import FeatureCache
 
 EPOCHS = 6
 COLUMNS = {"image_cols": ["image"], "text_cols": ["question"], "label_col": "answer"}

@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 from conftest import COLOURS, draw, make_rows
 
-from mmfuse import Config, DataConfig, EncoderConfig, Predictor, TrainConfig
+from mmfuse import Config, DataConfig, EncoderConfig, Predictor, TrainConfig, deadline
 from mmfuse.auto import AutoSearch, Preset
 from mmfuse.auto.leaderboard import read_leaderboard
-from mmfuse.training import trainer
 
 # The default portfolio's encoders, shrunk: 64 px images, a small n-gram projection.
 TINY = Preset(
@@ -129,7 +128,7 @@ def test_time_limit_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     """On a clock that moves 0.1 s whenever it is read (the trainer reads it once a step), a
     5 s budget ends the search early: candidates stop at the deadline, the rest are skipped."""
     ticks = iter(range(10**9))
-    monkeypatch.setattr(trainer, "clock", lambda: next(ticks) / 10)
+    monkeypatch.setattr(deadline, "clock", lambda: next(ticks) / 10)
     auto = search(tmp_path, image_only_rows(tmp_path, 80, seed=6), time_limit=5)
     statuses = [r["status"] for r in auto.leaderboard_]
     assert statuses[0] == "ok" and "skipped: time limit" in statuses

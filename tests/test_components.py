@@ -8,9 +8,10 @@ import torch
 from mmfuse.config import EncoderConfig
 from mmfuse.data.images import ImageTransform
 from mmfuse.data.vocabulary import Vocabulary
-from mmfuse.encoders import IMAGE_ENCODERS, TEXT_ENCODERS, EncoderOutput, create_encoder
+from mmfuse.encoders import IMAGE_ENCODERS, TEXT_ENCODERS, create_encoder
 from mmfuse.fusion import FUSIONS
 from mmfuse.heads import HEADS
+from mmfuse.types import EncoderOutput
 
 B, T, D_IMG, D_TXT, H = 2, 3, 5, 4, 8
 
@@ -169,7 +170,7 @@ def test_cache_key_changes_with_preprocessing() -> None:
 def test_ngram_encoder_reads_any_script_and_weighs_rare_ngrams_up() -> None:
     encoder = _text_encoder("ngram")
     texts = ["ᚠᚢᚦ ᚨᚱᚲ", "ᚠᚢᚦ ᚷᚹᚺ", "ᚠᚢᚦ ᚾᛁᛃ"]
-    encoder.fit_texts(texts)
+    encoder.fit(texts)
     inputs = encoder.prepare(texts)
     assert inputs["ngram_ids"].shape == inputs["ngram_weights"].shape
     assert inputs["ngram_ids"].shape[0] == 3 and (inputs["ngram_weights"] > 0).all(1).any()

@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 
 from mmfuse import Predictor
 from mmfuse.cli import app
-from mmfuse.evaluation.calibration import fit_temperature, reliability
 from mmfuse.evaluation.corruptions import IMAGE_CORRUPTIONS, TEXT_CORRUPTIONS, occlusion, truncation
 from mmfuse.evaluation.explain import explain
 from mmfuse.evaluation.profile import profile
 from mmfuse.evaluation.report import build_report
 from mmfuse.evaluation.robustness import robustness
+from mmfuse.scoring import fit_temperature, reliability
 
 
 @pytest.fixture(scope="module")

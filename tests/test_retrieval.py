@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig, load
 from mmfuse.cli import app
+from mmfuse.data.pairs import make_matching_pairs
 from mmfuse.errors import CheckpointError
-from mmfuse.retrieval.dual_encoder import ContrastiveLoss
-from mmfuse.retrieval.matching import make_matching_pairs
-from mmfuse.retrieval.metrics import retrieval_metrics
+from mmfuse.models.dual_encoder import ContrastiveLoss
 from mmfuse.retrieval.predictor import RetrievalPredictor
+from mmfuse.tasks.retrieval_metrics import retrieval_metrics
 
 PRETRAINED = ["--image-col", "image", "--text-col", "caption", "--image-size", "64",
               "--num-workers", "0", "--epochs", "30", "--batch-size", "32", "--lr", "0.002"]
@@ -169,12 +169,12 @@ def test_matching_model_separates_true_from_drawn_pairs(captions) -> None:
 
 
 def test_index_streams_to_disk_in_shards(retrieval_run, captions, tmp_path, monkeypatch) -> None:
-    import mmfuse.retrieval.predictor as retrieval
+    import mmfuse.model_kinds as kinds
     from mmfuse.retrieval.index import EmbeddingIndex
 
     model = RetrievalPredictor.load(retrieval_run)
     paths = sorted((captions / "shapes").glob("*.png"))
-    monkeypatch.setattr(retrieval, "CHUNK", 5)
+    monkeypatch.setattr(kinds, "EMBED_CHUNK", 5)
     assert model.write_index("image", paths, tmp_path / "idx") == len(paths)
     assert len(list((tmp_path / "idx").glob("embeddings-*.safetensors"))) == -(-len(paths) // 5)
     streamed, whole = EmbeddingIndex.load(tmp_path / "idx"), model.index_images(paths)

@@ -146,7 +146,7 @@ def test_process_shares_give_one_process_batches_and_loss(processes: int, rows: 
     weighted mean losses average (as DDP does) to the global batch's mean loss."""
     from torch.utils.data import BatchSampler, SequentialSampler
 
-    from mmfuse.training.process_batches import ProcessBatches
+    from mmfuse.features.process_batches import ProcessBatches
 
     batch_size = 8
     losses = torch.rand(rows, generator=torch.Generator().manual_seed(0))

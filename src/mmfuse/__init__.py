@@ -9,20 +9,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmfuse.config import Config, DataConfig, EncoderConfig, ModelConfig, TrainConfig
+from mmfuse.estimator import Estimator
 from mmfuse.models.build import build_model
 from mmfuse.predictor import VERSION as __version__
 from mmfuse.predictor import Predictor
 
 
-def load(directory: str | Path) -> Predictor:
+def estimator_for(config: Config) -> type[Estimator]:
+    """The estimator of a task: a Predictor, or a RetrievalPredictor for tasks that rank."""
+    from mmfuse.retrieval.predictor import RetrievalPredictor
+    from mmfuse.tasks import get_task
+
+    return Predictor if get_task(config.data.task).predicts else RetrievalPredictor
+
+
+def load(directory: str | Path) -> Estimator:
     """Load a saved model folder (safetensors + YAML/JSON; no pickle): a Predictor, or a
     RetrievalPredictor for retrieval models."""
-    config = Path(directory) / "config.yaml"
-    if config.exists() and Config.from_yaml(config).data.task == "retrieval":
-        from mmfuse.retrieval.predictor import RetrievalPredictor
+    from mmfuse.model_folder import ModelFolder
 
-        return RetrievalPredictor.load(directory)
-    return Predictor.load(directory)
+    return estimator_for(ModelFolder(directory).definition().config).load(directory)
 
 
 def list_components() -> dict[str, dict[str, str]]:
@@ -41,5 +47,5 @@ def list_components() -> dict[str, dict[str, str]]:
 
 __all__ = [
     "Config", "DataConfig", "EncoderConfig", "ModelConfig", "Predictor", "TrainConfig",
-    "__version__", "build_model", "list_components", "load",
+    "__version__", "build_model", "estimator_for", "list_components", "load",
 ]

@@ -11,8 +11,8 @@ import yaml
 
 from mmfuse.errors import ConfigError
 from mmfuse.io import atomic_write_text
+from mmfuse.tasks import get_task
 
-TASKS = ("classification", "multilabel", "regression", "binary", "matching", "retrieval")
 MODALITY_KINDS = ("image", "text")
 
 
@@ -89,8 +89,7 @@ class Config:
     cache_dir: str | None = None  # None: $MMFUSE_CACHE or ~/.cache/mmfuse
 
     def validate(self) -> Config:
-        if self.data.task not in TASKS:
-            raise ConfigError(f"unknown task '{self.data.task}'. Known: {', '.join(TASKS)}")
+        task = get_task(self.data.task)
         unknown = set(self.model.modalities) - set(MODALITY_KINDS)
         if unknown or not self.model.modalities:
             raise ConfigError(
@@ -101,7 +100,7 @@ class Config:
             raise ConfigError("modality 'image' is selected but no image column is named")
         if "text" in self.model.modalities and not self.data.text_cols:
             raise ConfigError("modality 'text' is selected but no text column is named")
-        if self.data.task in ("matching", "retrieval") and (
+        if task.paired and (
             len(self.data.image_cols) != 1 or len(self.data.text_cols) != 1
             or self.model.modalities != list(MODALITY_KINDS)
         ):

@@ -13,6 +13,10 @@ class ConfigError(MmfuseError):
     """An unknown component name, an impossible combination of settings."""
 
 
+class NotFittedError(MmfuseError, AttributeError):
+    """A fitted attribute asked of an unfitted estimator (an AttributeError, as scikit-learn's)."""
+
+
 class CheckpointError(MmfuseError):
     """A checkpoint folder that is missing files, truncated, or from an incompatible version."""
 

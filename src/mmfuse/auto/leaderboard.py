@@ -10,8 +10,8 @@ import pandas as pd
 from rich.table import Table
 
 from mmfuse.errors import MmfuseError
-from mmfuse.evaluation.metrics import METRIC_DIRECTION
 from mmfuse.io import atomic_write_text, read_json, write_json
+from mmfuse.scoring import METRIC_DIRECTION
 
 LEADERBOARD_FILE = "leaderboard.json"
 COLUMNS = ("candidate", "status", "val_metric", "folds", "fit_s", "predict_s_per_1k", "chosen")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mmfuse import deadline as clocks
 from mmfuse.auto.leaderboard import LEADERBOARD_FILE, ranked, read_leaderboard, write_leaderboard
 from mmfuse.auto.portfolio import (
     Candidate,
@@ -26,14 +27,17 @@ from mmfuse.auto.portfolio import (
     suited_to,
 )
 from mmfuse.config import Config, EncoderConfig
+from mmfuse.data.rows import read_rows, split_rows
+from mmfuse.deadline import Deadline
 from mmfuse.encoders import create_encoder
 from mmfuse.errors import ConfigError, MmfuseError
-from mmfuse.evaluation.metrics import is_better
+from mmfuse.features.cache import FeatureCache, cache_root
+from mmfuse.model_kinds import kind_for
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
-from mmfuse.training import trainer
+from mmfuse.scoring import is_better
+from mmfuse.tasks import get_task
 from mmfuse.training.stacking import fold_splits
-from mmfuse.training.trainer import Deadline
 
 BUDGET_SHARES = 2.0  # a candidate may use twice its even share: most stop early and hand time on
 MIN_SECONDS = 1.0  # below this, starting a candidate is pointless
@@ -62,7 +66,7 @@ class AutoSearch:
         self, data: Data, validation: Data | None = None, *, base_dir: str | Path | None = None,
         run_dir: str | Path | None = None, resume: bool = False,
     ) -> Predictor:
-        started = trainer.clock()
+        started = clocks.clock()
         run = Path(run_dir) if run_dir is not None else None
         self.leaderboard_: list[dict[str, Any]] = []
         self.best_: Predictor | None = None
@@ -70,19 +74,24 @@ class AutoSearch:
         self.candidates_: dict[str, Predictor] = {}
         spent_before = self._restore(run) if resume else 0.0
         self._deadline = Deadline(max(0.0, self.time_limit - spent_before))
-        self._elapsed = lambda: spent_before + trainer.clock() - started
-        template = Predictor(self.config)
-        frame = template._read(data, base_dir)
+        self._elapsed = lambda: spent_before + clocks.clock() - started
+        config = self.config.validate()
+        root = cache_root(config.cache_dir)
+        frame = read_rows(data, config, root, base_dir=base_dir)
         if validation is None:
-            self._train, val = template._split(frame)
+            self._train, val = split_rows(frame, config)
         else:
             self._train = frame
-            val = template._read(validation, base_dir, known_labels=template._fit_classes(frame))
+            classes = kind_for(config).fit_classes(config, frame)
+            val = read_rows(validation, config, root, base_dir=base_dir, known_labels=classes)
         self._val = val.copy()
         self._val.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
-        self._metric, self._run = template._metric(), run
-        self._splits = self._validation_splits(template)
-        self._cache = template._cache()  # one feature cache: features are computed once
+        self._metric = config.train.metric or get_task(config.data.task).selection_metric
+        self._run = run
+        self._splits = self._validation_splits()
+        # One feature cache: features are computed once and read by every candidate.
+        self._cache = FeatureCache(None if config.cache_dir == "none" else root,
+                                   num_workers=config.train.num_workers)
 
         preset = suited_to(self.preset, self._train, self.config)
         self._encode_frozen(preset)
@@ -138,14 +147,13 @@ class AutoSearch:
         CONSOLE.print(f"auto: refitting {self.best_name_} on the training split")
         refitted = Predictor(self.best_.config)
         try:
-            with refitted.feature_cache(self._cache):
-                refitted.fit(self._train, self._val, deadline=self._deadline)
+            refitted.fit(self._train, self._val, deadline=self._deadline, cache=self._cache)
         except (MmfuseError, RuntimeError) as error:
             CONSOLE.print(f"auto: refit failed ({error}); keeping the first fold's model")
             return
         self.best_ = refitted
 
-    def _validation_splits(self, template: Predictor) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    def _validation_splits(self) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
         """(training rows, validation rows) pairs every candidate is judged on.
 
         Large data: the one validation split. Small data (up to ``SMALL_DATA_ROWS`` rows):
@@ -156,10 +164,10 @@ class AutoSearch:
         if len(rows) > SMALL_DATA_ROWS or self.preset.folds < 2:
             return [(self._train, self._val)]
         rows.attrs = dict(self._train.attrs)
-        template.classes_ = template._fit_classes(rows)
+        classes = kind_for(self.config).fit_classes(self.config, rows)
+        targets = get_task(self.config.data.task).encode(rows["_target"].tolist(), classes)
         splits = []
-        for fit_index, held_index in fold_splits(template._targets(rows), self.preset.folds,
-                                                 self.config.train.seed):
+        for fit_index, held_index in fold_splits(targets, self.preset.folds, self.config.train.seed):
             held = rows.iloc[held_index].copy()
             held.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
             splits.append((rows.iloc[fit_index], held))
@@ -203,27 +211,25 @@ class AutoSearch:
         CONSOLE.print(f"[bold]auto[/] [{len(done) + 1}/{self._planned}] {candidate.name} "
                       f"(up to {budget:.0f} s of {remaining:.0f} s left)")
         deadline = self._deadline.within(budget)
-        started = trainer.clock()
+        started = clocks.clock()
         scores: list[float] = []
         try:
             for fold, (train_rows, val_rows) in enumerate(self._splits):
                 if fold and deadline.passed():
                     break  # the folds done so far judge the candidate
-                fitted_fold = Predictor(candidate.config)
-                with fitted_fold.feature_cache(self._cache):
-                    fitted_fold.fit(train_rows, val_rows, deadline=deadline)
+                fitted_fold = Predictor(candidate.config).fit(
+                    train_rows, val_rows, deadline=deadline, cache=self._cache)
                 scores.append(float(fitted_fold.metrics_["validation"][self._metric]))
                 if fold == 0:  # the model kept is the first split's: trained like any other
-                    predictor, fitted = fitted_fold, trainer.clock()
-                    with predictor.feature_cache(self._cache):
-                        predictor.evaluate_rows(val_rows)
-                    predict_s = trainer.clock() - fitted
+                    predictor, fitted = fitted_fold, clocks.clock()
+                    predictor.evaluate_rows(val_rows)
+                    predict_s = clocks.clock() - fitted
         except (MmfuseError, RuntimeError) as error:  # one bad candidate must not end the search
             row["status"] = f"failed: {error}"
             CONSOLE.print(f"auto: {candidate.name} failed: {error}")
             self._record(row)
             return
-        row["fit_s"] = round(trainer.clock() - started - predict_s, 2)
+        row["fit_s"] = round(clocks.clock() - started - predict_s, 2)
         row["predict_s_per_1k"] = round(predict_s * 1000 / len(self._splits[0][1]), 4)
         row["val_metric"] = float(np.mean(scores))
         row["folds"] = len(scores)

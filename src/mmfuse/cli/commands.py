@@ -13,6 +13,7 @@ from mmfuse.config import Config, EncoderConfig
 from mmfuse.errors import ConfigError
 from mmfuse.io import write_json
 from mmfuse.progress import CONSOLE
+from mmfuse.tasks import get_task
 
 Opt = typer.Option
 
@@ -89,9 +90,8 @@ def train(
     or a config with a `model:` section, this runs auto mode: a time-limited search over
     encoders and fusions, judged on validation data (see `mmfuse leaderboard OUT`).
     """
+    from mmfuse import estimator_for
     from mmfuse.auto.leaderboard import LEADERBOARD_FILE
-    from mmfuse.predictor import Predictor
-    from mmfuse.retrieval.predictor import RetrievalPredictor
     from mmfuse.training.distributed import is_main_process
 
     if not is_main_process():  # under `accelerate launch`: one process speaks and writes
@@ -154,7 +154,7 @@ def train(
     train_data = frames.get("train") if dataset else dataset_or_path(data)
     val_data = dataset_or_path(val_data)
     test = frames.get("test") if dataset and test_data is None else dataset_or_path(test_data)
-    if auto and cfg.data.task not in ("matching", "retrieval"):
+    if auto and not get_task(cfg.data.task).paired:  # auto mode searches labelled tasks
         import dataclasses
 
         from mmfuse.auto import AutoSearch
@@ -168,8 +168,7 @@ def train(
         predictor = search.fit(train_data, val_data, run_dir=out_dir, resume=resume)
         out.print(leaderboard_table(read_leaderboard(out_dir)))
     else:
-        estimator = RetrievalPredictor if cfg.data.task == "retrieval" else Predictor
-        predictor = estimator(cfg).fit(train_data, val_data, run_dir=out_dir, resume=resume)
+        predictor = estimator_for(cfg)(cfg).fit(train_data, val_data, run_dir=out_dir, resume=resume)
     print_metrics("validation", predictor.metrics_["validation"])
     if predictor.skipped_rows_:
         out.print(f"skipped {len(predictor.skipped_rows_)} bad row(s): see {out_dir}/bad_rows.csv")
@@ -226,7 +225,9 @@ def predict(
     """Predictions (with class probabilities and modality weights) as CSV."""
     from mmfuse import load
 
-    written = load(run).predict_to_csv(dataset_or_path(data), output)
+    model = load(run)
+    get_task(model.config.data.task).require_predictions("predict")
+    written = model.predict_to_csv(dataset_or_path(data), output)
     out.print(f"{written} predictions written to {output}")
 
 

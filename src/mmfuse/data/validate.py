@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from mmfuse.config import DataConfig
 from mmfuse.data.images import ImageDecodeError, open_image
 from mmfuse.errors import DataValidationError, Problem
 from mmfuse.progress import track
+from mmfuse.tasks import get_task
 
 SKIP_HINT = (
     "Fix these rows, or pass --on-bad-rows skip (Python: DataConfig(on_bad_rows='skip')) "
@@ -43,19 +43,6 @@ def _missing(value: Any) -> bool:
 def as_object_column(values: list[Any], index: pd.Index) -> pd.Series:
     """Strings and ``None`` kept as they are (no inferred ``str`` dtype turning None into NaN)."""
     return pd.Series(values, index=index, dtype=object)
-
-
-def parse_label(value: Any, task: str, sep: str) -> str | float | list[str]:
-    """The target of one row, as the task reads it. Raises ValueError for an unusable value."""
-    if task == "regression":
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"target {value!r} is not a finite number")
-        return number
-    if task == "multilabel":
-        labels = [part.strip() for part in str(value).split(sep) if part.strip()]
-        return sorted(set(labels))
-    return str(value).strip()
 
 
 def check_columns(frame: pd.DataFrame, wanted: dict[str, str]) -> None:
@@ -153,6 +140,7 @@ def validate_frame(
     if has_labels:
         targets: list[Any] = []
         known = set(known_labels) if known_labels is not None else None
+        task = get_task(data.task)
         for index, value in enumerate(frame[data.label_col].tolist()):
             if is_blank(value):
                 targets.append(None)
@@ -160,15 +148,14 @@ def validate_frame(
                     report(index, data.label_col, "label is missing")
                 continue
             try:
-                target = parse_label(value, data.task, data.label_sep)
-            except ValueError:
+                target = task.parse_label(value, data.label_sep)
+            except ValueError as error:
                 targets.append(None)
-                report(index, data.label_col, f"{value!r} is not a number (task is regression)")
+                report(index, data.label_col, str(error))
                 continue
             targets.append(target)
-            if known is not None and data.task != "regression":
-                unseen = [t for t in (target if isinstance(target, list) else [target])
-                          if t not in known]
+            if known is not None:
+                unseen = [t for t in task.labels_in(target) if t not in known]
                 if unseen:
                     report(index, data.label_col,
                            f"label {', '.join(map(repr, unseen))} was not seen in training; "

@@ -4,10 +4,9 @@ from mmfuse.encoders.base import (
     IMAGE_ENCODERS,
     TEXT_ENCODERS,
     Encoder,
-    EncoderOutput,
     create_encoder,
 )
 from mmfuse.encoders.text import gru, hf, ngram  # noqa: F401  (registration)
 from mmfuse.encoders.vision import efficientnet_lite, small_cnn  # noqa: F401  (registration)
 
-__all__ = ["IMAGE_ENCODERS", "TEXT_ENCODERS", "Encoder", "EncoderOutput", "create_encoder"]
+__all__ = ["IMAGE_ENCODERS", "TEXT_ENCODERS", "Encoder", "create_encoder"]

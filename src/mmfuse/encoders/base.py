@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
 
 from mmfuse.config import EncoderConfig
 from mmfuse.data.images import ImageTransform
+from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.errors import ConfigError
 from mmfuse.registry import Registry
-
-
-class EncoderOutput(NamedTuple):
-    pooled: torch.Tensor  # (B, D)
-    tokens: torch.Tensor  # (B, T, D): image regions or text tokens
-    token_mask: torch.Tensor  # (B, T) bool, True where a token is real
+from mmfuse.types import EncoderOutput
 
 
 class Encoder(nn.Module):
@@ -33,6 +29,8 @@ class Encoder(nn.Module):
     output_dim: int = 0
     pretrained: bool = False
     fingerprint: str = ""
+    not_exportable: str = ""  # why ONNX cannot express it; "" when it can
+    vocabulary: Vocabulary | None = None  # fitted from training texts (saved as vocabulary.json)
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,6 +56,11 @@ class Encoder(nn.Module):
     def prepare(self, values: list[Any]) -> dict[str, torch.Tensor]:
         """Raw values (decoded images or strings) -> the keyword inputs of ``forward``."""
         raise NotImplementedError
+
+    def fit(self, values: list[Any]) -> Encoder:
+        """Fit state that comes from the training inputs (e.g. n-gram document frequencies)
+        before training starts; most encoders have none. Returns self."""
+        return self
 
 
 class ImageEncoder(Encoder):
@@ -118,12 +121,6 @@ def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
         handle.seek(max(0, size - chunk))
         digest.update(handle.read(chunk))
     return digest.hexdigest()
-
-
-def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, D), (B, T) -> (B, D), averaging real tokens only."""
-    weights = mask.unsqueeze(-1).to(tokens.dtype)
-    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 def run_encoder(encoder: Encoder, inputs: dict[str, torch.Tensor]) -> EncoderOutput:

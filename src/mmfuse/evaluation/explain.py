@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
 
-from mmfuse.data.batches import Batch
 from mmfuse.data.images import open_image
 from mmfuse.evaluation import plots
+from mmfuse.features.batches import Batch
 from mmfuse.io import write_json
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import track
@@ -37,18 +37,8 @@ def _scores(predictor: Predictor, batch: Batch) -> torch.Tensor:
 
 
 def _evidence(predictor: Predictor, batch: Batch) -> torch.Tensor:
-    """(B, C) log-odds of each class: what attributions explain. Unlike probabilities these
-    do not saturate, so a confident prediction still shows where its evidence comes from."""
-    logits = predictor.model_(batch).logits
-    task = predictor.config.data.task
-    if task in ("binary", "matching"):
-        return torch.cat([-logits, logits], dim=-1)
-    if task == "classification" and logits.shape[-1] > 1:
-        others = logits.unsqueeze(1).expand(-1, logits.shape[1], -1)  # (B, C, C)
-        eye = torch.eye(logits.shape[1], dtype=torch.bool, device=logits.device)
-        rest = others.masked_fill(eye, float("-inf")).logsumexp(-1)  # (B, C)
-        return logits - rest
-    return logits
+    """(B, C) what attributions explain: the task's log-odds of each class."""
+    return get_task(predictor.config.data.task).evidence(predictor.model_(batch).logits)
 
 
 def explain_batch(
@@ -158,7 +148,7 @@ def explain(
     out_dir: str | Path | None = None, max_rows: int = 8, steps: int = 32,
 ) -> list[dict[str, Any]]:
     """Explain up to ``max_rows`` rows. With ``out_dir``: one PNG per row and explanations.json."""
-    get_task(predictor.config.data.task).require_class_scores("explain")
+    get_task(predictor.config.data.task).require_predictions("explain")
     rows = predictor.read(data, base_dir=base_dir, require_labels=False).head(max_rows)
     dataset = predictor.dataset(rows, use_cache=False)
     labels = predictor.classes_

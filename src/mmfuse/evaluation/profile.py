@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmfuse.data.batches import MultimodalDataset
+from mmfuse.features.batches import MultimodalDataset
 from mmfuse.predictor import Data, Predictor
 
 
@@ -76,7 +76,7 @@ def profile(
     if run_dir is not None:
         weights = Path(run_dir) / "model.safetensors"
         result["checkpoint_mb"] = weights.stat().st_size / 2**20 if weights.exists() else None
-    history = getattr(predictor, "history_", None) or []
+    history = predictor.history_
     if history:
         seconds = [row["seconds"] for row in history if "seconds" in row]
         result["epoch_seconds"] = {"first": seconds[0], "mean": float(np.mean(seconds)),

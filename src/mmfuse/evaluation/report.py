@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.evaluation import plots
-from mmfuse.evaluation.calibration import reliability
 from mmfuse.evaluation.explain import explain, explanation_figure
-from mmfuse.evaluation.metrics import default_metric
 from mmfuse.evaluation.profile import profile
 from mmfuse.evaluation.robustness import robustness
 from mmfuse.io import atomic_write_text, write_json
 from mmfuse.predictor import Data, Predictor
+from mmfuse.scoring import reliability
 from mmfuse.tasks import get_task
 
 CSS = """
@@ -65,7 +64,7 @@ def build_report(
     max_rows: int | None = 2000, seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate, stress, profile and explain; write ``out`` (HTML) and ``out`` + ``.json``."""
-    get_task(predictor.config.data.task).require_class_scores("build a report")
+    get_task(predictor.config.data.task).require_predictions("build a report")
     out = Path(out)
     rows = predictor.read(data, base_dir=base_dir)
     if max_rows is not None and len(rows) > max_rows:
@@ -74,14 +73,14 @@ def build_report(
     metrics = predictor.evaluate_rows(rows)
     report: dict[str, Any] = {"task": task, "rows": len(rows), "metrics": metrics,
                               "config": predictor.config.to_dict()}
-    trained = getattr(predictor, "metrics_", {})
+    trained = predictor.metrics_
     for key in ("privacy", "auto"):  # how the model was made: DP budget, auto-mode choice
         if key in trained:
             report[key] = trained[key]
     report["robustness"] = robustness(predictor, rows, severities=severities, seed=seed,
                                       max_rows=None)
     report["efficiency"] = profile(predictor, rows, run_dir=run_dir, repeats=10)
-    if task in ("classification", "binary", "matching"):
+    if get_task(task).single_label:
         logits, _ = predictor.logits(rows)
         scores = predictor.model_.head.probabilities(logits).numpy()
         truth = predictor.targets(rows).numpy()
@@ -141,9 +140,9 @@ def _render(predictor: Predictor, report: dict[str, Any], examples: list[dict]) 
     parts = [f"<section><h2>Summary</h2><div class='cards'>{''.join(cards)}</div>"
              + "".join(f"<p class='note'>{note}</p>" for note in notes) + "</section>"]
 
-    history = getattr(predictor, "history_", None)
+    history = predictor.history_
     if history:
-        metric = predictor.config.train.metric or default_metric(task)
+        metric = predictor.config.train.metric or get_task(task).selection_metric
         curves = _img(plots.training_curves(history, metric), "training curves")
         parts.append(f"<section><h2>Training</h2>{curves}</section>")
     if "confusion_matrix" in metrics:

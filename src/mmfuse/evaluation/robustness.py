@@ -13,11 +13,11 @@ import pandas as pd
 from mmfuse.data.images import open_image
 from mmfuse.data.validate import as_object_column, cells
 from mmfuse.evaluation.corruptions import IMAGE_CORRUPTIONS, TEXT_CORRUPTIONS
-from mmfuse.evaluation.metrics import METRIC_DIRECTION
+from mmfuse.features.cache import FeatureCache
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
+from mmfuse.scoring import METRIC_DIRECTION
 from mmfuse.tasks import get_task
-from mmfuse.training.feature_cache import FeatureCache
 
 
 def _rng(seed: int, *parts: object) -> np.random.Generator:
@@ -103,7 +103,7 @@ def modality_ablation(predictor: Predictor, rows: pd.DataFrame, metric: str) -> 
     data = predictor.config.data
     kinds = predictor.config.model.modalities
     result = {"both present": float(predictor.evaluate_rows(rows)[metric])}
-    if not get_task(data.task).scores_classes:
+    if not get_task(data.task).predicts:
         return result
     for kind, columns in (("image", data.image_cols), ("text", data.text_cols)):
         if kind in kinds and len(kinds) > 1:

@@ -7,8 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mmfuse.encoders.base import EncoderOutput
 from mmfuse.registry import Registry
+from mmfuse.types import EncoderOutput
 
 
 class FusionOutput(NamedTuple):
@@ -24,8 +24,10 @@ class Fusion(nn.Module):
     absent one weight 0. ``output_dim`` is what the head receives.
     """
 
-    needs_tokens: bool = False
+    needs_tokens: bool = False  # reads token sequences, not only pooled features
     exposes_weights: bool = False
+    needs_outputs: bool = False  # its towers predict the task's outputs themselves (built with n_outputs)
+    trained_by_stacking: bool = False  # trained out-of-fold (training/stacking.py), not end to end
 
     def __init__(self, input_dims: dict[str, int], hidden_dim: int, dropout: float) -> None:
         super().__init__()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmfuse.encoders.base import masked_mean
 from mmfuse.errors import ConfigError
 from mmfuse.fusion.base import (
     FUSIONS,
@@ -19,6 +18,7 @@ from mmfuse.fusion.base import (
     mlp_block,
     projection,
 )
+from mmfuse.types import masked_mean
 
 
 @FUSIONS.register("cross-attention", "multi-head attention across image regions and text tokens")

@@ -11,6 +11,7 @@ from mmfuse.errors import ConfigError
 from mmfuse.fusion import FUSIONS
 from mmfuse.heads import HEADS
 from mmfuse.models.multimodal import MultimodalModel
+from mmfuse.tasks import get_task
 
 
 def modality_kinds(cfg: Config) -> dict[str, str]:
@@ -43,11 +44,10 @@ def build_model(
     try:
         fusion_class = FUSIONS.get(cfg.model.fusion)
         options = dict(cfg.model.fusion_options)
-        if getattr(fusion_class, "needs_outputs", False):
+        if fusion_class.needs_outputs:
             options["n_outputs"] = n_outputs
         fusion = fusion_class(input_dims, cfg.model.hidden_dim, cfg.model.dropout, **options)
-        head_name = "binary" if cfg.data.task == "matching" else cfg.data.task
-        head = HEADS.get(head_name)(
+        head = HEADS.get(get_task(cfg.data.task).head)(
             fusion.output_dim, n_outputs, cfg.model.dropout, **(head_options or {})
         )
     except TypeError as error:  # an option the component does not take

@@ -7,9 +7,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mmfuse.encoders.base import Encoder, EncoderOutput, run_encoder
+from mmfuse.encoders.base import Encoder, run_encoder
 from mmfuse.fusion.base import Fusion
 from mmfuse.heads.base import Head
+from mmfuse.types import EncoderOutput
 
 ENCODED_KEYS = ("pooled", "tokens", "token_mask")
 
@@ -52,6 +53,11 @@ class MultimodalModel(nn.Module):
     @property
     def modalities(self) -> list[str]:
         return list(self.modality_kinds)
+
+    @property
+    def trained_by_stacking(self) -> bool:
+        """Trained out-of-fold (training/stacking.py) rather than end to end."""
+        return self.fusion.trained_by_stacking
 
     def encoder_for(self, modality: str) -> Encoder:
         return self.encoders[self.modality_kinds[modality]]  # type: ignore[return-value]

@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from mmfuse.data.batches import Batch
 from mmfuse.errors import MmfuseError
+from mmfuse.features.batches import Batch
 from mmfuse.models.multimodal import ModelOutput
 from mmfuse.predictor import Predictor
+from mmfuse.tasks import get_task
 
 Item = dict[str, Image.Image | str | None]  # modality (column) -> decoded image, text or None
 
@@ -40,7 +41,7 @@ class InferenceEngine:
         self.predictor = predictor
         self.model = predictor.model_.eval()
         config = predictor.config
-        kinds = predictor.model_.modality_kinds if hasattr(predictor.model_, "modality_kinds") else {}
+        kinds = predictor.model_.modality_kinds
         self.image_columns = [m for m, k in kinds.items() if k == "image"]
         self.text_columns = [m for m, k in kinds.items() if k == "text"]
         # Missing inputs are answered only by models that learned to predict without them.
@@ -54,7 +55,7 @@ class InferenceEngine:
                 "image_encoder": config.model.image_encoder.name,
                 "text_encoder": config.model.text_encoder.name,
                 "modalities": predictor.model_.modalities,
-                "metrics": {k: v for k, v in getattr(predictor, "metrics_", {}).get(
+                "metrics": {k: v for k, v in predictor.metrics_.get(
                     "validation", {}).items() if isinstance(v, int | float)},
             },
         )
@@ -96,18 +97,10 @@ class InferenceEngine:
         """One dict per row of a model output: prediction, probabilities, modality weights."""
         scores = self.model.head.probabilities(output.logits)
         decoded = self.model.head.decode(output.logits)
+        task = get_task(self.card.task)
         results = []
         for i in range(output.logits.shape[0]):
-            result: dict[str, Any] = {}
-            labels = self.predictor.classes_
-            if self.card.task == "regression":
-                result["prediction"] = float(decoded[i])
-            elif self.card.task == "multilabel":
-                result["prediction"] = [labels[j] for j in torch.nonzero(decoded[i]).flatten()]
-                result["probabilities"] = dict(zip(labels, scores[i].tolist(), strict=True))
-            else:
-                result["prediction"] = labels[int(decoded[i])]
-                result["probabilities"] = dict(zip(labels, scores[i].tolist(), strict=True))
+            result = task.answer(decoded[i], scores[i], self.predictor.classes_)
             if output.modality_weights is not None:
                 result["modality_weights"] = dict(
                     zip(self.model.modalities, output.modality_weights[i].tolist(), strict=True))

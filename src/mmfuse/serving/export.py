@@ -11,9 +11,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mmfuse.data.batches import Batch
 from mmfuse.data.validate import cells
 from mmfuse.errors import MmfuseError
+from mmfuse.features.batches import Batch
 from mmfuse.predictor import Data, Predictor
 from mmfuse.tasks import get_task
 
@@ -73,11 +73,10 @@ def export_onnx(
     """Write ``path`` and check it: onnxruntime on the documented inputs of up to ``max_rows``
     real rows of ``data`` against ``predict_proba`` of the model as trained (computed before
     anything is traced). Raises MmfuseError naming what cannot be exported, or the difference."""
-    get_task(predictor.config.data.task).require_class_scores("export to ONNX")
-    texts = dict(predictor.model_.encoders.items()).get("text")
-    if texts is not None and texts.fingerprint.startswith("gru"):
-        raise MmfuseError("the gru text encoder packs variable-length sequences, which ONNX "
-                          "cannot express; export a model with minilm or an hf: text encoder")
+    get_task(predictor.config.data.task).require_predictions("export to ONNX")
+    for encoder in predictor.model_.encoders.values():
+        if encoder.not_exportable:
+            raise MmfuseError(encoder.not_exportable)
     rows = parity_rows(predictor, data, base_dir, max_rows)
     expected = predictor.predict_proba(rows).to_numpy()  # (N, C): what `mmfuse predict` says
     wrapper = ExportableModel(predictor).eval()

@@ -20,15 +20,16 @@ from accelerate.utils import send_to_device
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from mmfuse.config import TrainConfig
-from mmfuse.data.batches import Batch, MultimodalDataset
+from mmfuse.deadline import Deadline
 from mmfuse.errors import ConfigError
+from mmfuse.features.batches import Batch, MultimodalDataset
+from mmfuse.features.loaders import make_loader
 from mmfuse.heads.base import Head
 from mmfuse.models.multimodal import MultimodalModel, load_persistent_state
 from mmfuse.progress import CONSOLE
 from mmfuse.training.distributed import is_distributed
-from mmfuse.training.inference import make_loader
 from mmfuse.training.privacy import is_private
-from mmfuse.training.trainer import Deadline, TrainState, snapshot, train
+from mmfuse.training.trainer import TrainState, snapshot, train
 
 META_L2 = 1e-3  # keeps the meta-learner near "average the towers" when OOF rows are few
 

@@ -24,9 +24,11 @@ from accelerate.utils import send_to_device
 from torch.utils.data import RandomSampler, WeightedRandomSampler
 
 from mmfuse.config import TrainConfig
-from mmfuse.data.batches import Batch, MultimodalDataset
+from mmfuse.deadline import Deadline
 from mmfuse.errors import CheckpointError
-from mmfuse.evaluation.metrics import is_better
+from mmfuse.features.batches import Batch, MultimodalDataset
+from mmfuse.features.loaders import make_loader
+from mmfuse.features.process_batches import Share
 from mmfuse.io import (
     atomic_write_text,
     load_tensors,
@@ -38,37 +40,14 @@ from mmfuse.io import (
 from mmfuse.models.multimodal import MultimodalModel, load_persistent_state, persistent_state
 from mmfuse.progress import CONSOLE as console
 from mmfuse.progress import make_progress
+from mmfuse.scoring import is_better
 from mmfuse.training.distributed import batch_size_fits, make_accelerator
-from mmfuse.training.inference import make_loader
 from mmfuse.training.optimizer_state import flatten_optimizer, unflatten_optimizer
 from mmfuse.training.privacy import PrivateTraining, check_supported, is_private, placeholders_frozen
-from mmfuse.training.process_batches import Share
 
 STATE_FILE = "training_state.safetensors"
 BEST_FILE = "model.safetensors"
 LossFn = Callable[[Callable[[Batch], Any], MultimodalModel, Batch, torch.Tensor], torch.Tensor]
-
-
-def clock() -> float:
-    """Seconds on the monotonic clock (a seam: tests replace it with a deterministic one)."""
-    return time.monotonic()
-
-
-class Deadline:
-    """A point in time, on ``clock``, after which work should stop."""
-
-    def __init__(self, seconds: float | None) -> None:
-        self.end = None if seconds is None else clock() + seconds
-
-    def remaining(self) -> float:
-        return math.inf if self.end is None else self.end - clock()
-
-    def passed(self) -> bool:
-        return self.remaining() <= 0
-
-    def within(self, seconds: float) -> Deadline:
-        """The earlier of this deadline and ``seconds`` from now."""
-        return Deadline(max(0.0, min(seconds, self.remaining())))
 
 
 @dataclass

@@ -7,26 +7,44 @@ from torch import nn
 
 from mmfuse.config import EncoderConfig
 from mmfuse.data.vocabulary import Vocabulary
-from mmfuse.encoders.base import TEXT_ENCODERS, Encoder, EncoderOutput, masked_mean
-from mmfuse.errors import ConfigError
+from mmfuse.encoders.base import TEXT_ENCODERS, Encoder
+from mmfuse.types import EncoderOutput, masked_mean
 
 
 class GRUTextEncoder(Encoder):
-    """input_ids (B, T) -> pooled (B, 2H) and token states (B, T, 2H)."""
+    """input_ids (B, T) -> pooled (B, 2H) and token states (B, T, 2H).
+
+    Built either on a saved vocabulary (loading) or without one, then ``fit(texts)`` builds
+    it from the training texts (and the embedding table of its size).
+    """
 
     kind = "text"
     pretrained = False
+    not_exportable = ("the gru text encoder packs variable-length sequences, which ONNX cannot "
+                      "express; export a model with minilm, ngram or an hf: text encoder")
 
     def __init__(
-        self, vocabulary: Vocabulary, embed_dim: int = 128, hidden: int = 128, max_length: int = 64
+        self, vocabulary: Vocabulary | None, embed_dim: int = 128, hidden: int = 128,
+        max_length: int = 64, level: str = "word", max_vocabulary: int = 30000,
     ) -> None:
         super().__init__()
-        self.vocabulary = vocabulary
-        self.max_length = max_length
-        self.embedding = nn.Embedding(len(vocabulary), embed_dim, padding_idx=0)
+        self.embed_dim, self.hidden, self.level = embed_dim, hidden, level
+        self.max_length, self.max_vocabulary = max_length, max_vocabulary
         self.gru = nn.GRU(embed_dim, hidden, batch_first=True, bidirectional=True)
         self.output_dim = 2 * hidden
-        self.fingerprint = f"gru:{vocabulary.level}:{len(vocabulary)}:{embed_dim}:{hidden}"
+        if vocabulary is not None:
+            self._use(vocabulary)
+
+    def _use(self, vocabulary: Vocabulary) -> None:
+        self.vocabulary = vocabulary
+        self.embedding = nn.Embedding(len(vocabulary), self.embed_dim, padding_idx=0)
+        self.fingerprint = f"gru:{vocabulary.level}:{len(vocabulary)}:{self.embed_dim}:{self.hidden}"
+
+    def fit(self, texts: list[str]) -> GRUTextEncoder:
+        """The vocabulary of the training texts (before training: the optimiser then sees the
+        embedding table)."""
+        self._use(Vocabulary.build(texts, level=self.level, max_size=self.max_vocabulary))
+        return self
 
     @property
     def preprocessing(self) -> str:
@@ -61,11 +79,11 @@ class GRUTextEncoder(Encoder):
 
 @TEXT_ENCODERS.register("gru", "bidirectional GRU on a word/char vocabulary from the training data")
 def gru(cfg: EncoderConfig, vocabulary: Vocabulary | None = None) -> Encoder:
-    if vocabulary is None:
-        raise ConfigError("the gru text encoder needs a vocabulary built from training texts")
     return GRUTextEncoder(
         vocabulary,
         embed_dim=int(cfg.options.get("embed_dim", 128)),
         hidden=int(cfg.options.get("hidden", 128)),
         max_length=cfg.max_length,
+        level=cfg.options.get("level", "word"),
+        max_vocabulary=int(cfg.options.get("max_vocabulary", 30000)),
     )

@@ -10,14 +10,9 @@ from pathlib import Path
 import torch
 
 from mmfuse.config import EncoderConfig
-from mmfuse.encoders.base import (
-    TEXT_ENCODERS,
-    Encoder,
-    EncoderOutput,
-    file_fingerprint,
-    masked_mean,
-)
+from mmfuse.encoders.base import TEXT_ENCODERS, Encoder, file_fingerprint
 from mmfuse.errors import ConfigError
+from mmfuse.types import EncoderOutput, masked_mean
 
 
 class HFTextEncoder(Encoder):

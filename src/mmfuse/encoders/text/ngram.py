@@ -17,7 +17,8 @@ from sklearn.preprocessing import normalize
 from torch import nn
 
 from mmfuse.config import EncoderConfig
-from mmfuse.encoders.base import TEXT_ENCODERS, Encoder, EncoderOutput
+from mmfuse.encoders.base import TEXT_ENCODERS, Encoder
+from mmfuse.types import EncoderOutput
 
 
 class NgramTextEncoder(Encoder):
@@ -60,7 +61,7 @@ class NgramTextEncoder(Encoder):
         """(B, 2 * buckets) n-gram counts: character buckets first, then word buckets."""
         return sp.hstack([self.char.transform(texts), self.word.transform(texts)]).tocsr()
 
-    def fit_texts(self, texts: list[str]) -> NgramTextEncoder:
+    def fit(self, texts: list[str]) -> NgramTextEncoder:
         """Inverse document frequencies from the training texts (smoothed, as scikit-learn's).
 
         Buckets no training text filled get weight 0: their embeddings never received a

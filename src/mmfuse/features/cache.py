@@ -18,10 +18,10 @@ from accelerate.utils import send_to_device
 from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 
-from mmfuse.data.batches import FeatureTable, MultimodalDataset, RawImages, RawTexts, Source
 from mmfuse.data.images import open_image
 from mmfuse.data.validate import cells
 from mmfuse.encoders.base import Encoder
+from mmfuse.features.batches import FeatureTable, MultimodalDataset, RawImages, RawTexts, Source
 from mmfuse.io import atomic_write_text, save_tensors
 from mmfuse.progress import make_progress
 
@@ -38,6 +38,12 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmfuse" / "features"
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    """The folder a config's ``cache_dir`` names; the default one when it names none, or
+    "none" (the feature cache is then off, but images extracted from shards need a place)."""
+    return default_cache_dir() if not cache_dir or cache_dir == "none" else Path(cache_dir)
 
 
 def content_hash(kind: str, value: str) -> str:
@@ -57,7 +63,7 @@ class _Inputs(Dataset):
 
     def __init__(self, kind: str, values: list[str], encoder: Encoder) -> None:
         self.kind, self.values = kind, values
-        self.transform = getattr(encoder, "transform", None)
+        self.transform = encoder.transform if kind == "image" else None
 
     def __len__(self) -> int:
         return len(self.values)

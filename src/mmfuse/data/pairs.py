@@ -7,7 +7,8 @@ import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.neighbors import NearestNeighbors
 
-YES, NO = "yes", "no"
+from mmfuse.errors import MmfuseError
+from mmfuse.tasks import NO, YES
 
 
 def make_matching_pairs(
@@ -29,7 +30,8 @@ def make_matching_pairs(
     for text, image in zip(texts, images, strict=True):
         images_of.setdefault(text, set()).add(image)
     if len(distinct) < 2:
-        raise ValueError("matching needs at least two different captions to draw negatives")
+        raise MmfuseError("matching needs at least two different captions to draw negatives; "
+                          f"{frame.attrs.get('source', 'the data')} has {len(distinct)}")
     vectors = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)).fit_transform(distinct)
     k = min(len(distinct), 11)
     _, neighbours = NearestNeighbors(n_neighbors=k, metric="cosine").fit(vectors).kneighbors(vectors)

@@ -1,4 +1,5 @@
-"""Calibration: expected calibration error, reliability bins, temperature scaling."""
+"""Scores shared by every layer: which way a metric improves, calibration error (reliability
+bins) and temperature scaling. Pure numpy/torch; imports nothing of mmfuse."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+# metric name -> True when larger is better
+METRIC_DIRECTION = {
+    "accuracy": True, "macro_f1": True, "micro_f1": True, "auroc": True, "f1": True,
+    "rmse": False, "mae": False, "r2": True, "loss": False, "ece": False,
+}
+
+
+def is_better(metric: str, new: float, best: float | None) -> bool:
+    if best is None or np.isnan(best):
+        return not np.isnan(new)
+    return new > best if METRIC_DIRECTION.get(metric, True) else new < best
 
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict[str, Any]:

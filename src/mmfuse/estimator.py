@@ -1,0 +1,150 @@
+"""What every mmfuse estimator does, whatever the model kind: fit, read rows, evaluate, save,
+load. ``Predictor`` (predictions) and ``RetrievalPredictor`` (search) are its two faces; both
+delegate to ``FittedModel`` (the model contract) and own no training or file logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+import torch
+
+from mmfuse.config import Config
+from mmfuse.data.rows import Data, read_rows, split_rows, with_pairs
+from mmfuse.data.shards import shard_folder
+from mmfuse.deadline import Deadline
+from mmfuse.errors import NotFittedError
+from mmfuse.features.batches import MultimodalDataset
+from mmfuse.features.cache import FeatureCache, cache_root
+from mmfuse.fitted_model import FittedModel
+
+E = TypeVar("E", bound="Estimator")
+
+
+class Estimator:
+    """Fitted: ``fitted_`` (the model contract) and, from it, ``model_``, ``classes_`` (None
+    for regression and retrieval), ``history_`` (per-epoch rows), ``metrics_`` (validation
+    metrics of the kept epoch) and ``skipped_rows_``."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config if config is not None else Config()
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self: E, data: Data, validation: Data | None = None, *, base_dir: str | Path | None = None,
+        run_dir: str | Path | None = None, resume: bool = False, deadline: Deadline | None = None,
+        cache: FeatureCache | None = None,
+    ) -> E:
+        """Validate the data, cache frozen features, train with early stopping; returns self.
+
+        ``run_dir`` receives checkpoints every epoch; ``resume=True`` continues from them.
+        ``deadline`` ends training early (the best epoch so far is kept); ``cache`` is a
+        feature cache to share (auto mode's candidates). The global random state and thread
+        count are as they were afterwards.
+        """
+        cfg = self.config.validate()
+        rows = self._rows(data, base_dir)
+        skipped = list(rows.attrs.get("skipped", []))
+        train_rows, val_rows = split_rows(rows, cfg) if validation is None else (rows, None)
+        threads = torch.get_num_threads()
+        with torch.random.fork_rng(devices=[]):
+            try:
+                if cfg.train.threads:
+                    torch.set_num_threads(cfg.train.threads)
+                train_rows = with_pairs(train_rows, cfg, cfg.train.seed)
+                fitted = FittedModel.build(cfg, train_rows)
+                if val_rows is None:
+                    val_rows = self._rows(validation, base_dir, known_labels=fitted.classes)
+                    skipped += val_rows.attrs.get("skipped", [])
+                fitted.skipped, fitted.cache = skipped, cache
+                self.fitted_ = fitted.fit(
+                    train_rows, with_pairs(val_rows, cfg, cfg.train.seed + 1),
+                    run=Path(run_dir) if run_dir is not None else None, resume=resume,
+                    deadline=deadline)
+            finally:
+                torch.set_num_threads(threads)
+        return self
+
+    def split(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(training, validation) rows of validated rows, as ``fit`` splits them."""
+        return split_rows(rows, self.config)
+
+    # ------------------------------------------------------------ evaluate
+    def evaluate(self, data: Data, *, base_dir: str | Path | None = None) -> dict[str, Any]:
+        """Metrics on labelled data (labels unseen in training are reported as data problems)."""
+        return self.evaluate_rows(self.read(data, base_dir=base_dir))
+
+    def read(self, data: Data, *, base_dir: str | Path | None = None,
+             require_labels: bool = True) -> pd.DataFrame:
+        """Validated, labelled rows as ``evaluate_rows`` takes them: image cells are absolute
+        paths, ``None`` marks a missing modality, ``_target`` holds the parsed label.
+        Rows that ``read`` already returned pass through unchanged."""
+        self._check_fitted()
+        if isinstance(data, pd.DataFrame) and data.attrs.get("validated"):
+            return data
+        rows = self._rows(data, base_dir, known_labels=self.classes_, require_labels=require_labels)
+        return with_pairs(rows, self.config, self.config.train.seed + 2)
+
+    def evaluate_rows(self, rows: pd.DataFrame) -> dict[str, Any]:
+        """Metrics on rows from ``read`` (possibly altered: corrupted files, removed modalities)."""
+        self._check_fitted()
+        return self.fitted_.evaluate(rows)
+
+    def targets(self, rows: pd.DataFrame) -> torch.Tensor:
+        """Encoded targets of rows from ``read``: class ids (N,), indicators (N, C), values (N,)."""
+        return self.fitted_.targets(rows)
+
+    def dataset(self, rows: pd.DataFrame, use_cache: bool = True) -> MultimodalDataset:
+        """Model inputs for rows from ``read``; ``use_cache=False`` decodes and encodes live
+        (explanations need gradients through the encoders; profiling measures both)."""
+        self._check_fitted()
+        return self.fitted_.dataset(rows, with_targets=False, use_cache=use_cache)
+
+    @contextmanager
+    def feature_cache(self, cache: FeatureCache) -> Iterator[None]:
+        """Use another feature cache for a while (e.g. a throw-away one for corrupted inputs)."""
+        with self._fitted().using_cache(cache):
+            yield
+
+    # ----------------------------------------------------------- save/load
+    def save(self, directory: str | Path) -> Path:
+        """A self-describing folder: weights (safetensors), config, labels, vocabulary, metrics."""
+        self._check_fitted()
+        return self.fitted_.save(directory)
+
+    @classmethod
+    def load(cls: type[E], directory: str | Path) -> E:
+        """Rebuild from a folder written by ``save``; reads no pickle, runs no stored code."""
+        fitted = FittedModel.load(directory)
+        predictor = cls(fitted.config)
+        predictor.fitted_ = fitted
+        return predictor
+
+    # ------------------------------------------------------------ fitted state
+    model_ = property(lambda self: self._fitted().model)
+    classes_ = property(lambda self: self._fitted().classes)
+    vocabulary_ = property(lambda self: self._fitted().vocabulary)
+    history_ = property(lambda self: self._fitted().history)
+    metrics_ = property(lambda self: self._fitted().metrics)
+    skipped_rows_ = property(lambda self: self._fitted().skipped)
+
+    def _fitted(self) -> FittedModel:
+        self._check_fitted()
+        return self.fitted_
+
+    def _check_fitted(self) -> None:
+        if "fitted_" not in vars(self):
+            name = type(self).__name__
+            raise NotFittedError(f"this {name} is not fitted yet: call fit() or {name}.load()")
+
+    def _rows(self, data: Data, base_dir: str | Path | None, known_labels: list[str] | None = None,
+              require_labels: bool = True) -> pd.DataFrame:
+        return read_rows(data, self.config, cache_root(self.config.cache_dir), base_dir=base_dir,
+                         known_labels=known_labels, require_labels=require_labels)
+
+    def _extract_root(self, spec: str | Path) -> Path:
+        return shard_folder(cache_root(self.config.cache_dir), spec)

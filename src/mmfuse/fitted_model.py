@@ -1,0 +1,201 @@
+"""The model contract: one fitted network of any kind, with what it was fitted on.
+
+``FittedModel.fit`` trains one (rows in, early stopping on validation rows, checkpoints into a
+run folder); ``logits``/``evaluate`` score validated rows; ``save``/``load`` go through the
+model folder. The façades (``Predictor``, ``RetrievalPredictor``) and every command use this
+and nothing private.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from mmfuse.config import Config
+from mmfuse.data.validate import cells, problems_frame
+from mmfuse.data.vocabulary import Vocabulary
+from mmfuse.deadline import Deadline
+from mmfuse.errors import ConfigError, Problem
+from mmfuse.features.batches import MultimodalDataset
+from mmfuse.features.cache import FeatureCache, cache_root, make_dataset
+from mmfuse.model_folder import Definition, ModelFolder
+from mmfuse.model_kinds import KINDS, ModelKind, kind_for
+from mmfuse.progress import CONSOLE
+from mmfuse.scoring import fit_temperature
+from mmfuse.tasks import Task, get_task
+from mmfuse.training.distributed import is_main_process, main_process_first
+from mmfuse.training.inference import run_model
+from mmfuse.training.stacking import fit_stack
+from mmfuse.training.trainer import train
+
+PREDICT_CHUNK = 8192  # rows whose features are in memory at once while predicting
+
+
+@dataclass
+class FittedModel:
+    config: Config
+    kind: ModelKind
+    model: nn.Module
+    classes: list[str] | None = None
+    vocabulary: Vocabulary | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[Problem] = field(default_factory=list)  # bad rows dropped in training
+    folder: Path | None = None  # where it was saved or loaded from
+    cache: FeatureCache | None = None
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.config.data.task)
+
+    @property
+    def metric(self) -> str:
+        """What model selection optimises."""
+        return self.config.train.metric or self.task.selection_metric
+
+    # ------------------------------------------------------------------ fitting
+    @classmethod
+    def build(cls, config: Config, train_rows: pd.DataFrame) -> FittedModel:
+        """An untrained model for these training rows: classes, vocabulary and fitted
+        encoder state (n-gram document frequencies) come from them."""
+        kind = kind_for(config)
+        classes = kind.fit_classes(config, train_rows)
+        torch.manual_seed(config.train.seed)
+        model = kind.build(config, classes, None, train_rows)
+        for name, encoder in model.encoders.items():
+            columns = config.data.text_cols if name == "text" else config.data.image_cols
+            encoder.fit([v for c in columns if c in train_rows
+                         for v in cells(train_rows, c) if v is not None])
+        text = model.encoders["text"] if "text" in model.encoders else None
+        return cls(config, kind, model, classes, text.vocabulary if text is not None else None)
+
+    def fit(
+        self, train_rows: pd.DataFrame, val_rows: pd.DataFrame, *, run: Path | None = None,
+        resume: bool = False, deadline: Deadline | None = None,
+    ) -> FittedModel:
+        """Train in place with early stopping on ``val_rows``; checkpoints into ``run``."""
+        cfg = self.config
+        if resume and (run is None or not ModelFolder(run).can_resume()):
+            # Killed before the first epoch ended: nothing to restore, but cached features
+            # are reused, so starting over loses no finished work.
+            CONSOLE.print("No completed epoch to resume from; starting at epoch 1.")
+            resume = False
+        if run is not None:
+            if resume:
+                ModelFolder(run).check_resume(cfg, self.classes)
+            if is_main_process():
+                ModelFolder(run).write_definition(self.definition(), self.model)
+                if self.skipped:
+                    problems_frame(self.skipped).to_csv(run / "bad_rows.csv", index=False)
+        with main_process_first():  # one process fills the feature cache, the others read it
+            train_set, val_set = self.dataset(train_rows), self.dataset(val_rows)
+
+        def validate(model: nn.Module) -> dict[str, float]:
+            scores = self.kind.score(self, model, val_rows, val_set)
+            return {k: v for k, v in scores.items() if isinstance(v, int | float)}
+
+        if self.model.trained_by_stacking:
+            if resume:
+                CONSOLE.print("stack: folds start over on --resume (they read cached features)")
+            state = fit_stack(self.model, train_set, val_set, cfg.train, deadline)
+        else:
+            weights = (self.task.sample_weights(train_rows["_target"].tolist(), cfg.train.imbalance)
+                       if "_target" in train_rows and self.classes is not None else None)
+            state = train(self.model, train_set, validate, cfg.train, self.metric, run, resume,
+                          weights, deadline=deadline)
+        self.history = state.history
+        if cfg.train.calibrate:
+            self.calibrate(val_rows, val_set)
+        self.metrics = {"validation": self.kind.score(self, self.model, val_rows, val_set),
+                        "best_epoch": state.best_epoch, "epochs_run": state.epoch}
+        if state.privacy is not None:
+            self.metrics["privacy"] = state.privacy
+        if run is not None and is_main_process():
+            self.save(run)
+        return self
+
+    def calibrate(self, rows: pd.DataFrame, dataset: MultimodalDataset | None = None) -> float:
+        """Fit the probability temperature on held-out labelled rows; returns it."""
+        if not self.task.single_label:
+            raise ConfigError(f"temperature scaling applies to single-label tasks, not to "
+                              f"{self.task.name}")
+        dataset = dataset if dataset is not None else self.dataset(rows)
+        logits, _ = run_model(self.model, dataset, num_workers=self.config.train.num_workers)
+        temperature = fit_temperature(logits, self.targets(rows), binary=logits.shape[-1] == 1)
+        self.model.head.temperature.fill_(temperature)
+        CONSOLE.print(f"calibrated: temperature {temperature:.3f}")
+        return temperature
+
+    # ------------------------------------------------------------------ inputs
+    def feature_cache(self) -> FeatureCache:
+        """One cache per model, so features read once serve every split and prediction."""
+        if self.cache is None:
+            root = None if self.config.cache_dir == "none" else cache_root(self.config.cache_dir)
+            self.cache = FeatureCache(root, num_workers=self.config.train.num_workers)
+        return self.cache
+
+    @contextmanager
+    def using_cache(self, cache: FeatureCache) -> Iterator[None]:
+        """Use another feature cache for a while (e.g. a throw-away one for corrupted inputs)."""
+        previous, self.cache = self.cache, cache
+        try:
+            yield
+        finally:
+            self.cache = previous
+
+    def targets(self, rows: pd.DataFrame) -> torch.Tensor | None:
+        return self.kind.targets(self, rows)
+
+    def dataset(self, rows: pd.DataFrame, with_targets: bool = True,
+                use_cache: bool = True) -> MultimodalDataset:
+        """Model inputs for validated rows; ``use_cache=False`` decodes and encodes live."""
+        encoders = {m: self.model.encoder_for(m) for m in self.model.modalities}
+        targets = self.targets(rows) if with_targets else None
+        return make_dataset(rows, encoders, self.feature_cache(),
+                            self.kind.needs_tokens(self.model), targets, use_cache)
+
+    # ------------------------------------------------------------------ scoring
+    def logits(self, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (N, C) and modality weights (N, M) or None, chunk by chunk: features of one
+        chunk at a time are in memory, so memory grows with the output only."""
+        logits, weights = [], []
+        for start in range(0, len(rows), PREDICT_CHUNK):
+            dataset = self.dataset(rows.iloc[start:start + PREDICT_CHUNK], with_targets=False)
+            chunk_logits, chunk_weights = run_model(
+                self.model, dataset, num_workers=self.config.train.num_workers)
+            logits.append(chunk_logits)
+            if chunk_weights is not None:
+                weights.append(chunk_weights)
+        return torch.cat(logits), (torch.cat(weights) if weights else None)
+
+    def evaluate(self, rows: pd.DataFrame) -> dict[str, Any]:
+        """Metrics on labelled validated rows."""
+        return self.kind.score(self, self.model, rows, self.dataset(rows))
+
+    # ------------------------------------------------------------------ folder
+    def definition(self) -> Definition:
+        return Definition(self.config, self.kind.name, self.classes,
+                          self.kind.n_outputs(self.classes), self.vocabulary,
+                          {k: e.fingerprint for k, e in self.model.encoders.items()})
+
+    def save(self, directory: str | Path) -> Path:
+        self.folder = ModelFolder(directory).save(self.definition(), self.model, self.metrics)
+        return self.folder
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FittedModel:
+        """Rebuild from a model folder; reads no pickle, runs no stored code."""
+        folder = ModelFolder(directory)
+        definition = folder.definition()
+        kind = KINDS[definition.kind]
+        model = kind.build(definition.config, definition.classes, definition.vocabulary, None)
+        folder.load_weights(model, definition)
+        return cls(definition.config, kind, model, definition.classes, definition.vocabulary,
+                   folder.metrics(), folder.history(), folder=folder.path)

@@ -1,0 +1,132 @@
+"""The model folder: the one place that knows how a fitted model lies on disk.
+
+``config.yaml`` (the resolved config), ``labels.json`` (task, classes, outputs), optional
+``vocabulary.json``, ``meta.json`` (kind, versions, encoder fingerprints, preprocessing),
+``model.safetensors`` (weights of the kept epoch), ``metrics.json`` and ``history.json``;
+``training_state.safetensors`` while training (resume). Safetensors and JSON/YAML only: loading
+a folder from a stranger runs no code.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from mmfuse.config import Config
+from mmfuse.data.vocabulary import Vocabulary
+from mmfuse.errors import CheckpointError
+from mmfuse.io import load_tensors, read_json, save_tensors, write_json
+from mmfuse.models.multimodal import load_persistent_state, persistent_state
+from mmfuse.training.trainer import BEST_FILE as WEIGHTS_FILE
+from mmfuse.training.trainer import STATE_FILE
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class Definition:
+    """What builds the network again: everything but the weights."""
+
+    config: Config
+    kind: str
+    classes: list[str] | None
+    n_outputs: int
+    vocabulary: Vocabulary | None
+    fingerprints: dict[str, str]
+
+
+class ModelFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def exists(self) -> bool:
+        return (self.path / "config.yaml").exists()
+
+    def can_resume(self) -> bool:
+        return (self.path / STATE_FILE).exists()
+
+    # ------------------------------------------------------------ writing
+    def write_definition(self, definition: Definition, model: nn.Module) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        definition.config.to_yaml(self.path / "config.yaml")
+        write_json(self.path / "labels.json", {
+            "task": definition.config.data.task, "classes": definition.classes,
+            "n_outputs": definition.n_outputs, "label_col": definition.config.data.label_col,
+        })
+        if definition.vocabulary is not None:
+            write_json(self.path / "vocabulary.json", definition.vocabulary.to_dict())
+        write_json(self.path / "meta.json", {
+            "kind": definition.kind,
+            "mmfuse_version": VERSION,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "encoders": {k: e.fingerprint for k, e in model.encoders.items()},
+            "preprocessing": {k: e.preprocessing for k, e in model.encoders.items()},
+            "modalities": model.modalities,
+        })
+
+    def save(self, definition: Definition, model: nn.Module, metrics: dict[str, Any]) -> Path:
+        self.write_definition(definition, model)
+        save_tensors(self.path / WEIGHTS_FILE, persistent_state(model))
+        write_json(self.path / "metrics.json", metrics)
+        return self.path
+
+    # ------------------------------------------------------------ reading
+    def definition(self) -> Definition:
+        if not self.exists():
+            raise CheckpointError(
+                f"{self.path} is not an mmfuse model folder (no config.yaml). "
+                "Pass the --out folder of `mmfuse train`."
+            )
+        config = Config.from_yaml(self.path / "config.yaml")
+        labels = read_json(self.path / "labels.json")
+        meta = read_json(self.path / "meta.json")
+        vocabulary_file = self.path / "vocabulary.json"
+        vocabulary = (Vocabulary.from_dict(read_json(vocabulary_file))
+                      if vocabulary_file.exists() else None)
+        kind = meta.get("kind") or ("dual_encoder" if labels["n_outputs"] == 0 else "single")
+        return Definition(config, kind, labels["classes"], labels["n_outputs"], vocabulary,
+                          meta.get("encoders", {}))
+
+    def load_weights(self, model: nn.Module, definition: Definition) -> None:
+        """The saved weights into ``model``, after checking its encoders are those it was
+        trained with."""
+        for kind, fingerprint in definition.fingerprints.items():
+            current = model.encoders[kind].fingerprint
+            if current != fingerprint:
+                raise CheckpointError(
+                    f"the {kind} encoder's weights differ from those the model was trained with "
+                    f"({current} vs {fingerprint}); install the package version it was trained "
+                    "with, or retrain."
+                )
+        load_persistent_state(model, load_tensors(self.path / WEIGHTS_FILE))
+        model.eval()
+
+    def metrics(self) -> dict[str, Any]:
+        path = self.path / "metrics.json"
+        return read_json(path) if path.exists() else {}
+
+    def history(self) -> list[dict[str, Any]]:
+        path = self.path / "history.json"
+        return read_json(path) if path.exists() else []
+
+    def check_resume(self, config: Config, classes: list[str] | None) -> None:
+        """A resumed run must train the same model on the same labels."""
+        stored_config = self.path / "config.yaml"
+        if not stored_config.exists():
+            raise CheckpointError(f"nothing to resume in {self.path}: no config.yaml there")
+        if yaml.safe_load(stored_config.read_text()) != config.to_dict():
+            raise CheckpointError(
+                f"--resume: the settings differ from those saved in {stored_config}. Resume with "
+                "the same settings (or `--config` that file), or train into a new --out folder."
+            )
+        if read_json(self.path / "labels.json")["classes"] != classes:
+            raise CheckpointError(
+                "--resume: the labels in this data differ from the interrupted run's labels"
+            )

@@ -1,0 +1,176 @@
+"""The kinds of trained network behind the model contract, and what differs between them.
+
+A *single* model (encoders -> fusion -> head) predicts a task's outputs; a *dual encoder*
+(two towers in one space) ranks images against texts. Both are fitted, scored, saved and
+loaded by the same code (``fitted_model.py``, ``model_folder.py``); a kind says only how to
+build its network, what its targets are and how it is scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mmfuse.config import Config
+from mmfuse.data.validate import cells
+from mmfuse.data.vocabulary import Vocabulary
+from mmfuse.encoders import create_encoder
+from mmfuse.errors import DataValidationError, Problem
+from mmfuse.features.batches import MultimodalDataset
+from mmfuse.features.cache import make_dataset
+from mmfuse.features.loaders import make_loader
+from mmfuse.models.build import build_model
+from mmfuse.models.dual_encoder import DualEncoder
+from mmfuse.progress import make_progress
+from mmfuse.tasks import get_task
+from mmfuse.tasks.retrieval_metrics import retrieval_metrics
+from mmfuse.training.inference import run_model
+
+if TYPE_CHECKING:
+    from mmfuse.fitted_model import FittedModel
+
+EMBED_CHUNK = 4096  # rows embedded at a time: memory stays bounded for any collection size
+
+
+class ModelKind(Protocol):
+    name: str
+
+    def fit_classes(self, config: Config, rows: pd.DataFrame) -> list[str] | None: ...
+
+    def n_outputs(self, classes: list[str] | None) -> int: ...
+
+    def build(self, config: Config, classes: list[str] | None, vocabulary: Vocabulary | None,
+              rows: pd.DataFrame | None) -> nn.Module:
+        """The network; ``rows`` (training rows) fit head options, None when loading."""
+
+    def targets(self, fitted: FittedModel, rows: pd.DataFrame) -> torch.Tensor | None: ...
+
+    def needs_tokens(self, model: nn.Module) -> bool: ...
+
+    def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
+              dataset: MultimodalDataset) -> dict[str, Any]: ...
+
+
+class SingleModel:
+    """Encoders -> fusion -> the task's head."""
+
+    name = "single"
+
+    def fit_classes(self, config: Config, rows: pd.DataFrame) -> list[str] | None:
+        try:
+            return get_task(config.data.task).fit_classes(rows["_target"].tolist())
+        except ValueError as error:
+            raise DataValidationError([Problem(rows.attrs.get("source", "<DataFrame>"), None,
+                                               config.data.label_col, str(error))]) from error
+
+    def n_outputs(self, classes: list[str] | None) -> int:
+        return len(classes) if classes is not None else 1
+
+    def build(self, config: Config, classes: list[str] | None, vocabulary: Vocabulary | None,
+              rows: pd.DataFrame | None) -> nn.Module:
+        options = {} if rows is None else get_task(config.data.task).head_options(
+            rows["_target"].tolist(), classes, config.train.imbalance)
+        return build_model(config, self.n_outputs(classes), vocabulary, options)
+
+    def targets(self, fitted: FittedModel, rows: pd.DataFrame) -> torch.Tensor | None:
+        if "_target" not in rows:
+            return None
+        return fitted.task.encode(rows["_target"].tolist(), fitted.classes)
+
+    def needs_tokens(self, model: nn.Module) -> bool:
+        return bool(model.fusion.needs_tokens)
+
+    def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
+              dataset: MultimodalDataset) -> dict[str, Any]:
+        logits, _ = run_model(model, dataset, num_workers=fitted.config.train.num_workers)
+        scores = model.head.probabilities(logits).numpy()
+        decoded = model.head.decode(logits).numpy()
+        y_true = self.targets(fitted, rows).numpy()
+        result = fitted.task.metrics(y_true, decoded, scores, fitted.classes or [])
+        if dataset.targets is not None:
+            device = model.head.linear.weight.device  # the GPU, right after training on one
+            result["loss"] = float(model.head.loss(logits.to(device), dataset.targets.to(device)))
+        return result
+
+
+class DualEncoderModel:
+    """Image and text towers projected into one space, trained with symmetric InfoNCE."""
+
+    name = "dual_encoder"
+
+    def fit_classes(self, config: Config, rows: pd.DataFrame) -> list[str] | None:
+        return None
+
+    def n_outputs(self, classes: list[str] | None) -> int:
+        return 0
+
+    def build(self, config: Config, classes: list[str] | None, vocabulary: Vocabulary | None,
+              rows: pd.DataFrame | None) -> nn.Module:
+        model_cfg = config.model
+        encoders = {
+            "image": create_encoder("image", model_cfg.image_encoder),
+            "text": create_encoder("text", model_cfg.text_encoder, vocabulary=vocabulary),
+        }
+        return DualEncoder(encoders, config.data.image_cols[0], config.data.text_cols[0],
+                           model_cfg.hidden_dim, model_cfg.dropout)
+
+    def targets(self, fitted: FittedModel, rows: pd.DataFrame) -> torch.Tensor | None:
+        """(N, 2): which image and which text each pair has (pairs sharing one are not
+        negatives of each other). Every row is a true pair: no label column is needed."""
+        data = fitted.config.data
+        images = pd.factorize(pd.Series(cells(rows, data.image_cols[0])))[0]
+        texts = pd.factorize(pd.Series(cells(rows, data.text_cols[0])))[0]
+        return torch.tensor(np.stack([images, texts], axis=1), dtype=torch.long)
+
+    def needs_tokens(self, model: nn.Module) -> bool:
+        return False
+
+    def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
+              dataset: MultimodalDataset) -> dict[str, Any]:
+        data = fitted.config.data
+        image_of_row, images = pd.factorize(pd.Series(cells(rows, data.image_cols[0])))
+        text_of_row, texts = pd.factorize(pd.Series(cells(rows, data.text_cols[0])))
+        image_vectors = embed(fitted, model, "image", list(images))
+        text_vectors = embed(fitted, model, "text", list(texts))
+        pairs = list(zip(image_of_row.tolist(), text_of_row.tolist(), strict=True))
+        return retrieval_metrics(image_vectors, text_vectors, pairs)
+
+
+@torch.inference_mode()
+def embed(fitted: FittedModel, model: DualEncoder, kind: str, values: list[str]) -> torch.Tensor:
+    """(N, E) unit vectors of image paths or texts."""
+    chunks = list(embed_chunks(fitted, model, kind, values))
+    return torch.cat(chunks) if chunks else torch.zeros(0, model.embed_dim)
+
+
+def embed_chunks(
+    fitted: FittedModel, model: DualEncoder, kind: str, values: list[str]
+) -> Iterator[torch.Tensor]:
+    """(n, E) unit vectors, ``EMBED_CHUNK`` values at a time, with a progress bar."""
+    was_training = model.training
+    model.eval()
+    column = model.columns[kind]
+    encoder = model.encoders[kind]
+    with make_progress() as progress, torch.inference_mode():
+        task = progress.add_task(f"Embedding {kind}s", total=len(values), status="")
+        for start in range(0, len(values), EMBED_CHUNK):
+            chunk = pd.DataFrame({column: values[start:start + EMBED_CHUNK]})
+            dataset = make_dataset(chunk, {column: encoder}, fitted.feature_cache(), False)  # type: ignore[dict-item]
+            out = []
+            for batch, _ in make_loader(dataset, 256, fitted.config.train.num_workers):
+                out.append(model.embed(kind, batch[column]))
+                progress.advance(task, len(batch[column]["present"]))
+            yield torch.cat(out)
+    model.train(was_training)
+
+
+KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (SingleModel(), DualEncoderModel())}
+
+
+def kind_for(config: Config) -> ModelKind:
+    return KINDS[get_task(config.data.task).model_kind]

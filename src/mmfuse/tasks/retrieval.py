@@ -1,0 +1,23 @@
+"""Image <-> text search in a shared space (a dual encoder); it ranks, it does not predict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmfuse.tasks.base import Task
+
+
+class Retrieval(Task):
+    name = "retrieval"
+    head = ""  # projection heads of the dual encoder, not a registered head
+    selection_metric = headline_metric = "mean_recall"
+    predicts = False
+    model_kind = "dual_encoder"
+    paired = True
+    stratified = False
+    single_label = False
+    why_not = ("a retrieval model ranks, it does not classify. Use `mmfuse index` and "
+               "`mmfuse search`, or `mmfuse zero-shot` to classify images by label prompts.")
+
+    def fit_classes(self, targets: list[Any]) -> list[str] | None:
+        return None
