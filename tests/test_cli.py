@@ -132,3 +132,32 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Pa
     assert json.loads((tmp_path / "full" / "metrics.json").read_text())["validation"][
         "accuracy"] == pytest.approx(
         json.loads((killed / "metrics.json").read_text())["validation"]["accuracy"], abs=1e-6)
+
+
+def test_train_flags_are_the_config_fields(tmp_path: Path, tiny_csv: Path) -> None:
+    """Each flag lands in the YAML key of the same meaning (flags are made from the config)."""
+    import yaml
+
+    from mmfuse.cli.options import HELP, config_flags
+
+    run = tmp_path / "run"
+    code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--epochs", "1",
+                       "--cache-dir", str(tmp_path / "c"), "--fusion", "concat", *TINY,
+                       "--allow-missing", "--modality-dropout", "0.25", "--hidden-dim", "8",
+                       "--patience", "3", "--weight-decay", "0.02", "--val-fraction", "0.2",
+                       "--imbalance", "sample")
+    assert code == 0, output
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["allow_missing"] is True and saved["data"]["val_fraction"] == 0.2
+    assert saved["data"]["image_cols"] == ["image"] and saved["data"]["text_cols"] == ["caption"]
+    assert saved["model"]["hidden_dim"] == 8 and saved["model"]["fusion"] == "concat"
+    assert saved["model"]["image_encoder"]["name"] == "small-cnn"
+    assert saved["model"]["image_encoder"]["image_size"] == 32
+    assert saved["train"] | {"modality_dropout": 0.25, "patience": 3, "weight_decay": 0.02,
+                             "imbalance": "sample", "epochs": 1} == saved["train"]
+    names = [flag.name for flag in config_flags()]
+    assert len(names) == len(set(names)) and len(HELP) + 6 == len(names)
+    # A model flag with auto mode's own flags is refused, naming the model flag.
+    code, output = cli("train", "--data", str(tiny_csv), "--out", str(tmp_path / "x"),
+                       "--preset", "fast", "--hidden-dim", "8")
+    assert code == 2 and "--hidden-dim" in output

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from mmfuse.cli.app import app, err, friendly, out, print_metrics
-from mmfuse.config import Config, EncoderConfig
+from mmfuse.cli.options import apply_flags, model_flags_given, with_config_flags
+from mmfuse.config import Config
 from mmfuse.errors import ConfigError
 from mmfuse.io import write_json
 from mmfuse.progress import CONSOLE
@@ -41,6 +42,7 @@ def dataset_or_path(value: str | Path | None):
 
 @app.command()
 @friendly
+@with_config_flags
 def train(
     out_dir: Annotated[Path, Opt("--out", help="Run folder: checkpoints, metrics, model")],
     data: Annotated[str | None, Opt(help="Training manifest (CSV, TSV, JSONL, Parquet) or tar "
@@ -49,126 +51,56 @@ def train(
     val_data: Annotated[str | None, Opt(help="Validation manifest (default: split)")] = None,
     test_data: Annotated[str | None, Opt(help="Evaluate on this manifest after training")] = None,
     config: Annotated[Path | None, Opt(help="YAML config; flags override it")] = None,
-    image_col: Annotated[list[str] | None, Opt(help="Image column (repeat for several)")] = None,
-    text_col: Annotated[list[str] | None, Opt(help="Text column (repeat for several)")] = None,
-    label_col: Annotated[str | None, Opt(help="Target column")] = None,
-    task: Annotated[
-        str | None, Opt(help="classification|multilabel|regression|binary|matching|retrieval")
-    ] = None,
-    image_encoder: Annotated[str | None, Opt(help="See `mmfuse list`")] = None,
-    text_encoder: Annotated[str | None, Opt(help="See `mmfuse list`; or hf:/local/folder")] = None,
-    fusion: Annotated[str | None, Opt(help="See `mmfuse list`")] = None,
-    modalities: Annotated[str | None, Opt(help="image,text | image | text")] = None,
-    finetune_image: Annotated[bool, Opt(help="Train the pretrained image encoder too")] = False,
-    finetune_text: Annotated[bool, Opt(help="Train the pretrained text encoder too")] = False,
-    image_size: Annotated[int | None, Opt(help="Image side in pixels")] = None,
-    epochs: Annotated[int | None, Opt()] = None,
-    batch_size: Annotated[int | None, Opt()] = None,
-    lr: Annotated[float | None, Opt()] = None,
-    seed: Annotated[int | None, Opt()] = None,
-    modality_dropout: Annotated[float | None, Opt(help="Hide a modality in training")] = None,
-    imbalance: Annotated[str | None, Opt(help="auto|none|weight|sample")] = None,
-    on_bad_rows: Annotated[str | None, Opt(help="error|skip")] = None,
-    allow_missing: Annotated[bool, Opt(help="Empty image/text cells are missing modalities")] = False,
     cache_dir: Annotated[str | None, Opt(help="Feature cache folder, or 'none'")] = None,
-    num_workers: Annotated[int | None, Opt(help="Image-decoding worker processes")] = None,
-    threads: Annotated[int | None, Opt(help="torch threads (default: all cores)")] = None,
     resume: Annotated[bool, Opt(help="Continue a killed run from its last checkpoint")] = False,
-    calibrate: Annotated[bool, Opt(help="Fit a probability temperature on validation data")] = False,
-    precision: Annotated[str | None, Opt(help="no|bf16|fp16 (fp16: GPU only)")] = None,
-    grad_accum: Annotated[int | None, Opt(help="Optimiser step every N batches")] = None,
-    dp_epsilon: Annotated[float | None, Opt(help="DP-SGD: target privacy budget epsilon")] = None,
-    dp_delta: Annotated[float | None, Opt(help="DP-SGD: delta (default 1e-5)")] = None,
-    dp_noise_multiplier: Annotated[float | None, Opt(help="DP-SGD: noise instead of a target")] = None,
-    dp_max_grad_norm: Annotated[float | None, Opt(help="DP-SGD: per-example clipping norm")] = None,
     preset: Annotated[str | None, Opt(help="Auto mode: fast|medium|best (default medium)")] = None,
     time_limit: Annotated[float | None, Opt(help="Auto mode: seconds for the whole search")] = None,
+    flags: dict[str, Any] | None = None,
 ) -> None:
     """Train a model on a table of images and texts.
 
-    Without model flags (--fusion, --image-encoder, --text-encoder, --modalities, --finetune-*)
-    or a config with a `model:` section, this runs auto mode: a time-limited search over
-    encoders and fusions, judged on validation data (see `mmfuse leaderboard OUT`).
+    Without model flags (--fusion, --image-encoder, --text-encoder, --modalities, --finetune-*,
+    --image-size, --hidden-dim, --dropout) or a config with a `model:` section, this runs auto
+    mode: a time-limited search over encoders and fusions, judged on validation data (see
+    `mmfuse leaderboard OUT`).
     """
     from mmfuse import estimator_for
-    from mmfuse.auto.leaderboard import LEADERBOARD_FILE
     from mmfuse.training.distributed import is_main_process
 
     if not is_main_process():  # under `accelerate launch`: one process speaks and writes
         out.quiet = err.quiet = CONSOLE.quiet = True
-
-    fixes_model = bool(image_encoder or text_encoder or fusion or modalities or finetune_image
-                       or finetune_text or image_size or (config and _has_model_section(config)))
-    auto = not fixes_model and not (resume and (out_dir / "config.yaml").exists()
-                                    and not (out_dir / LEADERBOARD_FILE).exists())
-    if fixes_model and (preset or time_limit):
+    flags = flags or {}
+    model_flags = model_flags_given(flags) + (["a config with a model: section"]
+                                              if config and _has_model_section(config) else [])
+    auto = _runs_auto_mode(out_dir, bool(model_flags), resume)
+    if model_flags and (preset or time_limit):
         raise ConfigError("--preset/--time-limit run auto mode, which chooses the model itself: "
-                          "drop them, or drop the model flags")
+                          f"drop them, or drop {', '.join(model_flags)}")
     resuming_stored = resume and not auto and config is None and (out_dir / "config.yaml").exists()
-    cfg = Config.from_yaml(config) if config else Config()
-    if resuming_stored:
-        cfg = Config.from_yaml(out_dir / "config.yaml")  # the killed run's settings
-    frames = {}
+    cfg = Config.from_yaml(out_dir / "config.yaml" if resuming_stored else config) \
+        if (config or resuming_stored) else Config()
+    splits = {}
     if dataset:
         from mmfuse.data.builtin import DATASETS
 
         builtin = DATASETS.get(dataset)()
-        frames = builtin.splits
+        splits = builtin.splits
         if not resuming_stored:
             cfg.data = builtin.data
     elif data is None:
         raise ConfigError("name the training data: --data train.csv (or --dataset easy-vqa)")
-    d, m, t = cfg.data, cfg.model, cfg.train
-    d.image_cols = image_col if image_col else d.image_cols
-    d.text_cols = text_col if text_col else d.text_cols
-    d.label_col = label_col or d.label_col
-    d.task = task or d.task
-    d.on_bad_rows = on_bad_rows or d.on_bad_rows
-    d.allow_missing = allow_missing or d.allow_missing
-    if image_encoder:
-        m.image_encoder = EncoderConfig(image_encoder)
-    if text_encoder:
-        m.text_encoder = EncoderConfig(text_encoder)
-    if finetune_image:
-        m.image_encoder.frozen = False
-    if finetune_text:
-        m.text_encoder.frozen = False
-    if image_size:
-        m.image_encoder.image_size = image_size
-    m.fusion = fusion or m.fusion
-    if modalities:
-        m.modalities = [x.strip() for x in modalities.split(",") if x.strip()]
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr),
-                        ("seed", seed), ("modality_dropout", modality_dropout),
-                        ("imbalance", imbalance), ("num_workers", num_workers),
-                        ("threads", threads), ("precision", precision),
-                        ("grad_accum", grad_accum), ("dp_epsilon", dp_epsilon),
-                        ("dp_delta", dp_delta), ("dp_noise_multiplier", dp_noise_multiplier),
-                        ("dp_max_grad_norm", dp_max_grad_norm)):
-        if value is not None:
-            setattr(t, name, value)
-    t.calibrate = calibrate or t.calibrate
+    apply_flags(cfg, flags)
     cfg.cache_dir = cache_dir or cfg.cache_dir
     cfg.validate()
 
-    train_data = frames.get("train") if dataset else dataset_or_path(data)
-    val_data = dataset_or_path(val_data)
-    test = frames.get("test") if dataset and test_data is None else dataset_or_path(test_data)
+    train_data = splits.get("train") if dataset else dataset_or_path(data)
+    test = splits.get("test") if dataset and test_data is None else dataset_or_path(test_data)
     if auto and not get_task(cfg.data.task).paired:  # auto mode searches labelled tasks
-        import dataclasses
-
-        from mmfuse.auto import AutoSearch
-        from mmfuse.auto.leaderboard import leaderboard_table, read_leaderboard
-        from mmfuse.auto.portfolio import get_preset
-
-        portfolio = get_preset(preset or "medium")
-        if epochs is not None:  # the user's cap wins over the preset's
-            portfolio = dataclasses.replace(portfolio, epochs=epochs)
-        search = AutoSearch(cfg, portfolio, time_limit)
-        predictor = search.fit(train_data, val_data, run_dir=out_dir, resume=resume)
-        out.print(leaderboard_table(read_leaderboard(out_dir)))
+        predictor = _auto(cfg, train_data, dataset_or_path(val_data), out_dir, resume, preset,
+                          time_limit, flags.get("epochs"))
     else:
-        predictor = estimator_for(cfg)(cfg).fit(train_data, val_data, run_dir=out_dir, resume=resume)
+        predictor = estimator_for(cfg)(cfg).fit(train_data, dataset_or_path(val_data),
+                                                run_dir=out_dir, resume=resume)
     print_metrics("validation", predictor.metrics_["validation"])
     if predictor.skipped_rows_:
         out.print(f"skipped {len(predictor.skipped_rows_)} bad row(s): see {out_dir}/bad_rows.csv")
@@ -178,6 +110,32 @@ def train(
             write_json(out_dir / "test_metrics.json", metrics)
         print_metrics("test", metrics)
     out.print(f"model saved in {out_dir}")
+
+
+def _runs_auto_mode(out_dir: Path, model_flags: bool, resume: bool) -> bool:
+    """Auto mode unless the model is chosen, or a fixed-model run is being resumed."""
+    from mmfuse.auto.leaderboard import LEADERBOARD_FILE
+
+    resuming_fixed = resume and (out_dir / "config.yaml").exists() and not (
+        out_dir / LEADERBOARD_FILE).exists()
+    return not model_flags and not resuming_fixed
+
+
+def _auto(cfg: Config, train_data, val_data, out_dir: Path, resume: bool, preset: str | None,
+          time_limit: float | None, epochs: int | None):
+    import dataclasses
+
+    from mmfuse.auto import AutoSearch
+    from mmfuse.auto.leaderboard import leaderboard_table, read_leaderboard
+    from mmfuse.auto.portfolio import get_preset
+
+    portfolio = get_preset(preset or "medium")
+    if epochs is not None:  # the user's cap wins over the preset's
+        portfolio = dataclasses.replace(portfolio, epochs=epochs)
+    predictor = AutoSearch(cfg, portfolio, time_limit).fit(train_data, val_data, run_dir=out_dir,
+                                                            resume=resume)
+    out.print(leaderboard_table(read_leaderboard(out_dir)))
+    return predictor
 
 
 def _has_model_section(config: Path) -> bool:
