@@ -88,7 +88,10 @@ def test_health_model_and_openapi(served) -> None:
     assert card["image_fields"] == ["image"] and card["text_fields"] == ["caption"]
     assert card["fusion"] == "weighted" and card["accepts_missing"] is True
     paths = httpx.get(f"{served['url']}/openapi.json").json()["paths"]
-    assert {"/v1/predict", "/v1/predict/batch", "/v1/explain", "/v1/search"} <= set(paths)
+    assert {"/v1/predict", "/v1/predict/batch", "/v1/explain"} <= set(paths)
+    assert "/v1/search" not in paths  # a classifier does not search, and says so:
+    refused = httpx.post(f"{served['url']}/v1/search", json={"text": "red"})
+    assert refused.status_code == 404 and "retrieval model" in refused.json()["error"]["message"]
 
 
 def test_predict_multipart_json_and_batch_agree(served) -> None:

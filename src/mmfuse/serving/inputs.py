@@ -1,0 +1,84 @@
+"""Request bodies -> model inputs: multipart (image file + text field) or JSON (base64 image)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Any
+
+from fastapi import Request
+from PIL import Image
+
+from mmfuse.serving.engine import InferenceEngine, Item, MissingModalityError
+from mmfuse.serving.protocol import ApiError, decode_upload, json_object
+
+MAX_TEXT_CHARS = 10_000
+
+
+async def image_value(value: Any, field: str) -> Image.Image | None:
+    """A decoded image from an uploaded file or a base64 string; None when empty."""
+    if value is None or value == "":
+        return None
+    if hasattr(value, "read"):  # an uploaded file
+        data = await value.read()
+    elif isinstance(value, str):
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise ApiError(422, "bad_image", f"{field}: not valid base64") from error
+    else:
+        raise ApiError(422, "invalid_request",
+                       f"{field}: send a file (multipart) or a base64 string (JSON)")
+    return await asyncio.to_thread(decode_upload, data, field)
+
+
+def text_value(value: Any, field: str) -> str | None:
+    """A stripped text; None when empty."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_request", f"{field}: must be a string")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ApiError(413, "text_too_long", f"{field}: over {MAX_TEXT_CHARS} characters")
+    return value.strip() or None
+
+
+class ItemReader:
+    """Reads one item (a row of model inputs) for ``engine``'s model from a request."""
+
+    def __init__(self, engine: InferenceEngine) -> None:
+        self.engine = engine
+        self.aliases = {"image": engine.image_columns[:1], "text": engine.text_columns[:1]}
+        self.known = set(engine.image_columns) | set(engine.text_columns) | set(self.aliases)
+
+    async def read(self, request: Request) -> Item:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form()
+            raw = {key: form.get(key) for key in form}
+        elif content_type.startswith("application/json"):
+            raw = await json_object(request)
+        else:
+            raise ApiError(415, "unsupported_media_type",
+                           "send multipart/form-data (image file, text field) or JSON")
+        return await self.item(raw)
+
+    async def item(self, raw: dict[str, Any]) -> Item:
+        unknown = set(raw) - self.known
+        if unknown:
+            raise ApiError(422, "unknown_field",
+                           f"unknown field(s) {sorted(unknown)}; this model takes "
+                           f"{sorted(self.known)}")
+        item: Item = {}
+        for key, value in raw.items():
+            for column in self.aliases.get(key, [key]):
+                if column in self.engine.image_columns:
+                    item[column] = await image_value(value, key)
+                else:
+                    item[column] = text_value(value, key)
+        try:
+            self.engine.check(item)
+        except MissingModalityError as error:
+            raise ApiError(422, "missing_modality", str(error)) from error
+        return item
