@@ -140,17 +140,15 @@ def train(
     (``forward`` is the model, wrapped for DDP or DP when that applies). When ``deadline``
     passes, the epoch under way ends early, is validated like any other, and training stops.
     """
-    loss_fn = loss_fn or head_loss
     accelerator = make_accelerator(cfg)
     batch_size_fits(cfg)
-    main = accelerator.is_main_process
     private = is_private(cfg)
     if private:
         check_supported(model, cfg, accelerator.num_processes)
     optimizer = make_optimizer(model, cfg)
     state, privacy_history = TrainState(), None
     if resume:
-        if main:
+        if accelerator.is_main_process:
             for stale in stale_temporaries(run_dir or Path(".")):  # left by a kill mid-write
                 stale.unlink()
         state, privacy_history = _load_state(run_dir, model, optimizer)
@@ -159,100 +157,27 @@ def train(
     best_weights = snapshot(model) if state.best_metric is None else None
     if state.best_metric is not None and run_dir is not None:
         best_weights = load_tensors(run_dir / BEST_FILE)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    warmup = max(1, int(cfg.warmup_fraction * total))
-    dp = None
+    out_of_time = False
     with placeholders_frozen(model) if private else nullcontext(), warnings.catch_warnings():
         # opacus' hooks on the first layer, whose input needs no gradient: harmless.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        if private:
-            dp = PrivateTraining(model, optimizer, make_loader(train_set, cfg.batch_size, 0),
-                                 cfg, privacy_history)
-            forward, optimizer = dp.module, dp.optimizer
-        else:
-            forward, optimizer = accelerator.prepare(model, optimizer)
-        out_of_time = False
+        loop = Loop(model, train_set, cfg, accelerator, optimizer, loss_fn or head_loss,
+                    sample_weights, privacy_history if private else None)
         while state.epoch < cfg.epochs and not state.stopped_early:
-            epoch = state.epoch + 1
-            started = time.perf_counter()
-            torch.manual_seed(cfg.seed + epoch)
-            generator = torch.Generator().manual_seed(cfg.seed + epoch)
-            sampler = (
-                WeightedRandomSampler(sample_weights, len(train_set), generator=generator)
-                if sample_weights is not None
-                else RandomSampler(train_set, generator=generator)
-            )
-            process = (accelerator.process_index, accelerator.num_processes)
-            loader = make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler,
-                                 None if dp else process)
-            loader = dp.loader(loader, generator) if dp else loader
-            model.train()
-            total_loss, seen, out_of_time = 0.0, 0, False
-            with make_progress() as progress:
-                task = progress.add_task(f"Epoch {epoch}/{cfg.epochs}", total=steps_per_epoch,
-                                         status="")
-                for index, (batch, target) in enumerate(loader):
-                    share = None if dp else loader.batch_sampler.shares[index]
-                    batch, target = send_to_device((batch, target), accelerator.device)
-                    drop_modalities(batch, cfg.modality_dropout, generator, share)
-                    factor = warmup_cosine(state.step, total, warmup)
-                    for group in optimizer.param_groups:
-                        group["lr"] = group["base_lr"] * factor
-                    # Gradient accumulation by hand: the loader is not accelerate's, so the
-                    # last group of an epoch is closed here (accelerator.backward divides the
-                    # loss by grad_accum).
-                    sync = (index + 1) % cfg.grad_accum == 0 or index + 1 == len(loader)
-                    with nullcontext() if sync or dp else accelerator.no_sync(forward):
-                        with accelerator.autocast():
-                            loss = loss_fn(forward, model, batch, target)
-                        accelerator.backward(loss * share.loss_weight if share else loss)
-                    if sync:
-                        if dp is None:
-                            accelerator.clip_grad_norm_(model.parameters(), 5.0)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    state.step += 1
-                    rows = share.rows if share else len(target)
-                    total_loss += loss.item() * rows
-                    seen += rows
-                    progress.update(task, advance=1, status=f"loss {total_loss / seen:.4f}")
-                    if deadline is not None and _agreed(accelerator, deadline.passed()):
-                        state.stopped_early = out_of_time = True
-                        break
-            total_loss, seen = (float(x) for x in accelerator.reduce(
-                torch.tensor([total_loss, seen], dtype=torch.float64, device=accelerator.device),
-                "sum"))
-            scores = validate(model)
-            value = scores[metric]
-            row = {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
-                   **{f"val_{k}": v for k, v in scores.items()},
-                   "lr": optimizer.param_groups[0]["lr"],
-                   "seconds": round(time.perf_counter() - started, 3)}
-            if dp is not None:
-                row["dp_epsilon"] = dp.epsilon()
-                state.privacy = dp.report()
-            state.history.append(row)
-            state.epoch = epoch
-            if is_better(metric, value, state.best_metric):
-                state.best_metric, state.best_epoch, state.bad_epochs = value, epoch, 0
+            epoch, started = state.epoch + 1, time.perf_counter()
+            train_loss, out_of_time = loop.run_epoch(epoch, state, deadline)
+            row = record_epoch(state, epoch, train_loss, validate(model), metric, cfg, loop,
+                               time.perf_counter() - started)
+            if state.best_epoch == epoch:
                 best_weights = snapshot(model)
-                if run_dir is not None and main:
+                if run_dir is not None and accelerator.is_main_process:
                     save_tensors(run_dir / BEST_FILE, best_weights)
-            else:
-                state.bad_epochs += 1
-                state.stopped_early = state.stopped_early or state.bad_epochs >= cfg.patience
-            privacy = f"  epsilon {row['dp_epsilon']:.2f}" if dp is not None else ""
-            console.print(
-                f"epoch {epoch:>3}  loss {row['train_loss']:.4f}  val {metric} {value:.4f}"
-                f"{'  *' if state.best_epoch == epoch else ''}{privacy}  ({row['seconds']:.1f}s)"
-            )
-            if run_dir is not None and main:
-                _save_state(run_dir, model, optimizer, state, dp.history() if dp else None)
+            if run_dir is not None and accelerator.is_main_process:
+                _save_state(run_dir, model, loop.optimizer, state,
+                            loop.dp.history() if loop.dp else None)
                 write_history(run_dir, state.history)
                 _log_tensorboard(run_dir, row)
-        if dp is not None:
-            dp.close()
+        loop.close()
     accelerator.wait_for_everyone()
     if out_of_time:
         console.print("Stopped: the time limit was reached.")
@@ -262,6 +187,123 @@ def train(
         load_persistent_state(model, best_weights)
     model.eval()
     return state
+
+
+class Loop:
+    """The moving parts of one training run: the (wrapped) model, optimiser, schedule and,
+    under DP-SGD, the private engine. ``run_epoch`` trains one epoch."""
+
+    def __init__(
+        self, model: MultimodalModel, train_set: MultimodalDataset, cfg: TrainConfig,
+        accelerator: Accelerator, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
+        sample_weights: torch.Tensor | None, privacy_history: list | None,
+    ) -> None:
+        self.model, self.train_set, self.cfg = model, train_set, cfg
+        self.accelerator, self.loss_fn, self.sample_weights = accelerator, loss_fn, sample_weights
+        self.steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+        self.total = self.steps_per_epoch * cfg.epochs
+        self.warmup = max(1, int(cfg.warmup_fraction * self.total))
+        self.dp = None
+        if is_private(cfg):
+            self.dp = PrivateTraining(model, optimizer, make_loader(train_set, cfg.batch_size, 0),
+                                      cfg, privacy_history)
+            self.forward, self.optimizer = self.dp.module, self.dp.optimizer
+        else:
+            self.forward, self.optimizer = accelerator.prepare(model, optimizer)
+
+    def loader(self, generator: torch.Generator):
+        """This epoch's batches: a seeded shuffle (or balanced draw), this process's share."""
+        train_set, cfg = self.train_set, self.cfg
+        sampler = (
+            WeightedRandomSampler(self.sample_weights, len(train_set), generator=generator)
+            if self.sample_weights is not None
+            else RandomSampler(train_set, generator=generator)
+        )
+        if self.dp is not None:
+            return self.dp.loader(make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler),
+                                  generator)
+        process = (self.accelerator.process_index, self.accelerator.num_processes)
+        return make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler, process)
+
+    def run_epoch(self, epoch: int, state: TrainState,
+                  deadline: Deadline | None) -> tuple[float, bool]:
+        """Train one epoch; (mean training loss over every process's rows, out of time)."""
+        torch.manual_seed(self.cfg.seed + epoch)
+        generator = torch.Generator().manual_seed(self.cfg.seed + epoch)
+        loader = self.loader(generator)
+        self.model.train()
+        total_loss, seen, out_of_time = 0.0, 0, False
+        with make_progress() as progress:
+            task = progress.add_task(f"Epoch {epoch}/{self.cfg.epochs}",
+                                     total=self.steps_per_epoch, status="")
+            for index, (batch, target) in enumerate(loader):
+                share = None if self.dp else loader.batch_sampler.shares[index]
+                batch, target = send_to_device((batch, target), self.accelerator.device)
+                drop_modalities(batch, self.cfg.modality_dropout, generator, share)
+                last = (index + 1) % self.cfg.grad_accum == 0 or index + 1 == len(loader)
+                loss = self.step(batch, target, share, state, last)
+                rows = share.rows if share else len(target)
+                total_loss, seen = total_loss + loss * rows, seen + rows
+                progress.update(task, advance=1, status=f"loss {total_loss / max(seen, 1):.4f}")
+                if deadline is not None and _agreed(self.accelerator, deadline.passed()):
+                    state.stopped_early = out_of_time = True
+                    break
+        total_loss, seen = (float(x) for x in self.accelerator.reduce(
+            torch.tensor([total_loss, seen], dtype=torch.float64, device=self.accelerator.device),
+            "sum"))
+        return total_loss / max(seen, 1), out_of_time
+
+    def step(self, batch: Batch, target: torch.Tensor, share: Share | None, state: TrainState,
+             last: bool) -> float:
+        """One batch forward and backward; the optimiser steps when ``last`` closes a group of
+        ``grad_accum`` batches. Returns the batch's mean loss."""
+        factor = warmup_cosine(state.step, self.total, self.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        # Gradient accumulation by hand: the loader is not accelerate's, so the last group of
+        # an epoch is closed here (accelerator.backward divides the loss by grad_accum).
+        accelerator = self.accelerator
+        with nullcontext() if last or self.dp else accelerator.no_sync(self.forward):
+            with accelerator.autocast():
+                loss = self.loss_fn(self.forward, self.model, batch, target)
+            accelerator.backward(loss * share.loss_weight if share else loss)
+        if last:
+            if self.dp is None:
+                accelerator.clip_grad_norm_(self.model.parameters(), 5.0)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        return loss.item()
+
+    def close(self) -> None:
+        if self.dp is not None:
+            self.dp.close()
+
+
+def record_epoch(
+    state: TrainState, epoch: int, train_loss: float, scores: dict[str, float], metric: str,
+    cfg: TrainConfig, loop: Loop, seconds: float,
+) -> dict[str, Any]:
+    """The epoch's history row; best epoch, patience and early stopping updated in ``state``."""
+    value = scores[metric]
+    row = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in scores.items()},
+           "lr": loop.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3)}
+    if loop.dp is not None:
+        row["dp_epsilon"] = loop.dp.epsilon()
+        state.privacy = loop.dp.report()
+    state.history.append(row)
+    state.epoch = epoch
+    if is_better(metric, value, state.best_metric):
+        state.best_metric, state.best_epoch, state.bad_epochs = value, epoch, 0
+    else:
+        state.bad_epochs += 1
+        state.stopped_early = state.stopped_early or state.bad_epochs >= cfg.patience
+    privacy = f"  epsilon {row['dp_epsilon']:.2f}" if loop.dp is not None else ""
+    console.print(
+        f"epoch {epoch:>3}  loss {row['train_loss']:.4f}  val {metric} {value:.4f}"
+        f"{'  *' if state.best_epoch == epoch else ''}{privacy}  ({row['seconds']:.1f}s)"
+    )
+    return row
 
 
 def _agreed(accelerator: Accelerator, flag: bool) -> bool:
