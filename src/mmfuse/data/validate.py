@@ -92,87 +92,108 @@ def validate_frame(
     first_row = int(frame.attrs.get("first_row", 0))  # a chunk of a bigger manifest
     frame = frame.reset_index(drop=True).copy()
     frame["_row"] = range(first_row + 1, first_row + len(frame) + 1)
-    problems: list[Problem] = []
-    bad_rows: set[int] = set()
-
-    def report(index: int, column: str | None, message: str) -> None:
-        problems.append(Problem(source, first_row + index + 1, column, message))
-        bad_rows.add(index)
-
     if len(frame) == 0:
         raise DataValidationError([Problem(source, None, None, "the manifest has no rows")])
+    found = Findings(source, first_row)
 
     image_errors = _check_images(frame, image_cols, base_dir)
     for column in image_cols:
-        resolved = []
-        for index, value in enumerate(cells(frame, column)):
-            if is_blank(value):
-                resolved.append(None)
-                if not data.allow_missing:
-                    report(index, column, "image path is empty (allow missing modalities with "
-                           "--allow-missing)")
-                continue
-            path = _resolve(value, base_dir)
-            error = image_errors.get(path)
-            if error:
-                report(index, column, error)
-            resolved.append(path)
-        frame[column] = as_object_column(resolved, frame.index)
-
+        frame[column] = as_object_column(
+            _image_cells(frame, column, base_dir, image_errors, data.allow_missing, found),
+            frame.index)
     for column in text_cols:
-        texts = []
-        for index, value in enumerate(cells(frame, column)):
-            if is_blank(value):
-                texts.append(None)
-                if not data.allow_missing:
-                    report(index, column, "text is empty (allow missing modalities with "
-                           "--allow-missing)")
-            else:
-                texts.append(str(value))
-        frame[column] = as_object_column(texts, frame.index)
-
+        frame[column] = as_object_column(_text_cells(frame, column, data.allow_missing, found),
+                                         frame.index)
     if data.allow_missing:
         columns = image_cols + text_cols
         empty = frame[columns].isna().all(axis=1) if columns else pd.Series(dtype=bool)
         for index in empty[empty].index:
-            report(int(index), None, "every image and text cell of this row is empty")
-
+            found.report(int(index), None, "every image and text cell of this row is empty")
     if has_labels:
-        targets: list[Any] = []
-        known = set(known_labels) if known_labels is not None else None
-        task = get_task(data.task)
-        for index, value in enumerate(frame[data.label_col].tolist()):
-            if is_blank(value):
-                targets.append(None)
-                if require_labels:
-                    report(index, data.label_col, "label is missing")
-                continue
-            try:
-                target = task.parse_label(value, data.label_sep)
-            except ValueError as error:
-                targets.append(None)
-                report(index, data.label_col, str(error))
-                continue
-            targets.append(target)
-            if known is not None:
-                unseen = [t for t in task.labels_in(target) if t not in known]
-                if unseen:
-                    report(index, data.label_col,
-                           f"label {', '.join(map(repr, unseen))} was not seen in training; "
-                           f"known labels: {', '.join(sorted(known)[:15])}")
-        frame["_target"] = as_object_column(targets, frame.index)
+        frame["_target"] = as_object_column(
+            _targets(frame, data, known_labels, require_labels, found), frame.index)
 
-    if problems:
+    if found.problems:
         if data.on_bad_rows != "skip":
-            raise DataValidationError(problems, SKIP_HINT)
-        frame = frame.drop(index=sorted(bad_rows)).reset_index(drop=True)
+            raise DataValidationError(found.problems, SKIP_HINT)
+        frame = frame.drop(index=sorted(found.bad_rows)).reset_index(drop=True)
         if len(frame) == 0:
-            raise DataValidationError(problems, "Every row is bad; nothing is left to use.")
-    frame.attrs["source"] = source
-    frame.attrs["base_dir"] = str(base_dir)
-    frame.attrs["skipped"] = problems
-    frame.attrs["validated"] = True
+            raise DataValidationError(found.problems, "Every row is bad; nothing is left to use.")
+    frame.attrs.update(source=source, base_dir=str(base_dir), skipped=found.problems,
+                       validated=True)
     return frame
+
+
+class Findings:
+    """The problems found so far, each with its file, row and column, and the bad rows."""
+
+    def __init__(self, source: str, first_row: int) -> None:
+        self.source, self.first_row = source, first_row
+        self.problems: list[Problem] = []
+        self.bad_rows: set[int] = set()
+
+    def report(self, index: int, column: str | None, message: str) -> None:
+        self.problems.append(Problem(self.source, self.first_row + index + 1, column, message))
+        self.bad_rows.add(index)
+
+
+def _image_cells(frame: pd.DataFrame, column: str, base_dir: Path, errors: dict[str, str],
+                 allow_missing: bool, found: Findings) -> list[str | None]:
+    """Absolute image paths (None where empty); unreadable images reported."""
+    resolved: list[str | None] = []
+    for index, value in enumerate(cells(frame, column)):
+        if is_blank(value):
+            resolved.append(None)
+            if not allow_missing:
+                found.report(index, column, "image path is empty (allow missing modalities with "
+                             "--allow-missing)")
+            continue
+        path = _resolve(value, base_dir)
+        if errors.get(path):
+            found.report(index, column, errors[path])
+        resolved.append(path)
+    return resolved
+
+
+def _text_cells(frame: pd.DataFrame, column: str, allow_missing: bool,
+                found: Findings) -> list[str | None]:
+    texts: list[str | None] = []
+    for index, value in enumerate(cells(frame, column)):
+        if is_blank(value):
+            texts.append(None)
+            if not allow_missing:
+                found.report(index, column, "text is empty (allow missing modalities with "
+                             "--allow-missing)")
+        else:
+            texts.append(str(value))
+    return texts
+
+
+def _targets(frame: pd.DataFrame, data: DataConfig, known_labels: list[str] | None,
+             require_labels: bool, found: Findings) -> list[Any]:
+    """Parsed labels (None where missing or unusable); labels unseen in training reported."""
+    targets: list[Any] = []
+    known = set(known_labels) if known_labels is not None else None
+    task = get_task(data.task)
+    for index, value in enumerate(frame[data.label_col].tolist()):
+        if is_blank(value):
+            targets.append(None)
+            if require_labels:
+                found.report(index, data.label_col, "label is missing")
+            continue
+        try:
+            target = task.parse_label(value, data.label_sep)
+        except ValueError as error:
+            targets.append(None)
+            found.report(index, data.label_col, str(error))
+            continue
+        targets.append(target)
+        unseen = [t for t in task.labels_in(target) if known is not None and t not in known]
+        if unseen:
+            found.report(index, data.label_col,
+                         f"label {', '.join(map(repr, unseen))} was not seen in training; "
+                         f"known labels: {', '.join(sorted(known or [])[:15])}")
+    return targets
 
 
 def problems_frame(problems: list[Problem]) -> pd.DataFrame:
