@@ -75,23 +75,10 @@ class AutoSearch:
         spent_before = self._restore(run) if resume else 0.0
         self._deadline = Deadline(max(0.0, self.time_limit - spent_before))
         self._elapsed = lambda: spent_before + clocks.clock() - started
-        config = self.config.validate()
-        root = cache_root(config.cache_dir)
-        frame = read_rows(data, config, root, base_dir=base_dir)
-        if validation is None:
-            self._train, val = split_rows(frame, config)
-        else:
-            self._train = frame
-            classes = kind_for(config).fit_classes(config, frame)
-            val = read_rows(validation, config, root, base_dir=base_dir, known_labels=classes)
-        self._val = val.copy()
-        self._val.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
-        self._metric = config.train.metric or get_task(config.data.task).selection_metric
+        self._read(data, validation, base_dir)
+        self._metric = self.config.train.metric or get_task(self.config.data.task).selection_metric
         self._run = run
         self._splits = self._validation_splits()
-        # One feature cache: features are computed once and read by every candidate.
-        self._cache = FeatureCache(None if config.cache_dir == "none" else root,
-                                   num_workers=config.train.num_workers)
 
         preset = suited_to(self.preset, self._train, self.config)
         self._encode_frozen(preset)
@@ -127,6 +114,23 @@ class AutoSearch:
         return self.best_
 
     # ------------------------------------------------------------ internals
+    def _read(self, data: Data, validation: Data | None, base_dir: str | Path | None) -> None:
+        """Training and validation rows, read once, and one feature cache for every candidate
+        (features are computed once)."""
+        config = self.config.validate()
+        root = cache_root(config.cache_dir)
+        frame = read_rows(data, config, root, base_dir=base_dir)
+        if validation is None:
+            self._train, val = split_rows(frame, config)
+        else:
+            self._train = frame
+            classes = kind_for(config).fit_classes(config, frame)
+            val = read_rows(validation, config, root, base_dir=base_dir, known_labels=classes)
+        self._val = val.copy()
+        self._val.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
+        self._cache = FeatureCache(None if config.cache_dir == "none" else root,
+                                   num_workers=config.train.num_workers)
+
     def _restore(self, run: Path | None) -> float:
         """Candidates an interrupted search finished are kept, not fitted again."""
         if run is None or not (run / LEADERBOARD_FILE).exists():

@@ -77,17 +77,9 @@ def train(
         raise ConfigError("--preset/--time-limit run auto mode, which chooses the model itself: "
                           f"drop them, or drop {', '.join(model_flags)}")
     resuming_stored = resume and not auto and config is None and (out_dir / "config.yaml").exists()
-    cfg = Config.from_yaml(out_dir / "config.yaml" if resuming_stored else config) \
-        if (config or resuming_stored) else Config()
-    splits = {}
-    if dataset:
-        from mmfuse.data.builtin import DATASETS
-
-        builtin = DATASETS.get(dataset)()
-        splits = builtin.splits
-        if not resuming_stored:
-            cfg.data = builtin.data
-    elif data is None:
+    cfg, splits = _train_config(out_dir / "config.yaml" if resuming_stored else config, dataset,
+                                keep_data_section=resuming_stored)
+    if not dataset and data is None:
         raise ConfigError("name the training data: --data train.csv (or --dataset easy-vqa)")
     apply_flags(cfg, flags)
     cfg.cache_dir = cache_dir or cfg.cache_dir
@@ -110,6 +102,21 @@ def train(
             write_json(out_dir / "test_metrics.json", metrics)
         print_metrics("test", metrics)
     out.print(f"model saved in {out_dir}")
+
+
+def _train_config(config: Path | None, dataset: str | None,
+                  keep_data_section: bool) -> tuple[Config, dict]:
+    """The config before flags (a YAML file or the defaults) and a built-in dataset's splits,
+    whose columns become the data section unless a stored run's are kept."""
+    cfg = Config.from_yaml(config) if config else Config()
+    if not dataset:
+        return cfg, {}
+    from mmfuse.data.builtin import DATASETS
+
+    builtin = DATASETS.get(dataset)()
+    if not keep_data_section:
+        cfg.data = builtin.data
+    return cfg, builtin.splits
 
 
 def _runs_auto_mode(out_dir: Path, model_flags: bool, resume: bool) -> bool:

@@ -109,73 +109,90 @@ def _examples(predictor: Predictor, rows: pd.DataFrame, count: int) -> pd.DataFr
 
 
 def _render(predictor: Predictor, report: dict[str, Any], examples: list[dict]) -> str:
-    metrics, task = report["metrics"], report["task"]
-    robust, efficiency = report["robustness"], report["efficiency"]
     model_cfg = predictor.config.model
-    title = (f"{task} · {', '.join(predictor.model_.modalities)} · fusion {model_cfg.fusion} · "
-             f"{model_cfg.image_encoder.name} + {model_cfg.text_encoder.name}")
+    title = (f"{report['task']} · {', '.join(predictor.model_.modalities)} · fusion "
+             f"{model_cfg.fusion} · {model_cfg.image_encoder.name} + {model_cfg.text_encoder.name}")
+    parts = [_summary(report), _training(predictor, report), _errors(predictor, report),
+             _robustness(report["robustness"]), _efficiency(report["efficiency"]),
+             _calibration(report), _explained(examples)]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>mmfuse report</title>"
+            f"<style>{CSS}</style></head><body><header><h1>mmfuse model report</h1>"
+            f"<p>{html.escape(title)}</p></header><main>{''.join(parts)}</main></body></html>")
+
+
+def _summary(report: dict[str, Any]) -> str:
+    metrics, robust = report["metrics"], report["robustness"]
+    efficiency = report["efficiency"]
     cards = [_card(k.replace("_", " "), f"{metrics[k]:.3f}")
              for k in ("accuracy", "macro_f1", "auroc", "ece", "rmse", "r2") if k in metrics]
     if "summary" in robust:
         cards.append(_card("robustness (corrupted ÷ clean)", f"{robust['summary']:.2f}"))
+    notes = [f"{report['rows']:,} labelled rows."]
     if "privacy" in report:
         privacy = report["privacy"]
         cards.append(_card("differential privacy",
                            f"ε {privacy['epsilon']:.2f}, δ {privacy['delta']:.0e}"))
-    batch1 = efficiency["latency"]["batch_1"]["raw"]
-    cards.append(_card("latency, 1 row", f"{batch1['p50_ms']:.0f} ms"))
-    cards.append(_card("parameters", f"{efficiency['total_parameters'] / 1e6:.1f} M"))
-    notes = [f"{report['rows']:,} labelled rows."]
-    if "privacy" in report:
-        privacy = report["privacy"]
         notes.append(
             f"Trained with DP-SGD: the weights are (ε = {privacy['epsilon']:.2f}, "
             f"δ = {privacy['delta']:.0e})-differentially private with respect to each training "
             f"row (noise multiplier {privacy['noise_multiplier']:.2f}, per-example gradients "
             f"clipped to {privacy['max_grad_norm']}, {privacy['steps']} steps, RDP accountant). "
             "Validation rows are not covered.")
+    batch1 = efficiency["latency"]["batch_1"]["raw"]
+    cards.append(_card("latency, 1 row", f"{batch1['p50_ms']:.0f} ms"))
+    cards.append(_card("parameters", f"{efficiency['total_parameters'] / 1e6:.1f} M"))
     if "auto" in report:
         notes.append(f"Chosen by auto mode (preset {html.escape(report['auto']['preset'])}): "
                      f"{html.escape(report['auto']['chosen'])}; see <code>mmfuse leaderboard</code>.")
-    parts = [f"<section><h2>Summary</h2><div class='cards'>{''.join(cards)}</div>"
-             + "".join(f"<p class='note'>{note}</p>" for note in notes) + "</section>"]
+    return (f"<section><h2>Summary</h2><div class='cards'>{''.join(cards)}</div>"
+            + "".join(f"<p class='note'>{note}</p>" for note in notes) + "</section>")
 
-    history = predictor.history_
-    if history:
-        metric = predictor.config.train.metric or get_task(task).selection_metric
-        curves = _img(plots.training_curves(history, metric), "training curves")
-        parts.append(f"<section><h2>Training</h2>{curves}</section>")
-    if "confusion_matrix" in metrics:
-        per_class = [[name, v["precision"], v["recall"], v["f1"], v["support"]]
-                     for name, v in metrics["per_class"].items()]
-        matrix = _img(plots.confusion_matrix(metrics["confusion_matrix"], predictor.classes_),
-                      "confusion matrix")
-        parts.append(
-            "<section><h2>Errors by class</h2><div class='row'>"
+
+def _training(predictor: Predictor, report: dict[str, Any]) -> str:
+    if not predictor.history_:
+        return ""
+    metric = predictor.config.train.metric or get_task(report["task"]).selection_metric
+    curves = _img(plots.training_curves(predictor.history_, metric), "training curves")
+    return f"<section><h2>Training</h2>{curves}</section>"
+
+
+def _errors(predictor: Predictor, report: dict[str, Any]) -> str:
+    metrics = report["metrics"]
+    if "confusion_matrix" not in metrics:
+        return ""
+    per_class = [[name, v["precision"], v["recall"], v["f1"], v["support"]]
+                 for name, v in metrics["per_class"].items()]
+    matrix = _img(plots.confusion_matrix(metrics["confusion_matrix"], predictor.classes_),
+                  "confusion matrix")
+    return ("<section><h2>Errors by class</h2><div class='row'>"
             f"<div>{matrix}</div>"
             f"<div>{_table(['class', 'precision', 'recall', 'F1', 'support'], per_class)}</div>"
             "</div></section>")
-    ablation = robust["ablation"]
-    both = ablation["both present"]
-    ablation_rows = [[name, value, value - both] for name, value in ablation.items()]
+
+
+def _robustness(robust: dict[str, Any]) -> str:
+    both = robust["ablation"]["both present"]
+    ablation_rows = [[name, value, value - both] for name, value in robust["ablation"].items()]
     corruption_rows = [[f"{kind}: {name.replace('_', ' ')}", *curve.values()]
                        for kind, curves in robust["corruptions"].items()
                        for name, curve in curves.items()]
-    parts.append(
+    severities = [f"severity {s}" for s in robust["severities"]]
+    return (
         f"<section><h2>Robustness ({html.escape(robust['metric'])})</h2>"
         f"{_img(plots.robustness_curves(robust), 'robustness curves')}"
         f"<div class='row'><div><h3>Corruptions</h3>"
-        f"{_table(['corruption', *[f'severity {s}' for s in robust['severities']]], corruption_rows)}"
+        f"{_table(['corruption', *severities], corruption_rows)}"
         f"<p class='note'>clean: {robust['clean']:.4f}</p></div>"
         f"<div><h3>Missing modalities</h3>{_table(['input', robust['metric'], 'change'], ablation_rows)}"
         "<p class='note'>A modality 'missing' means every one of its cells is empty; models "
         "trained with --modality-dropout degrade least.</p></div></div></section>")
-    latency_rows = []
-    for size, modes in efficiency["latency"].items():
-        for mode, values in modes.items():
-            if values:
-                latency_rows.append([f"{size.replace('_', ' ')}, {mode}", f"{values['p50_ms']:.1f}",
-                                     f"{values['p95_ms']:.1f}", f"{values['rows_per_second']:,.0f}"])
+
+
+def _efficiency(efficiency: dict[str, Any]) -> str:
+    latency_rows = [[f"{size.replace('_', ' ')}, {mode}", f"{values['p50_ms']:.1f}",
+                     f"{values['p95_ms']:.1f}", f"{values['rows_per_second']:,.0f}"]
+                    for size, modes in efficiency["latency"].items()
+                    for mode, values in modes.items() if values]
     parameter_rows = [[name, c["trainable"], c["frozen"]]
                       for name, c in efficiency["parameters"].items()]
     sizes = [["peak memory (RSS)", f"{efficiency['peak_rss_mb']:.0f} MB"]]
@@ -185,24 +202,27 @@ def _render(predictor: Predictor, report: dict[str, Any], examples: list[dict]) 
         epochs = efficiency["epoch_seconds"]
         sizes.append(["training epoch (first / mean)",
                       f"{epochs['first']:.1f} s / {epochs['mean']:.1f} s"])
-    parts.append(
-        "<section><h2>Efficiency</h2><div class='row'>"
-        f"<div>{_table(['latency', 'p50 ms', 'p95 ms', 'rows/s'], latency_rows)}"
-        "<p class='note'>raw: from image files and texts; cached: from the feature cache "
-        f"(frozen encoders). {efficiency['threads']} threads.</p></div>"
-        f"<div>{_table(['component', 'trainable', 'frozen'], parameter_rows)}</div>"
-        f"<div>{_table(['', ''], sizes)}</div></div></section>")
-    if "calibration" in report:
-        calibration = report["calibration"]
-        diagram = _img(plots.reliability_diagram(calibration["bins"], calibration["ece"]),
-                       "reliability diagram")
-        parts.append(f"<section><h2>Calibration</h2>{diagram}"
-                     "<p class='note'>Fit a temperature on validation data with "
-                     "<code>mmfuse train --calibrate</code>.</p></section>")
+    return ("<section><h2>Efficiency</h2><div class='row'>"
+            f"<div>{_table(['latency', 'p50 ms', 'p95 ms', 'rows/s'], latency_rows)}"
+            "<p class='note'>raw: from image files and texts; cached: from the feature cache "
+            f"(frozen encoders). {efficiency['threads']} threads.</p></div>"
+            f"<div>{_table(['component', 'trainable', 'frozen'], parameter_rows)}</div>"
+            f"<div>{_table(['', ''], sizes)}</div></div></section>")
+
+
+def _calibration(report: dict[str, Any]) -> str:
+    if "calibration" not in report:
+        return ""
+    calibration = report["calibration"]
+    diagram = _img(plots.reliability_diagram(calibration["bins"], calibration["ece"]),
+                   "reliability diagram")
+    return (f"<section><h2>Calibration</h2>{diagram}"
+            "<p class='note'>Fit a temperature on validation data with "
+            "<code>mmfuse train --calibrate</code>.</p></section>")
+
+
+def _explained(examples: list[dict]) -> str:
     figures = "".join(
         _img(explanation_figure(e, {m: np.asarray(h) for m, h in e["heatmaps"].items()}),
              f"explanation of row {e['row']}") for e in examples)
-    parts.append(f"<section><h2>Explained examples</h2>{figures}</section>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>mmfuse report</title>"
-            f"<style>{CSS}</style></head><body><header><h1>mmfuse model report</h1>"
-            f"<p>{html.escape(title)}</p></header><main>{''.join(parts)}</main></body></html>")
+    return f"<section><h2>Explained examples</h2>{figures}</section>"

@@ -146,17 +146,10 @@ def train(
     if private:
         check_supported(model, cfg, accelerator.num_processes)
     optimizer = make_optimizer(model, cfg)
-    state, privacy_history = TrainState(), None
+    state, privacy_history, best_weights = TrainState(), None, snapshot(model)
     if resume:
-        if accelerator.is_main_process:
-            for stale in stale_temporaries(run_dir or Path(".")):  # left by a kill mid-write
-                stale.unlink()
-        state, privacy_history = _load_state(run_dir, model, optimizer)
-        console.print(f"Resuming after epoch {state.epoch} (best {metric} so far: "
-                      f"{state.best_metric})")
-    best_weights = snapshot(model) if state.best_metric is None else None
-    if state.best_metric is not None and run_dir is not None:
-        best_weights = load_tensors(run_dir / BEST_FILE)
+        state, privacy_history, best_weights = _resume(run_dir, model, optimizer, metric,
+                                                       accelerator.is_main_process)
     out_of_time = False
     with placeholders_frozen(model) if private else nullcontext(), warnings.catch_warnings():
         # opacus' hooks on the first layer, whose input needs no gradient: harmless.
@@ -357,6 +350,21 @@ def _save_state(
     if privacy_history is not None:  # the accountant's record: a resumed run keeps counting
         metadata["privacy_history"] = json.dumps(privacy_history)
     save_tensors(run_dir / STATE_FILE, tensors, metadata=metadata)
+
+
+def _resume(
+    run_dir: Path | None, model, optimizer, metric: str, main: bool
+) -> tuple[TrainState, list | None, dict[str, torch.Tensor] | None]:
+    """The interrupted run's state, privacy record and best weights so far."""
+    if main:
+        for stale in stale_temporaries(run_dir or Path(".")):  # left by a kill mid-write
+            stale.unlink()
+    state, privacy_history = _load_state(run_dir, model, optimizer)
+    console.print(f"Resuming after epoch {state.epoch} (best {metric} so far: {state.best_metric})")
+    best_weights = snapshot(model) if state.best_metric is None else None
+    if state.best_metric is not None and run_dir is not None:
+        best_weights = load_tensors(run_dir / BEST_FILE)
+    return state, privacy_history, best_weights
 
 
 def _load_state(run_dir: Path | None, model, optimizer) -> tuple[TrainState, list | None]:
