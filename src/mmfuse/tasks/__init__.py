@@ -1,18 +1,15 @@
-"""Tasks: one class per task, found by name. Adding a task: its module here, its head, a test."""
+"""Tasks: one class per file, found by name. Adding a task is its module here, its head
+(``heads/``) and a test; importing this package collects every ``Task`` subclass with a name."""
 
 from __future__ import annotations
 
 from mmfuse.errors import ConfigError
-from mmfuse.tasks.base import Task
-from mmfuse.tasks.binary import Binary
-from mmfuse.tasks.classification import Classification
-from mmfuse.tasks.matching import NO, YES, Matching
-from mmfuse.tasks.multilabel import Multilabel
-from mmfuse.tasks.regression import Regression
-from mmfuse.tasks.retrieval import Retrieval
+from mmfuse.registry import import_modules
+from mmfuse.tasks.base import Task, all_tasks
+from mmfuse.tasks.matching import NO, YES
 
-TASKS: dict[str, Task] = {task.name: task for task in (
-    Classification(), Multilabel(), Regression(), Binary(), Matching(), Retrieval())}
+import_modules(__name__, __path__)
+TASKS: dict[str, Task] = {cls.name: cls() for cls in all_tasks()}
 
 
 def get_task(name: str) -> Task:

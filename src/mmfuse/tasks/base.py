@@ -18,6 +18,16 @@ from mmfuse.errors import MmfuseError
 IMBALANCE_RATIO_FOR_WEIGHTS = 10.0  # "auto": weight the loss only when imbalance is severe
 
 
+def all_tasks() -> list[type[Task]]:
+    """Every named Task subclass, however deep (matching extends binary)."""
+    found, todo = [], list(Task.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return [cls for cls in found if cls.name]
+
+
 class Task:
     """Defaults are those of single-label classification."""
 
