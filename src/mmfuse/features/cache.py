@@ -26,6 +26,11 @@ from mmfuse.io import atomic_write_text, save_tensors
 from mmfuse.progress import make_progress
 
 SHARD_ITEMS = 2048
+# Measured on 2 CPU cores (EfficientNet-Lite0, 224 px): batches of 16 in channels-last layout
+# encode 2.7x faster per image than batches of 64 in the default layout (0.275 s vs 0.756 s
+# per 16 images): a batch of 16 stays in cache. Text encoders do not care (MiniLM: 0.075 s).
+IMAGE_BATCH = 16
+TEXT_BATCH = 64
 MIN_ITEMS_FOR_WORKERS = 512  # starting worker processes costs ~0.1 s: not worth it for a few rows
 
 
@@ -80,9 +85,10 @@ class FeatureCache:
     collection in chunks stays bounded. ``root=None`` disables it (features are recomputed).
     """
 
-    def __init__(self, root: Path | None, batch_size: int = 64, num_workers: int = 2) -> None:
+    def __init__(self, root: Path | None, batch_size: int | None = None,
+                 num_workers: int = 2) -> None:
         self.root = Path(root) if root is not None else None
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # None: the measured best per kind
         self.num_workers = num_workers
 
     def folder(self, encoder: Encoder) -> Path | None:
@@ -145,9 +151,13 @@ class FeatureCache:
         home = next(encoder.parameters()).device
         device = torch.device("cuda") if torch.cuda.is_available() else home
         encoder.eval().to(device)  # the one-off encoding pass is the heavy part: use the GPU
-        workers = self.num_workers if worth_workers(encoder.kind == "image", len(values)) else 0
+        images = encoder.kind == "image"
+        layout = torch.channels_last if images else torch.contiguous_format
+        encoder.to(memory_format=layout)
+        workers = self.num_workers if worth_workers(images, len(values)) else 0
+        batch_size = self.batch_size or (IMAGE_BATCH if images else TEXT_BATCH)
         loader = DataLoader(
-            _Inputs(encoder.kind, values, encoder), batch_size=self.batch_size,
+            _Inputs(encoder.kind, values, encoder), batch_size=batch_size,
             num_workers=workers, collate_fn=list,
         )
         pending: dict[str, torch.Tensor] = {}
@@ -158,7 +168,10 @@ class FeatureCache:
                 total=len(values), status="",
             )
             for batch in loader:
-                out = encoder(**send_to_device(encoder.prepare(batch), device))
+                inputs = send_to_device(encoder.prepare(batch), device)
+                if images:
+                    inputs = {k: v.contiguous(memory_format=layout) for k, v in inputs.items()}
+                out = encoder(**inputs)
                 for row in range(len(batch)):
                     digest = hashes[values[done + row]]
                     parts = {"pooled": out.pooled[row].float().cpu().clone()}
@@ -172,7 +185,7 @@ class FeatureCache:
                 if len(pending) >= SHARD_ITEMS:
                     self._flush(folder, pending)
         self._flush(folder, pending)
-        encoder.to(home).train(was_training)
+        encoder.to(home, memory_format=torch.contiguous_format).train(was_training)
 
     @staticmethod
     def _flush(folder: Path | None, pending: dict[str, torch.Tensor]) -> None:
