@@ -78,7 +78,9 @@ def math_vision(folder: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame,
     train = rows[~rows["id"].isin(test_ids)].reset_index(drop=True)
     for frame in (train, test):
         frame.attrs["base_dir"] = "/"
-    columns = {"image_cols": ["image"], "text_cols": ["text"], "label_col": "label"}
+    # One question is only its figure ("<image1>"): an empty text, a missing modality.
+    columns = {"image_cols": ["image"], "text_cols": ["text"], "label_col": "label",
+               "allow_missing": True}
     return train, test, columns
 
 

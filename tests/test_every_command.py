@@ -14,12 +14,15 @@ from mmfuse.cli import app
 from mmfuse.retrieval.predictor import RetrievalPredictor
 
 TASKS = ("classification", "multilabel", "binary", "regression", "matching", "retrieval")
+KINDS = (*TASKS, "ensemble")  # every task's model, and auto mode's ensemble of linear members
 # What a task cannot do, and the sentence that says so.
 REFUSALS = {
     ("retrieval", "predict"): "ranks, it does not classify",
     ("retrieval", "explain"): "ranks, it does not classify",
     ("retrieval", "export"): "ranks, it does not classify",
     ("retrieval", "report"): "ranks, it does not classify",
+    **{("ensemble", command): "ensemble of linear members"
+       for command in ("profile", "explain", "report", "export")},
 }
 
 
@@ -40,7 +43,7 @@ def task_table(folder: Path, task: str):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """One tiny trained run per task: (run folder, its manifest)."""
-    made = {}
+    made = {"ensemble": ensemble_run(tmp_path_factory.mktemp("ensemble"))}
     for task in TASKS:
         folder = tmp_path_factory.mktemp(task)
         task_table(folder, task).to_csv(folder / "data.csv", index=False)
@@ -51,6 +54,27 @@ def runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
         estimator(cfg).fit(folder / "data.csv", run_dir=folder / "run")
         made[task] = (folder / "run", folder / "data.csv")
     return made
+
+
+def ensemble_run(folder: Path) -> tuple[Path, Path]:
+    """Auto mode's ensemble of linear members on a classification table."""
+    import numpy as np
+
+    from mmfuse.data.rows import read_rows
+    from mmfuse.ensemble.members import View
+    from mmfuse.ensemble.model import EnsembleModel
+    from mmfuse.features.cache import FeatureCache
+
+    task_table(folder, "classification").to_csv(folder / "data.csv", index=False)
+    cfg = tiny_config(folder)
+    rows = read_rows(folder / "data.csv", cfg, folder)
+    halves = np.arange(len(rows)) % 2
+    folds = [(np.flatnonzero(halves != k), np.flatnonzero(halves == k)) for k in (0, 1)]
+    views = [View("tfidf-word"), View("image", EncoderConfig("efficientnet-lite0",
+                                                             image_size=32))]
+    model, _ = EnsembleModel.fit(cfg, rows, views, folds, FeatureCache(folder / "cache"))
+    model.save(folder / "run")
+    return folder / "run", folder / "data.csv"
 
 
 def command_line(command: str, run: Path, data: Path, out: Path) -> tuple[list[str], Path]:
@@ -74,7 +98,7 @@ def command_line(command: str, run: Path, data: Path, out: Path) -> tuple[list[s
 
 @pytest.mark.parametrize("command", ["evaluate", "predict", "robustness", "profile", "explain",
                                      "report", "export"])
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", KINDS)
 def test_every_command_on_every_task(runs, tmp_path, task, command) -> None:
     run, data = runs[task]
     arguments, written = command_line(command, run, data, tmp_path)
@@ -96,7 +120,8 @@ def test_every_command_on_every_task(runs, tmp_path, task, command) -> None:
 
 @pytest.mark.parametrize("task", TASKS)
 def test_serve_answers_every_task(runs, task) -> None:
-    """The HTTP app of each task: a prediction, or (retrieval) a clear 404 pointing at search."""
+    """The HTTP app of each task: a prediction, or (retrieval) a clear 404 pointing at search.
+    (An ensemble of linear members refuses to be served, in one sentence: see below.)"""
     import base64
 
     from fastapi.testclient import TestClient
@@ -122,3 +147,9 @@ def test_the_command_table_covers_every_registered_task() -> None:
     from mmfuse.tasks import TASKS as REGISTERED
 
     assert set(TASKS) == set(REGISTERED)
+
+
+def test_serve_refuses_an_ensemble_in_one_sentence(runs) -> None:
+    run, _ = runs["ensemble"]
+    result = CliRunner().invoke(app, ["serve", str(run)])
+    assert result.exit_code == 2 and "ensemble of linear members" in result.output

@@ -12,15 +12,20 @@ from typing import Any, TypeVar
 
 import pandas as pd
 import torch
+from torch import nn
 
 from mmfuse.config import Config
 from mmfuse.data.rows import Data, read_rows, split_rows, with_pairs
 from mmfuse.data.shards import shard_folder
 from mmfuse.deadline import Deadline
-from mmfuse.errors import NotFittedError
+from mmfuse.ensemble.model import EnsembleModel
+from mmfuse.errors import MmfuseError, NotFittedError
 from mmfuse.features.batches import MultimodalDataset
 from mmfuse.features.cache import FeatureCache, cache_root
 from mmfuse.fitted_model import FittedModel
+from mmfuse.model_folder import ModelFolder
+
+Fitted = FittedModel | EnsembleModel  # the model contract: fit, predict, evaluate, save, load
 
 E = TypeVar("E", bound="Estimator")
 
@@ -119,20 +124,38 @@ class Estimator:
     @classmethod
     def load(cls: type[E], directory: str | Path) -> E:
         """Rebuild from a folder written by ``save``; reads no pickle, runs no stored code."""
-        fitted = FittedModel.load(directory)
-        predictor = cls(fitted.config)
-        predictor.fitted_ = fitted
-        return predictor
+        kind = ModelFolder(directory).definition().kind
+        fitted = (EnsembleModel if kind == EnsembleModel.kind_name else FittedModel).load(directory)
+        return cls.of(fitted)
+
+    @classmethod
+    def of(cls: type[E], fitted: Fitted) -> E:
+        """The estimator around an already fitted model."""
+        estimator = cls(fitted.config)
+        estimator.fitted_ = fitted
+        return estimator
+
+    def require_network(self, action: str) -> nn.Module:
+        """The fitted network, or a one-sentence refusal of ``action`` for an ensemble of
+        linear members (which has none)."""
+        fitted = self._fitted()
+        if isinstance(fitted, EnsembleModel):
+            raise MmfuseError(
+                f"cannot {action}: this model is an ensemble of linear members "
+                f"({fitted.describe()}), not one network. evaluate, predict, robustness and "
+                f"the leaderboard work on it; to {action}, train a network with model flags "
+                "(e.g. --fusion concat).")
+        return fitted.model
 
     # ------------------------------------------------------------ fitted state
-    model_ = property(lambda self: self._fitted().model)
+    model_ = property(lambda self: self.require_network("use the network (model_)"))
     classes_ = property(lambda self: self._fitted().classes)
     vocabulary_ = property(lambda self: self._fitted().vocabulary)
     history_ = property(lambda self: self._fitted().history)
     metrics_ = property(lambda self: self._fitted().metrics)
     skipped_rows_ = property(lambda self: self._fitted().skipped)
 
-    def _fitted(self) -> FittedModel:
+    def _fitted(self) -> Fitted:
         self._check_fitted()
         return self.fitted_
 

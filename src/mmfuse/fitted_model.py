@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -174,6 +175,13 @@ class FittedModel:
             if chunk_weights is not None:
                 weights.append(chunk_weights)
         return torch.cat(logits), (torch.cat(weights) if weights else None)
+
+    def predict(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities (N, C) (values for regression), decoded outputs, modality weights."""
+        logits, weights = self.logits(rows)
+        return (self.model.head.probabilities(logits).numpy(),
+                self.model.head.decode(logits).numpy(),
+                weights.numpy() if weights is not None else None)
 
     def evaluate(self, rows: pd.DataFrame) -> dict[str, Any]:
         """Metrics on labelled validated rows."""

@@ -77,6 +77,28 @@ class ModelFolder:
         write_json(self.path / "metrics.json", metrics)
         return self.path
 
+    def save_ensemble(self, config: Config, classes: list[str], spec: dict[str, Any],
+                      tensors: dict[str, torch.Tensor], fingerprints: dict[str, str],
+                      metrics: dict[str, Any]) -> Path:
+        """An ensemble of linear members: their arrays (safetensors) and how they combine
+        (``ensemble.json``: views, vocabularies, weights or stacker, temperature)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        config.to_yaml(self.path / "config.yaml")
+        write_json(self.path / "labels.json", {
+            "task": config.data.task, "classes": classes, "n_outputs": len(classes),
+            "label_col": config.data.label_col})
+        write_json(self.path / "meta.json", {
+            "kind": "ensemble", "mmfuse_version": VERSION, "torch_version": torch.__version__,
+            "python_version": platform.python_version(), "encoders": fingerprints})
+        write_json(self.path / "ensemble.json", spec)
+        save_tensors(self.path / WEIGHTS_FILE, tensors)
+        write_json(self.path / "metrics.json", metrics)
+        return self.path
+
+    def ensemble(self) -> tuple[Definition, dict[str, Any], dict[str, torch.Tensor]]:
+        return (self.definition(), read_json(self.path / "ensemble.json"),
+                load_tensors(self.path / WEIGHTS_FILE))
+
     # ------------------------------------------------------------ reading
     def definition(self) -> Definition:
         if not self.exists():
@@ -97,16 +119,21 @@ class ModelFolder:
     def load_weights(self, model: nn.Module, definition: Definition) -> None:
         """The saved weights into ``model``, after checking its encoders are those it was
         trained with."""
-        for kind, fingerprint in definition.fingerprints.items():
-            current = model.encoders[kind].fingerprint
+        self.check_fingerprints(dict(model.encoders.items()), definition)
+        load_persistent_state(model, load_tensors(self.path / WEIGHTS_FILE))
+        model.eval()
+
+    @staticmethod
+    def check_fingerprints(encoders: dict[str, Any], definition: Definition) -> None:
+        """The encoders are those the model was trained with (same weights files)."""
+        for name, fingerprint in definition.fingerprints.items():
+            current = encoders[name].fingerprint
             if current != fingerprint:
                 raise CheckpointError(
-                    f"the {kind} encoder's weights differ from those the model was trained with "
+                    f"the {name} encoder's weights differ from those the model was trained with "
                     f"({current} vs {fingerprint}); install the package version it was trained "
                     "with, or retrain."
                 )
-        load_persistent_state(model, load_tensors(self.path / WEIGHTS_FILE))
-        model.eval()
 
     def metrics(self) -> dict[str, Any]:
         path = self.path / "metrics.json"

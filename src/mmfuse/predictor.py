@@ -91,10 +91,8 @@ class Predictor(Estimator):
         self._check_fitted()
         self.fitted_.task.require_predictions("predict")
         rows = self._rows(data, base_dir, require_labels=False)
-        logits, weights = self.fitted_.logits(rows)
-        scores = self.model_.head.probabilities(logits).numpy()
-        decoded = self.model_.head.decode(logits).numpy()
-        return scores, decoded, rows, (weights.numpy() if weights is not None else None)
+        scores, decoded, weights = self.fitted_.predict(rows)
+        return scores, decoded, rows, weights
 
     def logits(self, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw logits (N, C) and modality weights (N, M) or None for rows from ``read``."""

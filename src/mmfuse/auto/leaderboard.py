@@ -14,7 +14,8 @@ from mmfuse.io import atomic_write_text, read_json, write_json
 from mmfuse.scoring import METRIC_DIRECTION
 
 LEADERBOARD_FILE = "leaderboard.json"
-COLUMNS = ("candidate", "status", "val_metric", "folds", "fit_s", "predict_s_per_1k", "chosen")
+COLUMNS = ("candidate", "status", "val_metric", "folds", "fit_s", "predict_s_per_1k", "weight",
+           "method", "chosen")
 
 
 def ranked(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
@@ -57,6 +58,7 @@ def leaderboard_table(board: dict[str, Any]) -> Table:
     table.add_column(metric, justify="right")
     table.add_column("fit s", justify="right")
     table.add_column("predict s / 1k rows", justify="right")
+    table.add_column("weight in ensemble", justify="right")
     table.add_column("")
     for rank, row in enumerate(ranked(board["rows"], metric), start=1):
         scored = row.get("val_metric") is not None
@@ -65,6 +67,7 @@ def leaderboard_table(board: dict[str, Any]) -> Table:
             f"{row['val_metric']:.4f}" if scored else row["status"],
             f"{row['fit_s']:.1f}" if row.get("fit_s") is not None else "",
             f"{row['predict_s_per_1k']:.3f}" if row.get("predict_s_per_1k") is not None else "",
+            f"{row['weight']:.2f}" if row.get("weight") is not None else row.get("method") or "",
             "[bold green]chosen[/]" if row.get("chosen") else "",
         )
     return table

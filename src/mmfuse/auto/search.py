@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mmfuse import deadline as clocks
+from mmfuse.auto import linear
 from mmfuse.auto.leaderboard import LEADERBOARD_FILE, ranked, read_leaderboard, write_leaderboard
 from mmfuse.auto.portfolio import (
     Candidate,
@@ -85,6 +86,9 @@ class AutoSearch:
         singles = single_candidates(self.config, preset)
         both = bool(self.config.data.image_cols and self.config.data.text_cols)
         self._planned = len(singles) + (len(preset.fusions) if both else 0)
+        if linear.applies(self.config):
+            self._planned += 1
+            self._try_linear(preset)
         for candidate in singles:
             self._try(candidate)
         # Encoders whose single-modality scores are close are all tried in the first fusion:
@@ -146,8 +150,8 @@ class AutoSearch:
     def _refit_best(self) -> None:
         """After k-fold judging, the chosen candidate is fitted once more on the plain split
         (90 % of the rows instead of a fold's 80 %), time permitting."""
-        if self._deadline.remaining() < MIN_SECONDS:
-            return
+        if self._deadline.remaining() < MIN_SECONDS or self.best_name_ == linear.NAME:
+            return  # the ensemble's members are already fitted on every row
         CONSOLE.print(f"auto: refitting {self.best_name_} on the training split")
         refitted = Predictor(self.best_.config)
         try:
@@ -195,7 +199,7 @@ class AutoSearch:
                     self._cache.table(encoder, values, with_tokens=False)
 
     def _try(self, candidate: Candidate) -> None:
-        done = {r["candidate"] for r in self.leaderboard_}
+        done = {r["candidate"] for r in self.leaderboard_ if not r.get("member")}
         if candidate.name in done:
             return
         left = max(1, self._planned - len(done))
@@ -247,12 +251,49 @@ class AutoSearch:
                       f"in {row['fit_s']:.1f} s")
         self._record(row)
 
+    def _try_linear(self, preset: Preset) -> None:
+        """The ensemble of linear members, first: cheap, and strong on small tables. Its
+        members are listed on the leaderboard with their out-of-fold scores."""
+        if linear.NAME in {r["candidate"] for r in self.leaderboard_}:
+            return
+        CONSOLE.print(f"[bold]auto[/] [1/{self._planned}] {linear.NAME}")
+        started = clocks.clock()
+        try:
+            model, value, scores = linear.fit_linear(self.config, self._train, self._val, preset,
+                                                     self._cache, len(self._splits) > 1)
+        except (MmfuseError, ValueError) as error:  # one bad candidate must not end the search
+            CONSOLE.print(f"auto: {linear.NAME} failed: {error}")
+            self._record(self._row(linear.NAME, None, f"failed: {error}"))
+            return
+        fit_s = clocks.clock() - started
+        model.metrics = {"validation": {self._metric: value}, "out_of_fold": scores}
+        predictor = Predictor.of(model)
+        if is_better(self._metric, value, self._best_score()):
+            self.best_, self.best_name_ = predictor, linear.NAME
+            if self._run is not None:
+                predictor.save(self._run)
+        if self.keep_candidates:
+            self.candidates_[linear.NAME] = predictor
+        # The ensemble's row first: on a tie with one of its members it ranks first.
+        self._record(self._row(linear.NAME, value, "ok") | {
+            "fit_s": round(fit_s, 2), "folds": len(self._splits), "method": model.method}, *[
+            self._row(f"member: {member.view.name}", scores[member.view.name],
+                      "member (out of fold)") | {
+                "member": True,
+                "weight": None if model.method == "stacking" else round(float(weight), 3)}
+            for member, weight in zip(model.members, model.weights, strict=True)])
+
+    @staticmethod
+    def _row(name: str, value: float | None, status: str) -> dict[str, Any]:
+        return {"candidate": name, "status": status, "val_metric": value, "fit_s": None,
+                "predict_s_per_1k": None, "chosen": False, "single_modality": False}
+
     def _best_score(self) -> float | None:
         scores = [r["val_metric"] for r in self.leaderboard_ if r["candidate"] == self.best_name_]
         return scores[0] if scores else None
 
-    def _record(self, row: dict[str, Any]) -> None:
-        self.leaderboard_.append(row)
+    def _record(self, *rows: dict[str, Any]) -> None:
+        self.leaderboard_.extend(rows)
         for r in self.leaderboard_:
             r["chosen"] = r["candidate"] == self.best_name_
         if self._run is not None:

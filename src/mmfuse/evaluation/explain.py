@@ -149,6 +149,7 @@ def explain(
 ) -> list[dict[str, Any]]:
     """Explain up to ``max_rows`` rows. With ``out_dir``: one PNG per row and explanations.json."""
     get_task(predictor.config.data.task).require_predictions("explain")
+    predictor.require_network("explain")
     rows = predictor.read(data, base_dir=base_dir, require_labels=False).head(max_rows)
     dataset = predictor.dataset(rows, use_cache=False)
     labels = predictor.classes_

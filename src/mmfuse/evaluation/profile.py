@@ -52,8 +52,8 @@ def profile(
 ) -> dict[str, Any]:
     """Latency p50/p95 and throughput per batch size, end to end from files ("raw") and from
     cached features ("cached", when an encoder is frozen), plus sizes and memory."""
+    model = predictor.require_network("profile")
     rows = predictor.read(data, base_dir=base_dir, require_labels=False)
-    model = predictor.model_
     model.eval()
     raw = predictor.dataset(rows, use_cache=False)
     cached = predictor.dataset(rows)

@@ -65,6 +65,7 @@ def build_report(
 ) -> dict[str, Any]:
     """Evaluate, stress, profile and explain; write ``out`` (HTML) and ``out`` + ``.json``."""
     get_task(predictor.config.data.task).require_predictions("build a report")
+    predictor.require_network("build a report")
     out = Path(out)
     rows = predictor.read(data, base_dir=base_dir)
     if max_rows is not None and len(rows) > max_rows:

@@ -74,6 +74,7 @@ def export_onnx(
     real rows of ``data`` against ``predict_proba`` of the model as trained (computed before
     anything is traced). Raises MmfuseError naming what cannot be exported, or the difference."""
     get_task(predictor.config.data.task).require_predictions("export to ONNX")
+    predictor.require_network("export to ONNX")
     for encoder in predictor.model_.encoders.values():
         if encoder.not_exportable:
             raise MmfuseError(encoder.not_exportable)

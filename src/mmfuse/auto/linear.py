@@ -1,0 +1,63 @@
+"""Auto mode's first candidate: linear members on every view of the data, combined out of fold.
+
+Members are cheap and strong on small tables (a logistic regression fitted to convergence on
+TF-IDF n-grams or on frozen encoder features), and the combination weighs each view by
+out-of-fold evidence, so a weak modality is down-weighted instead of dragging the rest down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from mmfuse.auto.portfolio import Preset
+from mmfuse.config import Config
+from mmfuse.ensemble.members import View
+from mmfuse.ensemble.model import EnsembleModel
+from mmfuse.features.cache import FeatureCache
+from mmfuse.model_kinds import kind_for
+from mmfuse.scoring import METRIC_DIRECTION
+from mmfuse.tasks import get_task
+from mmfuse.training.stacking import fold_splits
+
+NAME = "ensemble of linear members"
+
+
+def applies(config: Config) -> bool:
+    """Single-label tasks (classification, binary): members are multinomial LRs."""
+    return get_task(config.data.task).single_label and not get_task(config.data.task).paired
+
+
+def linear_views(config: Config, preset: Preset) -> list[View]:
+    """TF-IDF views of the texts and one view per frozen pretrained encoder of the preset."""
+    views = []
+    if config.data.text_cols:
+        views += [View("tfidf-char"), View("tfidf-word")]
+    for kind, encoders in (("image", preset.image_encoders), ("text", preset.text_encoders)):
+        if not getattr(config.data, f"{kind}_cols"):
+            continue
+        for encoder in encoders:
+            if encoder.frozen is not False and encoder.name in ("efficientnet-lite0", "minilm"):
+                views.append(View(kind, dataclasses.replace(encoder)))
+    return views
+
+
+def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: Preset,
+               cache: FeatureCache, small_data: bool) -> tuple[EnsembleModel, float, dict]:
+    """The ensemble and its validation score (the selection metric): on small data, members
+    and combination are judged out of fold on every row, on the same folds as the other
+    candidates, and fitted on every row; on large data, fitted with k folds of the training
+    rows and judged on the validation rows."""
+    rows = pd.concat([train, val], ignore_index=True) if small_data else train
+    rows.attrs = dict(train.attrs)
+    classes = kind_for(config).fit_classes(config, rows)
+    targets = get_task(config.data.task).encode(rows["_target"].tolist(), classes)
+    folds = [(np.asarray(a), np.asarray(b))
+             for a, b in fold_splits(targets, preset.folds, config.train.seed)]
+    model, scores = EnsembleModel.fit(config, rows, linear_views(config, preset), folds, cache)
+    metric = config.train.metric or get_task(config.data.task).selection_metric
+    sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0  # scores: higher is better
+    value = sign * scores["ensemble"] if small_data else float(model.evaluate(val)[metric])
+    return model, value, {name: sign * score for name, score in scores.items()}

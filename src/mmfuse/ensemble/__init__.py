@@ -1,0 +1,1 @@
+"""Linear members combined on out-of-fold evidence (auto mode's cheap, strong candidates)."""

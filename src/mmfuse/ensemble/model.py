@@ -1,0 +1,223 @@
+"""An ensemble of linear members, combined on out-of-fold evidence: the model contract's
+third kind (beside a single network and a dual encoder).
+
+``EnsembleModel.fit`` computes every member's out-of-fold probabilities on the given folds,
+combines them by ensemble selection or by a stacked learner (whichever scores better out of
+fold; neither is ever scored on rows it was fitted on), fits a temperature on the combined
+out-of-fold probabilities, and refits the members on every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import f1_score
+
+from mmfuse.config import Config, EncoderConfig
+from mmfuse.encoders.base import Encoder
+from mmfuse.ensemble.combine import (
+    Stacker,
+    blend,
+    calibrated_temperature,
+    ensemble_selection,
+    nested_stacking,
+    tempered,
+)
+from mmfuse.ensemble.members import LinearMember, View
+from mmfuse.errors import MmfuseError
+from mmfuse.features.cache import FeatureCache, cache_root
+from mmfuse.model_folder import ModelFolder
+from mmfuse.progress import CONSOLE
+from mmfuse.tasks import Task, get_task
+
+Folds = list[tuple[np.ndarray, np.ndarray]]  # (fitting rows, held-out rows) positions
+
+
+@dataclass
+class EnsembleModel:
+    config: Config
+    classes: list[str]
+    members: list[LinearMember]
+    method: str  # "selection" or "stacking"
+    weights: np.ndarray  # (M,) selection weights (stacking: unused)
+    stacker: Stacker | None = None
+    temperature: float = 1.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    folder: Path | None = None
+    cache: FeatureCache | None = None
+    encoders: dict[str, Encoder] = field(default_factory=dict)
+    kind_name = "ensemble"
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.config.data.task)
+
+    def describe(self) -> str:
+        if self.method == "stacking":
+            return f"stacked LR over {', '.join(m.view.name for m in self.members)}"
+        return " + ".join(f"{w:.2f} {m.view.name}" for m, w in zip(self.members, self.weights,
+                                                                   strict=True) if w > 0)
+
+    # ------------------------------------------------------------------ fitting
+    @classmethod
+    def fit(cls, config: Config, rows: pd.DataFrame, views: list[View], folds: Folds,
+            cache: FeatureCache) -> tuple[EnsembleModel, dict[str, float]]:
+        """Fitted on every row of ``rows``; also returns the out-of-fold score of each member
+        and of the combination (the task's selection metric)."""
+        task = get_task(config.data.task)
+        classes = sorted(set(rows["_target"]))
+        y = np.asarray(task.encode(rows["_target"].tolist(), classes))
+        score = metric_score(task, config, classes)
+        encoders: dict[str, Encoder] = {}
+        oof, kept = [], []
+        for view in views:
+            try:
+                oof.append(out_of_fold(view, classes, rows, y, folds, config, cache, encoders))
+                kept.append(view)
+            except ValueError as error:  # e.g. no n-gram occurs twice: the view says nothing
+                CONSOLE.print(f"ensemble: {view.name} left out ({error})")
+        if not kept:
+            raise MmfuseError("no linear member could be fitted on these rows")
+        views = kept
+        scores = {v.name: score(y, p) for v, p in zip(views, oof, strict=True)}
+        weights = ensemble_selection(oof, y, score)
+        selected = blend(oof, weights)
+        scores["ensemble selection"] = score(y, selected)
+        stacked_score, stacked, stacker = nested_stacking(oof, y, len(classes), score,
+                                                          config.train.seed)
+        scores["stacking"] = stacked_score
+        method = "stacking" if stacked_score > scores["ensemble selection"] else "selection"
+        combined = stacked if method == "stacking" else selected
+        members = [LinearMember(v, classes).fit(rows, y, config, cache, encoders) for v in views]
+        model = cls(config, classes, members, method, weights,
+                    stacker if method == "stacking" else None,
+                    calibrated_temperature(combined, y), cache=cache, encoders=encoders)
+        scores["ensemble"] = score(y, tempered(combined, model.temperature))
+        CONSOLE.print(f"ensemble: {model.describe()} (out of fold: {scores['ensemble']:.4f})")
+        return model, scores
+
+    # ------------------------------------------------------------------ scoring
+    def member_probabilities(self, rows: pd.DataFrame) -> list[np.ndarray]:
+        return [m.predict_proba(rows, self.config, self.feature_cache(), self.encoders)
+                for m in self.members]
+
+    def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
+        """(N, C) calibrated class probabilities."""
+        members = self.member_probabilities(rows)
+        combined = (self.stacker.predict_proba(members) if self.stacker is not None
+                    else blend(members, self.weights))
+        return tempered(combined, self.temperature)
+
+    def predict(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, None]:
+        """Probabilities (N, C), class ids (N,), no modality weights."""
+        scores = self.probabilities(rows)
+        return scores, scores.argmax(axis=1), None
+
+    def targets(self, rows: pd.DataFrame) -> torch.Tensor:
+        return self.task.encode(rows["_target"].tolist(), self.classes)
+
+    def evaluate(self, rows: pd.DataFrame) -> dict[str, Any]:
+        scores, decoded, _ = self.predict(rows)
+        return self.task.metrics(self.targets(rows).numpy(), decoded, scores, self.classes)
+
+    # ------------------------------------------------------------------ inputs
+    def feature_cache(self) -> FeatureCache:
+        if self.cache is None:
+            root = None if self.config.cache_dir == "none" else cache_root(self.config.cache_dir)
+            self.cache = FeatureCache(root, num_workers=self.config.train.num_workers)
+        return self.cache
+
+    @contextmanager
+    def using_cache(self, cache: FeatureCache) -> Iterator[None]:
+        previous, self.cache = self.cache, cache
+        try:
+            yield
+        finally:
+            self.cache = previous
+
+    # ------------------------------------------------------------------ folder
+    def save(self, directory: str | Path) -> Path:
+        arrays = {f"member{i}.{k}": v for i, m in enumerate(self.members)
+                  for k, v in m.arrays.items()}
+        if self.stacker is not None:
+            arrays |= {f"stacker.{k}": v for k, v in self.stacker.state().items()}
+        spec = {"method": self.method, "weights": self.weights.tolist(),
+                "temperature": self.temperature,
+                "members": [{"view": m.view.kind, "encoder": vars(m.view.encoder)
+                             if m.view.encoder is not None else None,
+                             "vocabulary": m.vocabulary} for m in self.members]}
+        fingerprints = {name: e.fingerprint for name, e in self.encoders.items()}
+        self.folder = ModelFolder(directory).save_ensemble(
+            self.config, self.classes, spec, {k: torch.from_numpy(np.asarray(v)) for k, v in
+                                              arrays.items()}, fingerprints, self.metrics)
+        return self.folder
+
+    @classmethod
+    def load(cls, directory: str | Path) -> EnsembleModel:
+        folder = ModelFolder(directory)
+        definition, spec, tensors = folder.ensemble()
+        arrays = {k: v.numpy() for k, v in tensors.items()}
+        members = []
+        for i, entry in enumerate(spec["members"]):
+            encoder = EncoderConfig(**entry["encoder"]) if entry["encoder"] else None
+            prefix = f"member{i}."
+            members.append(LinearMember(
+                View(entry["view"], encoder), definition.classes, entry["vocabulary"],
+                {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}))
+        stacker = None
+        if spec["method"] == "stacking":
+            stacker = Stacker.from_state({k[len("stacker."):]: v for k, v in arrays.items()
+                                          if k.startswith("stacker.")})
+        model = cls(definition.config, definition.classes, members, spec["method"],
+                    np.asarray(spec["weights"]), stacker, float(spec["temperature"]),
+                    folder.metrics(), folder=folder.path)
+        folder.check_fingerprints(model.encoders_by_name(), definition)
+        return model
+
+    def encoders_by_name(self) -> dict[str, Encoder]:
+        """The members' encoders, built (from their packages) when first needed."""
+        from mmfuse.encoders import create_encoder
+
+        for member in self.members:
+            view = member.view
+            if view.encoder is not None and view.name not in self.encoders:
+                self.encoders[view.name] = create_encoder(view.kind, view.encoder)
+        return self.encoders
+
+
+def out_of_fold(view: View, classes: list[str], rows: pd.DataFrame, y: np.ndarray,
+                folds: Folds, config: Config, cache: FeatureCache,
+                encoders: dict[str, Encoder]) -> np.ndarray:
+    """(N, C) probabilities of a member fitted without each row's fold."""
+    oof = np.zeros((len(rows), len(classes)))
+    for fit_rows, held_rows in folds:
+        member = LinearMember(view, classes).fit(rows.iloc[fit_rows], y[fit_rows], config, cache,
+                                                 encoders)
+        oof[held_rows] = member.predict_proba(rows.iloc[held_rows], config, cache, encoders)
+    return oof
+
+
+def metric_score(task: Task, config: Config, classes: list[str]):
+    """(y, probabilities) -> the selection metric, higher is better."""
+    from mmfuse.scoring import METRIC_DIRECTION
+
+    metric = config.train.metric or task.selection_metric
+    sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0
+
+    def score(y: np.ndarray, probabilities: np.ndarray) -> float:
+        if metric == "macro_f1":  # called hundreds of times by ensemble selection: just F1
+            return float(f1_score(y, probabilities.argmax(axis=1), labels=range(len(classes)),
+                                  average="macro", zero_division=0))
+        values = task.metrics(y, probabilities.argmax(axis=1), probabilities, classes)
+        return sign * float(values[metric])
+
+    return score

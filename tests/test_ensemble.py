@@ -1,0 +1,102 @@
+"""The ensemble of linear members: each member against scikit-learn, ensemble selection on a
+constructed case, and the ensemble as a model folder every command can use or refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import make_rows
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from typer.testing import CliRunner
+
+from mmfuse import Config, DataConfig, EncoderConfig, Predictor
+from mmfuse.cli import app
+from mmfuse.data.rows import read_rows
+from mmfuse.ensemble import members as linear
+from mmfuse.ensemble.combine import ensemble_selection
+from mmfuse.ensemble.members import LinearMember, View
+from mmfuse.ensemble.model import EnsembleModel
+from mmfuse.features.cache import FeatureCache
+from mmfuse.training.stacking import fold_splits
+
+COLOURS = ["red", "green", "blue"]
+
+
+def colour_rows(folder: Path, n: int, seed: int) -> pd.DataFrame:
+    """The label is the colour the caption names (the image is the colour too)."""
+    frame = make_rows(folder, n, seed=seed)
+    frame["label"] = [next(c for c in COLOURS if c in caption) for caption in frame["caption"]]
+    return frame
+
+
+def config(tmp_path: Path) -> Config:
+    cfg = Config(data=DataConfig(image_cols=["image"], text_cols=["caption"], label_col="label"),
+                 cache_dir=str(tmp_path / "cache"))
+    cfg.train.num_workers = 0
+    return cfg
+
+
+def test_a_tfidf_member_is_scikit_learns_pipeline(tmp_path, monkeypatch) -> None:
+    """Same TF-IDF and logistic regression, fitted to convergence: the same probabilities."""
+    monkeypatch.setattr(linear, "TOL", 1e-10)
+    monkeypatch.setattr(linear, "MAX_ITER", 10_000)
+    cfg = config(tmp_path)
+    rows = read_rows(colour_rows(tmp_path, 60, seed=0), cfg, tmp_path, base_dir=tmp_path)
+    y = np.asarray([COLOURS.index(t) for t in rows["_target"]])
+    member = LinearMember(View("tfidf-word"), COLOURS).fit(rows, y, cfg, FeatureCache(None), {})
+    ours = member.predict_proba(rows, cfg, FeatureCache(None), {})
+    vectorizer = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True,
+                                 min_df=2, token_pattern=r"(?u)\b\w+\b")
+    x = vectorizer.fit_transform(rows["caption"])
+    reference = LogisticRegression(C=linear.C_BY_VIEW["tfidf-word"], max_iter=10_000,
+                                   tol=1e-10).fit(x, y).predict_proba(x)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_ensemble_selection_weighs_out_a_member_that_only_adds_noise() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    good = np.full((300, 3), 0.1)
+    good[np.arange(300), y] = 0.8
+    good[:60] = rng.dirichlet(np.ones(3), 60)  # right on 80 % of the rows
+    noise = rng.dirichlet(np.ones(3), 300)
+
+    def accuracy(truth: np.ndarray, probabilities: np.ndarray) -> float:
+        return float((probabilities.argmax(1) == truth).mean())
+
+    weights = ensemble_selection([noise, good, noise[::-1]], y, accuracy)
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[1] == 1.0 and weights[0] == weights[2] == 0.0
+
+
+def test_the_ensemble_is_a_model_folder(tmp_path) -> None:
+    cfg = config(tmp_path)
+    rows = read_rows(colour_rows(tmp_path, 90, seed=1), cfg, tmp_path, base_dir=tmp_path)
+    targets = torch.tensor([COLOURS.index(t) for t in rows["_target"]])
+    folds = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, 3, 0)]
+    views = [View("tfidf-char"), View("tfidf-word"),
+             View("image", EncoderConfig("efficientnet-lite0", image_size=32))]
+    model, scores = EnsembleModel.fit(cfg, rows, views, folds, FeatureCache(tmp_path / "cache"))
+    assert scores["ensemble"] >= max(scores[v.name] for v in views) - 1e-9
+    model.save(tmp_path / "run")
+    test = colour_rows(tmp_path, 30, seed=2)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    loaded = Predictor.load(tmp_path / "run")
+    expected = Predictor.of(model).predict_proba(tmp_path / "test.csv")
+    np.testing.assert_array_equal(loaded.predict_proba(tmp_path / "test.csv").to_numpy(),
+                                  expected.to_numpy())
+    assert loaded.evaluate(tmp_path / "test.csv")["accuracy"] >= 0.9  # chance: 1/3
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(tmp_path / "run"), "--data",
+                                 str(tmp_path / "test.csv"), "--output", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(tmp_path / "p.csv")["prediction"]) == list(loaded.predict(
+        tmp_path / "test.csv"))
+    result = runner.invoke(app, ["explain", str(tmp_path / "run"), "--data",
+                                 str(tmp_path / "test.csv")])
+    assert result.exit_code == 2 and "ensemble of linear members" in result.output
