@@ -8,8 +8,6 @@ and nothing private.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.deadline import Deadline
 from mmfuse.errors import ConfigError, Problem
 from mmfuse.features.batches import MultimodalDataset
-from mmfuse.features.cache import FeatureCache, cache_root, make_dataset
+from mmfuse.features.cache import FeatureCache, HoldsFeatureCache, make_dataset
 from mmfuse.model_folder import Definition, ModelFolder
 from mmfuse.model_kinds import KINDS, ModelKind, kind_for
 from mmfuse.progress import CONSOLE
@@ -40,7 +38,7 @@ PREDICT_CHUNK = 8192  # rows whose features are in memory at once while predicti
 
 
 @dataclass
-class FittedModel:
+class FittedModel(HoldsFeatureCache):
     config: Config
     kind: ModelKind
     model: nn.Module
@@ -134,22 +132,6 @@ class FittedModel:
         CONSOLE.print(f"calibrated: temperature {temperature:.3f}")
         return temperature
 
-    # ------------------------------------------------------------------ inputs
-    def feature_cache(self) -> FeatureCache:
-        """One cache per model, so features read once serve every split and prediction."""
-        if self.cache is None:
-            root = None if self.config.cache_dir == "none" else cache_root(self.config.cache_dir)
-            self.cache = FeatureCache(root, num_workers=self.config.train.num_workers)
-        return self.cache
-
-    @contextmanager
-    def using_cache(self, cache: FeatureCache) -> Iterator[None]:
-        """Use another feature cache for a while (e.g. a throw-away one for corrupted inputs)."""
-        previous, self.cache = self.cache, cache
-        try:
-            yield
-        finally:
-            self.cache = previous
 
     def targets(self, rows: pd.DataFrame) -> torch.Tensor | None:
         return self.kind.targets(self, rows)

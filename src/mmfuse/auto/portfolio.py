@@ -42,7 +42,7 @@ MINILM, NGRAM, GRU = EncoderConfig("minilm"), EncoderConfig("ngram"), EncoderCon
 PRESETS = {
     "fast": Preset("fast", 120, (FROZEN_LITE0,), (MINILM, NGRAM), ("concat", "late"), epochs=15,
                    folds=3),
-    "medium": Preset("medium", 300, (FROZEN_LITE0,), (MINILM, NGRAM),
+    "medium": Preset("medium", 180, (FROZEN_LITE0,), (MINILM, NGRAM),
                      ("concat", "late", "gated", "stack")),
     "best": Preset("best", 900, (FROZEN_LITE0, FINETUNED_LITE0), (MINILM, NGRAM, GRU),
                    ("concat", "late", "gated", "stack", "cross-attention")),

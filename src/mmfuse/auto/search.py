@@ -32,7 +32,7 @@ from mmfuse.data.rows import read_rows, split_rows
 from mmfuse.deadline import Deadline
 from mmfuse.encoders import create_encoder
 from mmfuse.errors import ConfigError, MmfuseError
-from mmfuse.features.cache import FeatureCache, cache_root
+from mmfuse.features.cache import cache_for, cache_root
 from mmfuse.model_kinds import kind_for
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
@@ -132,8 +132,7 @@ class AutoSearch:
             val = read_rows(validation, config, root, base_dir=base_dir, known_labels=classes)
         self._val = val.copy()
         self._val.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
-        self._cache = FeatureCache(None if config.cache_dir == "none" else root,
-                                   num_workers=config.train.num_workers)
+        self._cache = cache_for(config)
 
     def _restore(self, run: Path | None) -> float:
         """Candidates an interrupted search finished are kept, not fitted again."""

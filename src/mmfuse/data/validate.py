@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -99,11 +100,12 @@ def validate_frame(
     image_errors = _check_images(frame, image_cols, base_dir)
     for column in image_cols:
         frame[column] = as_object_column(
-            _image_cells(frame, column, base_dir, image_errors, data.allow_missing, found),
-            frame.index)
+            _cells(frame, column, "image path", data.allow_missing, found,
+                   _image_read(base_dir, image_errors)), frame.index)
     for column in text_cols:
-        frame[column] = as_object_column(_text_cells(frame, column, data.allow_missing, found),
-                                         frame.index)
+        frame[column] = as_object_column(
+            _cells(frame, column, "text", data.allow_missing, found, lambda v: (str(v), None)),
+            frame.index)
     if data.allow_missing:
         columns = image_cols + text_cols
         empty = frame[columns].isna().all(axis=1) if columns else pd.Series(dtype=bool)
@@ -137,36 +139,31 @@ class Findings:
         self.bad_rows.add(index)
 
 
-def _image_cells(frame: pd.DataFrame, column: str, base_dir: Path, errors: dict[str, str],
-                 allow_missing: bool, found: Findings) -> list[str | None]:
-    """Absolute image paths (None where empty); unreadable images reported."""
-    resolved: list[str | None] = []
+def _cells(frame: pd.DataFrame, column: str, what: str, allow_missing: bool, found: Findings,
+           read: Callable[[Any], tuple[str, str | None]]) -> list[str | None]:
+    """A modality column's cells: ``read(value)`` -> (cell, problem or None); None where empty
+    (reported unless missing modalities are allowed)."""
+    out: list[str | None] = []
     for index, value in enumerate(cells(frame, column)):
         if is_blank(value):
-            resolved.append(None)
+            out.append(None)
             if not allow_missing:
-                found.report(index, column, "image path is empty (allow missing modalities with "
+                found.report(index, column, f"{what} is empty (allow missing modalities with "
                              "--allow-missing)")
             continue
+        cell, problem = read(value)
+        if problem:
+            found.report(index, column, problem)
+        out.append(cell)
+    return out
+
+
+def _image_read(base_dir: Path, errors: dict[str, str]) -> Callable[[Any], tuple[str, str | None]]:
+    """An image cell -> its absolute path, and why it cannot be decoded (if so)."""
+    def read(value: Any) -> tuple[str, str | None]:
         path = _resolve(value, base_dir)
-        if errors.get(path):
-            found.report(index, column, errors[path])
-        resolved.append(path)
-    return resolved
-
-
-def _text_cells(frame: pd.DataFrame, column: str, allow_missing: bool,
-                found: Findings) -> list[str | None]:
-    texts: list[str | None] = []
-    for index, value in enumerate(cells(frame, column)):
-        if is_blank(value):
-            texts.append(None)
-            if not allow_missing:
-                found.report(index, column, "text is empty (allow missing modalities with "
-                             "--allow-missing)")
-        else:
-            texts.append(str(value))
-    return texts
+        return path, errors.get(path)
+    return read
 
 
 def _targets(frame: pd.DataFrame, data: DataConfig, known_labels: list[str] | None,

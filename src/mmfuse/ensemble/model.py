@@ -9,8 +9,6 @@ out-of-fold probabilities, and refits the members on every row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from mmfuse.ensemble.combine import (
 )
 from mmfuse.ensemble.members import LinearMember, View
 from mmfuse.errors import MmfuseError
-from mmfuse.features.cache import FeatureCache, cache_root
+from mmfuse.features.cache import FeatureCache, HoldsFeatureCache
 from mmfuse.model_folder import ModelFolder
 from mmfuse.progress import CONSOLE
 from mmfuse.tasks import Task, get_task
@@ -41,7 +39,7 @@ Folds = list[tuple[np.ndarray, np.ndarray]]  # (fitting rows, held-out rows) pos
 
 
 @dataclass
-class EnsembleModel:
+class EnsembleModel(HoldsFeatureCache):
     config: Config
     classes: list[str]
     members: list[LinearMember]
@@ -129,20 +127,6 @@ class EnsembleModel:
         scores, decoded, _ = self.predict(rows)
         return self.task.metrics(self.targets(rows).numpy(), decoded, scores, self.classes)
 
-    # ------------------------------------------------------------------ inputs
-    def feature_cache(self) -> FeatureCache:
-        if self.cache is None:
-            root = None if self.config.cache_dir == "none" else cache_root(self.config.cache_dir)
-            self.cache = FeatureCache(root, num_workers=self.config.train.num_workers)
-        return self.cache
-
-    @contextmanager
-    def using_cache(self, cache: FeatureCache) -> Iterator[None]:
-        previous, self.cache = self.cache, cache
-        try:
-            yield
-        finally:
-            self.cache = previous
 
     # ------------------------------------------------------------------ folder
     def save(self, directory: str | Path) -> Path:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +20,7 @@ from accelerate.utils import send_to_device
 from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 
+from mmfuse.config import Config
 from mmfuse.data.images import open_image
 from mmfuse.data.validate import cells
 from mmfuse.encoders.base import Encoder
@@ -215,3 +218,31 @@ def make_dataset(
         else:
             sources[m] = RawTexts(values, encoder.prepare)
     return MultimodalDataset(sources, targets)
+
+
+def cache_for(config: Config) -> FeatureCache:
+    """The feature cache a config names (``cache_dir``; "none": off)."""
+    root = None if config.cache_dir == "none" else cache_root(config.cache_dir)
+    return FeatureCache(root, num_workers=config.train.num_workers)
+
+
+class HoldsFeatureCache:
+    """For fitted models: one feature cache, made from ``config`` when first needed, so
+    features read once serve every split and prediction; swappable for a while."""
+
+    config: Config
+    cache: FeatureCache | None
+
+    def feature_cache(self) -> FeatureCache:
+        if self.cache is None:
+            self.cache = cache_for(self.config)
+        return self.cache
+
+    @contextmanager
+    def using_cache(self, cache: FeatureCache) -> Iterator[None]:
+        """Use another feature cache for a while (e.g. a throw-away one for corrupted inputs)."""
+        previous, self.cache = self.cache, cache
+        try:
+            yield
+        finally:
+            self.cache = previous
