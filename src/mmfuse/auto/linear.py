@@ -23,6 +23,11 @@ from mmfuse.tasks import get_task
 from mmfuse.training.stacking import fold_splits
 
 NAME = "ensemble of linear members"
+# Large data (judged on the validation split): members see at most this many training rows,
+# in 3 folds. A linear model on frozen features has learned what it can by then, and its
+# cost (k folds + refit, lbfgs on dense 1,280-d features) would otherwise grow past a budget.
+LARGE_DATA_ROWS = 10_000
+LARGE_DATA_FOLDS = 3
 
 
 def applies(config: Config) -> bool:
@@ -50,13 +55,21 @@ def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: P
     and combination are judged out of fold on every row, on the same folds as the other
     candidates, and fitted on every row; on large data, fitted with k folds of the training
     rows and judged on the validation rows."""
-    rows = pd.concat([train, val], ignore_index=True) if small_data else train
+    every = pd.concat([train, val], ignore_index=True)
+    every.attrs = dict(train.attrs)
+    classes = kind_for(config).fit_classes(config, every)  # a class only in val is still one
+    if small_data:
+        rows, k = every, preset.folds
+    else:
+        rows, k = train, min(preset.folds, LARGE_DATA_FOLDS)
+        if len(rows) > LARGE_DATA_ROWS:
+            rows = rows.sample(LARGE_DATA_ROWS, random_state=config.train.seed)
+        rows = rows.reset_index(drop=True)
     rows.attrs = dict(train.attrs)
-    classes = kind_for(config).fit_classes(config, rows)
     targets = get_task(config.data.task).encode(rows["_target"].tolist(), classes)
-    folds = [(np.asarray(a), np.asarray(b))
-             for a, b in fold_splits(targets, preset.folds, config.train.seed)]
-    model, scores = EnsembleModel.fit(config, rows, linear_views(config, preset), folds, cache)
+    folds = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, k, config.train.seed)]
+    model, scores = EnsembleModel.fit(config, rows, linear_views(config, preset), folds, cache,
+                                      classes)
     metric = config.train.metric or get_task(config.data.task).selection_metric
     sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0  # scores: higher is better
     value = sign * scores["ensemble"] if small_data else float(model.evaluate(val)[metric])

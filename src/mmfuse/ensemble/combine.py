@@ -25,20 +25,20 @@ EPS = 1e-7
 def ensemble_selection(oof: list[np.ndarray], y: np.ndarray, score: Score,
                        rounds: int = SELECTION_ROUNDS) -> np.ndarray:
     """Weights (M,) summing to 1: greedy forward selection with replacement (Caruana et al.,
-    2004, as AutoGluon does), starting from the best member; a member that adds nothing on
-    the out-of-fold rows is never picked."""
+    2004, as AutoGluon does): each round adds the member that makes the blend score best; the
+    blend of the best-scoring round (the earliest, on ties) is kept, so a member that only
+    lowers the out-of-fold score ends with weight 0."""
     picks: list[int] = []
     total = np.zeros_like(oof[0])
-    best_so_far = -np.inf
-    for _ in range(rounds):
-        trials = [score(y, (total + member) / (len(picks) + 1)) for member in oof]
+    best_score, best_picks = -np.inf, 1
+    for round_ in range(1, rounds + 1):
+        trials = [score(y, (total + member) / round_) for member in oof]
         pick = int(np.argmax(trials))
-        if picks and trials[pick] <= best_so_far:
-            break  # no member improves the blend any more
         picks.append(pick)
         total += oof[pick]
-        best_so_far = trials[pick]
-    return np.bincount(picks, minlength=len(oof)) / len(picks)
+        if trials[pick] > best_score:
+            best_score, best_picks = trials[pick], round_
+    return np.bincount(picks[:best_picks], minlength=len(oof)) / best_picks
 
 
 def blend(members: list[np.ndarray], weights: np.ndarray) -> np.ndarray:

@@ -68,11 +68,13 @@ class EnsembleModel(HoldsFeatureCache):
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, config: Config, rows: pd.DataFrame, views: list[View], folds: Folds,
-            cache: FeatureCache) -> tuple[EnsembleModel, dict[str, float]]:
+            cache: FeatureCache, classes: list[str] | None = None,
+            ) -> tuple[EnsembleModel, dict[str, float]]:
         """Fitted on every row of ``rows``; also returns the out-of-fold score of each member
-        and of the combination (the task's selection metric)."""
+        and of the combination (the task's selection metric). ``classes`` default to the
+        labels of ``rows``."""
         task = get_task(config.data.task)
-        classes = sorted(set(rows["_target"]))
+        classes = classes or sorted(set(rows["_target"]))
         y = np.asarray(task.encode(rows["_target"].tolist(), classes))
         score = metric_score(task, config, classes)
         encoders: dict[str, Encoder] = {}
