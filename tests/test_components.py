@@ -216,3 +216,19 @@ def test_an_hf_folder_with_stored_code_is_refused_and_never_run(tmp_path) -> Non
     (folder / "pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(ConfigError, match="model.safetensors"):
         create_encoder("text", EncoderConfig(f"hf:{folder}"))
+
+
+def test_encoding_into_the_cache_leaves_the_encoder_usable_by_autograd(tmp_path) -> None:
+    """The cache switches the encoder's memory layout for speed and back: the parameters must
+    not come back as inference tensors (explanations take gradients through them)."""
+    from PIL import Image
+
+    from mmfuse.features.cache import FeatureCache
+
+    encoder = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=32))
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "a.png")
+    FeatureCache(None, num_workers=0).table(encoder, [str(tmp_path / "a.png")], False)
+    assert not any(p.is_inference() for p in encoder.parameters())
+    pixels = torch.zeros(1, 3, 32, 32, requires_grad=True)
+    encoder(pixels).pooled.sum().backward()
+    assert pixels.grad is not None

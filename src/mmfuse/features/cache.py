@@ -141,7 +141,6 @@ class FeatureCache:
         need = {"pooled", "tokens"} if with_tokens else {"pooled"}
         return {d: parts for d, parts in store.items() if need <= set(parts)}
 
-    @torch.inference_mode()
     def _encode(
         self, encoder: Encoder, values: list[str], hashes: dict[str, str], store: dict,
         with_tokens: bool,
@@ -174,7 +173,10 @@ class FeatureCache:
                 inputs = send_to_device(encoder.prepare(batch), device)
                 if images:
                     inputs = {k: v.contiguous(memory_format=layout) for k, v in inputs.items()}
-                out = encoder(**inputs)
+                # Only the forward pass: the .to() copies above and below, made in inference
+                # mode, would be inference tensors that autograd (explanations) cannot use.
+                with torch.inference_mode():
+                    out = encoder(**inputs)
                 for row in range(len(batch)):
                     digest = hashes[values[done + row]]
                     parts = {"pooled": out.pooled[row].float().cpu().clone()}
