@@ -182,3 +182,17 @@ def test_every_preset_names_registered_components() -> None:
         assert set(preset.fusions) <= set(FUSIONS.names()), preset.name
         assert {e.name for e in preset.image_encoders} <= set(IMAGE_ENCODERS.names())
         assert {e.name for e in preset.text_encoders} <= set(TEXT_ENCODERS.names())
+
+
+def test_pretrained_text_encoders_read_the_datas_length() -> None:
+    """MiniLM reads the 95th percentile of the token counts (not a fixed 64); an explicit
+    length and encoders without a pretrained tokenizer are left alone."""
+    from mmfuse.auto.portfolio import PRESETS, suited_to
+
+    texts = ["word " * 100] * 10 + ["short"] * 10  # 102 tokens with [CLS] and [SEP]
+    frame = pd.DataFrame({"text": texts})
+    data = DataConfig(image_cols=[], text_cols=["text"])
+    preset = suited_to(PRESETS["medium"], frame, Config(data=data))
+    lengths = {e.name: e.max_length for e in preset.text_encoders}
+    assert lengths == {"minilm": 112, "ngram": 64}
+    assert suited_to(TINY, frame, Config(data=data)).text_encoders[0].max_length == 16

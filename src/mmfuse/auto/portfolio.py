@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from mmfuse.config import Config, EncoderConfig
+from mmfuse.data.validate import cells
 from mmfuse.errors import ConfigError
 
 
@@ -59,7 +60,41 @@ IMAGE_SIDES = (128, 224)  # the smallest and the largest side the image encoders
 SIZE_SAMPLE = 64  # images whose size is read (headers only) to choose the side
 
 
+TOKEN_LENGTHS = (32, 256)  # the shortest and the longest text a pretrained encoder reads
+TEXT_SAMPLE = 512  # texts tokenised to choose the length
+DEFAULT_MAX_LENGTH = EncoderConfig("x").max_length
+
+
 def suited_to(preset: Preset, frame: pd.DataFrame, config: Config) -> Preset:
+    """The preset with its pretrained encoders' inputs suited to the data: image side and
+    text length."""
+    return _text_length_suited(_image_side_suited(preset, frame, config), frame, config)
+
+
+def _text_length_suited(preset: Preset, frame: pd.DataFrame, config: Config) -> Preset:
+    """Pretrained text encoders read the 95th percentile of the data's token counts (rounded
+    up to 16, within TOKEN_LENGTHS) instead of a fixed 64: long questions are not cut, short
+    titles cost no padding."""
+    from mmfuse.encoders import create_encoder
+
+    texts = [t for c in config.data.text_cols for t in cells(frame, c) if t][:TEXT_SAMPLE]
+    encoders = []
+    for encoder in preset.text_encoders:
+        if texts and encoder.max_length == DEFAULT_MAX_LENGTH and encoder.frozen is not False:
+            try:
+                tokenizer = create_encoder("text", encoder).tokenizer
+            except (ConfigError, AttributeError):  # no pretrained tokenizer (ngram, gru)
+                encoders.append(encoder)
+                continue
+            counts = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+            length = math.ceil(float(np.percentile(counts, 95)) / 16) * 16
+            encoder = dataclasses.replace(encoder, max_length=int(
+                min(TOKEN_LENGTHS[1], max(TOKEN_LENGTHS[0], length))))
+        encoders.append(encoder)
+    return dataclasses.replace(preset, text_encoders=tuple(encoders))
+
+
+def _image_side_suited(preset: Preset, frame: pd.DataFrame, config: Config) -> Preset:
     """The preset with frozen image encoders at a side that suits the data's images.
 
     Small images (icons, renders, thumbnails) upscaled to 224 px cost 3x the encoding time of
