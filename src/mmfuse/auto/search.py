@@ -242,10 +242,7 @@ class AutoSearch:
         row["folds"] = len(scores)
         if self.keep_candidates:
             self.candidates_[candidate.name] = predictor
-        if is_better(self._metric, row["val_metric"], self._best_score()):
-            self.best_, self.best_name_ = predictor, candidate.name
-            if self._run is not None:
-                predictor.save(self._run)
+        self._consider(candidate.name, predictor, row["val_metric"])
         CONSOLE.print(f"auto: {candidate.name}: val {self._metric} {row['val_metric']:.4f} "
                       f"in {row['fit_s']:.1f} s")
         self._record(row)
@@ -267,10 +264,7 @@ class AutoSearch:
         fit_s = clocks.clock() - started
         model.metrics = {"validation": {self._metric: value}, "out_of_fold": scores}
         predictor = Predictor.of(model)
-        if is_better(self._metric, value, self._best_score()):
-            self.best_, self.best_name_ = predictor, linear.NAME
-            if self._run is not None:
-                predictor.save(self._run)
+        self._consider(linear.NAME, predictor, value)
         if self.keep_candidates:
             self.candidates_[linear.NAME] = predictor
         # The ensemble's row first: on a tie with one of its members it ranks first.
@@ -281,6 +275,14 @@ class AutoSearch:
                 "member": True,
                 "weight": None if model.method == "stacking" else round(float(weight), 3)}
             for member, weight in zip(model.members, model.weights, strict=True)])
+
+    def _consider(self, name: str, predictor: Predictor, value: float) -> None:
+        """Keep ``predictor`` as the choice (and save it) when it beats the best so far; ties
+        go to the one tried first."""
+        if is_better(self._metric, value, self._best_score()):
+            self.best_, self.best_name_ = predictor, name
+            if self._run is not None:
+                predictor.save(self._run)
 
     @staticmethod
     def _row(name: str, value: float | None, status: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from mmfuse.ensemble.members import class_weights, softmax
+from mmfuse.ensemble.members import class_weights, softmax, spread
 from mmfuse.scoring import fit_temperature
 from mmfuse.training.stacking import fold_splits
 
@@ -56,7 +56,7 @@ class Stacker:
 
     def fit(self, members: list[np.ndarray], y: np.ndarray, n_classes: int) -> Stacker:
         z = self.features(members)
-        self.mean, self.scale = z.mean(axis=0), np.where(z.std(axis=0) > 1e-6, z.std(axis=0), 1.0)
+        self.mean, self.scale = z.mean(axis=0), spread(z)
         model = LogisticRegression(C=self.c, max_iter=300, tol=1e-3)
         self.coef, self.intercept = class_weights(model.fit((z - self.mean) / self.scale, y),
                                                   n_classes)

@@ -87,11 +87,10 @@ class LinearMember:
             vectorizer.fit(texts(rows, config))
             self.vocabulary = vectorizer.get_feature_names_out().tolist()
             self.arrays["idf"] = vectorizer.idf_.astype(np.float32)
-        else:
-            x = dense(rows, self.view, config, cache, encoders)
-            self.arrays["mean"] = x.mean(axis=0)
-            self.arrays["scale"] = np.where(x.std(axis=0) > 1e-6, x.std(axis=0), 1.0)
-        return self._view(rows, config, cache, encoders)
+            return self._view(rows, config, cache, encoders)
+        x = dense(rows, self.view, config, cache, encoders)  # read from the cache once
+        self.arrays["mean"], self.arrays["scale"] = x.mean(axis=0), spread(x)
+        return (x - self.arrays["mean"]) / self.arrays["scale"]
 
     def _view(self, rows: pd.DataFrame, config: Config, cache: FeatureCache,
               encoders: dict[str, Encoder]) -> Any:
@@ -104,6 +103,12 @@ class LinearMember:
             return sp.csr_matrix(vectorizer.transform(texts(rows, config)))
         x = dense(rows, self.view, config, cache, encoders)
         return (x - self.arrays["mean"]) / self.arrays["scale"]
+
+
+def spread(x: np.ndarray) -> np.ndarray:
+    """(D,) per-column standard deviation for standardising; 1 where a column is constant."""
+    std = x.std(axis=0)
+    return np.where(std > 1e-6, std, 1.0)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -133,11 +138,18 @@ def texts(rows: pd.DataFrame, config: Config) -> list[str]:
     return [" | ".join(t for t in parts if t) for parts in zip(*columns, strict=True)]
 
 
+def encoder_for(view: View, encoders: dict[str, Encoder]) -> Encoder:
+    """The view's encoder, built (from its package) once per model and kept in ``encoders``."""
+    if view.name not in encoders:
+        encoders[view.name] = create_encoder(view.kind, view.encoder)
+    return encoders[view.name]
+
+
 def dense(rows: pd.DataFrame, view: View, config: Config, cache: FeatureCache,
           encoders: dict[str, Encoder]) -> np.ndarray:
     """(N, D x columns) frozen features of the view's encoder, per column side by side
     (a missing cell: zeros)."""
-    encoder = encoders.setdefault(view.name, create_encoder(view.kind, view.encoder))
+    encoder = encoder_for(view, encoders)
     columns = config.data.image_cols if view.kind == "image" else config.data.text_cols
     parts = []
     for column in columns:

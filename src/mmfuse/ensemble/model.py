@@ -28,7 +28,7 @@ from mmfuse.ensemble.combine import (
     nested_stacking,
     tempered,
 )
-from mmfuse.ensemble.members import LinearMember, View
+from mmfuse.ensemble.members import LinearMember, View, encoder_for
 from mmfuse.errors import MmfuseError
 from mmfuse.features.cache import FeatureCache, HoldsFeatureCache
 from mmfuse.model_folder import ModelFolder
@@ -171,12 +171,9 @@ class EnsembleModel(HoldsFeatureCache):
 
     def encoders_by_name(self) -> dict[str, Encoder]:
         """The members' encoders, built (from their packages) when first needed."""
-        from mmfuse.encoders import create_encoder
-
         for member in self.members:
-            view = member.view
-            if view.encoder is not None and view.name not in self.encoders:
-                self.encoders[view.name] = create_encoder(view.kind, view.encoder)
+            if member.view.encoder is not None:
+                encoder_for(member.view, self.encoders)
         return self.encoders
 
 
