@@ -196,3 +196,65 @@ def test_pretrained_text_encoders_read_the_datas_length() -> None:
     lengths = {e.name: e.max_length for e in preset.text_encoders}
     assert lengths == {"minilm": 112, "ngram": 64}
     assert suited_to(TINY, frame, Config(data=data)).text_encoders[0].max_length == 16
+
+
+def test_networks_are_judged_on_rows_they_neither_fitted_nor_stopped_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fold's network stops early on an inner split of its training rows and is judged
+    on the held-out fold: three sets of rows that never meet; the folds cover every row."""
+    events: list[tuple[str, set, set]] = []
+    fit, outputs = Predictor.fit, Predictor.outputs
+
+    def spy_fit(self, data, validation=None, **kwargs):
+        events.append(("fit", set(data["_row"]), set(validation["_row"])))
+        return fit(self, data, validation, **kwargs)
+
+    def spy_outputs(self, rows):
+        events.append(("outputs", set(rows["_row"]), set()))
+        return outputs(self, rows)
+
+    monkeypatch.setattr(Predictor, "fit", spy_fit)
+    monkeypatch.setattr(Predictor, "outputs", spy_outputs)
+    quick = Preset("quick", 120, image_encoders=(EncoderConfig("efficientnet-lite0", image_size=32),),
+                   text_encoders=(EncoderConfig("ngram", options={"dim": 8, "buckets": 512}),),
+                   fusions=("concat",), epochs=2, folds=3)
+    rows = image_only_rows(tmp_path, 60, seed=7)
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    auto = AutoSearch(config(tmp_path), quick)
+    auto.fit(tmp_path / "train.csv")
+    judged = [(a, b) for a, b in zip(events, events[1:], strict=False)
+              if a[0] == "fit" and b[0] == "outputs"]
+    assert len(judged) == 3 * 3  # image alone, text alone, concat: 3 folds each
+    for (_, fitted, stopped), (_, held, _) in judged:
+        assert held and stopped and not (held & fitted) and not (held & stopped)
+        assert not (fitted & stopped)
+    for candidate in range(3):
+        folds = [held for (_, _, _), (_, held, _) in judged[3 * candidate:3 * candidate + 3]]
+        assert len(set().union(*folds)) == sum(map(len, folds)) == 60  # each row once
+    assert all(r["folds"] == 3 for r in auto.leaderboard_ if not r.get("member"))
+
+
+def test_a_candidate_cut_short_is_compared_on_the_rows_both_covered() -> None:
+    """A candidate that finished one fold, perfect there, does not beat one that is just as
+    perfect on that fold and was judged on every fold; better on that fold, it does."""
+    import numpy as np
+
+    from mmfuse.auto.judge import Judge
+    from mmfuse.tasks import get_task
+
+    y = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
+    judge = Judge(get_task("classification"), "accuracy", y, ["a", "b"])
+    first_fold = np.arange(5)
+
+    def evidence(predicted: np.ndarray, rows: np.ndarray):
+        return judge.evidence_of(rows, np.eye(2)[predicted[rows]], predicted[rows], ["a", "b"])
+
+    full = evidence(np.where(np.arange(10) < 5, y, 1 - y), np.arange(10))  # right on fold 1 only
+    lucky = evidence(y, first_fold)
+    assert judge.score(full) == 0.5 and judge.score(lucky) == 1.0
+    assert not judge.better(lucky, full)  # both perfect on the rows both covered: a tie
+    worse_on_fold = evidence(np.where(np.arange(10) < 2, y, 1 - y), np.arange(10))
+    assert judge.better(lucky, worse_on_fold)
+    # a model fitted on a fold that lacked a class: its columns are put in the judge's order
+    only_b = judge.evidence_of(first_fold, np.ones((5, 1)), np.zeros(5, dtype=int), ["b"])
+    assert (only_b.decoded[first_fold] == 1).all() and (only_b.scores[first_fold, 0] == 0).all()

@@ -3,6 +3,7 @@ constructed case, and the ensemble as a model folder every command can use or re
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import make_rows
+from PIL import Image
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
@@ -19,7 +21,8 @@ from mmfuse.cli import app
 from mmfuse.data.rows import read_rows
 from mmfuse.ensemble import members as linear
 from mmfuse.ensemble.combine import ensemble_selection
-from mmfuse.ensemble.members import LinearMember, View
+from mmfuse.ensemble.inputs import MemberInputs, View
+from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.features.cache import FeatureCache
 from mmfuse.training.stacking import fold_splits
@@ -48,8 +51,8 @@ def test_a_tfidf_member_is_scikit_learns_pipeline(tmp_path, monkeypatch) -> None
     cfg = config(tmp_path)
     rows = read_rows(colour_rows(tmp_path, 60, seed=0), cfg, tmp_path, base_dir=tmp_path)
     y = np.asarray([COLOURS.index(t) for t in rows["_target"]])
-    member = LinearMember(View("tfidf-word"), COLOURS).fit(rows, y, cfg, FeatureCache(None), {})
-    ours = member.predict_proba(rows, cfg, FeatureCache(None), {})
+    inputs = MemberInputs.from_rows(rows, cfg, FeatureCache(None), {})
+    ours = LinearMember(View("tfidf-word"), COLOURS).fit(inputs, y).predict_proba(inputs)
     vectorizer = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True,
                                  min_df=2, token_pattern=r"(?u)\b\w+\b")
     x = vectorizer.fit_transform(rows["caption"])
@@ -97,6 +100,60 @@ def test_the_ensemble_is_a_model_folder(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert list(pd.read_csv(tmp_path / "p.csv")["prediction"]) == list(loaded.predict(
         tmp_path / "test.csv"))
-    result = runner.invoke(app, ["explain", str(tmp_path / "run"), "--data",
-                                 str(tmp_path / "test.csv")])
+    result = runner.invoke(app, ["export", str(tmp_path / "run"), "--data",
+                                 str(tmp_path / "test.csv"), "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and "ensemble of linear members" in result.output
+
+
+def test_a_served_ensemble_answers_as_predict_does(tmp_path) -> None:
+    """Over HTTP the encoders run live on the decoded upload; ``predict`` reads the feature
+    cache: the same probabilities. Explanations hide one input at a time."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from mmfuse.serving.app import create_app
+
+    cfg = config(tmp_path)
+    cfg.data.allow_missing = True
+    rows = read_rows(colour_rows(tmp_path, 60, seed=3), cfg, tmp_path, base_dir=tmp_path)
+    targets = torch.tensor([COLOURS.index(t) for t in rows["_target"]])
+    folds = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, 2, 0)]
+    views = [View("tfidf-word"), View("image", EncoderConfig("efficientnet-lite0", image_size=32)),
+             View("text", EncoderConfig("minilm", max_length=32))]
+    model, _ = EnsembleModel.fit(cfg, rows, views, folds, FeatureCache(tmp_path / "cache"))
+    model.save(tmp_path / "run")
+    test = colour_rows(tmp_path, 4, seed=4)
+    test.loc[1, "caption"] = ""  # a row without its text: members read zeros / no n-grams
+    test.to_csv(tmp_path / "test.csv", index=False)
+    predictor = Predictor.load(tmp_path / "run")
+    expected = predictor.predict_proba(tmp_path / "test.csv")
+    served = []
+    with TestClient(create_app(predictor)) as client:
+        card = client.get("/v1/model").json()
+        assert card["fusion"] == "ensemble" and card["modalities"] == ["caption", "image"]
+        for _, row in test.iterrows():
+            image = base64.b64encode((tmp_path / row["image"]).read_bytes()).decode()
+            body = {"image": image, "text": row["caption"] if isinstance(row["caption"], str)
+                    else ""}
+            response = client.post("/v1/predict", json=body)
+            assert response.status_code == 200, response.text
+            served.append([response.json()["probabilities"][c] for c in expected.columns])
+        explained = client.post("/v1/explain", json=body).json()
+    np.testing.assert_allclose(np.asarray(served), expected.to_numpy(), atol=1e-5)
+    # every member, weighted or not: live features are the cached ones
+    cached = predictor.fitted_.inputs(predictor.read(tmp_path / "test.csv"))
+    live = MemberInputs.from_items(
+        [{"image": Image.open(tmp_path / i).convert("RGB"), "caption": c if isinstance(c, str)
+          else None} for i, c in zip(test["image"], test["caption"], strict=True)], cfg, {})
+    for member in predictor.fitted_.members:
+        np.testing.assert_allclose(member.predict_proba(live), member.predict_proba(cached),
+                                   atol=1e-5, err_msg=member.view.name)
+    assert sum(explained["ablation_shares"].values()) == pytest.approx(1.0)
+    result = CliRunner().invoke(app, ["explain", str(tmp_path / "run"), "--data",
+                                      str(tmp_path / "test.csv"), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "x" / "explanations.json").read_text())
+    assert [set(r["ablation_shares"]) for r in records] == [
+        {"caption", "image"}, {"image"}, {"caption", "image"}, {"caption", "image"}]
+    assert (tmp_path / "x" / records[0]["figure"]).stat().st_size > 0

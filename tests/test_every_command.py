@@ -22,7 +22,7 @@ REFUSALS = {
     ("retrieval", "export"): "ranks, it does not classify",
     ("retrieval", "report"): "ranks, it does not classify",
     **{("ensemble", command): "ensemble of linear members"
-       for command in ("profile", "explain", "report", "export")},
+       for command in ("profile", "export")},
 }
 
 
@@ -61,7 +61,7 @@ def ensemble_run(folder: Path) -> tuple[Path, Path]:
     import numpy as np
 
     from mmfuse.data.rows import read_rows
-    from mmfuse.ensemble.members import View
+    from mmfuse.ensemble.inputs import View
     from mmfuse.ensemble.model import EnsembleModel
     from mmfuse.features.cache import FeatureCache
 
@@ -118,10 +118,10 @@ def test_every_command_on_every_task(runs, tmp_path, task, command) -> None:
         assert not written.exists()
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", KINDS)
 def test_serve_answers_every_task(runs, task) -> None:
-    """The HTTP app of each task: a prediction, or (retrieval) a clear 404 pointing at search.
-    (An ensemble of linear members refuses to be served, in one sentence: see below.)"""
+    """The HTTP app of each task (and of an ensemble): a prediction with its modality shares,
+    or (retrieval) a clear 404 pointing at search."""
     import base64
 
     from fastapi.testclient import TestClient
@@ -130,16 +130,22 @@ def test_serve_answers_every_task(runs, task) -> None:
     from mmfuse.serving.app import create_app
 
     run, data = runs[task]
-    row = task_table(data.parent, task).iloc[0]
-    image = base64.b64encode((data.parent / row["image"]).read_bytes()).decode()
+    table_task = "classification" if task == "ensemble" else task
+    row = task_table(data.parent, table_task).iloc[0]
+    body = {"image": base64.b64encode((data.parent / row["image"]).read_bytes()).decode(),
+            "text": row["caption"]}
     with TestClient(create_app(load(run))) as client:
-        assert client.get("/v1/model").json()["task"] == task
-        response = client.post("/v1/predict", json={"image": image, "text": row["caption"]})
+        assert client.get("/v1/model").json()["task"] == table_task
+        response = client.post("/v1/predict", json=body)
+        explained = client.post("/v1/explain", json=body)
     if task == "retrieval":
         assert response.status_code == 404 and "/v1/search" in response.json()["error"]["message"]
     else:
         assert response.status_code == 200, response.text
         assert "prediction" in response.json()
+        assert explained.status_code == 200, explained.text
+        shares = explained.json()["ablation_shares"]
+        assert set(shares) == {"image", "caption"} and sum(shares.values()) == pytest.approx(1)
 
 
 def test_the_command_table_covers_every_registered_task() -> None:
@@ -147,9 +153,3 @@ def test_the_command_table_covers_every_registered_task() -> None:
     from mmfuse.tasks import TASKS as REGISTERED
 
     assert set(TASKS) == set(REGISTERED)
-
-
-def test_serve_refuses_an_ensemble_in_one_sentence(runs) -> None:
-    run, _ = runs["ensemble"]
-    result = CliRunner().invoke(app, ["serve", str(run)])
-    assert result.exit_code == 2 and "ensemble of linear members" in result.output

@@ -135,6 +135,15 @@ class Estimator:
         estimator.fitted_ = fitted
         return estimator
 
+    def describe(self) -> str:
+        """What the model is, in one line (fusion and encoders, or the ensemble's members)."""
+        return self._fitted().describe()
+
+    @property
+    def is_network(self) -> bool:
+        """One trained network (not an ensemble of linear members)."""
+        return not isinstance(self._fitted(), EnsembleModel)
+
     def require_network(self, action: str) -> nn.Module:
         """The fitted network, or a one-sentence refusal of ``action`` for an ensemble of
         linear members (which has none)."""
@@ -142,9 +151,9 @@ class Estimator:
         if isinstance(fitted, EnsembleModel):
             raise MmfuseError(
                 f"cannot {action}: this model is an ensemble of linear members "
-                f"({fitted.describe()}), not one network. evaluate, predict, robustness and "
-                f"the leaderboard work on it; to {action}, train a network with model flags "
-                "(e.g. --fusion concat).")
+                f"({fitted.describe()}), not one network. evaluate, predict, robustness, "
+                f"explain, report, serve and the leaderboard work on it; to {action}, train a "
+                "network with model flags (e.g. --fusion concat).")
         return fitted.model
 
     # ------------------------------------------------------------ fitted state

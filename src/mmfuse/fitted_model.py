@@ -24,6 +24,7 @@ from mmfuse.deadline import Deadline
 from mmfuse.errors import ConfigError, Problem
 from mmfuse.features.batches import MultimodalDataset
 from mmfuse.features.cache import FeatureCache, HoldsFeatureCache, make_dataset
+from mmfuse.features.items import Item, items_batch
 from mmfuse.model_folder import Definition, ModelFolder
 from mmfuse.model_kinds import KINDS, ModelKind, kind_for
 from mmfuse.progress import CONSOLE
@@ -53,6 +54,11 @@ class FittedModel(HoldsFeatureCache):
     @property
     def task(self) -> Task:
         return get_task(self.config.data.task)
+
+    def describe(self) -> str:
+        model = self.config.model
+        return (f"fusion {model.fusion} · {model.image_encoder.name} + "
+                f"{model.text_encoder.name}")
 
     @property
     def metric(self) -> str:
@@ -160,10 +166,25 @@ class FittedModel(HoldsFeatureCache):
 
     def predict(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Probabilities (N, C) (values for regression), decoded outputs, modality weights."""
-        logits, weights = self.logits(rows)
+        return self._outputs(*self.logits(rows))
+
+    @torch.inference_mode()
+    def predict_items(self, items: list[Item]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The same for in-memory items (decoded images, strings): encoders run live."""
+        encoders = {m: self.model.encoder_for(m) for m in self.model.modalities}
+        output = self.model.eval()(items_batch(encoders, items))
+        return self._outputs(output.logits, output.modality_weights)
+
+    def _outputs(self, logits: torch.Tensor, weights: torch.Tensor | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         return (self.model.head.probabilities(logits).numpy(),
                 self.model.head.decode(logits).numpy(),
                 weights.numpy() if weights is not None else None)
+
+    @property
+    def modality_kinds(self) -> dict[str, str]:
+        """The input columns the network reads -> "image" | "text"."""
+        return dict(self.model.modality_kinds)
 
     def evaluate(self, rows: pd.DataFrame) -> dict[str, Any]:
         """Metrics on labelled validated rows."""

@@ -91,8 +91,19 @@ class Predictor(Estimator):
         self._check_fitted()
         self.fitted_.task.require_predictions("predict")
         rows = self._rows(data, base_dir, require_labels=False)
-        scores, decoded, weights = self.fitted_.predict(rows)
+        scores, decoded, weights = self.outputs(rows)
         return scores, decoded, rows, weights
+
+    def outputs(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities (N, C) (values for regression), decoded outputs (class ids, label
+        indicators or values) and modality weights (N, M) or None, for rows from ``read``."""
+        self._check_fitted()
+        return self.fitted_.predict(rows)
+
+    @property
+    def modality_kinds_(self) -> dict[str, str]:
+        """The input columns the model reads -> "image" | "text"."""
+        return self._fitted().modality_kinds
 
     def logits(self, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw logits (N, C) and modality weights (N, M) or None for rows from ``read``."""

@@ -14,7 +14,7 @@ import pandas as pd
 
 from mmfuse.auto.portfolio import Preset
 from mmfuse.config import Config
-from mmfuse.ensemble.members import View
+from mmfuse.ensemble.inputs import View
 from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.features.cache import FeatureCache
 from mmfuse.model_kinds import kind_for
@@ -50,11 +50,13 @@ def linear_views(config: Config, preset: Preset) -> list[View]:
 
 
 def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: Preset,
-               cache: FeatureCache, small_data: bool) -> tuple[EnsembleModel, float, dict]:
-    """The ensemble and its validation score (the selection metric): on small data, members
-    and combination are judged out of fold on every row, on the same folds as the other
-    candidates, and fitted on every row; on large data, fitted with k folds of the training
-    rows and judged on the validation rows."""
+               cache: FeatureCache, small_data: bool
+               ) -> tuple[EnsembleModel, np.ndarray, dict[str, float]]:
+    """The ensemble, its probabilities on the judging rows and each member's out-of-fold
+    score (the selection metric). Small data: the judging rows are every row (training, then
+    validation), each predicted out of fold on the same folds as the other candidates, and
+    the members are fitted on every row. Large data: fitted with k folds of the training
+    rows, judged on the validation rows."""
     every = pd.concat([train, val], ignore_index=True)
     every.attrs = dict(train.attrs)
     classes = kind_for(config).fit_classes(config, every)  # a class only in val is still one
@@ -72,5 +74,5 @@ def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: P
                                       classes)
     metric = config.train.metric or get_task(config.data.task).selection_metric
     sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0  # scores: higher is better
-    value = sign * scores["ensemble"] if small_data else float(model.evaluate(val)[metric])
-    return model, value, {name: sign * score for name, score in scores.items()}
+    judged = model.out_of_fold if small_data else model.predict(val)[0]
+    return model, judged, {name: sign * score for name, score in scores.items()}

@@ -1,23 +1,28 @@
 """Auto mode: try a portfolio of candidates under a time limit, keep the best on validation.
 
-Every candidate is fitted on the same training rows, stopped early on the same validation
-rows and scored there; frozen-encoder features are computed once into the shared feature
-cache and read by every candidate after the first. Ties go to the candidate tried first
-(single modalities are tried first), so the choice is never worse, on validation, than the
-best single-modality candidate that ran.
+Every candidate is judged on the same held-out rows by the same statistic (``judge.py``): its
+pooled out-of-fold outputs. A network is fitted on a fold's training rows, stopped early on an
+inner split of them (never on the rows it is judged on) and predicts the held-out fold; the
+ensemble of linear members does the same on the same folds. Frozen-encoder features are
+computed once into the shared feature cache and read by every candidate after the first.
+Ties go to the candidate tried first (single modalities before fusions), so the choice is
+never worse, on validation, than the best single-modality candidate that ran.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mmfuse import deadline as clocks
 from mmfuse.auto import linear
+from mmfuse.auto.judge import Evidence, Judge
 from mmfuse.auto.leaderboard import LEADERBOARD_FILE, ranked, read_leaderboard, write_leaderboard
 from mmfuse.auto.portfolio import (
     Candidate,
@@ -33,10 +38,10 @@ from mmfuse.deadline import Deadline
 from mmfuse.encoders import create_encoder
 from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.features.cache import cache_for, cache_root
+from mmfuse.io import load_tensors, save_tensors
 from mmfuse.model_kinds import kind_for
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
-from mmfuse.scoring import is_better
 from mmfuse.tasks import get_task
 from mmfuse.training.stacking import fold_splits
 
@@ -44,6 +49,17 @@ BUDGET_SHARES = 2.0  # a candidate may use twice its even share: most stop early
 MIN_SECONDS = 1.0  # below this, starting a candidate is pointless
 CLOSE = 0.1  # single-modality scores within 10 % of the best: worth trying in a fusion too
 SMALL_DATA_ROWS = 5000  # up to this many rows, candidates are judged by k-fold validation
+EVIDENCE_FILE = "auto-evidence.safetensors"  # the choice's out-of-fold outputs (--resume)
+
+
+@dataclass
+class Fold:
+    """Rows a candidate is fitted on (early stopping on an inner split of them) and the rows
+    it is judged on: ``positions`` of ``held`` among the judging rows."""
+
+    train: pd.DataFrame
+    held: pd.DataFrame
+    positions: np.ndarray
 
 
 class AutoSearch:
@@ -73,6 +89,7 @@ class AutoSearch:
         self.best_: Predictor | None = None
         self.best_name_: str | None = None
         self.candidates_: dict[str, Predictor] = {}
+        self._best_evidence: Evidence | None = None
         spent_before = self._restore(run) if resume else 0.0
         self._deadline = Deadline(max(0.0, self.time_limit - spent_before))
         self._elapsed = lambda: spent_before + clocks.clock() - started
@@ -80,6 +97,8 @@ class AutoSearch:
         self._metric = self.config.train.metric or get_task(self.config.data.task).selection_metric
         self._run = run
         self._splits = self._validation_splits()
+        if resume:
+            self._best_evidence = self._restore_evidence(run)
 
         preset = suited_to(self.preset, self._train, self.config)
         self._encode_frozen(preset)
@@ -160,25 +179,32 @@ class AutoSearch:
             return
         self.best_ = refitted
 
-    def _validation_splits(self) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-        """(training rows, validation rows) pairs every candidate is judged on.
+    def _validation_splits(self) -> list[Fold]:
+        """The folds every candidate is judged on, and the judge.
 
-        Large data: the one validation split. Small data (up to ``SMALL_DATA_ROWS`` rows):
-        k folds over all rows, so that a choice among many candidates does not hang on the luck
-        of a few hundred validation rows; the chosen candidate is then refitted on the split.
+        Large data: the one validation split (judging rows: the validation rows). Small data
+        (up to ``SMALL_DATA_ROWS`` rows): k folds over all rows (judging rows: every row), so
+        that a choice among many candidates does not hang on the luck of a few hundred
+        validation rows; the chosen network is then refitted on the split.
         """
         rows = pd.concat([self._train, self._val], ignore_index=True)
-        if len(rows) > SMALL_DATA_ROWS or self.preset.folds < 2:
-            return [(self._train, self._val)]
         rows.attrs = dict(self._train.attrs)
         classes = kind_for(self.config).fit_classes(self.config, rows)
-        targets = get_task(self.config.data.task).encode(rows["_target"].tolist(), classes)
-        splits = []
-        for fit_index, held_index in fold_splits(targets, self.preset.folds, self.config.train.seed):
-            held = rows.iloc[held_index].copy()
-            held.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
-            splits.append((rows.iloc[fit_index], held))
-        return splits
+        task = get_task(self.config.data.task)
+        if len(rows) > SMALL_DATA_ROWS or self.preset.folds < 2:
+            judged = self._val
+            folds = [Fold(self._train, self._val, np.arange(len(self._val)))]
+        else:
+            judged, folds = rows, []
+            targets = task.encode(rows["_target"].tolist(), classes)
+            for fit_index, held_index in fold_splits(targets, self.preset.folds,
+                                                     self.config.train.seed):
+                held = rows.iloc[held_index].copy()
+                held.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
+                folds.append(Fold(rows.iloc[fit_index], held, np.asarray(held_index)))
+        self._judge = Judge(task, self._metric,
+                            task.encode(judged["_target"].tolist(), classes).numpy(), classes)
+        return folds
 
     def _encode_frozen(self, preset: Preset) -> None:
         """Features of every frozen encoder of the portfolio, computed once before any
@@ -219,30 +245,34 @@ class AutoSearch:
                       f"(up to {budget:.0f} s of {remaining:.0f} s left)")
         deadline = self._deadline.within(budget)
         started = clocks.clock()
-        scores: list[float] = []
+        evidence, predict_s, folds = None, 0.0, 0
         try:
-            for fold, (train_rows, val_rows) in enumerate(self._splits):
-                if fold and deadline.passed():
+            for fold in self._splits:
+                if folds and deadline.passed():
                     break  # the folds done so far judge the candidate
+                fitting, stopping = split_rows(fold.train, candidate.config)
                 fitted_fold = Predictor(candidate.config).fit(
-                    train_rows, val_rows, deadline=deadline, cache=self._cache)
-                scores.append(float(fitted_fold.metrics_["validation"][self._metric]))
-                if fold == 0:  # the model kept is the first split's: trained like any other
-                    predictor, fitted = fitted_fold, clocks.clock()
-                    predictor.evaluate_rows(val_rows)
-                    predict_s = clocks.clock() - fitted
+                    fitting, stopping, deadline=deadline, cache=self._cache)
+                predicting = clocks.clock()
+                scores, decoded, _ = fitted_fold.outputs(fold.held)
+                predict_s += clocks.clock() - predicting
+                evidence = self._judge.evidence_of(fold.positions, scores, decoded,
+                                                   fitted_fold.classes_, evidence)
+                if not folds:  # the model kept is the first split's: trained like any other
+                    predictor = fitted_fold
+                folds += 1
         except (MmfuseError, RuntimeError) as error:  # one bad candidate must not end the search
             row["status"] = f"failed: {error}"
             CONSOLE.print(f"auto: {candidate.name} failed: {error}")
             self._record(row)
             return
         row["fit_s"] = round(clocks.clock() - started - predict_s, 2)
-        row["predict_s_per_1k"] = round(predict_s * 1000 / len(self._splits[0][1]), 4)
-        row["val_metric"] = float(np.mean(scores))
-        row["folds"] = len(scores)
+        row["predict_s_per_1k"] = round(predict_s * 1000 / int(evidence.covered.sum()), 4)
+        row["val_metric"] = self._judge.score(evidence)
+        row["folds"] = folds
         if self.keep_candidates:
             self.candidates_[candidate.name] = predictor
-        self._consider(candidate.name, predictor, row["val_metric"])
+        self._consider(candidate.name, predictor, evidence)
         CONSOLE.print(f"auto: {candidate.name}: val {self._metric} {row['val_metric']:.4f} "
                       f"in {row['fit_s']:.1f} s")
         self._record(row)
@@ -255,16 +285,19 @@ class AutoSearch:
         CONSOLE.print(f"[bold]auto[/] [1/{self._planned}] {linear.NAME}")
         started = clocks.clock()
         try:
-            model, value, scores = linear.fit_linear(self.config, self._train, self._val, preset,
-                                                     self._cache, len(self._splits) > 1)
+            model, judged, scores = linear.fit_linear(self.config, self._train, self._val,
+                                                      preset, self._cache, len(self._splits) > 1)
         except (MmfuseError, ValueError) as error:  # one bad candidate must not end the search
             CONSOLE.print(f"auto: {linear.NAME} failed: {error}")
             self._record(self._row(linear.NAME, None, f"failed: {error}"))
             return
         fit_s = clocks.clock() - started
+        evidence = self._judge.evidence_of(np.arange(len(judged)), judged, judged.argmax(axis=1),
+                                           model.classes)
+        value = self._judge.score(evidence)
         model.metrics = {"validation": {self._metric: value}, "out_of_fold": scores}
         predictor = Predictor.of(model)
-        self._consider(linear.NAME, predictor, value)
+        self._consider(linear.NAME, predictor, evidence)
         if self.keep_candidates:
             self.candidates_[linear.NAME] = predictor
         # The ensemble's row first: on a tie with one of its members it ranks first.
@@ -276,22 +309,27 @@ class AutoSearch:
                 "weight": None if model.method == "stacking" else round(float(weight), 3)}
             for member, weight in zip(model.members, model.weights, strict=True)])
 
-    def _consider(self, name: str, predictor: Predictor, value: float) -> None:
-        """Keep ``predictor`` as the choice (and save it) when it beats the best so far; ties
-        go to the one tried first."""
-        if is_better(self._metric, value, self._best_score()):
-            self.best_, self.best_name_ = predictor, name
+    def _consider(self, name: str, predictor: Predictor, evidence: Evidence) -> None:
+        """Keep ``predictor`` as the choice (and save it, with its evidence) when it beats the
+        best so far on the judging rows both covered; ties go to the one tried first."""
+        if self._judge.better(evidence, self._best_evidence):
+            self.best_, self.best_name_, self._best_evidence = predictor, name, evidence
             if self._run is not None:
                 predictor.save(self._run)
+                save_tensors(self._run / EVIDENCE_FILE, {
+                    k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
+                    dataclasses.asdict(evidence).items()})
+
+    def _restore_evidence(self, run: Path | None) -> Evidence | None:
+        """The kept choice's evidence, from an interrupted search's run folder."""
+        if self.best_ is None or run is None or not (run / EVIDENCE_FILE).exists():
+            return None
+        return Evidence(**{k: v.numpy() for k, v in load_tensors(run / EVIDENCE_FILE).items()})
 
     @staticmethod
     def _row(name: str, value: float | None, status: str) -> dict[str, Any]:
         return {"candidate": name, "status": status, "val_metric": value, "fit_s": None,
                 "predict_s_per_1k": None, "chosen": False, "single_modality": False}
-
-    def _best_score(self) -> float | None:
-        scores = [r["val_metric"] for r in self.leaderboard_ if r["candidate"] == self.best_name_]
-        return scores[0] if scores else None
 
     def _record(self, *rows: dict[str, Any]) -> None:
         self.leaderboard_.extend(rows)

@@ -12,17 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from mmfuse.config import Config, EncoderConfig
-from mmfuse.data.validate import cells
-from mmfuse.encoders import create_encoder
-from mmfuse.encoders.base import Encoder
-from mmfuse.features.cache import FeatureCache
+from mmfuse.ensemble.inputs import MemberInputs, View
 
 TFIDF = {"tfidf-char": ("char_wb", (1, 3)), "tfidf-word": ("word", (1, 2))}
 WORDS = {"word": {"token_pattern": r"(?u)\b\w+\b"}, "char_wb": {}}  # one-letter words count
@@ -34,23 +29,6 @@ TOL = 1e-3
 
 
 @dataclass
-class View:
-    """What a member reads: ``kind`` "tfidf-char" | "tfidf-word" | "image" | "text" (an
-    encoder's features), with the encoder's config for the latter."""
-
-    kind: str
-    encoder: EncoderConfig | None = None
-
-    @property
-    def name(self) -> str:
-        return self.kind if self.encoder is None else f"{self.kind}: {self.encoder.name}"
-
-    @property
-    def modality(self) -> str:
-        return "image" if self.kind == "image" else "text"
-
-
-@dataclass
 class LinearMember:
     """A view and the logistic regression on it; ``fit`` then ``predict_proba``."""
 
@@ -59,10 +37,9 @@ class LinearMember:
     vocabulary: list[str] = field(default_factory=list)  # TF-IDF views
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # idf/mean/scale, coef, intercept
 
-    def fit(self, rows: pd.DataFrame, y: np.ndarray, config: Config, cache: FeatureCache,
-            encoders: dict[str, Encoder]) -> LinearMember:
+    def fit(self, inputs: MemberInputs, y: np.ndarray) -> LinearMember:
         """``y``: class ids (N,) into ``classes``."""
-        x = self._fit_view(rows, config, cache, encoders)
+        x = self._fit_view(inputs)
         model = LogisticRegression(C=C_BY_VIEW[self.view.kind], max_iter=MAX_ITER, tol=TOL)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # tol is loose on purpose
@@ -71,38 +48,34 @@ class LinearMember:
         self.arrays |= {"coef": coef, "intercept": intercept}
         return self
 
-    def predict_proba(self, rows: pd.DataFrame, config: Config, cache: FeatureCache,
-                      encoders: dict[str, Encoder]) -> np.ndarray:
+    def predict_proba(self, inputs: MemberInputs) -> np.ndarray:
         """(N, C) probabilities."""
-        x = self._view(rows, config, cache, encoders)
+        x = self._view(inputs)
         return softmax(np.asarray(x @ self.arrays["coef"].T) + self.arrays["intercept"])
 
     # ------------------------------------------------------------------ views
-    def _fit_view(self, rows: pd.DataFrame, config: Config, cache: FeatureCache,
-                  encoders: dict[str, Encoder]) -> Any:
+    def _fit_view(self, inputs: MemberInputs) -> Any:
         if self.view.kind in TFIDF:
             analyzer, ngrams = TFIDF[self.view.kind]
             vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True,
                                          min_df=2, dtype=np.float32, **WORDS[analyzer])
-            vectorizer.fit(texts(rows, config))
+            vectorizer.fit(inputs.texts())
             self.vocabulary = vectorizer.get_feature_names_out().tolist()
             self.arrays["idf"] = vectorizer.idf_.astype(np.float32)
-            return self._view(rows, config, cache, encoders)
-        x = dense(rows, self.view, config, cache, encoders)  # read from the cache once
+            return self._view(inputs)
+        x = inputs.dense(self.view)
         self.arrays["mean"], self.arrays["scale"] = x.mean(axis=0), spread(x)
         return (x - self.arrays["mean"]) / self.arrays["scale"]
 
-    def _view(self, rows: pd.DataFrame, config: Config, cache: FeatureCache,
-              encoders: dict[str, Encoder]) -> Any:
+    def _view(self, inputs: MemberInputs) -> Any:
         if self.view.kind in TFIDF:
             analyzer, ngrams = TFIDF[self.view.kind]
             vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True,
                                          dtype=np.float32, **WORDS[analyzer],
                                          vocabulary={g: i for i, g in enumerate(self.vocabulary)})
             vectorizer.idf_ = self.arrays["idf"]
-            return sp.csr_matrix(vectorizer.transform(texts(rows, config)))
-        x = dense(rows, self.view, config, cache, encoders)
-        return (x - self.arrays["mean"]) / self.arrays["scale"]
+            return sp.csr_matrix(vectorizer.transform(inputs.texts()))
+        return (inputs.dense(self.view) - self.arrays["mean"]) / self.arrays["scale"]
 
 
 def spread(x: np.ndarray) -> np.ndarray:
@@ -130,29 +103,3 @@ def class_weights(model: LogisticRegression, n_classes: int) -> tuple[np.ndarray
     else:
         coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
     return coef, intercept
-
-
-def texts(rows: pd.DataFrame, config: Config) -> list[str]:
-    """Each row's texts joined (missing ones empty)."""
-    columns = [cells(rows, c) for c in config.data.text_cols]
-    return [" | ".join(t for t in parts if t) for parts in zip(*columns, strict=True)]
-
-
-def encoder_for(view: View, encoders: dict[str, Encoder]) -> Encoder:
-    """The view's encoder, built (from its package) once per model and kept in ``encoders``."""
-    if view.name not in encoders:
-        encoders[view.name] = create_encoder(view.kind, view.encoder)
-    return encoders[view.name]
-
-
-def dense(rows: pd.DataFrame, view: View, config: Config, cache: FeatureCache,
-          encoders: dict[str, Encoder]) -> np.ndarray:
-    """(N, D x columns) frozen features of the view's encoder, per column side by side
-    (a missing cell: zeros)."""
-    encoder = encoder_for(view, encoders)
-    columns = config.data.image_cols if view.kind == "image" else config.data.text_cols
-    parts = []
-    for column in columns:
-        table = cache.table(encoder, cells(rows, column), with_tokens=False)
-        parts.append(table.pooled[table.index].numpy())
-    return np.concatenate(parts, axis=1).astype(np.float32)

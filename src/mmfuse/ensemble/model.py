@@ -28,9 +28,11 @@ from mmfuse.ensemble.combine import (
     nested_stacking,
     tempered,
 )
-from mmfuse.ensemble.members import LinearMember, View, encoder_for
+from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
+from mmfuse.ensemble.members import LinearMember
 from mmfuse.errors import MmfuseError
 from mmfuse.features.cache import FeatureCache, HoldsFeatureCache
+from mmfuse.features.items import Item
 from mmfuse.model_folder import ModelFolder
 from mmfuse.progress import CONSOLE
 from mmfuse.tasks import Task, get_task
@@ -53,6 +55,9 @@ class EnsembleModel(HoldsFeatureCache):
     folder: Path | None = None
     cache: FeatureCache | None = None
     encoders: dict[str, Encoder] = field(default_factory=dict)
+    # (N, C) combined, calibrated out-of-fold probabilities of the rows ``fit`` was given
+    # (what auto mode judges it by); not saved.
+    out_of_fold: np.ndarray | None = None
     kind_name = "ensemble"
 
     @property
@@ -78,10 +83,11 @@ class EnsembleModel(HoldsFeatureCache):
         y = np.asarray(task.encode(rows["_target"].tolist(), classes))
         score = metric_score(task, config, classes)
         encoders: dict[str, Encoder] = {}
+        inputs = MemberInputs.from_rows(rows, config, cache, encoders)
         oof, kept = [], []
         for view in views:
             try:
-                oof.append(out_of_fold(view, classes, rows, y, folds, config, cache, encoders))
+                oof.append(out_of_fold(view, classes, inputs, y, folds))
                 kept.append(view)
             except ValueError as error:  # e.g. no n-gram occurs twice: the view says nothing
                 CONSOLE.print(f"ensemble: {view.name} left out ({error})")
@@ -97,30 +103,44 @@ class EnsembleModel(HoldsFeatureCache):
         scores["stacking"] = stacked_score
         method = "stacking" if stacked_score > scores["ensemble selection"] else "selection"
         combined = stacked if method == "stacking" else selected
-        members = [LinearMember(v, classes).fit(rows, y, config, cache, encoders) for v in views]
+        members = [LinearMember(v, classes).fit(inputs, y) for v in views]
         model = cls(config, classes, members, method, weights,
                     stacker if method == "stacking" else None,
                     calibrated_temperature(combined, y), cache=cache, encoders=encoders)
-        scores["ensemble"] = score(y, tempered(combined, model.temperature))
+        model.out_of_fold = tempered(combined, model.temperature)
+        scores["ensemble"] = score(y, model.out_of_fold)
         CONSOLE.print(f"ensemble: {model.describe()} (out of fold: {scores['ensemble']:.4f})")
         return model, scores
 
     # ------------------------------------------------------------------ scoring
-    def member_probabilities(self, rows: pd.DataFrame) -> list[np.ndarray]:
-        return [m.predict_proba(rows, self.config, self.feature_cache(), self.encoders)
-                for m in self.members]
+    def inputs(self, rows: pd.DataFrame) -> MemberInputs:
+        """What the members read for validated rows (frozen features from the cache)."""
+        return MemberInputs.from_rows(rows, self.config, self.feature_cache(), self.encoders)
 
-    def probabilities(self, rows: pd.DataFrame) -> np.ndarray:
+    def probabilities(self, inputs: MemberInputs) -> np.ndarray:
         """(N, C) calibrated class probabilities."""
-        members = self.member_probabilities(rows)
+        members = [m.predict_proba(inputs) for m in self.members]
         combined = (self.stacker.predict_proba(members) if self.stacker is not None
                     else blend(members, self.weights))
         return tempered(combined, self.temperature)
 
     def predict(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, None]:
         """Probabilities (N, C), class ids (N,), no modality weights."""
-        scores = self.probabilities(rows)
+        scores = self.probabilities(self.inputs(rows))
         return scores, scores.argmax(axis=1), None
+
+    def predict_items(self, items: list[Item]) -> tuple[np.ndarray, np.ndarray, None]:
+        """The same for in-memory items (decoded images, strings): encoders run live."""
+        scores = self.probabilities(MemberInputs.from_items(items, self.config, self.encoders))
+        return scores, scores.argmax(axis=1), None
+
+    @property
+    def modality_kinds(self) -> dict[str, str]:
+        """The input columns some member reads -> "image" | "text"."""
+        read = {m.view.modality for m in self.members}
+        data = self.config.data
+        return dict(sorted({**{c: "image" for c in data.image_cols if "image" in read},
+                            **{c: "text" for c in data.text_cols if "text" in read}}.items()))
 
     def targets(self, rows: pd.DataFrame) -> torch.Tensor:
         return self.task.encode(rows["_target"].tolist(), self.classes)
@@ -177,15 +197,13 @@ class EnsembleModel(HoldsFeatureCache):
         return self.encoders
 
 
-def out_of_fold(view: View, classes: list[str], rows: pd.DataFrame, y: np.ndarray,
-                folds: Folds, config: Config, cache: FeatureCache,
-                encoders: dict[str, Encoder]) -> np.ndarray:
+def out_of_fold(view: View, classes: list[str], inputs: MemberInputs, y: np.ndarray,
+                folds: Folds) -> np.ndarray:
     """(N, C) probabilities of a member fitted without each row's fold."""
-    oof = np.zeros((len(rows), len(classes)))
+    oof = np.zeros((len(y), len(classes)))
     for fit_rows, held_rows in folds:
-        member = LinearMember(view, classes).fit(rows.iloc[fit_rows], y[fit_rows], config, cache,
-                                                 encoders)
-        oof[held_rows] = member.predict_proba(rows.iloc[held_rows], config, cache, encoders)
+        member = LinearMember(view, classes).fit(inputs.take(fit_rows), y[fit_rows])
+        oof[held_rows] = member.predict_proba(inputs.take(held_rows))
     return oof
 
 

@@ -3,14 +3,17 @@ token attributions by Integrated Gradients (captum), saved as PNG overlays and J
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
 
 from mmfuse.data.images import open_image
+from mmfuse.data.validate import cells
 from mmfuse.evaluation import plots
 from mmfuse.features.batches import Batch
 from mmfuse.io import write_json
@@ -130,15 +133,22 @@ def _blur(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
 def ablation_shares(
     predictor: Predictor, batch: Batch, target: int, full: float
 ) -> dict[str, float]:
-    """How much the predicted class's score falls when each modality is hidden, as shares."""
-    modalities = predictor.model_.modalities
+    """``shares_by_hiding`` for a network's batch (of one example)."""
+    def score_without(m: str) -> float:
+        hidden = _with(batch, m, present=torch.zeros_like(batch[m]["present"]))
+        with torch.no_grad():
+            return float(_scores(predictor, hidden)[0, target])
+
+    return shares_by_hiding(predictor.model_.modalities, full, score_without)
+
+
+def shares_by_hiding(modalities: list[str], full: float,
+                     score_without: Callable[[str], float]) -> dict[str, float]:
+    """How much the predicted class's score (``full``) falls when each modality is hidden,
+    as shares that sum to 1 (equal shares when hiding any one changes nothing)."""
     if len(modalities) < 2:
-        return {modalities[0]: 1.0}
-    drops = {}
-    with torch.no_grad():
-        for m in modalities:
-            hidden = _with(batch, m, present=torch.zeros_like(batch[m]["present"]))
-            drops[m] = max(0.0, full - float(_scores(predictor, hidden)[0, target]))
+        return {m: 1.0 for m in modalities}
+    drops = {m: max(0.0, full - score_without(m)) for m in modalities}
     total = sum(drops.values())
     return {m: (d / total if total > 0 else 1.0 / len(drops)) for m, d in drops.items()}
 
@@ -147,21 +157,22 @@ def explain(
     predictor: Predictor, data: Data, *, base_dir: str | Path | None = None,
     out_dir: str | Path | None = None, max_rows: int = 8, steps: int = 32,
 ) -> list[dict[str, Any]]:
-    """Explain up to ``max_rows`` rows. With ``out_dir``: one PNG per row and explanations.json."""
+    """Explain up to ``max_rows`` rows. With ``out_dir``: one PNG per row and explanations.json.
+
+    A network gets modality shares, heatmaps and token attributions; an ensemble of linear
+    members (no gradients to follow) gets modality shares."""
     get_task(predictor.config.data.task).require_predictions("explain")
-    predictor.require_network("explain")
     rows = predictor.read(data, base_dir=base_dir, require_labels=False).head(max_rows)
-    dataset = predictor.dataset(rows, use_cache=False)
+    explain_row = (_network_explainer(predictor, rows, steps) if predictor.is_network
+                   else _hiding_explainer(predictor, rows))
     labels = predictor.classes_
     folder = Path(out_dir) if out_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     results = []
     for i in track(range(len(rows)), total=len(rows), description="Explaining"):
-        batch, _ = dataset.__getitems__([i])
         row = rows.iloc[i]
-        texts = {m: row[m] for m in predictor.config.data.text_cols if m in row}
-        explained = explain_batch(predictor, batch, steps, texts)
+        explained = explain_row(i)
         record: dict[str, Any] = {
             "row": int(row["_row"]),
             "prediction": labels[explained["target_index"]] if labels else explained["score"],
@@ -184,6 +195,42 @@ def explain(
         write_json(folder / "explanations.json",
                    [{k: v for k, v in r.items() if k != "heatmaps"} for r in results])
     return results
+
+
+def _network_explainer(predictor: Predictor, rows: pd.DataFrame, steps: int
+                       ) -> Callable[[int], dict[str, Any]]:
+    """Row position -> ``explain_batch`` of it (raw inputs: gradients reach the encoders)."""
+    dataset = predictor.dataset(rows, use_cache=False)
+    text_columns = [m for m in predictor.config.data.text_cols if m in rows]
+
+    def explain_row(i: int) -> dict[str, Any]:
+        batch, _ = dataset.__getitems__([i])
+        return explain_batch(predictor, batch, steps,
+                             {m: rows.iloc[i][m] for m in text_columns})
+
+    return explain_row
+
+
+def _hiding_explainer(predictor: Predictor, rows: pd.DataFrame) -> Callable[[int], dict[str, Any]]:
+    """Row position -> the prediction and each modality's share, by emptying its cell."""
+    modalities = list(predictor.modality_kinds_)
+
+    def explain_row(i: int) -> dict[str, Any]:
+        row = rows.iloc[[i]]
+        scores = predictor.outputs(row)[0][0]
+        target = int(np.argmax(scores))
+
+        def score_without(m: str) -> float:
+            hidden = row.copy()
+            hidden[m] = pd.Series([None], index=hidden.index, dtype=object)
+            return float(predictor.outputs(hidden)[0][0, target])
+
+        present = [m for m in modalities if cells(row, m)[0] is not None]
+        return {"target_index": target, "score": float(scores[target]), "images": {},
+                "tokens": {}, "ablation_shares": shares_by_hiding(present, float(scores[target]),
+                                                                  score_without)}
+
+    return explain_row
 
 
 def explanation_figure(record: dict[str, Any], heatmaps: dict[str, np.ndarray]) -> bytes:

@@ -65,7 +65,6 @@ def build_report(
 ) -> dict[str, Any]:
     """Evaluate, stress, profile and explain; write ``out`` (HTML) and ``out`` + ``.json``."""
     get_task(predictor.config.data.task).require_predictions("build a report")
-    predictor.require_network("build a report")
     out = Path(out)
     rows = predictor.read(data, base_dir=base_dir)
     if max_rows is not None and len(rows) > max_rows:
@@ -80,10 +79,10 @@ def build_report(
             report[key] = trained[key]
     report["robustness"] = robustness(predictor, rows, severities=severities, seed=seed,
                                       max_rows=None)
-    report["efficiency"] = profile(predictor, rows, run_dir=run_dir, repeats=10)
+    if predictor.is_network:  # latency and parameters of one network
+        report["efficiency"] = profile(predictor, rows, run_dir=run_dir, repeats=10)
     if get_task(task).single_label:
-        logits, _ = predictor.logits(rows)
-        scores = predictor.model_.head.probabilities(logits).numpy()
+        scores = predictor.outputs(rows)[0]
         truth = predictor.targets(rows).numpy()
         report["calibration"] = reliability(scores.max(axis=1),
                                             (scores.argmax(axis=1) == truth).astype(float))
@@ -100,7 +99,7 @@ def _examples(predictor: Predictor, rows: pd.DataFrame, count: int) -> pd.DataFr
     distinct = rows.drop_duplicates(image_col) if image_col in rows else rows
     if predictor.classes_ is None or "_target" not in distinct:
         return distinct.head(count)
-    predicted = predictor.model_.head.decode(predictor.logits(distinct)[0]).numpy()
+    predicted = predictor.outputs(distinct)[1]
     truth = predictor.targets(distinct).numpy()
     wrong = (predicted != truth).reshape(len(distinct), -1).any(axis=1)
     mistakes = distinct[wrong].head(count // 2)
@@ -110,11 +109,10 @@ def _examples(predictor: Predictor, rows: pd.DataFrame, count: int) -> pd.DataFr
 
 
 def _render(predictor: Predictor, report: dict[str, Any], examples: list[dict]) -> str:
-    model_cfg = predictor.config.model
-    title = (f"{report['task']} · {', '.join(predictor.model_.modalities)} · fusion "
-             f"{model_cfg.fusion} · {model_cfg.image_encoder.name} + {model_cfg.text_encoder.name}")
+    title = (f"{report['task']} · {', '.join(predictor.modality_kinds_)} · "
+             f"{predictor.describe()}")
     parts = [_summary(report), _training(predictor, report), _errors(predictor, report),
-             _robustness(report["robustness"]), _efficiency(report["efficiency"]),
+             _robustness(report["robustness"]), _efficiency(report.get("efficiency")),
              _calibration(report), _explained(examples)]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>mmfuse report</title>"
             f"<style>{CSS}</style></head><body><header><h1>mmfuse model report</h1>"
@@ -123,7 +121,6 @@ def _render(predictor: Predictor, report: dict[str, Any], examples: list[dict]) 
 
 def _summary(report: dict[str, Any]) -> str:
     metrics, robust = report["metrics"], report["robustness"]
-    efficiency = report["efficiency"]
     cards = [_card(k.replace("_", " "), f"{metrics[k]:.3f}")
              for k in ("accuracy", "macro_f1", "auroc", "ece", "rmse", "r2") if k in metrics]
     if "summary" in robust:
@@ -139,9 +136,11 @@ def _summary(report: dict[str, Any]) -> str:
             f"row (noise multiplier {privacy['noise_multiplier']:.2f}, per-example gradients "
             f"clipped to {privacy['max_grad_norm']}, {privacy['steps']} steps, RDP accountant). "
             "Validation rows are not covered.")
-    batch1 = efficiency["latency"]["batch_1"]["raw"]
-    cards.append(_card("latency, 1 row", f"{batch1['p50_ms']:.0f} ms"))
-    cards.append(_card("parameters", f"{efficiency['total_parameters'] / 1e6:.1f} M"))
+    if "efficiency" in report:
+        efficiency = report["efficiency"]
+        batch1 = efficiency["latency"]["batch_1"]["raw"]
+        cards.append(_card("latency, 1 row", f"{batch1['p50_ms']:.0f} ms"))
+        cards.append(_card("parameters", f"{efficiency['total_parameters'] / 1e6:.1f} M"))
     if "auto" in report:
         notes.append(f"Chosen by auto mode (preset {html.escape(report['auto']['preset'])}): "
                      f"{html.escape(report['auto']['chosen'])}; see <code>mmfuse leaderboard</code>.")
@@ -189,7 +188,9 @@ def _robustness(robust: dict[str, Any]) -> str:
         "trained with --modality-dropout degrade least.</p></div></div></section>")
 
 
-def _efficiency(efficiency: dict[str, Any]) -> str:
+def _efficiency(efficiency: dict[str, Any] | None) -> str:
+    if efficiency is None:
+        return ""
     latency_rows = [[f"{size.replace('_', ' ')}, {mode}", f"{values['p50_ms']:.1f}",
                      f"{values['p95_ms']:.1f}", f"{values['rows_per_second']:,.0f}"]
                     for size, modes in efficiency["latency"].items()

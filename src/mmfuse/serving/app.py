@@ -43,7 +43,6 @@ def create_app(
     else:
         if index is not None:
             raise MmfuseError("an index is searched with a retrieval model (--task retrieval)")
-        model.require_network("serve")
         engine = InferenceEngine(model)
         batcher = MicroBatcher(engine.predict, max_batch, max_wait_ms / 1000)
         routes = [predict_routes(engine, batcher, timeout_s), not_searching_routes()]

@@ -8,16 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
-from PIL import Image
 
+from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.errors import MmfuseError
-from mmfuse.features.batches import Batch
-from mmfuse.models.multimodal import ModelOutput
+from mmfuse.features.items import Item, is_present
 from mmfuse.predictor import Predictor
 from mmfuse.tasks import get_task
 
-Item = dict[str, Image.Image | str | None]  # modality (column) -> decoded image, text or None
+__all__ = ["InferenceEngine", "Item", "MissingModalityError"]
 
 
 class MissingModalityError(MmfuseError):
@@ -35,13 +35,15 @@ class ModelCard:
 
 
 class InferenceEngine:
-    """Wraps a fitted Predictor: ``predict(items)`` -> one result dict per item."""
+    """Wraps a fitted Predictor of any kind (a network or an ensemble): ``predict(items)`` ->
+    one result dict per item."""
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
-        self.model = predictor.model_.eval()
+        self.fitted = predictor.fitted_
         config = predictor.config
-        kinds = predictor.model_.modality_kinds
+        kinds = self.fitted.modality_kinds
+        self.modalities = list(kinds)
         self.image_columns = [m for m, k in kinds.items() if k == "image"]
         self.text_columns = [m for m, k in kinds.items() if k == "text"]
         # Missing inputs are answered only by models that learned to predict without them.
@@ -50,74 +52,64 @@ class InferenceEngine:
             task=config.data.task, labels=predictor.classes_,
             image_columns=self.image_columns, text_columns=self.text_columns,
             accepts_missing=self.accepts_missing,
-            description={
-                "fusion": config.model.fusion,
-                "image_encoder": config.model.image_encoder.name,
-                "text_encoder": config.model.text_encoder.name,
-                "modalities": predictor.model_.modalities,
-                "metrics": {k: v for k, v in predictor.metrics_.get(
-                    "validation", {}).items() if isinstance(v, int | float)},
-            },
+            description={**self._description(),
+                         "modalities": self.modalities,
+                         "metrics": {k: v for k, v in predictor.metrics_.get(
+                             "validation", {}).items() if isinstance(v, int | float)}},
         )
 
+    def _description(self) -> dict[str, Any]:
+        model = self.predictor.config.model
+        if isinstance(self.fitted, EnsembleModel):
+            return {"fusion": "ensemble", "ensemble": self.fitted.describe(),
+                    "image_encoder": model.image_encoder.name if self.image_columns else None,
+                    "text_encoder": model.text_encoder.name if self.text_columns else None}
+        return {"fusion": model.fusion, "image_encoder": model.image_encoder.name,
+                "text_encoder": model.text_encoder.name}
+
     def check(self, item: Item) -> None:
-        missing = [m for m in self.model.modalities if item.get(m) in (None, "")]
-        if len(missing) == len(self.model.modalities):
-            raise MissingModalityError("the request has neither an image nor a text")
+        missing = [m for m in self.modalities if not is_present(item.get(m))]
+        if len(missing) == len(self.modalities):
+            raise MissingModalityError("the request has neither an image nor a text; this "
+                                       f"model reads: {', '.join(self.modalities)}")
         if missing and not self.accepts_missing:
             raise MissingModalityError(
                 f"this model needs every input; missing: {', '.join(missing)}. Train with "
                 "--modality-dropout (or --allow-missing) to predict from one modality alone."
             )
 
-    def batch(self, items: list[Item]) -> Batch:
-        """Model inputs for B items: each modality's encoder preprocesses what is present."""
-        batch: Batch = {}
-        for m in self.model.modalities:
-            encoder = self.model.encoder_for(m)
-            values = [item.get(m) for item in items]
-            present = torch.tensor([v not in (None, "") for v in values])
-            if encoder.kind == "image":
-                size = encoder.transform.size
-                pixels = [encoder.transform(v) if isinstance(v, Image.Image)
-                          else torch.zeros(3, size, size) for v in values]
-                inputs = encoder.prepare(pixels)
-            else:
-                inputs = encoder.prepare([v if isinstance(v, str) and v else "" for v in values])
-            batch[m] = {**inputs, "present": present}
-        return batch
-
-    @torch.inference_mode()
     def predict(self, items: list[Item]) -> list[dict[str, Any]]:
         for item in items:
             self.check(item)
-        return self._results(self.model(self.batch(items)))
+        return self._results(*self.fitted.predict_items(items))
 
-    def _results(self, output: ModelOutput) -> list[dict[str, Any]]:
-        """One dict per row of a model output: prediction, probabilities, modality weights."""
-        scores = self.model.head.probabilities(output.logits)
-        decoded = self.model.head.decode(output.logits)
+    def _results(self, scores: np.ndarray, decoded: np.ndarray, weights: np.ndarray | None
+                 ) -> list[dict[str, Any]]:
+        """One dict per row: prediction, probabilities, the fusion's modality weights."""
         task = get_task(self.card.task)
         results = []
-        for i in range(output.logits.shape[0]):
-            result = task.answer(decoded[i], scores[i], self.predictor.classes_)
-            if output.modality_weights is not None:
+        for i in range(len(scores)):
+            result = task.answer(torch.as_tensor(decoded[i]), torch.as_tensor(scores[i]),
+                                 self.predictor.classes_)
+            if weights is not None:
                 result["modality_weights"] = dict(
-                    zip(self.model.modalities, output.modality_weights[i].tolist(), strict=True))
+                    zip(self.modalities, weights[i].tolist(), strict=True))
             results.append(result)
         return results
 
-    @torch.inference_mode()
     def explain(self, item: Item) -> dict[str, Any]:
         """Prediction plus each modality's share, by hiding it (and the fusion's own weights)."""
-        from mmfuse.evaluation.explain import ablation_shares
+        from mmfuse.evaluation.explain import shares_by_hiding
 
         self.check(item)
-        batch = self.batch([item])
-        output = self.model(batch)
-        result = self._results(output)[0]
-        probabilities = self.model.head.probabilities(output.logits)[0]
-        target = int(probabilities.argmax()) if probabilities.numel() > 1 else 0
-        result["ablation_shares"] = ablation_shares(self.predictor, batch, target,
-                                                    float(probabilities[target]))
+        outputs = self.fitted.predict_items([item])
+        result = self._results(*outputs)[0]
+        scores = outputs[0][0]
+        target = int(np.argmax(scores))
+
+        def score_without(modality: str) -> float:
+            return float(self.fitted.predict_items([{**item, modality: None}])[0][0, target])
+
+        present = [m for m in self.modalities if is_present(item.get(m))]
+        result["ablation_shares"] = shares_by_hiding(present, float(scores[target]), score_without)
         return result

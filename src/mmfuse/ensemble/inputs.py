@@ -1,0 +1,110 @@
+"""What linear members read, for N rows: the rows' joined texts and each encoder view's
+frozen features. From validated rows they come from the feature cache; from in-memory items
+(the server) the encoders run live. Each is computed once and shared by every member (and
+every fold: ``take`` selects rows without recomputing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mmfuse.config import Config, EncoderConfig
+from mmfuse.data.validate import cells
+from mmfuse.encoders import create_encoder
+from mmfuse.encoders.base import Encoder
+from mmfuse.features.cache import FeatureCache
+from mmfuse.features.items import Item, pooled_features
+
+Column = Callable[[str], list]  # input column -> its N values (None where missing)
+
+
+@dataclass
+class View:
+    """What a member reads: ``kind`` "tfidf-char" | "tfidf-word" (the texts) | "image" |
+    "text" (an encoder's features), with the encoder's config for the latter."""
+
+    kind: str
+    encoder: EncoderConfig | None = None
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.encoder is None else f"{self.kind}: {self.encoder.name}"
+
+    @property
+    def modality(self) -> str:
+        return "image" if self.kind == "image" else "text"
+
+
+class MemberInputs:
+    """``texts()`` (N,) and ``dense(view)`` (N, D x columns), computed on first use;
+    ``take(positions)`` is the same for a subset of the rows."""
+
+    def __init__(self, config: Config, encoders: dict[str, Encoder],
+                 features: Callable[[Encoder, str], torch.Tensor], column: Column,
+                 positions: np.ndarray | None = None) -> None:
+        self.config, self.encoders = config, encoders
+        self.features, self.column = features, column  # (encoder, column) -> (N, D)
+        self.positions = positions
+        self.memo: dict[str, object] = {}
+
+    @classmethod
+    def from_rows(cls, rows: pd.DataFrame, config: Config, cache: FeatureCache,
+                  encoders: dict[str, Encoder]) -> MemberInputs:
+        def features(encoder: Encoder, column: str) -> torch.Tensor:
+            table = cache.table(encoder, cells(rows, column), with_tokens=False)
+            return table.pooled[table.index]
+
+        return cls(config, encoders, features, lambda column: cells(rows, column))
+
+    @classmethod
+    def from_items(cls, items: list[Item], config: Config,
+                   encoders: dict[str, Encoder]) -> MemberInputs:
+        def features(encoder: Encoder, column: str) -> torch.Tensor:
+            return pooled_features(encoder, [item.get(column) for item in items])
+
+        return cls(config, encoders, features,
+                   lambda column: [item.get(column) or None for item in items])
+
+    def take(self, positions: np.ndarray) -> MemberInputs:
+        """The same inputs for rows ``positions`` (into these rows); shares what is computed."""
+        subset = MemberInputs(self.config, self.encoders, self.features, self.column,
+                              positions if self.positions is None else self.positions[positions])
+        subset.memo = self.memo
+        return subset
+
+    def texts(self) -> list[str]:
+        """Each row's texts joined (missing ones empty)."""
+        if "texts" not in self.memo:
+            columns = [self.column(c) for c in self.config.data.text_cols]
+            self.memo["texts"] = np.array(
+                [" | ".join(t for t in parts if t) for parts in zip(*columns, strict=True)],
+                dtype=object)
+        return self._select(self.memo["texts"]).tolist()
+
+    def dense(self, view: View) -> np.ndarray:
+        """(N, D x columns) frozen features of the view's encoder, per column side by side
+        (a missing cell: zeros)."""
+        if view.name not in self.memo:
+            encoder = encoder_for(view, self.encoders)
+            data = self.config.data
+            columns = data.image_cols if view.kind == "image" else data.text_cols
+            self.memo[view.name] = np.concatenate(
+                [self.features(encoder, c).numpy() for c in columns], axis=1).astype(np.float32)
+        return self._select(self.memo[view.name])
+
+    def _select(self, values: np.ndarray) -> np.ndarray:
+        return values if self.positions is None else values[self.positions]
+
+
+def encoder_for(view: View, encoders: dict[str, Encoder]) -> Encoder:
+    """The view's encoder, built (from its package) once per model and kept in ``encoders``."""
+    if view.name not in encoders:
+        if view.encoder is None:
+            raise ValueError(f"{view.name} reads no encoder")
+        encoders[view.name] = create_encoder(view.kind, view.encoder)
+    return encoders[view.name]
