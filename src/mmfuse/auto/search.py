@@ -47,6 +47,7 @@ from mmfuse.training.stacking import fold_splits
 
 BUDGET_SHARES = 2.0  # a candidate may use twice its even share: most stop early and hand time on
 MIN_SECONDS = 1.0  # below this, starting a candidate is pointless
+FINISH_RESERVE = 0.02  # of the limit, kept for the final save (without it: 180.1-180.3 s of 180)
 CLOSE = 0.1  # single-modality scores within 10 % of the best: worth trying in a fusion too
 SMALL_DATA_ROWS = 5000  # up to this many rows, candidates are judged by k-fold validation
 EVIDENCE_FILE = "auto-evidence.safetensors"  # the choice's out-of-fold outputs (--resume)
@@ -91,7 +92,9 @@ class AutoSearch:
         self.candidates_: dict[str, Predictor] = {}
         self._best_evidence: Evidence | None = None
         spent_before = self._restore(run) if resume else 0.0
-        self._deadline = Deadline(max(0.0, self.time_limit - spent_before))
+        # Candidates stop short of the limit by a reserve for the final refit check and save.
+        reserve = max(MIN_SECONDS, FINISH_RESERVE * self.time_limit)
+        self._deadline = Deadline(max(0.0, self.time_limit - spent_before - reserve))
         self._elapsed = lambda: spent_before + clocks.clock() - started
         self._read(data, validation, base_dir)
         self._metric = self.config.train.metric or get_task(self.config.data.task).selection_metric
