@@ -196,6 +196,12 @@ def test_pretrained_text_encoders_read_the_datas_length() -> None:
     lengths = {e.name: e.max_length for e in preset.text_encoders}
     assert lengths == {"minilm": 112, "ngram": 64}
     assert suited_to(TINY, frame, Config(data=data)).text_encoders[0].max_length == 16
+    # texts that long are too dear to fine-tune MiniLM on in medium's 3 minutes; titles are not
+    assert [e.frozen for e in preset.text_encoders] == [None, None]
+    titles = pd.DataFrame({"text": ["red leather running shoe, size 42"] * 20})
+    short = suited_to(PRESETS["medium"], titles, Config(data=data)).text_encoders
+    assert [(e.name, e.frozen, e.max_length) for e in short] == [
+        ("minilm", None, 32), ("ngram", None, 64), ("minilm", False, 32)]
 
 
 def test_networks_are_judged_on_rows_they_neither_fitted_nor_stopped_on(

@@ -35,7 +35,8 @@ def test_stratified_split_is_seeded_and_keeps_class_shares() -> None:
 def test_split_falls_back_when_a_class_is_a_singleton() -> None:
     frame = pd.DataFrame({"y": ["a"] * 9 + ["b"]})
     train, val = split_frame(frame, 0.2, seed=0, stratify_on=frame["y"])
-    assert len(train) + len(val) == 10
+    assert len(val) == 2 and not set(train.index) & set(val.index)
+    assert sorted([*train.index, *val.index]) == list(range(10))
 
 
 def test_vocabulary_word_and_char_levels() -> None:

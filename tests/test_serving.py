@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import io
+import json
 import os
 import shutil
 import socket
@@ -137,8 +138,9 @@ def test_bad_requests_get_clear_4xx_never_5xx(served) -> None:
     Image.fromarray(big).save(buffer, "PNG")  # ~480 kB: over this server's 300 kB limit
     assert_error(httpx.post(url, files={"image": ("big.png", buffer.getvalue())}, data=text), 413,
                  "too_large")
-    assert_error(httpx.post(url, files={"image": ("x.txt", b"hello, not an image")}, data=text),
-                 422, "bad_image")
+    bad = assert_error(httpx.post(url, files={"image": ("x.txt", b"hello, not an image")},
+                                  data=text), 422, "bad_image")
+    assert "object at 0x" not in bad["error"]["message"]  # the field and the problem only
     jpeg = io.BytesIO()
     Image.new("RGB", (64, 64), "red").save(jpeg, "JPEG")
     assert_error(httpx.post(url, files={"image": ("t.jpg", jpeg.getvalue()[:200])}, data=text),
@@ -178,8 +180,12 @@ def test_search_endpoint_serves_only_indexed_images(tmp_path) -> None:
         assert image.status_code == 200 and image.headers["content-type"] == "image/png"
         assert_error(httpx.get(f"{url}/v1/items/999"), 404, "not_found")
         assert_error(httpx.post(f"{url}/v1/predict", json={"text": "x"}), 404, "not_supported")
-        assert_error(httpx.post(f"{url}/v1/search", json={"text": "x", "top": 0}), 422,
-                     "invalid_request")
+        for body in ({"text": "x", "top": 0}, {"text": "x", "top": True},
+                     {"text": "x", "colour": "red"}, {"text": 5}):
+            assert_error(httpx.post(f"{url}/v1/search", json=body), 422, "invalid_request")
+        deep = "[" * 100_000 + "]" * 100_000
+        assert_error(httpx.post(f"{url}/v1/search", content=deep,
+                                headers={"content-type": "application/json"}), 400, "bad_json")
 
 
 def test_web_page_in_a_real_browser(served, tmp_path) -> None:
@@ -283,3 +289,113 @@ def test_onnx_export_of_an_ngram_text_model(tmp_path, tiny_csv) -> None:
     result = export_onnx(predictor, tmp_path / "ngram.onnx", tiny_csv)
     assert result["max_abs_difference"] < 1e-4
     assert result["inputs"] == ["caption.ngram_ids", "caption.ngram_weights", "image.pixels"]
+
+
+def test_one_bad_request_never_fails_its_neighbours(served) -> None:
+    """A lone surrogate is refused on its own (422); the 15 valid requests sent at the same
+    moment, batched together, all get their answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"{served['url']}/v1/predict"
+    image = base64.b64encode(png("red")).decode()
+    bodies = [{"image": image, "text": "is the square red?"}] * 15
+    bodies.insert(7, {"image": image, "text": "red \ud800 square"})
+    def post(body: dict) -> httpx.Response:  # json.dumps escapes the surrogate: "\\ud800"
+        return httpx.post(url, content=json.dumps(body), timeout=60,
+                          headers={"content-type": "application/json"})
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(post, bodies))
+    assert [r.status_code for r in responses] == [200] * 7 + [422] + [200] * 8
+    assert_error(responses[7], 422, "bad_text")
+    for route in ("/v1/predict", "/v1/predict/batch", "/v1/explain"):
+        deep = "{\"items\": " + "[" * 100_000 + "]" * 100_000 + "}"
+        assert_error(httpx.post(f"{served['url']}{route}", content=deep,
+                                headers={"content-type": "application/json"}), 400, "bad_json")
+
+
+def test_a_long_text_is_refused_alike_over_json_and_multipart(served) -> None:
+    url = f"{served['strict']}/v1/predict"  # the default 10 MiB body limit
+    text = "red " * 500_000  # 2 MB: over the text limit, under the body limit
+    image = png("red")
+    assert_error(httpx.post(url, json={"image": base64.b64encode(image).decode(), "text": text}),
+                 413, "text_too_long")
+    assert_error(httpx.post(url, files={"image": ("x.png", image)}, data={"text": text}), 413,
+                 "text_too_long")
+
+
+def test_the_micro_batcher_retries_a_failed_batch_one_by_one_and_times_out() -> None:
+    import asyncio
+
+    from mmfuse.serving.batcher import MicroBatcher
+
+    calls: list[list[str]] = []
+
+    def model(items: list[str]) -> list[str]:
+        calls.append(items)
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [item.upper() for item in items]
+
+    async def scenario() -> list:
+        batcher = MicroBatcher(model, max_batch=8, max_wait_s=0.05)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(x) for x in ["a", "bad", "c"]),
+                                        return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(scenario())
+    assert results[0] == "A" and results[2] == "C" and isinstance(results[1], ValueError)
+    assert calls[0] == ["a", "bad", "c"] and sorted(map(tuple, calls[1:])) == [
+        ("a",), ("bad",), ("c",)]
+
+
+def test_a_slow_model_answers_504(served) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(served["predictor"], timeout_s=1e-6)) as client:
+        response = client.post("/v1/predict", json={
+            "image": base64.b64encode(png()).decode(), "text": "is the square red?"})
+    assert_error(response, 504, "timeout")
+
+
+def test_inputs_a_model_does_not_read_are_named_as_ignored(tmp_path, tiny_csv) -> None:
+    from conftest import tiny_config
+    from fastapi.testclient import TestClient
+
+    config = tiny_config(tmp_path)
+    config.model.modalities = ["text"]
+    config.model.text_encoder = EncoderConfig("ngram", options={"dim": 8, "buckets": 512})
+    config.train.epochs = 1
+    predictor = Predictor(config).fit(tiny_csv)
+    with TestClient(create_app(predictor)) as client:
+        answered = client.post("/v1/predict", json={
+            "image": base64.b64encode(png()).decode(), "text": "is the square red?"})
+        plain = client.post("/v1/predict", json={"text": "is the square red?"})
+    assert answered.status_code == 200 and answered.json()["ignored"] == ["image"]
+    assert "ignored" not in plain.json()
+    assert answered.json()["probabilities"] == plain.json()["probabilities"]
+
+
+def test_an_api_key_keeps_strangers_out(served) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from mmfuse.cli import app
+
+    with TestClient(create_app(served["predictor"], api_key="s3cret-key")) as client:
+        assert client.get("/v1/health").status_code == 200
+        assert client.get("/").status_code == 200  # the page asks for the key itself
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret-key"}):
+            response = client.get("/v1/model", headers=headers)
+            assert_error(response, 401, "unauthorized")
+            assert response.headers["www-authenticate"] == "Bearer"
+        assert_error(client.post("/v1/predict", json={"text": "x"}), 401, "unauthorized")
+        assert client.get("/docs").status_code == 401
+        good = client.get("/v1/model", headers={"authorization": "Bearer s3cret-key"})
+        assert good.status_code == 200 and good.json()["task"] == "classification"
+    refused = CliRunner().invoke(app, ["serve", str(served["folder"]), "--host", "0.0.0.0"],
+                                 env={"MMFUSE_API_KEY": ""})
+    assert refused.exit_code == 2 and "--insecure" in refused.output

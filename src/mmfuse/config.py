@@ -16,6 +16,10 @@ from mmfuse.tasks import get_task
 MODALITY_KINDS = ("image", "text")
 
 
+INF = float("inf")
+TINY = 1e-12  # "above zero"
+
+
 @dataclass
 class DataConfig:
     """Which columns hold what, and how bad rows are treated."""
@@ -116,7 +120,40 @@ class Config:
             raise ConfigError("dp_epsilon must be positive and dp_delta in (0, 1)")
         if not 0.0 <= self.train.modality_dropout < 1.0:
             raise ConfigError("modality_dropout must be in [0, 1)")
+        for where, value, low, high in self._ranges():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    low <= value <= high):
+                upper = "" if high == INF else f" and at most {high}"
+                raise ConfigError(f"{where} must be a number of at least {low}{upper}, got "
+                                  f"{value!r}")
         return self
+
+    def _ranges(self) -> list[tuple[str, Any, float, float]]:
+        """(dotted name, value, lowest, highest) of every numeric setting."""
+        train, data, model = self.train, self.data, self.model
+        ranges = [
+            ("train.epochs", train.epochs, 1, INF), ("train.batch_size", train.batch_size, 1, INF),
+            ("train.lr", train.lr, TINY, INF), ("train.encoder_lr", train.encoder_lr, 0, INF),
+            ("train.weight_decay", train.weight_decay, 0, INF),
+            ("train.warmup_fraction", train.warmup_fraction, 0, 1),
+            ("train.patience", train.patience, 1, INF),
+            ("train.num_workers", train.num_workers, 0, 256),
+            ("train.grad_accum", train.grad_accum, 1, INF),
+            ("train.dp_max_grad_norm", train.dp_max_grad_norm, TINY, INF),
+            ("data.val_fraction", data.val_fraction, TINY, 1 - TINY),
+            ("data.negatives", data.negatives, 1, INF),
+            ("data.hard_negative_fraction", data.hard_negative_fraction, 0, 1),
+            ("model.hidden_dim", model.hidden_dim, 1, INF),
+            ("model.dropout", model.dropout, 0, 1 - TINY),
+        ]
+        if train.threads is not None:
+            ranges.append(("train.threads", train.threads, 1, 1024))
+        for kind in ("image", "text"):
+            encoder = getattr(model, f"{kind}_encoder")
+            ranges.append((f"model.{kind}_encoder.max_length", encoder.max_length, 1, 8192))
+            if encoder.image_size is not None:
+                ranges.append((f"model.{kind}_encoder.image_size", encoder.image_size, 8, 4096))
+        return ranges
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,4 +192,9 @@ def _from_dict(cls: type[C], values: dict[str, Any], where: str) -> C:
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = _from_dict(hint, value, f"{where}.{name}")
         kwargs[name] = value
+    required = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    absent = [name for name in required if name not in values]
+    if absent:
+        raise ConfigError(f"{where} lacks {', '.join(f'{where}.{n}' for n in absent)}")
     return cls(**kwargs)

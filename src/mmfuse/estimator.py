@@ -24,6 +24,8 @@ from mmfuse.features.batches import MultimodalDataset
 from mmfuse.features.cache import FeatureCache, cache_root
 from mmfuse.fitted_model import FittedModel
 from mmfuse.model_folder import ModelFolder
+from mmfuse.model_kinds import kind_for
+from mmfuse.tasks import get_task
 
 Fitted = FittedModel | EnsembleModel  # the model contract: fit, predict, evaluate, save, load
 
@@ -42,14 +44,16 @@ class Estimator:
     def fit(
         self: E, data: Data, validation: Data | None = None, *, base_dir: str | Path | None = None,
         run_dir: str | Path | None = None, resume: bool = False, deadline: Deadline | None = None,
-        cache: FeatureCache | None = None,
+        cache: FeatureCache | None = None, classes: list[str] | None = None,
     ) -> E:
         """Validate the data, cache frozen features, train with early stopping; returns self.
 
         ``run_dir`` receives checkpoints every epoch; ``resume=True`` continues from them.
         ``deadline`` ends training early (the best epoch so far is kept); ``cache`` is a
-        feature cache to share (auto mode's candidates). The global random state and thread
-        count are as they were afterwards.
+        feature cache to share (auto mode's candidates). ``classes``: the label set, by
+        default every label of ``data`` (a rare one may fall in the validation split only);
+        auto mode gives each fold the same. The global random state and thread count are as
+        they were afterwards.
         """
         cfg = self.config.validate()
         rows = self._rows(data, base_dir)
@@ -60,8 +64,10 @@ class Estimator:
             try:
                 if cfg.train.threads:
                     torch.set_num_threads(cfg.train.threads)
+                if classes is None and validation is None and not get_task(cfg.data.task).paired:
+                    classes = kind_for(cfg).fit_classes(cfg, rows)  # pairs: drawn later
                 train_rows = with_pairs(train_rows, cfg, cfg.train.seed)
-                fitted = FittedModel.build(cfg, train_rows)
+                fitted = FittedModel.build(cfg, train_rows, classes)
                 if val_rows is None:
                     val_rows = self._rows(validation, base_dir, known_labels=fitted.classes)
                     skipped += val_rows.attrs.get("skipped", [])

@@ -67,11 +67,12 @@ class FittedModel(HoldsFeatureCache):
 
     # ------------------------------------------------------------------ fitting
     @classmethod
-    def build(cls, config: Config, train_rows: pd.DataFrame) -> FittedModel:
-        """An untrained model for these training rows: classes, vocabulary and fitted
-        encoder state (n-gram document frequencies) come from them."""
+    def build(cls, config: Config, train_rows: pd.DataFrame,
+              classes: list[str] | None = None) -> FittedModel:
+        """An untrained model for these training rows: classes (unless given), vocabulary
+        and fitted encoder state (n-gram document frequencies) come from them."""
         kind = kind_for(config)
-        classes = kind.fit_classes(config, train_rows)
+        classes = classes if classes is not None else kind.fit_classes(config, train_rows)
         torch.manual_seed(config.train.seed)
         model = kind.build(config, classes, None, train_rows)
         for name, encoder in model.encoders.items():

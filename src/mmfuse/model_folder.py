@@ -20,7 +20,7 @@ from torch import nn
 
 from mmfuse.config import Config
 from mmfuse.data.vocabulary import Vocabulary
-from mmfuse.errors import CheckpointError
+from mmfuse.errors import CheckpointError, ConfigError
 from mmfuse.io import load_tensors, read_json, save_tensors, write_json
 from mmfuse.models.multimodal import load_persistent_state, persistent_state
 from mmfuse.training.trainer import BEST_FILE as WEIGHTS_FILE
@@ -106,15 +106,44 @@ class ModelFolder:
                 f"{self.path} is not an mmfuse model folder (no config.yaml). "
                 "Pass the --out folder of `mmfuse train`."
             )
-        config = Config.from_yaml(self.path / "config.yaml")
-        labels = read_json(self.path / "labels.json")
+        try:
+            config = Config.from_yaml(self.path / "config.yaml")
+        except ConfigError as error:
+            raise CheckpointError(f"{self.path / 'config.yaml'}: {error}") from error
+        labels = self._labels()
         meta = read_json(self.path / "meta.json")
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{self.path / 'meta.json'} must be a JSON object")
         vocabulary_file = self.path / "vocabulary.json"
-        vocabulary = (Vocabulary.from_dict(read_json(vocabulary_file))
-                      if vocabulary_file.exists() else None)
+        try:
+            vocabulary = (Vocabulary.from_dict(read_json(vocabulary_file))
+                          if vocabulary_file.exists() else None)
+        except (ConfigError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{vocabulary_file} is not a vocabulary ({error}); re-save "
+                                  "or retrain") from error
         kind = meta.get("kind") or ("dual_encoder" if labels["n_outputs"] == 0 else "single")
         return Definition(config, kind, labels["classes"], labels["n_outputs"], vocabulary,
                           meta.get("encoders", {}))
+
+    def _labels(self) -> dict[str, Any]:
+        """labels.json, checked: an object whose ``classes`` (names, or null) agree with its
+        ``n_outputs``."""
+        path = self.path / "labels.json"
+        labels = read_json(path)
+        if not isinstance(labels, dict):
+            raise CheckpointError(f"{path} must be a JSON object with task, classes, n_outputs")
+        missing = [key for key in ("classes", "n_outputs") if key not in labels]
+        if missing:
+            raise CheckpointError(f"{path} lacks {', '.join(missing)}; re-save or retrain")
+        classes, outputs = labels["classes"], labels["n_outputs"]
+        if classes is not None and not (isinstance(classes, list)
+                                        and all(isinstance(c, str) for c in classes)):
+            raise CheckpointError(f"{path}: classes must be a list of names (or null)")
+        if not isinstance(outputs, int) or (classes is not None and outputs not in (
+                len(classes), 1)):
+            raise CheckpointError(f"{path}: n_outputs {outputs!r} does not fit its "
+                                  f"{len(classes or [])} classes; was it edited?")
+        return labels
 
     def load_weights(self, model: nn.Module, definition: Definition) -> None:
         """The saved weights into ``model``, after checking its encoders are those it was

@@ -50,12 +50,13 @@ def read_leaderboard(run_dir: Path) -> dict[str, Any]:
 def leaderboard_table(board: dict[str, Any]) -> Table:
     metric = board["metric"]
     folds = max([row.get("folds") or 1 for row in board["rows"]] or [1])
-    judged = f"mean over {folds} folds" if folds > 1 else "validation split"
+    judged = f"out of fold over {folds} folds" if folds > 1 else "validation split"
     table = Table(title=f"leaderboard ({metric}, {judged}; preset {board.get('preset')}, "
                         f"{board.get('elapsed_s', 0):.0f} s of {board.get('time_limit_s', 0):.0f} s)")
     table.add_column("#", justify="right")
     table.add_column("candidate")
     table.add_column(metric, justify="right")
+    table.add_column("folds", justify="right")
     table.add_column("fit s", justify="right")
     table.add_column("predict s / 1k rows", justify="right")
     table.add_column("weight in ensemble", justify="right")
@@ -65,9 +66,19 @@ def leaderboard_table(board: dict[str, Any]) -> Table:
         table.add_row(
             str(rank) if scored else "-", row["candidate"],
             f"{row['val_metric']:.4f}" if scored else row["status"],
+            _folds(row, folds),
             f"{row['fit_s']:.1f}" if row.get("fit_s") is not None else "",
             f"{row['predict_s_per_1k']:.3f}" if row.get("predict_s_per_1k") is not None else "",
             f"{row['weight']:.2f}" if row.get("weight") is not None else row.get("method") or "",
             "[bold green]chosen[/]" if row.get("chosen") else "",
         )
     return table
+
+
+def _folds(row: dict[str, Any], folds: int) -> str:
+    """How many folds judged the row: fewer than the others when time ran short (it was then
+    compared with the choice on those folds' rows only)."""
+    done = row.get("folds")
+    if done is None or row.get("member"):
+        return ""
+    return f"{done} of {folds}" if done < folds else str(done)

@@ -116,7 +116,8 @@ class AutoSearch:
         # Encoders whose single-modality scores are close are all tried in the first fusion:
         # alone, a modality may be weak whichever encoder reads it (easy-VQA's questions), and
         # a cached frozen encoder trains many more epochs in the same time than one that is not.
-        pairs = [(i, t) for i in self._contenders("image") for t in self._contenders("text")]
+        pairs = [(i, t) for i in self._contenders("image", preset)
+                 for t in self._contenders("text", preset)]
         self._planned += max(0, len(pairs) - 1)
         firsts = [fusion_candidates(self.config, preset, i, t)[:1] for i, t in pairs]
         for candidate in [c for first in firsts for c in first]:
@@ -125,6 +126,10 @@ class AutoSearch:
         if pair is not None:
             for candidate in fusion_candidates(self.config, preset, *pair)[1:]:
                 self._try(candidate)
+        failures = [r for r in self.leaderboard_ if r["status"].startswith("failed")]
+        if self.best_ is None and failures and len(failures) == len(self.leaderboard_):
+            raise MmfuseError(f"every candidate failed; {failures[0]['candidate']}: "
+                              f"{failures[0]['status'][len('failed: '):]}")
         if self.best_ is None:
             raise MmfuseError(
                 f"no candidate finished within the time limit of {self.time_limit:.0f} s; "
@@ -176,7 +181,8 @@ class AutoSearch:
         CONSOLE.print(f"auto: refitting {self.best_name_} on the training split")
         refitted = Predictor(self.best_.config)
         try:
-            refitted.fit(self._train, self._val, deadline=self._deadline, cache=self._cache)
+            refitted.fit(self._train, self._val, deadline=self._deadline, cache=self._cache,
+                         classes=self._judge.classes)
         except (MmfuseError, RuntimeError) as error:
             CONSOLE.print(f"auto: refit failed ({error}); keeping the first fold's model")
             return
@@ -255,7 +261,8 @@ class AutoSearch:
                     break  # the folds done so far judge the candidate
                 fitting, stopping = split_rows(fold.train, candidate.config)
                 fitted_fold = Predictor(candidate.config).fit(
-                    fitting, stopping, deadline=deadline, cache=self._cache)
+                    fitting, stopping, deadline=deadline, cache=self._cache,
+                    classes=self._judge.classes)
                 predicting = clocks.clock()
                 scores, decoded, _ = fitted_fold.outputs(fold.held)
                 predict_s += clocks.clock() - predicting
@@ -346,11 +353,13 @@ class AutoSearch:
         write_leaderboard(self._run, self._metric, self.leaderboard_, preset=self.preset.name,
                           time_limit_s=self.time_limit, elapsed_s=round(self._elapsed(), 2))
 
-    def _contenders(self, kind: str) -> list[EncoderConfig]:
+    def _contenders(self, kind: str, preset: Preset) -> list[EncoderConfig]:
         """Encoders of the finished single-modality candidates of ``kind`` scoring within
-        ``CLOSE`` (relative) of the best one, best first."""
+        ``CLOSE`` (relative) of the best one, best first; fine-tuned ones only where the
+        preset lets fusions fine-tune (a fusion around one costs its fine-tuning again)."""
         rows = [r for r in self.leaderboard_ if r.get("single_modality")
-                and r["val_metric"] is not None and r["model"]["modalities"] == [kind]]
+                and r["val_metric"] is not None and r["model"]["modalities"] == [kind]
+                and (preset.finetuned_fusions or r["model"][f"{kind}_encoder"]["frozen"] is not False)]
         rows = ranked(rows, self._metric)
         if not rows:
             return []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -50,3 +52,29 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
     out.print(table)
 
 
+
+
+def _writable(path: Path, folder: bool) -> Path:
+    """``path`` when it can be written as a file (``folder=False``) or a folder; otherwise the
+    option is refused before any work starts, saying why."""
+    if folder and path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file; name a folder (new or existing)")
+    if not folder and path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder; name a file in it")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing != path and not existing.is_dir():
+        raise typer.BadParameter(f"cannot create {path}: {existing} is a file, not a folder")
+    where = existing if existing.is_dir() else existing.parent
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"cannot write in {where}: it is read-only for this user")
+    return path
+
+
+def writable_file(path: Path | None) -> Path | None:
+    """Option callback: an output file that can be written (checked before any work)."""
+    return None if path is None else _writable(path, folder=False)
+
+
+def writable_folder(path: Path | None) -> Path | None:
+    """Option callback: an output folder that can be written (checked before any work)."""
+    return None if path is None else _writable(path, folder=True)

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mmfuse.cli.app import app, err, friendly, out, print_metrics
+from mmfuse.cli.app import (
+    app,
+    err,
+    friendly,
+    out,
+    print_metrics,
+    writable_file,
+    writable_folder,
+)
 from mmfuse.cli.options import apply_flags, model_flags_given, with_config_flags
 from mmfuse.config import Config
 from mmfuse.errors import ConfigError
@@ -44,7 +52,8 @@ def dataset_or_path(value: str | Path | None):
 @friendly
 @with_config_flags
 def train(
-    out_dir: Annotated[Path, Opt("--out", help="Run folder: checkpoints, metrics, model")],
+    out_dir: Annotated[Path, Opt("--out", help="Run folder: checkpoints, metrics, model",
+                                  callback=writable_folder)],
     data: Annotated[str | None, Opt(help="Training manifest (CSV, TSV, JSONL, Parquet) or tar "
                                         "shards: 'shards/{000..099}.tar'")] = None,
     dataset: Annotated[str | None, Opt(help="A built-in dataset instead of --data")] = None,
@@ -168,7 +177,8 @@ def leaderboard(run: Annotated[Path, typer.Argument(help="Run folder of an auto-
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
     data: Annotated[Path, Opt(help="Labelled manifest, or a built-in split: easy-vqa:test")],
-    output: Annotated[Path | None, Opt(help="JSON file (default RUN/evaluation.json)")] = None,
+    output: Annotated[Path | None, Opt(help="JSON file (default RUN/evaluation.json)",
+                                        callback=writable_file)] = None,
 ) -> None:
     """Metrics of a trained model on labelled data, written as JSON."""
     from mmfuse import load
@@ -185,7 +195,8 @@ def evaluate(
 def predict(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
     data: Annotated[str, Opt(help="Manifest (or tar shards) to predict")],
-    output: Annotated[Path, Opt(help="CSV with predictions")] = Path("predictions.csv"),
+    output: Annotated[Path, Opt(help="CSV with predictions", callback=writable_file)] = Path(
+        "predictions.csv"),
 ) -> None:
     """Predictions (with class probabilities and modality weights) as CSV."""
     from mmfuse import load
@@ -213,7 +224,7 @@ def list_command() -> None:
 @app.command()
 @friendly
 def demo(
-    out_dir: Annotated[Path, Opt("--out")] = Path("runs/demo"),
+    out_dir: Annotated[Path, Opt("--out", callback=writable_folder)] = Path("runs/demo"),
     epochs: Annotated[int, Opt()] = 6,
 ) -> None:
     """Train on easy-VQA (built in): fused model vs image-only vs text-only, on the test split."""
@@ -244,7 +255,7 @@ def _retrieval_model(run: Path):
 @friendly
 def index(
     run: Annotated[Path, typer.Argument(help="Retrieval model folder")],
-    out_path: Annotated[Path, Opt("--out", help="Index folder to write")],
+    out_path: Annotated[Path, Opt("--out", help="Index folder to write", callback=writable_folder)],
     images: Annotated[Path | None, Opt(help="Folder of images (recursive)")] = None,
     data: Annotated[Path | None, Opt(help="Manifest whose image column is indexed")] = None,
     texts: Annotated[Path | None, Opt(help="Manifest whose text column is indexed")] = None,
@@ -331,7 +342,7 @@ def zero_shot(
     image_col: Annotated[str | None, Opt(help="Image column (default: the model's)")] = None,
     label_col: Annotated[str | None, Opt(help="Column of true labels, to score against "
                                               "(default: the model's label column)")] = None,
-    output: Annotated[Path, Opt(help="CSV of predictions")] = Path("zero_shot.csv"),
+    output: Annotated[Path, Opt(help="CSV of predictions", callback=writable_file)] = Path("zero_shot.csv"),
 ) -> None:
     """Classify images by text prompts in the shared space (no training on these labels)."""
     from mmfuse.data.manifest import read_manifest
@@ -369,7 +380,8 @@ def robustness(
     severities: Annotated[str, Opt(help="Comma-separated, 1 (mild) to 5 (harsh)")] = "1,3,5",
     max_rows: Annotated[int, Opt(help="Evaluate on at most this many rows (sampled)")] = 2000,
     seed: Annotated[int, Opt()] = 0,
-    output: Annotated[Path | None, Opt(help="JSON (default RUN/robustness.json)")] = None,
+    output: Annotated[Path | None, Opt(help="JSON (default RUN/robustness.json)",
+                                        callback=writable_file)] = None,
 ) -> None:
     """Metrics under image/text corruptions at several severities, and with a modality missing."""
     from mmfuse import load
@@ -400,7 +412,8 @@ def profile(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
     data: Annotated[Path, Opt(help="Manifest (labels not needed)")],
     repeats: Annotated[int, Opt(help="Timed batches per setting")] = 20,
-    output: Annotated[Path | None, Opt(help="JSON (default RUN/profile.json)")] = None,
+    output: Annotated[Path | None, Opt(help="JSON (default RUN/profile.json)",
+                                        callback=writable_file)] = None,
 ) -> None:
     """Parameters, latency p50/p95 (batch 1 and 32, with and without the cache), memory."""
     from mmfuse import load
@@ -427,7 +440,8 @@ def profile(
 def explain(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
     data: Annotated[Path, Opt(help="Manifest of the rows to explain")],
-    out_dir: Annotated[Path, Opt("--out", help="Folder for PNGs and explanations.json")] = Path(
+    out_dir: Annotated[Path, Opt("--out", help="Folder for PNGs and explanations.json",
+                                  callback=writable_folder)] = Path(
         "explanations"),
     max_rows: Annotated[int, Opt(help="Explain at most this many rows")] = 8,
     steps: Annotated[int, Opt(help="Integrated Gradients steps")] = 32,
@@ -449,7 +463,7 @@ def explain(
 def report(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
     data: Annotated[Path, Opt(help="Labelled manifest, or a built-in split: easy-vqa:test")],
-    out_file: Annotated[Path, Opt("--out", help="HTML file")] = Path("report.html"),
+    out_file: Annotated[Path, Opt("--out", help="HTML file", callback=writable_file)] = Path("report.html"),
     severities: Annotated[str, Opt(help="Comma-separated, 1 to 5")] = "1,3,5",
     max_rows: Annotated[int, Opt(help="Evaluate on at most this many rows (sampled)")] = 2000,
     explain_rows: Annotated[int, Opt(help="Explained examples shown")] = 4,
@@ -476,8 +490,14 @@ def serve(
     max_batch: Annotated[int, Opt(help="Requests fused into one model call")] = 32,
     max_wait_ms: Annotated[float, Opt(help="How long a request waits for company")] = 5.0,
     timeout_s: Annotated[float, Opt(help="Answer within this or return 504")] = 30.0,
+    api_key: Annotated[str | None, Opt(
+        envvar="MMFUSE_API_KEY", show_envvar=True,
+        help="Require 'Authorization: Bearer KEY' (better set in $MMFUSE_API_KEY: it stays "
+             "out of process lists and shell history)")] = None,
+    insecure: Annotated[bool, Opt(help="Serve a non-loopback --host without an API key")] = False,
 ) -> None:
     """HTTP API and web page (/), OpenAPI at /docs."""
+    import ipaddress
     import logging
 
     import uvicorn
@@ -485,9 +505,18 @@ def serve(
     from mmfuse import load
     from mmfuse.serving.app import create_app
 
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        loopback = False
+    if not loopback and not api_key and not insecure:
+        raise ConfigError(f"--host {host} exposes the model to the network: set an API key "
+                          "($MMFUSE_API_KEY or --api-key), or pass --insecure to serve "
+                          "without one")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     api = create_app(load(run), max_upload_bytes=int(max_upload_mb * 2**20), max_batch=max_batch,
-                     max_wait_ms=max_wait_ms, timeout_s=timeout_s, index=index_path)
+                     max_wait_ms=max_wait_ms, timeout_s=timeout_s, index=index_path,
+                     api_key=api_key)
     out.print(f"serving {run} on http://{host}:{port}/ (API docs: /docs)")
     uvicorn.run(api, host=host, port=port, log_level="info")
 
@@ -498,7 +527,7 @@ def export(
     run: Annotated[Path, typer.Argument(help="Run or model folder")],
     data: Annotated[Path, Opt(help="Manifest of real rows to check the export on (labels "
                                    "not needed)")],
-    out_file: Annotated[Path, Opt("--out", help="Output file")] = Path("model.onnx"),
+    out_file: Annotated[Path, Opt("--out", help="Output file", callback=writable_file)] = Path("model.onnx"),
     export_format: Annotated[str, Opt("--format", help="onnx")] = "onnx",
     tolerance: Annotated[float, Opt(help="Largest allowed difference from `mmfuse predict`")] = 1e-4,
     max_rows: Annotated[int, Opt(help="Rows of --data checked")] = 32,

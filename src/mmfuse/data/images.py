@@ -53,7 +53,10 @@ def open_image(source: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -
         raise
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"image is too large to decode safely ({error})") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError as error:  # its message names a Python object for bytes
+        raise ImageDecodeError(f"cannot decode image {name}: not an image format Pillow "
+                               "reads (JPEG, PNG, WebP, GIF, BMP, TIFF, ...)") from error
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"cannot decode image {name}: {error}") from error
 
 

@@ -31,6 +31,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         frame = READERS[path.suffix.lower()](path)
     except Exception as error:  # pandas raises many types; the user needs the file and reason
         raise MmfuseError(f"cannot parse {path}: {error}") from error
+    _unique_columns(_header(path), str(path))
     frame.attrs["source"] = str(path)
     frame.attrs["base_dir"] = str(path.resolve().parent)
     return frame
@@ -51,6 +52,7 @@ def iter_manifest(
         source, folder = frame.attrs["source"], frame.attrs["base_dir"]
     else:
         path = _checked(Path(data))
+        _unique_columns(_header(path), str(path))
         source, folder = str(path), str(path.resolve().parent)
         chunks = _chunk_reader(path, chunk_rows)
     first_row = 0
@@ -71,6 +73,24 @@ def _chunk_reader(path: Path, chunk_rows: int) -> Iterable[pd.DataFrame]:
     return READERS[suffix](path, chunksize=chunk_rows)
 
 
+def _header(path: Path) -> list[str]:
+    """The column names as written: pandas renames a repeated CSV column ("name.1")."""
+    if path.suffix.lower() not in (".csv", ".tsv"):
+        return []
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        return pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0].tolist()
+    except (ValueError, IndexError, OSError):  # an empty file: read_csv has said so already
+        return []
+
+
+def _unique_columns(columns: list, source: str) -> None:
+    repeated = sorted({str(c) for c in columns if list(columns).count(c) > 1})
+    if repeated:
+        raise MmfuseError(f"{source}: the column name(s) {repeated} appear more than once in the "
+                          "header; give every column its own name")
+
+
 def _checked(path: Path) -> Path:
     if not path.exists():
         raise MmfuseError(f"manifest not found: {path}")
@@ -85,6 +105,7 @@ def _checked(path: Path) -> Path:
 def as_frame(data: pd.DataFrame | str | Path, base_dir: str | Path | None = None) -> pd.DataFrame:
     """Accept a DataFrame or a manifest path; a DataFrame's relative paths resolve from ``base_dir``."""
     if isinstance(data, pd.DataFrame):
+        _unique_columns(list(data.columns), data.attrs.get("source", "<DataFrame>"))
         frame = data.copy()
         frame.attrs.setdefault("source", data.attrs.get("source", "<DataFrame>"))
         frame.attrs["base_dir"] = str(base_dir or data.attrs.get("base_dir") or Path.cwd())

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mmfuse.errors import ConfigError
+
 PAD, UNK = "<pad>", "<unk>"
 WORD_PATTERN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
@@ -27,7 +29,7 @@ class Vocabulary:
 
     def __post_init__(self) -> None:
         if self.level not in ("word", "char"):
-            raise ValueError(f"vocabulary level must be 'word' or 'char', got {self.level!r}")
+            raise ConfigError(f"vocabulary level must be 'word' or 'char', got {self.level!r}")
         self._ids = {token: i for i, token in enumerate(self.tokens)}
 
     @classmethod

@@ -83,17 +83,15 @@ def nested_stacking(members: list[np.ndarray], y: np.ndarray, n_classes: int, sc
     """The stacker's own out-of-fold score, probabilities (N, C) and the stacker refitted on
     every row, for the regularisation in ``STACK_C`` that scores best out of fold."""
     splits = fold_splits(torch.from_numpy(y), folds, seed + 1)
-    best: tuple[float, np.ndarray, float] | None = None
+    tried = []
     for c in STACK_C:
         oof = np.zeros((len(y), n_classes))
         for fit_rows, held_rows in splits:
             stacker = Stacker(c).fit([m[fit_rows] for m in members], y[fit_rows], n_classes)
             oof[held_rows] = stacker.predict_proba([m[held_rows] for m in members])
-        value = score(y, oof)
-        if best is None or value > best[0]:
-            best = (value, oof, c)
-    assert best is not None
-    return best[0], best[1], Stacker(best[2]).fit(members, y, n_classes)
+        tried.append((score(y, oof), oof, c))
+    value, oof, c = max(tried, key=lambda t: t[0])  # the first of equals: the strongest penalty
+    return value, oof, Stacker(c).fit(members, y, n_classes)
 
 
 def calibrated_temperature(probabilities: np.ndarray, y: np.ndarray) -> float:

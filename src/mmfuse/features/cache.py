@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from accelerate.utils import send_to_device
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch.utils.data import DataLoader, Dataset
 
 from mmfuse.config import Config
@@ -26,7 +26,7 @@ from mmfuse.data.validate import cells
 from mmfuse.encoders.base import Encoder
 from mmfuse.features.batches import FeatureTable, MultimodalDataset, RawImages, RawTexts, Source
 from mmfuse.io import atomic_write_text, save_tensors
-from mmfuse.progress import make_progress
+from mmfuse.progress import CONSOLE, make_progress
 
 SHARD_ITEMS = 2048
 # Measured on 2 CPU cores (EfficientNet-Lite0, 224 px): batches of 16 in channels-last layout
@@ -130,14 +130,21 @@ class FeatureCache:
         folder = self.folder(encoder)
         if folder is not None and folder.exists():
             for shard in sorted(folder.glob("shard-*.safetensors")):
-                try:
+                found: dict[str, dict[str, torch.Tensor]] = {}
+                try:  # the header states every tensor's length: truncation is detected
                     with safe_open(str(shard), framework="pt") as handle:
                         for name in handle.keys():
                             digest, part = name.split(".", 1)
                             if digest in wanted and part not in store.get(digest, {}):
-                                store.setdefault(digest, {})[part] = handle.get_tensor(name)
-                except Exception:  # an unreadable shard is only lost work: recompute it
+                                found.setdefault(digest, {})[part] = handle.get_tensor(name)
+                except (SafetensorError, OSError, ValueError) as error:
+                    # only lost work: its features are recomputed (and written anew)
+                    CONSOLE.print(f"[yellow]feature cache: {shard} is corrupt ({error}); "
+                                  "discarded, its features are computed again[/]")
+                    shard.unlink(missing_ok=True)
                     continue
+                for digest, parts in found.items():
+                    store.setdefault(digest, {}).update(parts)
         need = {"pooled", "tokens"} if with_tokens else {"pooled"}
         return {d: parts for d, parts in store.items() if need <= set(parts)}
 

@@ -25,10 +25,9 @@ class BilinearFusion(Fusion):
         self.mix = nn.Sequential(nn.Dropout(dropout), mlp_block(hidden_dim, hidden_dim, dropout))
 
     def forward(self, features, present) -> FusionOutput:
-        product = None
-        for m in self.modalities:
-            projected = self.project[m](features[m].pooled)  # (B, H * k)
-            product = projected if product is None else product * projected
-        assert product is not None
+        first, *rest = self.modalities
+        product = self.project[first](features[first].pooled)  # (B, H * k)
+        for m in rest:
+            product = product * self.project[m](features[m].pooled)
         pooled = product.view(product.shape[0], -1, self.rank).sum(-1)  # (B, H)
         return FusionOutput(self.mix(self.norm(pooled)), None)

@@ -100,12 +100,20 @@ def persistent_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
 
 
 def load_persistent_state(model: MultimodalModel, state: dict[str, torch.Tensor]) -> None:
+    from mmfuse.errors import CheckpointError
+
+    shapes = model.state_dict()
+    wrong = [f"{k} is {tuple(v.shape)}, the model wants {tuple(shapes[k].shape)}"
+             for k, v in state.items() if k in shapes and shapes[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(
+            "the saved weights do not fit the model that config.yaml and labels.json describe "
+            f"({'; '.join(wrong[:3])}): was one of these files edited, or taken from another "
+            "run?")
     missing, unexpected = model.load_state_dict(state, strict=False)
     skip = tuple(frozen_pretrained_prefixes(model))
     missing = [k for k in missing if not k.startswith(skip)]
     if missing or unexpected:
-        from mmfuse.errors import CheckpointError
-
         raise CheckpointError(
             "the saved weights do not fit the model built from config.yaml "
             f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"

@@ -23,17 +23,21 @@ from mmfuse.retrieval.predictor import RetrievalPredictor
 from mmfuse.serving.batcher import MicroBatcher
 from mmfuse.serving.engine import InferenceEngine
 from mmfuse.serving.predict_routes import not_predicting_routes, predict_routes
-from mmfuse.serving.protocol import BodyLimit, install_error_handlers
+from mmfuse.serving.protocol import BearerKey, BodyLimit, install_error_handlers
 from mmfuse.serving.search_routes import not_searching_routes, search_routes
 
 ACCESS = logging.getLogger("mmfuse.access")
+OPEN_PATHS = frozenset({"/v1/health", "/", "/favicon.ico"})  # no data: the page asks for the key
 
 
 def create_app(
     model: Estimator, *, max_upload_bytes: int = 10 * 2**20, max_batch: int = 32,
     max_wait_ms: float = 5.0, timeout_s: float = 30.0, index: str | Path | None = None,
+    api_key: str | None = None,
 ) -> FastAPI:
-    """The API around a fitted (or loaded) model; ``index`` enables /v1/search."""
+    """The API around a fitted (or loaded) model; ``index`` enables /v1/search. With
+    ``api_key``, every route but the health check and the (static) page needs
+    ``Authorization: Bearer <api_key>``."""
     batcher = None
     if isinstance(model, RetrievalPredictor):
         served = EmbeddingIndex.load(index) if index is not None else None
@@ -58,6 +62,8 @@ def create_app(
     app = FastAPI(title="mmfuse", version="1", lifespan=lifespan,
                   description="Image + text model API. Errors are JSON: {error: {code, message}}.")
     app.add_middleware(BodyLimit, limit=max_upload_bytes)
+    if api_key:
+        app.add_middleware(BearerKey, key=api_key, open_paths=OPEN_PATHS)
     install_error_handlers(app)
 
     @app.middleware("http")

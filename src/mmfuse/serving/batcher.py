@@ -49,16 +49,23 @@ class MicroBatcher:
                 except TimeoutError:
                     break
             live = [(item, future) for item, future in pending if not future.done()]
-            if not live:
-                continue
-            try:
-                results = await loop.run_in_executor(
-                    self.executor, self.function, [item for item, _ in live])
-            except Exception as error:  # noqa: BLE001 - every waiting caller must hear of it
-                for _, future in live:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, future), result in zip(live, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            if live:
+                await self._answer(live)
+
+    async def _answer(self, live: list[tuple[Any, asyncio.Future]]) -> None:
+        """One call for the batch; if it fails, one call per item, so that a bad item gets
+        its own error and never its neighbours'."""
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(
+                self.executor, self.function, [item for item, _ in live])
+        except Exception as error:  # noqa: BLE001 - every waiting caller must hear of it
+            if len(live) > 1:
+                for one in live:
+                    await self._answer([one])
+            elif not live[0][1].done():
+                live[0][1].set_exception(error)
+            return
+        for (_, future), result in zip(live, results, strict=True):
+            if not future.done():
+                future.set_result(result)

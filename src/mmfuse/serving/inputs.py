@@ -41,6 +41,11 @@ def text_value(value: Any, field: str) -> str | None:
         raise ApiError(422, "invalid_request", f"{field}: must be a string")
     if len(value) > MAX_TEXT_CHARS:
         raise ApiError(413, "text_too_long", f"{field}: over {MAX_TEXT_CHARS} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate ("\ud800"): no tokenizer takes it
+        raise ApiError(422, "bad_text", f"{field}: not valid Unicode (a lone surrogate at "
+                       f"character {error.start})") from error
     return value.strip() or None
 
 
@@ -52,10 +57,12 @@ class ItemReader:
         self.aliases = {"image": engine.image_columns[:1], "text": engine.text_columns[:1]}
         self.known = set(engine.image_columns) | set(engine.text_columns) | set(self.aliases)
 
-    async def read(self, request: Request) -> Item:
+    async def read(self, request: Request) -> tuple[Item, list[str]]:
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
-            form = await request.form()
+            # Starlette caps each text part at 1 MiB with a 400 of its own; the body limit
+            # (413) already caps the whole request, and texts answer as over JSON (413).
+            form = await request.form(max_part_size=2**62)
             raw = {key: form.get(key) for key in form}
         elif content_type.startswith("application/json"):
             raw = await json_object(request)
@@ -64,13 +71,17 @@ class ItemReader:
                            "send multipart/form-data (image file, text field) or JSON")
         return await self.item(raw)
 
-    async def item(self, raw: dict[str, Any]) -> Item:
+    async def item(self, raw: dict[str, Any]) -> tuple[Item, list[str]]:
+        """The item, and the fields sent that this model does not read (answered as
+        ``"ignored"``: e.g. an image sent to a model of texts alone)."""
         unknown = set(raw) - self.known
         if unknown:
             raise ApiError(422, "unknown_field",
                            f"unknown field(s) {sorted(unknown)}; this model takes "
                            f"{sorted(self.known)}")
         item: Item = {}
+        ignored = sorted(key for key, value in raw.items() if key in self.aliases
+                         and not self.aliases[key] and value not in (None, ""))
         for key, value in raw.items():
             for column in self.aliases.get(key, [key]):
                 if column in self.engine.image_columns:
@@ -81,4 +92,4 @@ class ItemReader:
             self.engine.check(item)
         except MissingModalityError as error:
             raise ApiError(422, "missing_modality", str(error)) from error
-        return item
+        return item, ignored

@@ -25,11 +25,12 @@ def predict_routes(engine: InferenceEngine, batcher: MicroBatcher, timeout_s: fl
     router = APIRouter()
     reader = ItemReader(engine)
 
-    async def run(item: Item) -> dict[str, Any]:
+    async def run(item: Item, ignored: list[str]) -> dict[str, Any]:
         try:
-            return await asyncio.wait_for(batcher.submit(item), timeout_s)
+            result = await asyncio.wait_for(batcher.submit(item), timeout_s)
         except TimeoutError as error:
             raise ApiError(504, "timeout", f"no answer within {timeout_s:.0f} s") from error
+        return {**result, "ignored": ignored} if ignored else result
 
     @router.get("/v1/model")
     async def model_card() -> dict[str, Any]:
@@ -41,7 +42,7 @@ def predict_routes(engine: InferenceEngine, batcher: MicroBatcher, timeout_s: fl
     @router.post("/v1/predict", openapi_extra=PREDICT_BODY)
     async def predict(request: Request) -> dict[str, Any]:
         """One prediction: multipart `image` file + `text` field, or JSON with base64 image."""
-        return await run(await reader.read(request))
+        return await run(*await reader.read(request))
 
     @router.post("/v1/predict/batch")
     async def predict_batch(request: Request) -> dict[str, Any]:
@@ -59,13 +60,14 @@ def predict_routes(engine: InferenceEngine, batcher: MicroBatcher, timeout_s: fl
                 parsed.append(await reader.item(raw))
             except ApiError as error:
                 raise ApiError(error.status, error.code, f"items[{number}]: {error.message}") from error
-        return {"predictions": list(await asyncio.gather(*(run(item) for item in parsed)))}
+        return {"predictions": list(await asyncio.gather(*(run(*item) for item in parsed)))}
 
     @router.post("/v1/explain", openapi_extra=PREDICT_BODY)
     async def explain(request: Request) -> dict[str, Any]:
         """The prediction with each modality's contribution (fusion weights and ablation)."""
-        item = await reader.read(request)
-        return await asyncio.wait_for(asyncio.to_thread(engine.explain, item), timeout_s)
+        item, ignored = await reader.read(request)
+        result = await asyncio.wait_for(asyncio.to_thread(engine.explain, item), timeout_s)
+        return {**result, "ignored": ignored} if ignored else result
 
     return router
 

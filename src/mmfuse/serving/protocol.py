@@ -3,13 +3,16 @@ bodies are capped while they stream in; uploaded images are decoded under a pixe
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from PIL import Image
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -83,11 +86,31 @@ class BodyLimit:
         return f"the request body is over the {self.limit / 2**20:.1f} MiB upload limit"
 
 
-async def _send_json(send: Send, status: int, code: str, message: str) -> None:
+class BearerKey:
+    """Answer 401 unless ``Authorization: Bearer <key>`` (compared in constant time), on every
+    path but ``open_paths``."""
+
+    def __init__(self, app: ASGIApp, key: str, open_paths: frozenset[str]) -> None:
+        self.app, self.key, self.open_paths = app, key.encode(), open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            scheme, _, token = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+                await _send_json(send, 401, "unauthorized",
+                                 "send the server's API key: Authorization: Bearer <key>",
+                                 [(b"www-authenticate", b"Bearer")])
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_json(send: Send, status: int, code: str, message: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps(error_body(code, message)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -104,8 +127,24 @@ async def json_object(request: Request) -> dict:
     """The request's JSON body, which must be an object."""
     try:
         body = await request.json()
+    except RecursionError as error:  # the decoder recurses once per level of nesting
+        raise ApiError(400, "bad_json", "the JSON body is nested too deeply") from error
     except ValueError as error:
         raise ApiError(400, "bad_json", f"the body is not valid JSON ({error})") from error
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "the JSON body must be an object")
     return body
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def validated(schema: type[Body], body: dict) -> Body:
+    """``body`` checked against a pydantic schema; a 422 naming each bad field otherwise."""
+    try:
+        return schema.model_validate(body)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                             for e in error.errors())
+        raise ApiError(422, "invalid_request", f"{problems} (fields: "
+                       f"{', '.join(schema.model_fields)})") from error

@@ -9,11 +9,21 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from mmfuse.retrieval.index import EmbeddingIndex
 from mmfuse.retrieval.predictor import RetrievalPredictor
 from mmfuse.serving.inputs import image_value, text_value
-from mmfuse.serving.protocol import ApiError, json_object
+from mmfuse.serving.protocol import ApiError, json_object, validated
+
+
+class SearchBody(BaseModel):
+    """What /v1/search reads; any other field is refused, as on /v1/predict."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: StrictStr | None = None
+    image: StrictStr | None = Field(None, description="base64")
+    top: StrictInt = Field(5, ge=1, le=100)
 
 
 def search_routes(model: RetrievalPredictor, index: EmbeddingIndex | None) -> APIRouter:
@@ -34,11 +44,8 @@ def search_routes(model: RetrievalPredictor, index: EmbeddingIndex | None) -> AP
     async def search(request: Request) -> dict[str, Any]:
         """JSON ``{"text": "...", "top": 5}`` (or ``"image": base64``) against the index."""
         served = require_index()
-        body = await json_object(request)
-        top = body.get("top", 5)
-        if not isinstance(top, int) or not 1 <= top <= 100:
-            raise ApiError(422, "invalid_request", "top must be an integer from 1 to 100")
-        text, image = body.get("text"), body.get("image")
+        body = validated(SearchBody, await json_object(request))
+        top, text, image = body.top, body.text, body.image
         if (text is None) == (image is None):
             raise ApiError(422, "invalid_request", "send either text or image")
         if text is not None:

@@ -118,7 +118,8 @@ def fit_stack(
         raise ConfigError("the stack fusion trains in one process and without DP-SGD; "
                           "use another fusion for `accelerate launch` or --dp-epsilon")
     fusion, targets = model.fusion, train_set.targets
-    assert targets is not None, "stacking needs labelled training rows"
+    if targets is None:
+        raise ConfigError("the stack fusion learns from labelled training rows; these have none")
     initial = snapshot(model)
     validate = tower_validation(val_set, cfg.num_workers)
     oof = torch.zeros(len(train_set), len(fusion.modalities), fusion.n_outputs)
