@@ -60,10 +60,9 @@ class InferenceEngine:
 
     def _description(self) -> dict[str, Any]:
         model = self.predictor.config.model
-        if isinstance(self.fitted, EnsembleModel):
+        if isinstance(self.fitted, EnsembleModel):  # each member names its own view
             return {"fusion": "ensemble", "ensemble": self.fitted.describe(),
-                    "image_encoder": model.image_encoder.name if self.image_columns else None,
-                    "text_encoder": model.text_encoder.name if self.text_columns else None}
+                    "members": [m.view.name for m in self.fitted.members]}
         return {"fusion": model.fusion, "image_encoder": model.image_encoder.name,
                 "text_encoder": model.text_encoder.name}
 
