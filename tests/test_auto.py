@@ -202,6 +202,9 @@ def test_pretrained_text_encoders_read_the_datas_length() -> None:
     short = suited_to(PRESETS["medium"], titles, Config(data=data)).text_encoders
     assert [(e.name, e.frozen, e.max_length) for e in short] == [
         ("minilm", None, 32), ("ngram", None, 64), ("minilm", False, 32)]
+    many = pd.DataFrame({"text": ["red leather running shoe, size 42"] * 5001})
+    assert [e.frozen for e in suited_to(PRESETS["medium"], many, Config(data=data)).text_encoders
+            ] == [None, None]  # a first epoch over that many rows would not fit either
 
 
 def test_networks_are_judged_on_rows_they_neither_fitted_nor_stopped_on(

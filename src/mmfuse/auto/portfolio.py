@@ -44,6 +44,9 @@ MINILM, NGRAM, GRU = EncoderConfig("minilm"), EncoderConfig("ngram"), EncoderCon
 # product titles. Tried last among the single modalities, on short texts only (below).
 FINETUNED_MINILM = EncoderConfig("minilm", frozen=False)
 FINETUNE_MAX_TOKENS = 64  # longer texts (MATH-V's questions: 144) cost too much on 2 cores
+# ... and so do more rows: measured on 2 cores, an epoch at 32 tokens takes ~5 ms a row (emoji:
+# 5.6 s for 1,140 rows), so 31k easy-VQA rows would need minutes for a first epoch.
+FINETUNE_MAX_ROWS = 5000
 
 PRESETS = {
     "fast": Preset("fast", 120, (FROZEN_LITE0,), (MINILM, NGRAM), ("concat", "late"), epochs=15,
@@ -81,7 +84,7 @@ def _text_length_suited(preset: Preset, frame: pd.DataFrame, config: Config) -> 
     """Pretrained text encoders read the 95th percentile of the data's token counts (rounded
     up to 16, within TOKEN_LENGTHS) instead of a fixed 64: long questions are not cut, short
     titles cost no padding. A fine-tuned encoder stays only where that is at most
-    FINETUNE_MAX_TOKENS."""
+    FINETUNE_MAX_TOKENS and the training rows at most FINETUNE_MAX_ROWS."""
     from mmfuse.encoders import create_encoder
 
     texts = [t for c in config.data.text_cols for t in cells(frame, c) if t][:TEXT_SAMPLE]
@@ -97,7 +100,8 @@ def _text_length_suited(preset: Preset, frame: pd.DataFrame, config: Config) -> 
             counts = [len(ids) for ids in tokenizer(texts)["input_ids"]]
             length = math.ceil(float(np.percentile(counts, 95)) / 16) * 16
             length = int(min(TOKEN_LENGTHS[1], max(TOKEN_LENGTHS[0], length)))
-            if encoder.frozen is False and length > FINETUNE_MAX_TOKENS:
+            if encoder.frozen is False and (length > FINETUNE_MAX_TOKENS
+                                            or len(frame) > FINETUNE_MAX_ROWS):
                 continue
             encoder = dataclasses.replace(encoder, max_length=length)
         encoders.append(encoder)
