@@ -35,6 +35,7 @@ class Preset:
     epochs: int = 30
     folds: int = 5  # k-fold validation on small data (the first fold is the holdout split)
     finetuned_fusions: bool = False  # may a fusion fine-tune an encoder (or only read cached)?
+    fusion_modality_dropout: float = 0.0  # fusions hide a modality at random while training
 
 
 FROZEN_LITE0 = EncoderConfig("efficientnet-lite0")
@@ -181,8 +182,10 @@ def fusion_candidates(
     if image is None or text is None:
         return []
     pair = f"{encoder_label(image)} + {encoder_label(text)}"
-    return [
-        Candidate(f"{fusion} ({pair})",
-                  _variant(base, preset, ["image", "text"], fusion, image, text), single=False)
-        for fusion in preset.fusions
-    ]
+    candidates = []
+    for fusion in preset.fusions:
+        config = _variant(base, preset, ["image", "text"], fusion, image, text)
+        config.train.modality_dropout = max(config.train.modality_dropout,
+                                            preset.fusion_modality_dropout)
+        candidates.append(Candidate(f"{fusion} ({pair})", config, single=False))
+    return candidates
