@@ -267,3 +267,28 @@ def test_a_candidate_cut_short_is_compared_on_the_rows_both_covered() -> None:
     # a model fitted on a fold that lacked a class: its columns are put in the judge's order
     only_b = judge.evidence_of(first_fold, np.ones((5, 1)), np.zeros(5, dtype=int), ["b"])
     assert (only_b.decoded[first_fold] == 1).all() and (only_b.scores[first_fold, 0] == 0).all()
+
+
+def test_a_fold_cut_short_by_the_time_limit_does_not_judge(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fit "takes" 60 s of a 100 s search: the first fold judges the image candidate; the
+    second, stopped by the deadline half-trained, is left out rather than dragging it down."""
+    now = [0.0]
+    monkeypatch.setattr(deadline, "clock", lambda: now[0])
+    fit = Predictor.fit
+
+    def slow_fit(self, *args, **kwargs):
+        fitted = fit(self, *args, **kwargs)
+        now[0] += 60
+        return fitted
+
+    monkeypatch.setattr(Predictor, "fit", slow_fit)
+    quick = Preset("quick", 100, image_encoders=(EncoderConfig("efficientnet-lite0", image_size=32),),
+                   text_encoders=(EncoderConfig("ngram", options={"dim": 8, "buckets": 512}),),
+                   fusions=(), epochs=2, folds=3)
+    image_only_rows(tmp_path, 60, seed=8).to_csv(tmp_path / "train.csv", index=False)
+    auto = AutoSearch(config(tmp_path), quick)
+    auto.fit(tmp_path / "train.csv")
+    rows = {r["candidate"]: r for r in auto.leaderboard_}
+    assert rows["image: efficientnet-lite0"]["folds"] == 1
+    assert rows["text: ngram"]["status"] == "skipped: time limit"

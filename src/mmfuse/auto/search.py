@@ -263,6 +263,8 @@ class AutoSearch:
                 fitted_fold = Predictor(candidate.config).fit(
                     fitting, stopping, deadline=deadline, cache=self._cache,
                     classes=self._judge.classes)
+                if folds and deadline.passed():
+                    break  # cut short by the time limit: a half-trained fold would misjudge it
                 predicting = clocks.clock()
                 scores, decoded, _ = fitted_fold.outputs(fold.held)
                 predict_s += clocks.clock() - predicting
