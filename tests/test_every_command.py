@@ -22,7 +22,7 @@ REFUSALS = {
     ("retrieval", "export"): "ranks, it does not classify",
     ("retrieval", "report"): "ranks, it does not classify",
     **{("ensemble", command): "ensemble of linear members"
-       for command in ("profile", "export")},
+       for command in ("export",)},
 }
 
 

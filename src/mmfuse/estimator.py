@@ -157,9 +157,8 @@ class Estimator:
         if isinstance(fitted, EnsembleModel):
             raise MmfuseError(
                 f"cannot {action}: this model is an ensemble of linear members "
-                f"({fitted.describe()}), not one network. evaluate, predict, robustness, "
-                f"explain, report, serve and the leaderboard work on it; to {action}, train a "
-                "network with model flags (e.g. --fusion concat).")
+                f"({fitted.describe()}), not one network. Every other command works on it; "
+                f"to {action}, train a network with model flags (e.g. --fusion concat).")
         return fitted.model
 
     # ------------------------------------------------------------ fitted state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from mmfuse.features.batches import MultimodalDataset
+from mmfuse.features.cache import FeatureCache
 from mmfuse.predictor import Data, Predictor
 
 
@@ -40,6 +42,34 @@ def _latencies(model, dataset: MultimodalDataset, batch_size: int, repeats: int)
     return times
 
 
+def _row_latencies(predictor: Predictor, rows, batch_size: int, repeats: int,
+                   cached: bool) -> list[float]:
+    """Seconds per batch of validated rows to probabilities; not ``cached``: no feature cache,
+    so images are decoded and encoded on every call."""
+    n, times = len(rows), []
+    for r in range(repeats + 1):
+        picked = rows.iloc[[(r * batch_size + i) % n for i in range(batch_size)]]
+        with contextlib.ExitStack() as stack:
+            if not cached:
+                stack.enter_context(predictor.feature_cache(FeatureCache(None)))
+            started = time.perf_counter()
+            predictor.outputs(picked)
+            if r:
+                times.append(time.perf_counter() - started)
+    return times
+
+
+def _ensemble_parameters(ensemble) -> dict[str, dict[str, int]]:
+    """Frozen parameters per encoder view; the members' fitted coefficients as trainable."""
+    counts = {f"encoder {name}": {"trainable": 0, "frozen": sum(
+        p.numel() for p in encoder.parameters())}
+        for name, encoder in ensemble.encoders_by_name().items()}
+    counts["linear members"] = {"trainable": sum(
+        int(np.asarray(m.arrays[k]).size) for m in ensemble.members
+        for k in ("coef", "intercept")), "frozen": 0}
+    return counts
+
+
 def _summary(times: list[float], batch_size: int) -> dict[str, float]:
     return {"p50_ms": 1000 * float(np.percentile(times, 50)),
             "p95_ms": 1000 * float(np.percentile(times, 95)),
@@ -51,22 +81,30 @@ def profile(
     run_dir: str | Path | None = None, repeats: int = 20, batch_sizes: tuple[int, ...] = (1, 32),
 ) -> dict[str, Any]:
     """Latency p50/p95 and throughput per batch size, end to end from files ("raw") and from
-    cached features ("cached", when an encoder is frozen), plus sizes and memory."""
-    model = predictor.require_network("profile")
+    cached features ("cached", when an encoder is frozen), plus sizes and memory. A network is
+    timed from its dataset to its logits; an ensemble of linear members from validated rows
+    to its probabilities."""
     rows = predictor.read(data, base_dir=base_dir, require_labels=False)
-    model.eval()
-    raw = predictor.dataset(rows, use_cache=False)
-    cached = predictor.dataset(rows)
-    any_frozen = any(e.frozen for e in model.encoders.values())
+    if predictor.is_network:
+        model = predictor.model_.eval()
+        raw, cached = predictor.dataset(rows, use_cache=False), predictor.dataset(rows)
+        time_raw = lambda size: _latencies(model, raw, size, repeats)  # noqa: E731
+        time_cached = lambda size: _latencies(model, cached, size, repeats)  # noqa: E731
+        any_frozen = any(e.frozen for e in model.encoders.values())
+        parameters = parameter_counts(model)
+    else:
+        time_raw = lambda size: _row_latencies(predictor, rows, size, repeats, False)  # noqa: E731
+        time_cached = lambda size: _row_latencies(predictor, rows, size, repeats, True)  # noqa: E731
+        any_frozen = True  # every encoder view of an ensemble is frozen
+        parameters = _ensemble_parameters(predictor.fitted_)
     latency: dict[str, dict[str, Any]] = {}
     for size in batch_sizes:
         latency[f"batch_{size}"] = {
-            "raw": _summary(_latencies(model, raw, size, repeats), size),
-            "cached": _summary(_latencies(model, cached, size, repeats), size) if any_frozen
-            else None,
+            "raw": _summary(time_raw(size), size),
+            "cached": _summary(time_cached(size), size) if any_frozen else None,
         }
     result: dict[str, Any] = {
-        "parameters": parameter_counts(model),
+        "parameters": parameters,
         "latency": latency,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rows": len(rows),

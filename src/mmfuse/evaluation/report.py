@@ -79,8 +79,7 @@ def build_report(
             report[key] = trained[key]
     report["robustness"] = robustness(predictor, rows, severities=severities, seed=seed,
                                       max_rows=None)
-    if predictor.is_network:  # latency and parameters of one network
-        report["efficiency"] = profile(predictor, rows, run_dir=run_dir, repeats=10)
+    report["efficiency"] = profile(predictor, rows, run_dir=run_dir, repeats=10)
     if get_task(task).single_label:
         scores = predictor.outputs(rows)[0]
         truth = predictor.targets(rows).numpy()
@@ -112,7 +111,7 @@ def _render(predictor: Predictor, report: dict[str, Any], examples: list[dict]) 
     title = (f"{report['task']} · {', '.join(predictor.modality_kinds_)} · "
              f"{predictor.describe()}")
     parts = [_summary(report), _training(predictor, report), _errors(predictor, report),
-             _robustness(report["robustness"]), _efficiency(report.get("efficiency")),
+             _robustness(report["robustness"]), _efficiency(report["efficiency"]),
              _calibration(report), _explained(examples)]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>mmfuse report</title>"
             f"<style>{CSS}</style></head><body><header><h1>mmfuse model report</h1>"
@@ -136,11 +135,10 @@ def _summary(report: dict[str, Any]) -> str:
             f"row (noise multiplier {privacy['noise_multiplier']:.2f}, per-example gradients "
             f"clipped to {privacy['max_grad_norm']}, {privacy['steps']} steps, RDP accountant). "
             "Validation rows are not covered.")
-    if "efficiency" in report:
-        efficiency = report["efficiency"]
-        batch1 = efficiency["latency"]["batch_1"]["raw"]
-        cards.append(_card("latency, 1 row", f"{batch1['p50_ms']:.0f} ms"))
-        cards.append(_card("parameters", f"{efficiency['total_parameters'] / 1e6:.1f} M"))
+    efficiency = report["efficiency"]
+    batch1 = efficiency["latency"]["batch_1"]["raw"]
+    cards.append(_card("latency, 1 row", f"{batch1['p50_ms']:.0f} ms"))
+    cards.append(_card("parameters", f"{efficiency['total_parameters'] / 1e6:.1f} M"))
     if "auto" in report:
         notes.append(f"Chosen by auto mode (preset {html.escape(report['auto']['preset'])}): "
                      f"{html.escape(report['auto']['chosen'])}; see <code>mmfuse leaderboard</code>.")
@@ -188,9 +186,7 @@ def _robustness(robust: dict[str, Any]) -> str:
         "trained with --modality-dropout degrade least.</p></div></div></section>")
 
 
-def _efficiency(efficiency: dict[str, Any] | None) -> str:
-    if efficiency is None:
-        return ""
+def _efficiency(efficiency: dict[str, Any]) -> str:
     latency_rows = [[f"{size.replace('_', ' ')}, {mode}", f"{values['p50_ms']:.1f}",
                      f"{values['p95_ms']:.1f}", f"{values['rows_per_second']:,.0f}"]
                     for size, modes in efficiency["latency"].items()
