@@ -193,3 +193,38 @@ def test_a_streamed_body_over_the_limit_is_refused_while_it_arrives(run) -> None
         response = client.post("/v1/predict", content=chunks,
                                headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+
+
+@pytest.mark.parametrize("edit", ["no members", "a weight too many", "an unknown view",
+                                  "coefficients of a member removed"])
+def test_a_tampered_ensemble_folder_gets_one_checkpoint_error(tmp_path, edit) -> None:
+    import numpy as np
+
+    from mmfuse.data.rows import read_rows
+    from mmfuse.ensemble.inputs import View
+    from mmfuse.ensemble.model import EnsembleModel
+
+    make_rows(tmp_path, 40, seed=3).to_csv(tmp_path / "data.csv", index=False)
+    cfg = tiny_config(tmp_path)
+    rows = read_rows(tmp_path / "data.csv", cfg, tmp_path)
+    halves = np.arange(len(rows)) % 2
+    folds = [(np.flatnonzero(halves != k), np.flatnonzero(halves == k)) for k in (0, 1)]
+    model, _ = EnsembleModel.fit(cfg, rows, [View("tfidf-word"), View("tfidf-char")], folds,
+                                 FeatureCache(None))
+    model.save(tmp_path / "run")
+    spec_file = tmp_path / "run" / "ensemble.json"
+    spec = json.loads(spec_file.read_text())
+    if edit == "no members":
+        del spec["members"]
+    elif edit == "a weight too many":
+        spec["weights"].append(0.5)
+    elif edit == "an unknown view":
+        spec["members"][0]["view"] = "tfidf-emoji"
+    else:
+        weights = load_tensors(tmp_path / "run" / "model.safetensors")
+        save_tensors(tmp_path / "run" / "model.safetensors",
+                     {k: v for k, v in weights.items() if k != "member1.coef"})
+    spec_file.write_text(json.dumps(spec))
+    output = refused("predict", str(tmp_path / "run"), "--data", str(tmp_path / "data.csv"),
+                     "--output", str(tmp_path / "p.csv"))
+    assert "ensemble.json does not describe the arrays in" in output

@@ -29,8 +29,8 @@ from mmfuse.ensemble.combine import (
     tempered,
 )
 from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
-from mmfuse.ensemble.members import LinearMember
-from mmfuse.errors import MmfuseError
+from mmfuse.ensemble.members import TFIDF, LinearMember
+from mmfuse.errors import CheckpointError, MmfuseError
 from mmfuse.features.cache import FeatureCache, HoldsFeatureCache
 from mmfuse.features.items import Item
 from mmfuse.model_folder import ModelFolder
@@ -170,6 +170,16 @@ class EnsembleModel(HoldsFeatureCache):
     @classmethod
     def load(cls, directory: str | Path) -> EnsembleModel:
         folder = ModelFolder(directory)
+        try:
+            return cls._load(folder)
+        except (KeyError, TypeError, ValueError, IndexError) as error:  # an edited file
+            raise CheckpointError(
+                f"{folder.path / 'ensemble.json'} does not describe the arrays in "
+                f"{folder.path / 'model.safetensors'} ({type(error).__name__}: {error}); "
+                "re-save or retrain") from error
+
+    @classmethod
+    def _load(cls, folder: ModelFolder) -> EnsembleModel:
         definition, spec, tensors = folder.ensemble()
         arrays = {k: v.numpy() for k, v in tensors.items()}
         members = []
@@ -179,6 +189,14 @@ class EnsembleModel(HoldsFeatureCache):
             members.append(LinearMember(
                 View(entry["view"], encoder), definition.classes, entry["vocabulary"],
                 {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}))
+        n = len(definition.classes or [])
+        for member in members:
+            if member.view.kind not in (*TFIDF, "image", "text"):
+                raise ValueError(f"unknown view {member.view.kind!r}")
+            if member.arrays["coef"].shape[0] != n or member.arrays["intercept"].shape != (n,):
+                raise ValueError(f"{member.view.name}: its coefficients are not for {n} classes")
+        if spec["method"] not in ("stacking", "selection") or len(spec["weights"]) != len(members):
+            raise ValueError("method must be stacking or selection, with one weight per member")
         stacker = None
         if spec["method"] == "stacking":
             stacker = Stacker.from_state({k[len("stacker."):]: v for k, v in arrays.items()
