@@ -292,3 +292,31 @@ def test_a_fold_cut_short_by_the_time_limit_does_not_judge(tmp_path: Path,
     rows = {r["candidate"]: r for r in auto.leaderboard_}
     assert rows["image: efficientnet-lite0"]["folds"] == 1
     assert rows["text: ngram"]["status"] == "skipped: time limit"
+
+
+def test_a_refit_the_time_limit_cut_short_is_not_kept(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chosen network's refit on the plain split is stopped by the deadline half-trained:
+    the first fold's model, the one that was judged, stays the choice."""
+    from mmfuse.auto import linear
+
+    now = [0.0]
+    monkeypatch.setattr(deadline, "clock", lambda: now[0])
+    monkeypatch.setattr(linear, "applies", lambda config: False)  # networks only
+    fit, calls = Predictor.fit, []
+
+    def timed_fit(self, *args, **kwargs):
+        fitted = fit(self, *args, **kwargs)
+        calls.append(1)
+        now[0] += 10 if len(calls) <= 4 else 100  # two candidates x two folds, then the refit
+        return fitted
+
+    monkeypatch.setattr(Predictor, "fit", timed_fit)
+    quick = Preset("quick", 100, image_encoders=(EncoderConfig("efficientnet-lite0", image_size=32),),
+                   text_encoders=(EncoderConfig("ngram", options={"dim": 8, "buckets": 512}),),
+                   fusions=(), epochs=2, folds=2)
+    image_only_rows(tmp_path, 40, seed=9).to_csv(tmp_path / "train.csv", index=False)
+    auto = AutoSearch(config(tmp_path), quick, keep_candidates=True)
+    auto.fit(tmp_path / "train.csv")
+    assert len(calls) == 5  # the refit ran, and ran out of time
+    assert auto.best_ is auto.candidates_[auto.best_name_]

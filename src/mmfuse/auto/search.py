@@ -186,6 +186,9 @@ class AutoSearch:
         except (MmfuseError, RuntimeError) as error:
             CONSOLE.print(f"auto: refit failed ({error}); keeping the first fold's model")
             return
+        if self._deadline.passed():  # stopped half-trained: worse than the judged model
+            CONSOLE.print("auto: the refit ran out of time; keeping the first fold's model")
+            return
         self.best_ = refitted
 
     def _validation_splits(self) -> list[Fold]:
