@@ -228,3 +228,30 @@ def test_a_tampered_ensemble_folder_gets_one_checkpoint_error(tmp_path, edit) ->
     output = refused("predict", str(tmp_path / "run"), "--data", str(tmp_path / "data.csv"),
                      "--output", str(tmp_path / "p.csv"))
     assert "ensemble.json does not describe the arrays in" in output
+
+
+def test_the_installed_command_gives_the_same_answers(run, tmp_path, tiny_csv) -> None:
+    """A few of the cases above through the `mmfuse` entry point a user runs (a process of
+    its own: exit code 2, the sentence, no traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    folder, data = run
+    broken = tampered(folder, tmp_path, "broken")
+    (broken / "labels.json").write_text("[]")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cases = [
+        (["train", "--data", str(tiny_csv), "--out", str(tmp_path / "r"), *TINY, "--epochs", "-3"],
+         "train.epochs must be a number of at least 1, got -3"),
+        (["predict", str(folder), "--data", str(data), "--output", str(a_file / "p.csv")],
+         "is a file, not a folder"),
+        (["evaluate", str(broken), "--data", str(data)], "labels.json must be a JSON object"),
+    ]
+    for arguments, says in cases:
+        done = subprocess.run([str(Path(sys.executable).parent / "mmfuse"), *arguments],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "COLUMNS": "1000"})
+        output = " ".join((done.stdout + done.stderr).split())
+        assert done.returncode == 2 and says in output and "Traceback" not in output, output
