@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -77,6 +78,31 @@ def search(tmp_path: Path, rows: pd.DataFrame, text_col: str = "text", **kwargs)
     auto = AutoSearch(config(tmp_path, text_col), TINY, **kwargs)
     auto.fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
     return auto
+
+
+def quick_preset(time_limit: float, folds: int, fusions: tuple[str, ...] = ()) -> Preset:
+    """The smallest real portfolio: Lite0 at 32 px, a tiny n-gram text model, 2 epochs."""
+    return Preset("quick", time_limit,
+                  image_encoders=(EncoderConfig("efficientnet-lite0", image_size=32),),
+                  text_encoders=(EncoderConfig("ngram", options={"dim": 8, "buckets": 512}),),
+                  fusions=fusions, epochs=2, folds=folds)
+
+
+def fits_take(monkeypatch: pytest.MonkeyPatch, seconds: Callable[[int], float]) -> list[int]:
+    """A clock that moves only when ``Predictor.fit`` returns: by ``seconds(n)`` after the
+    n-th fit (1, 2, ...). Returns the list the fits are counted in."""
+    now, calls = [0.0], []
+    monkeypatch.setattr(deadline, "clock", lambda: now[0])
+    fit = Predictor.fit
+
+    def timed_fit(self, *args, **kwargs):
+        fitted = fit(self, *args, **kwargs)
+        calls.append(1)
+        now[0] += seconds(len(calls))
+        return fitted
+
+    monkeypatch.setattr(Predictor, "fit", timed_fit)
+    return calls
 
 
 def scores(auto: AutoSearch) -> dict[str, float]:
@@ -224,9 +250,7 @@ def test_networks_are_judged_on_rows_they_neither_fitted_nor_stopped_on(
 
     monkeypatch.setattr(Predictor, "fit", spy_fit)
     monkeypatch.setattr(Predictor, "outputs", spy_outputs)
-    quick = Preset("quick", 120, image_encoders=(EncoderConfig("efficientnet-lite0", image_size=32),),
-                   text_encoders=(EncoderConfig("ngram", options={"dim": 8, "buckets": 512}),),
-                   fusions=("concat",), epochs=2, folds=3)
+    quick = quick_preset(120, folds=3, fusions=("concat",))
     rows = image_only_rows(tmp_path, 60, seed=7)
     rows.to_csv(tmp_path / "train.csv", index=False)
     auto = AutoSearch(config(tmp_path), quick)
@@ -273,21 +297,9 @@ def test_a_fold_cut_short_by_the_time_limit_does_not_judge(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Each fit "takes" 60 s of a 100 s search: the first fold judges the image candidate; the
     second, stopped by the deadline half-trained, is left out rather than dragging it down."""
-    now = [0.0]
-    monkeypatch.setattr(deadline, "clock", lambda: now[0])
-    fit = Predictor.fit
-
-    def slow_fit(self, *args, **kwargs):
-        fitted = fit(self, *args, **kwargs)
-        now[0] += 60
-        return fitted
-
-    monkeypatch.setattr(Predictor, "fit", slow_fit)
-    quick = Preset("quick", 100, image_encoders=(EncoderConfig("efficientnet-lite0", image_size=32),),
-                   text_encoders=(EncoderConfig("ngram", options={"dim": 8, "buckets": 512}),),
-                   fusions=(), epochs=2, folds=3)
+    fits_take(monkeypatch, lambda n: 60)
     image_only_rows(tmp_path, 60, seed=8).to_csv(tmp_path / "train.csv", index=False)
-    auto = AutoSearch(config(tmp_path), quick)
+    auto = AutoSearch(config(tmp_path), quick_preset(100, folds=3))
     auto.fit(tmp_path / "train.csv")
     rows = {r["candidate"]: r for r in auto.leaderboard_}
     assert rows["image: efficientnet-lite0"]["folds"] == 1
@@ -300,23 +312,11 @@ def test_a_refit_the_time_limit_cut_short_is_not_kept(tmp_path: Path,
     the first fold's model, the one that was judged, stays the choice."""
     from mmfuse.auto import linear
 
-    now = [0.0]
-    monkeypatch.setattr(deadline, "clock", lambda: now[0])
     monkeypatch.setattr(linear, "applies", lambda config: False)  # networks only
-    fit, calls = Predictor.fit, []
-
-    def timed_fit(self, *args, **kwargs):
-        fitted = fit(self, *args, **kwargs)
-        calls.append(1)
-        now[0] += 10 if len(calls) <= 4 else 100  # two candidates x two folds, then the refit
-        return fitted
-
-    monkeypatch.setattr(Predictor, "fit", timed_fit)
-    quick = Preset("quick", 100, image_encoders=(EncoderConfig("efficientnet-lite0", image_size=32),),
-                   text_encoders=(EncoderConfig("ngram", options={"dim": 8, "buckets": 512}),),
-                   fusions=(), epochs=2, folds=2)
+    # two candidates x two folds take 10 s each, then the refit takes 100 s
+    calls = fits_take(monkeypatch, lambda n: 10 if n <= 4 else 100)
     image_only_rows(tmp_path, 40, seed=9).to_csv(tmp_path / "train.csv", index=False)
-    auto = AutoSearch(config(tmp_path), quick, keep_candidates=True)
+    auto = AutoSearch(config(tmp_path), quick_preset(100, folds=2), keep_candidates=True)
     auto.fit(tmp_path / "train.csv")
     assert len(calls) == 5  # the refit ran, and ran out of time
     assert auto.best_ is auto.candidates_[auto.best_name_]

@@ -17,7 +17,6 @@ from mmfuse.config import Config
 from mmfuse.ensemble.inputs import View
 from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.features.cache import FeatureCache
-from mmfuse.model_kinds import kind_for
 from mmfuse.scoring import METRIC_DIRECTION
 from mmfuse.tasks import get_task
 from mmfuse.training.stacking import fold_splits
@@ -50,18 +49,16 @@ def linear_views(config: Config, preset: Preset) -> list[View]:
 
 
 def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: Preset,
-               cache: FeatureCache, small_data: bool
+               cache: FeatureCache, small_data: bool, classes: list[str]
                ) -> tuple[EnsembleModel, np.ndarray, dict[str, float]]:
-    """The ensemble, its probabilities on the judging rows and each member's out-of-fold
-    score (the selection metric). Small data: the judging rows are every row (training, then
-    validation), each predicted out of fold on the same folds as the other candidates, and
-    the members are fitted on every row. Large data: fitted with k folds of the training
-    rows, judged on the validation rows."""
-    every = pd.concat([train, val], ignore_index=True)
-    every.attrs = dict(train.attrs)
-    classes = kind_for(config).fit_classes(config, every)  # a class only in val is still one
+    """The ensemble over ``classes`` (every label of training and validation rows), its
+    probabilities on the judging rows and each member's out-of-fold score (the selection
+    metric). Small data: the judging rows are every row (training, then validation), each
+    predicted out of fold on the same folds as the other candidates, and the members are
+    fitted on every row. Large data: fitted with k folds of the training rows, judged on the
+    validation rows."""
     if small_data:
-        rows, k = every, preset.folds
+        rows, k = pd.concat([train, val], ignore_index=True), preset.folds
     else:
         rows, k = train, min(preset.folds, LARGE_DATA_FOLDS)
         if len(rows) > LARGE_DATA_ROWS:

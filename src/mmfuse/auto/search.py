@@ -300,8 +300,9 @@ class AutoSearch:
         CONSOLE.print(f"[bold]auto[/] [1/{self._planned}] {linear.NAME}")
         started = clocks.clock()
         try:
-            model, judged, scores = linear.fit_linear(self.config, self._train, self._val,
-                                                      preset, self._cache, len(self._splits) > 1)
+            model, judged, scores = linear.fit_linear(
+                self.config, self._train, self._val, preset, self._cache,
+                len(self._splits) > 1, self._judge.classes)
         except (MmfuseError, ValueError) as error:  # one bad candidate must not end the search
             CONSOLE.print(f"auto: {linear.NAME} failed: {error}")
             self._record(self._row(linear.NAME, None, f"failed: {error}"))
