@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from conftest import make_rows
+from safetensors import safe_open
 
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
 from mmfuse.errors import ConfigError
@@ -39,6 +40,19 @@ def deterministic_config(tmp_path: Path) -> dict:
     ).to_dict()
 
 
+def cached_items(cache: Path) -> dict[str, tuple[str, torch.Tensor]]:
+    """Every pooled feature in a cache: digest -> (the process that wrote it, the vector).
+    Fails on an item written twice."""
+    items: dict[str, tuple[str, torch.Tensor]] = {}
+    for shard in cache.glob("*/shard-*.safetensors"):
+        with safe_open(str(shard), framework="pt") as handle:
+            process = handle.metadata()["process"]
+            for name in handle.keys():
+                assert name not in items, f"{name} encoded twice"
+                items[name] = (process, handle.get_tensor(name))
+    return items
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,9 +71,19 @@ def test_two_ddp_processes_train_the_model_one_process_trains(tmp_path: Path) ->
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
               "--dynamo_backend", "no", "--main_process_port", str(free_port())]
-    two = subprocess.run([*launch, *train, "--out", str(tmp_path / "two")],
+    # The two processes start from an empty cache: each encodes half of the images.
+    two = subprocess.run([*launch, *train, "--out", str(tmp_path / "two"),
+                          "--cache-dir", str(tmp_path / "cache2")],
                          capture_output=True, text=True, env=env)
     assert two.returncode == 0, two.stderr
+    alone, shared = cached_items(tmp_path / "cache"), cached_items(tmp_path / "cache2")
+    assert alone.keys() == shared.keys()  # every image encoded, and exactly once (no repeats)
+    writers = [process for process, _ in shared.values()]
+    assert sorted(set(writers)) == ["0", "1"]  # both processes encoded ...
+    assert abs(writers.count("0") - writers.count("1")) <= 1  # ... a half each
+    # what one process computed (batches of other rows round differently)
+    for digest, (_, features) in shared.items():
+        torch.testing.assert_close(features, alone[digest][1], atol=1e-4, rtol=1e-4)
 
     single, double = (load_tensors(tmp_path / run / "model.safetensors") for run in ("one", "two"))
     assert single.keys() == double.keys()

@@ -23,14 +23,14 @@ from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.deadline import Deadline
 from mmfuse.errors import ConfigError, Problem
 from mmfuse.features.batches import MultimodalDataset
-from mmfuse.features.cache import FeatureCache, HoldsFeatureCache, make_dataset
+from mmfuse.features.cache import FeatureCache, HoldsFeatureCache, Together, make_dataset
 from mmfuse.features.items import Item, items_batch
 from mmfuse.model_folder import Definition, ModelFolder
 from mmfuse.model_kinds import KINDS, ModelKind, kind_for
 from mmfuse.progress import CONSOLE
 from mmfuse.scoring import fit_temperature
 from mmfuse.tasks import Task, get_task
-from mmfuse.training.distributed import is_main_process, main_process_first
+from mmfuse.training.distributed import encoding_together, is_main_process
 from mmfuse.training.inference import run_model
 from mmfuse.training.stacking import fit_stack
 from mmfuse.training.trainer import train
@@ -100,8 +100,9 @@ class FittedModel(HoldsFeatureCache):
                 ModelFolder(run).write_definition(self.definition(), self.model)
                 if self.skipped:
                     problems_frame(self.skipped).to_csv(run / "bad_rows.csv", index=False)
-        with main_process_first():  # one process fills the feature cache, the others read it
-            train_set, val_set = self.dataset(train_rows), self.dataset(val_rows)
+        together = encoding_together()  # processes of a launch share the encoding work
+        train_set = self.dataset(train_rows, together=together)
+        val_set = self.dataset(val_rows, together=together)
 
         def validate(model: nn.Module) -> dict[str, float]:
             scores = self.kind.score(self, model, val_rows, val_set)
@@ -144,12 +145,13 @@ class FittedModel(HoldsFeatureCache):
         return self.kind.targets(self, rows)
 
     def dataset(self, rows: pd.DataFrame, with_targets: bool = True,
-                use_cache: bool = True) -> MultimodalDataset:
-        """Model inputs for validated rows; ``use_cache=False`` decodes and encodes live."""
+                use_cache: bool = True, together: Together | None = None) -> MultimodalDataset:
+        """Model inputs for validated rows; ``use_cache=False`` decodes and encodes live.
+        ``together``: every process of a launch calls this and encodes a share."""
         encoders = {m: self.model.encoder_for(m) for m in self.model.modalities}
         targets = self.targets(rows) if with_targets else None
         return make_dataset(rows, encoders, self.feature_cache(),
-                            self.kind.needs_tokens(self.model), targets, use_cache)
+                            self.kind.needs_tokens(self.model), targets, use_cache, together)
 
     # ------------------------------------------------------------------ scoring
     def logits(self, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]:

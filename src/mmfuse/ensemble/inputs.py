@@ -57,7 +57,7 @@ class MemberInputs:
                   encoders: dict[str, Encoder]) -> MemberInputs:
         def features(encoder: Encoder, column: str) -> torch.Tensor:
             table = cache.table(encoder, cells(rows, column), with_tokens=False)
-            return table.pooled[table.index]
+            return table.fetch(torch.arange(len(table.index)))["pooled"]
 
         return cls(config, encoders, features, lambda column: cells(rows, column))
 

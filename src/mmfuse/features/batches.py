@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmfuse.data.images import ImageTransform, open_image
+from mmfuse.features.stored import StoredTable
 
 Batch = dict[str, dict[str, torch.Tensor]]
 
@@ -74,7 +75,7 @@ class RawTexts:
         return out
 
 
-Source = FeatureTable | RawImages | RawTexts
+Source = FeatureTable | StoredTable | RawImages | RawTexts
 
 
 class MultimodalDataset(Dataset):

@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from accelerate.utils import send_to_device
-from safetensors import SafetensorError, safe_open
 from torch.utils.data import DataLoader, Dataset
 
 from mmfuse.config import Config
@@ -25,6 +26,14 @@ from mmfuse.data.images import open_image
 from mmfuse.data.validate import cells
 from mmfuse.encoders.base import Encoder
 from mmfuse.features.batches import FeatureTable, MultimodalDataset, RawImages, RawTexts, Source
+from mmfuse.features.stored import (
+    CorruptShard,
+    Locations,
+    StoredFeatures,
+    StoredTable,
+    digest_array,
+    shard_header,
+)
 from mmfuse.io import atomic_write_text, save_tensors
 from mmfuse.progress import CONSOLE, make_progress
 
@@ -34,6 +43,8 @@ SHARD_ITEMS = 2048
 # per 16 images): a batch of 16 stays in cache. Text encoders do not care (MiniLM: 0.075 s).
 IMAGE_BATCH = 16
 TEXT_BATCH = 64
+# A table up to this size is read into memory to train from; a larger one stays on disk.
+IN_MEMORY_BYTES = 512 * 2**20
 MIN_ITEMS_FOR_WORKERS = 512  # starting worker processes costs ~0.1 s: not worth it for a few rows
 
 
@@ -81,18 +92,33 @@ class _Inputs(Dataset):
         return self.transform(open_image(value)) if self.kind == "image" else value
 
 
-class FeatureCache:
-    """``table(encoder, values, with_tokens)`` returns a FeatureTable, encoding only what is new.
+@dataclass(frozen=True)
+class Together:
+    """Processes filling the cache at once (``accelerate launch``): each encodes every
+    ``processes``-th new item into shards of its own; ``wait`` is a barrier across them."""
 
-    The disk is the cache: memory holds only the table being built, so embedding a large
-    collection in chunks stays bounded. ``root=None`` disables it (features are recomputed).
+    rank: int
+    processes: int
+    wait: Callable[[], None]
+
+
+class FeatureCache:
+    """``table(encoder, values, with_tokens)`` returns a table of features, encoding only what
+    is new.
+
+    The disk is the cache: encoding streams into shards (memory holds one shard at a time),
+    and a table locates its items in the shards. One that fits ``in_memory_bytes`` is read
+    into memory (fastest to train from); a larger one stays on disk and each batch reads its
+    rows (features/stored.py), so a table's size is bounded by the disk, not by memory.
+    ``root=None`` disables the cache (features are computed and held in memory).
     """
 
     def __init__(self, root: Path | None, batch_size: int | None = None,
-                 num_workers: int = 2) -> None:
+                 num_workers: int = 2, in_memory_bytes: int | None = None) -> None:
         self.root = Path(root) if root is not None else None
         self.batch_size = batch_size  # None: the measured best per kind
         self.num_workers = num_workers
+        self.in_memory_bytes = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
 
     def folder(self, encoder: Encoder) -> Path | None:
         if self.root is None:
@@ -100,62 +126,134 @@ class FeatureCache:
         key = hashlib.blake2b(encoder.cache_key.encode(), digest_size=10).hexdigest()
         return self.root / key
 
-    def table(self, encoder: Encoder, values: list[str | None], with_tokens: bool) -> FeatureTable:
-        kind = encoder.kind
+    def table(self, encoder: Encoder, values: list[str | None], with_tokens: bool,
+              together: Together | None = None) -> FeatureTable | StoredTable:
+        """Features of ``values`` (None: missing) row by row; with ``together``, every
+        process of the run must call this with the same values."""
         distinct = sorted({v for v in values if v is not None})
-        hashes = {v: content_hash(kind, v) for v in distinct}
-        store = self._load(encoder, set(hashes.values()), with_tokens)
-        todo = [v for v in distinct if hashes[v] not in store]
-        if todo:
-            self._encode(encoder, todo, hashes, store, with_tokens)
-        slot = {v: i for i, v in enumerate(distinct)}
-        pooled = torch.zeros(len(distinct) + 1, encoder.output_dim)
-        for v, i in slot.items():
-            pooled[i] = store[hashes[v]]["pooled"]
-        tokens = mask = None
-        if with_tokens:
-            width = max([store[hashes[v]]["tokens"].shape[0] for v in distinct] or [1])
-            tokens = torch.zeros(len(distinct) + 1, width, encoder.output_dim, dtype=torch.float16)
-            mask = torch.zeros(len(distinct) + 1, width, dtype=torch.bool)
-            for v, i in slot.items():
-                item = store[hashes[v]]["tokens"]
-                tokens[i, : item.shape[0]] = item
-                mask[i, : item.shape[0]] = True
-        index = torch.tensor([slot[v] if v is not None else len(distinct) for v in values])
+        # Items are distinct contents: two files with the same bytes are one item.
+        digests, first, item_of = np.unique(
+            digest_array([content_hash(encoder.kind, v) for v in distinct]),
+            return_index=True, return_inverse=True)
+        slot = {v: int(item_of[i]) for i, v in enumerate(distinct)}
+        index = torch.tensor([slot[v] if v is not None else len(digests) for v in values],
+                             dtype=torch.long)
         present = torch.tensor([v is not None for v in values], dtype=torch.bool)
+        del slot
+
+        def values_of(items: np.ndarray) -> list[str]:
+            return [distinct[first[i]] for i in items]
+
+        if self.folder(encoder) is None:  # no cache: encode everything, keep it in memory
+            return FeatureTable(*self._in_memory(encoder, values_of(np.arange(len(digests))),
+                                                 with_tokens), index, present)
+        stored = self.stored(encoder, digests, with_tokens, values_of, together)
+        if stored.nbytes > self.in_memory_bytes:
+            return StoredTable(stored, index, present)
+        pooled, tokens, mask = stored.load()
+        stored.close()
         return FeatureTable(pooled, tokens, mask, index, present)
 
-    def _load(self, encoder: Encoder, wanted: set[str], with_tokens: bool) -> dict:
-        store: dict[str, dict[str, torch.Tensor]] = {}
+    def stored(self, encoder: Encoder, digests: np.ndarray, with_tokens: bool,
+               values_of: Callable[[np.ndarray], list[str]],
+               together: Together | None = None) -> StoredFeatures:
+        """The stored features of the items with these (U,) digests, encoding those not yet
+        in the cache (``values_of(positions)`` gives their inputs)."""
         folder = self.folder(encoder)
-        if folder is not None and folder.exists():
-            for shard in sorted(folder.glob("shard-*.safetensors")):
-                found: dict[str, dict[str, torch.Tensor]] = {}
-                try:  # the header states every tensor's length: truncation is detected
-                    with safe_open(str(shard), framework="pt") as handle:
-                        for name in handle.keys():
-                            digest, part = name.split(".", 1)
-                            if digest in wanted and part not in store.get(digest, {}):
-                                found.setdefault(digest, {})[part] = handle.get_tensor(name)
-                except (SafetensorError, OSError, ValueError) as error:
-                    # only lost work: its features are recomputed (and written anew)
-                    CONSOLE.print(f"[yellow]feature cache: {shard} is corrupt ({error}); "
-                                  "discarded, its features are computed again[/]")
-                    shard.unlink(missing_ok=True)
-                    continue
-                for digest, parts in found.items():
-                    store.setdefault(digest, {}).update(parts)
-        need = {"pooled", "tokens"} if with_tokens else {"pooled"}
-        return {d: parts for d, parts in store.items() if need <= set(parts)}
+        if folder is None:
+            raise ValueError("the feature cache is off")
+        stored = self._locate(encoder, folder, digests, with_tokens)
+        todo = np.flatnonzero(~self._complete(stored))
+        if together is not None and together.processes > 1:
+            together.wait()  # everyone has seen the same cache before anyone adds to it
+            mine = todo[together.rank::together.processes]
+            if len(mine):
+                self._encode(encoder, folder, values_of(mine), digests[mine], with_tokens,
+                             together.rank)
+            together.wait()
+        elif len(todo):
+            self._encode(encoder, folder, values_of(todo), digests[todo], with_tokens, 0)
+        if len(todo):
+            stored.close()
+            stored = self._locate(encoder, folder, digests, with_tokens)
+            if not self._complete(stored).all():
+                raise OSError(f"feature cache {folder}: features written a moment ago are gone "
+                              "(is another job deleting files there?)")
+        return stored
 
-    def _encode(
-        self, encoder: Encoder, values: list[str], hashes: dict[str, str], store: dict,
-        with_tokens: bool,
-    ) -> None:
-        folder = self.folder(encoder)
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(folder / "key.txt", encoder.cache_key + "\n")
+    @staticmethod
+    def _complete(stored: StoredFeatures) -> np.ndarray:
+        found = stored.pooled.found
+        return found & stored.tokens.found if stored.tokens is not None else found
+
+    def _locate(self, encoder: Encoder, folder: Path, digests: np.ndarray,
+                with_tokens: bool) -> StoredFeatures:
+        """Where the shards of ``folder`` hold each of the (U,) items (the first copy)."""
+        order = np.argsort(digests)
+        ordered = digests[order]
+        pooled = Locations.empty(len(digests), with_lengths=False)
+        tokens = Locations.empty(len(digests), with_lengths=True) if with_tokens else None
+        files: list[str] = []
+        for shard in sorted(folder.glob("shard-*.safetensors")) if folder.exists() else ():
+            try:
+                header, data_start = shard_header(shard)
+            except (CorruptShard, OSError) as error:
+                # only lost work: its features are computed (and written) again
+                CONSOLE.print(f"[yellow]feature cache: {shard} is corrupt ({error}); "
+                              "discarded, its features are computed again[/]")
+                shard.unlink(missing_ok=True)
+                continue
+            files.append(str(shard))
+            for part, where in (("pooled", pooled), ("tokens", tokens)):
+                names = [n for n in header if n.endswith("." + part)] if where else []
+                if not names:
+                    continue
+                found = np.array([bytes.fromhex(n.split(".", 1)[0]) for n in names], dtype="S16")
+                position = np.minimum(np.searchsorted(ordered, found), len(ordered) - 1)
+                hit = (ordered[position] == found) if len(ordered) else np.zeros(0, bool)
+                for name, item in zip(np.asarray(names)[hit], order[position[hit]], strict=True):
+                    entry = header[name]
+                    if where.file[item] >= 0 or entry["shape"][-1] != encoder.output_dim:
+                        continue
+                    where.file[item] = len(files) - 1
+                    where.offset[item] = data_start + entry["data_offsets"][0]
+                    if where.length is not None:
+                        where.length[item] = entry["shape"][0]
+        return StoredFeatures(files, encoder.output_dim, pooled, tokens)
+
+    def _in_memory(self, encoder: Encoder, values: list[str], with_tokens: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """pooled (U + 1, D), tokens (U + 1, T, D) and mask (U + 1, T), computed now."""
+        encoded = [parts for _, parts in self._encoded(encoder, values, with_tokens)]
+        pooled = torch.zeros(len(values) + 1, encoder.output_dim)
+        for i, parts in enumerate(encoded):
+            pooled[i] = parts["pooled"]
+        if not with_tokens:
+            return pooled, None, None
+        width = max([parts["tokens"].shape[0] for parts in encoded] or [1])
+        tokens = torch.zeros(len(values) + 1, width, encoder.output_dim, dtype=torch.float16)
+        mask = torch.zeros(len(values) + 1, width, dtype=torch.bool)
+        for i, parts in enumerate(encoded):
+            tokens[i, : parts["tokens"].shape[0]] = parts["tokens"]
+            mask[i, : parts["tokens"].shape[0]] = True
+        return pooled, tokens, mask
+
+    def _encode(self, encoder: Encoder, folder: Path, values: list[str], digests: np.ndarray,
+                with_tokens: bool, process: int) -> None:
+        """Encode ``values`` into new shards of ``folder`` (``SHARD_ITEMS`` at a time)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "key.txt", encoder.cache_key + "\n")
+        pending: dict[str, torch.Tensor] = {}
+        for position, parts in self._encoded(encoder, values, with_tokens):
+            digest = digests[position].hex()
+            pending.update({f"{digest}.{k}": v for k, v in parts.items()})
+            if len(pending) >= SHARD_ITEMS:
+                self._flush(folder, pending, process)
+        self._flush(folder, pending, process)
+
+    def _encoded(self, encoder: Encoder, values: list[str], with_tokens: bool
+                 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """(position in ``values``, {"pooled": (D,) float32, "tokens": (L, D) float16})."""
         was_training = encoder.training
         home = next(encoder.parameters()).device
         device = torch.device("cuda") if torch.cuda.is_available() else home
@@ -169,40 +267,38 @@ class FeatureCache:
             _Inputs(encoder.kind, values, encoder), batch_size=batch_size,
             num_workers=workers, collate_fn=list,
         )
-        pending: dict[str, torch.Tensor] = {}
         done = 0
-        with make_progress() as progress:
-            task = progress.add_task(
-                f"Encoding {encoder.kind}s ({encoder.fingerprint.split(':')[0]})",
-                total=len(values), status="",
-            )
-            for batch in loader:
-                inputs = send_to_device(encoder.prepare(batch), device)
-                if images:
-                    inputs = {k: v.contiguous(memory_format=layout) for k, v in inputs.items()}
-                # Only the forward pass: the .to() copies above and below, made in inference
-                # mode, would be inference tensors that autograd (explanations) cannot use.
-                with torch.inference_mode():
-                    out = encoder(**inputs)
-                for row in range(len(batch)):
-                    digest = hashes[values[done + row]]
-                    parts = {"pooled": out.pooled[row].float().cpu().clone()}
-                    if with_tokens:
-                        length = int(out.token_mask[row].sum())
-                        parts["tokens"] = out.tokens[row, :length].half().cpu().clone()
-                    store.setdefault(digest, {}).update(parts)
-                    pending.update({f"{digest}.{k}": v for k, v in parts.items()})
-                done += len(batch)
-                progress.advance(task, len(batch))
-                if len(pending) >= SHARD_ITEMS:
-                    self._flush(folder, pending)
-        self._flush(folder, pending)
-        encoder.to(home, memory_format=torch.contiguous_format).train(was_training)
+        try:
+            with make_progress() as progress:
+                task = progress.add_task(
+                    f"Encoding {encoder.kind}s ({encoder.fingerprint.split(':')[0]})",
+                    total=len(values), status="",
+                )
+                for batch in loader:
+                    inputs = send_to_device(encoder.prepare(batch), device)
+                    if images:
+                        inputs = {k: v.contiguous(memory_format=layout) for k, v in inputs.items()}
+                    # Only the forward pass: the .to() copies above and below, made in
+                    # inference mode, would be inference tensors that autograd (explanations)
+                    # cannot use.
+                    with torch.inference_mode():
+                        out = encoder(**inputs)
+                    for row in range(len(batch)):
+                        parts = {"pooled": out.pooled[row].float().cpu().clone()}
+                        if with_tokens:
+                            length = int(out.token_mask[row].sum())
+                            parts["tokens"] = out.tokens[row, :length].half().cpu().clone()
+                        yield done + row, parts
+                    done += len(batch)
+                    progress.advance(task, len(batch))
+        finally:
+            encoder.to(home, memory_format=torch.contiguous_format).train(was_training)
 
     @staticmethod
-    def _flush(folder: Path | None, pending: dict[str, torch.Tensor]) -> None:
-        if folder is not None and pending:
-            save_tensors(folder / f"shard-{uuid.uuid4().hex}.safetensors", pending)
+    def _flush(folder: Path, pending: dict[str, torch.Tensor], process: int) -> None:
+        if pending:  # the writer is noted: a run's processes each add shards of their own
+            save_tensors(folder / f"shard-{uuid.uuid4().hex}.safetensors", pending,
+                         metadata={"process": str(process)})
         pending.clear()
 
 
@@ -213,6 +309,7 @@ def make_dataset(
     with_tokens: bool,
     targets: torch.Tensor | None = None,
     use_cache: bool = True,
+    together: Together | None = None,
 ) -> MultimodalDataset:
     """Rows of a validated frame, each modality (column) served by its encoder's source:
     frozen encoders from the feature cache, trainable ones (or all, ``use_cache=False``) as
@@ -221,7 +318,7 @@ def make_dataset(
     for m, encoder in encoders.items():
         values = cells(frame, m)
         if encoder.frozen and use_cache:
-            sources[m] = cache.table(encoder, values, with_tokens)
+            sources[m] = cache.table(encoder, values, with_tokens, together)
         elif encoder.kind == "image":
             sources[m] = RawImages(values, encoder.transform, encoder.prepare)  # type: ignore[arg-type]
         else:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
 from mmfuse.features.batches import MultimodalDataset, unwrap
 from mmfuse.features.cache import worth_workers
@@ -26,3 +29,27 @@ def make_loader(
         num_workers=workers,
         persistent_workers=False,
     )
+
+
+class Shuffled(Sampler[int]):
+    """A seeded permutation of ``rows`` (or, with ``weights`` (N,), as many draws with
+    replacement), the draws of torch's RandomSampler / WeightedRandomSampler, yielded a chunk
+    at a time: those turn the whole order into a Python list first (36 bytes a row, 108 MB
+    for 3 million rows) where this keeps one tensor (8 bytes a row)."""
+
+    CHUNK = 65536
+
+    def __init__(self, rows: int, generator: torch.Generator,
+                 weights: torch.Tensor | None = None) -> None:
+        self.rows, self.generator = rows, generator
+        self.weights = torch.as_tensor(weights, dtype=torch.double) if weights is not None else None
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __iter__(self) -> Iterator[int]:
+        order = (torch.multinomial(self.weights, self.rows, True, generator=self.generator)
+                 if self.weights is not None
+                 else torch.randperm(self.rows, generator=self.generator))
+        for start in range(0, self.rows, self.CHUNK):
+            yield from order[start:start + self.CHUNK].tolist()

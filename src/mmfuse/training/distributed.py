@@ -10,14 +10,13 @@ the main process writes files and prints.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.state import AcceleratorState, GradientState
 
 from mmfuse.config import TrainConfig
 from mmfuse.errors import ConfigError
+from mmfuse.features.cache import Together
 
 PRECISIONS = ("no", "bf16", "fp16")
 
@@ -44,9 +43,13 @@ def is_main_process() -> bool:
     return process_state().is_main_process
 
 
-def main_process_first() -> AbstractContextManager:
-    """The main process goes first (e.g. fills the feature cache), the others then read it."""
-    return process_state().main_process_first()
+def encoding_together() -> Together | None:
+    """Under ``accelerate launch``: every process encodes its share of the new features into
+    the shared cache, and all wait for all before reading it (None in a single process)."""
+    state = process_state()
+    if state.num_processes == 1:
+        return None
+    return Together(state.process_index, state.num_processes, state.wait_for_everyone)
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:

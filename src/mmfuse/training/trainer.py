@@ -21,13 +21,12 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device
-from torch.utils.data import RandomSampler, WeightedRandomSampler
 
 from mmfuse.config import TrainConfig
 from mmfuse.deadline import Deadline
 from mmfuse.errors import CheckpointError
 from mmfuse.features.batches import Batch, MultimodalDataset
-from mmfuse.features.loaders import make_loader
+from mmfuse.features.loaders import Shuffled, make_loader
 from mmfuse.features.process_batches import Share
 from mmfuse.io import (
     atomic_write_text,
@@ -207,11 +206,7 @@ class Loop:
     def loader(self, generator: torch.Generator):
         """This epoch's batches: a seeded shuffle (or balanced draw), this process's share."""
         train_set, cfg = self.train_set, self.cfg
-        sampler = (
-            WeightedRandomSampler(self.sample_weights, len(train_set), generator=generator)
-            if self.sample_weights is not None
-            else RandomSampler(train_set, generator=generator)
-        )
+        sampler = Shuffled(len(train_set), generator, self.sample_weights)
         if self.dp is not None:
             return self.dp.loader(make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler),
                                   generator)

@@ -1,0 +1,105 @@
+"""Features that stay on disk: a table larger than memory is read batch by batch from the
+cache's shards and gives what the same table read into memory gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_rows
+from safetensors import safe_open
+
+from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
+from mmfuse.encoders import create_encoder
+from mmfuse.features import cache as cache_module
+from mmfuse.features.cache import FeatureCache
+from mmfuse.features.stored import StoredTable
+
+
+def test_a_table_on_disk_reads_what_memory_holds(tmp_path: Path) -> None:
+    encoder = create_encoder("text", EncoderConfig("minilm", max_length=16))
+    texts = ["a red square", None, "a blue circle", "a red square",
+             "a much longer sentence about a green triangle on the left", "x"]
+    # Encoded in two sessions: the table spans two shards.
+    FeatureCache(tmp_path, batch_size=2).table(encoder, texts[:3], with_tokens=True)
+    on_disk = FeatureCache(tmp_path, in_memory_bytes=0).table(encoder, texts, with_tokens=True)
+    in_memory = FeatureCache(tmp_path).table(encoder, texts, with_tokens=True)
+    assert isinstance(on_disk, StoredTable) and not isinstance(in_memory, StoredTable)
+    assert len(list(tmp_path.glob("*/shard-*.safetensors"))) == 2
+    rows = torch.tensor([5, 1, 0, 3, 0, 4])  # any order, a missing text, a repeated row
+    disk, memory = on_disk.fetch(rows), in_memory.fetch(rows)
+    assert disk.keys() == memory.keys()
+    for name in disk:
+        torch.testing.assert_close(disk[name], memory[name], rtol=0, atol=0)
+    assert not disk["pooled"][1].any() and not disk["token_mask"][1].any()  # the missing text
+    # ... and both hold what the encoder computes now, in the untouched model.
+    with torch.inference_mode():
+        fresh = encoder.eval()(**encoder.prepare(["a red square"])).pooled[0]
+    torch.testing.assert_close(disk["pooled"][2], fresh, atol=1e-5, rtol=0)  # row 0
+
+
+def test_every_shard_entry_is_located_once(tmp_path: Path) -> None:
+    encoder = create_encoder("text", EncoderConfig("minilm", max_length=16))
+    texts = [f"text number {i}" for i in range(7)]
+    FeatureCache(tmp_path, batch_size=3).table(encoder, texts[:4], with_tokens=False)
+    table = FeatureCache(tmp_path, in_memory_bytes=0).table(encoder, texts, with_tokens=False)
+    written = {}
+    for shard in tmp_path.glob("*/shard-*.safetensors"):
+        with safe_open(str(shard), framework="pt") as handle:
+            written |= {name: handle.get_tensor(name) for name in handle.keys()}
+    assert len(written) == 7  # the second call encoded only the three new texts
+    located = table.fetch(torch.arange(7))["pooled"]
+    from mmfuse.features.cache import content_hash
+    for i, text in enumerate(texts):
+        torch.testing.assert_close(located[i], written[f"{content_hash('text', text)}.pooled"],
+                                   rtol=0, atol=0)
+
+
+def frozen_config(tmp_path: Path, fusion: str) -> Config:
+    return Config(
+        data=DataConfig(image_cols=["image"], text_cols=["caption"], label_col="label",
+                        allow_missing=True),
+        model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0", image_size=32),
+                          text_encoder=EncoderConfig("minilm", max_length=16),
+                          fusion=fusion, hidden_dim=16),
+        train=TrainConfig(epochs=2, batch_size=16, num_workers=0, modality_dropout=0.2),
+        cache_dir=str(tmp_path / "cache"),
+    )
+
+
+@pytest.mark.parametrize("fusion", ["concat", "cross-attention"])
+def test_training_from_disk_equals_training_from_memory(tmp_path: Path, monkeypatch,
+                                                        fusion: str) -> None:
+    rows = make_rows(tmp_path, 45)  # 40 training rows: two batches of 16 and one of 8
+    rows.loc[[3, 17], "caption"] = None  # mixed holes
+    rows.loc[[8], "image"] = None
+    twin = tmp_path / "twin.png"  # the same bytes under another name: one item in the cache
+    twin.write_bytes((tmp_path / rows.loc[4, "image"]).read_bytes())
+    rows.loc[5, "image"] = twin.name
+    probabilities, reads = [], []
+    fetch = StoredTable.fetch
+    monkeypatch.setattr(StoredTable, "fetch", lambda self, r: reads.append(len(r)) or fetch(self, r))
+    for in_memory in (cache_module.IN_MEMORY_BYTES, 0):
+        monkeypatch.setattr(cache_module, "IN_MEMORY_BYTES", in_memory)
+        predictor = Predictor(frozen_config(tmp_path, fusion)).fit(rows, base_dir=tmp_path)
+        probabilities.append(predictor.predict_proba(rows, base_dir=tmp_path).to_numpy())
+        assert bool(reads) == (in_memory == 0)  # the second run read batches from disk
+    np.testing.assert_array_equal(probabilities[0], probabilities[1])
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_shuffled_draws_what_torch_samplers_draw(weighted: bool) -> None:
+    """The trainer's sampler keeps a tensor instead of a list of every row; its order must be
+    torch's (a resumed run replays, and nothing about shuffling changed but memory)."""
+    from torch.utils.data import RandomSampler, WeightedRandomSampler
+
+    from mmfuse.features.loaders import Shuffled
+
+    weights = torch.rand(70_001) if weighted else None  # more than one chunk, uneven
+    ours = list(Shuffled(70_001, torch.Generator().manual_seed(3), weights))
+    generator = torch.Generator().manual_seed(3)
+    theirs = list(WeightedRandomSampler(weights, 70_001, generator=generator) if weighted
+                  else RandomSampler(range(70_001), generator=generator))
+    assert ours == theirs
