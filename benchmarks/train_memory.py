@@ -45,7 +45,7 @@ def config(folder: Path):
         data=DataConfig(image_cols=["image"], text_cols=["text"], label_col="label"),
         model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0"),
                           text_encoder=EncoderConfig("minilm"), fusion="concat"),
-        train=TrainConfig(epochs=1, num_workers=0),
+        train=TrainConfig(epochs=1),
         cache_dir=str(folder),
     )
 

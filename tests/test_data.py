@@ -123,6 +123,13 @@ def test_tar_shards_train_and_predict_like_a_manifest(tmp_path: Path) -> None:
     assert written == 60 and streamed["row"].tolist() == list(range(1, 61))
     expected = predictor.predict_frame(rows, base_dir=tmp_path)
     np.testing.assert_allclose(streamed["p_yes"], expected["p_yes"], atol=1e-6)
+    # The same rows as a CSV train the same model: same order, same images, same labels.
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    from_csv = Predictor(tiny_config(tmp_path)).fit(tmp_path / "train.csv")
+    assert [r["val_accuracy"] for r in from_csv.history_] == [
+        r["val_accuracy"] for r in predictor.history_]
+    np.testing.assert_allclose(from_csv.predict_frame(rows, base_dir=tmp_path)["p_yes"],
+                               expected["p_yes"], atol=1e-6)
     truncated = tmp_path / "shard-1.tar"
     truncated.write_bytes(truncated.read_bytes()[:3000])  # cut inside a member
     with pytest.raises(MmfuseError, match="cannot read shards"):

@@ -14,7 +14,9 @@ from safetensors import safe_open
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
 from mmfuse.encoders import create_encoder
 from mmfuse.features import cache as cache_module
+from mmfuse.features import loaders
 from mmfuse.features.cache import FeatureCache
+from mmfuse.features.loaders import Prefetched
 from mmfuse.features.stored import StoredTable
 
 
@@ -78,16 +80,39 @@ def test_training_from_disk_equals_training_from_memory(tmp_path: Path, monkeypa
     twin = tmp_path / "twin.png"  # the same bytes under another name: one item in the cache
     twin.write_bytes((tmp_path / rows.loc[4, "image"]).read_bytes())
     rows.loc[5, "image"] = twin.name
-    probabilities, reads = [], []
-    fetch = StoredTable.fetch
+    probabilities, reads, ahead = [], [], []
+    fetch, prefetched = StoredTable.fetch, Prefetched.__iter__
     monkeypatch.setattr(StoredTable, "fetch", lambda self, r: reads.append(len(r)) or fetch(self, r))
-    for in_memory in (cache_module.IN_MEMORY_BYTES, 0):
+    monkeypatch.setattr(Prefetched, "__iter__", lambda self: ahead.append(1) or prefetched(self))
+    # In memory; on disk; on disk, read ahead in a thread (as when the page cache is short).
+    for in_memory, memory_left in ((cache_module.IN_MEMORY_BYTES, 1e12), (0, 1e12), (0, 0)):
         monkeypatch.setattr(cache_module, "IN_MEMORY_BYTES", in_memory)
+        monkeypatch.setattr(loaders, "available_memory", lambda left=memory_left: left)
+        reads.clear(), ahead.clear()
         predictor = Predictor(frozen_config(tmp_path, fusion)).fit(rows, base_dir=tmp_path)
         probabilities.append(predictor.predict_proba(rows, base_dir=tmp_path).to_numpy())
-        assert bool(reads) == (in_memory == 0)  # the second run read batches from disk
+        assert bool(reads) == (in_memory == 0) and bool(ahead) == (memory_left == 0)
     np.testing.assert_array_equal(probabilities[0], probabilities[1])
+    np.testing.assert_array_equal(probabilities[0], probabilities[2])
 
+
+def test_reading_ahead_keeps_order_and_errors_and_stops_its_thread() -> None:
+    import threading
+
+    class Batches(list):
+        batch_sampler = None
+
+    def failing():
+        yield from range(3)
+        raise OSError("disk gone")
+
+    assert list(Prefetched(Batches(range(10)))) == list(range(10))
+    with pytest.raises(OSError, match="disk gone"):
+        list(Prefetched(failing()))  # type: ignore[arg-type]
+    for batch in Prefetched(Batches(range(100)), depth=1):
+        if batch == 2:
+            break  # the trainer leaves an epoch at its deadline
+    assert not [t for t in threading.enumerate() if t.name == "mmfuse-prefetch"]
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_shuffled_draws_what_torch_samplers_draw(weighted: bool) -> None:
@@ -103,3 +128,21 @@ def test_shuffled_draws_what_torch_samplers_draw(weighted: bool) -> None:
     theirs = list(WeightedRandomSampler(weights, 70_001, generator=generator) if weighted
                   else RandomSampler(range(70_001), generator=generator))
     assert ours == theirs
+
+
+def test_a_cache_without_room_refuses_before_encoding(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from mmfuse.errors import MmfuseError
+
+    encoder = create_encoder("text", EncoderConfig("minilm", max_length=16))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(
+        10**12, 10**12 - 10**5, 10**5))  # 100 kB free
+    texts = [f"text number {i}" for i in range(100)]
+    with pytest.raises(MmfuseError) as refused:
+        FeatureCache(tmp_path).table(encoder, texts, with_tokens=False)
+    message = " ".join(str(refused.value).split())
+    # 100 texts x (384 floats + a header entry) = 0.16 MB > 100 kB, said with the numbers
+    assert "100 texts (1,616 bytes each)" in message and "0.0 GB free" in message
+    assert "--cache-dir" in message
+    assert not list(tmp_path.glob("*/shard-*"))  # nothing was encoded

@@ -118,6 +118,12 @@ class MultimodalDataset(Dataset):
         """Decoding images is the slow part worth spreading over worker processes."""
         return any(isinstance(s, RawImages) for s in self.sources.values())
 
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of the features this dataset reads from disk per batch."""
+        return sum(s.features.nbytes for s in self.sources.values()
+                   if isinstance(s, StoredTable))
+
 
 def _source_length(source: Source) -> int:
     if isinstance(source, RawImages):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from mmfuse.config import Config
 from mmfuse.data.images import open_image
 from mmfuse.data.validate import cells
 from mmfuse.encoders.base import Encoder
+from mmfuse.errors import MmfuseError
 from mmfuse.features.batches import FeatureTable, MultimodalDataset, RawImages, RawTexts, Source
 from mmfuse.features.stored import (
     CorruptShard,
@@ -45,6 +47,7 @@ IMAGE_BATCH = 16
 TEXT_BATCH = 64
 # A table up to this size is read into memory to train from; a larger one stays on disk.
 IN_MEMORY_BYTES = 512 * 2**20
+ENTRY_BYTES = 80  # a shard's header entry for one tensor (name, dtype, shape, offsets)
 MIN_ITEMS_FOR_WORKERS = 512  # starting worker processes costs ~0.1 s: not worth it for a few rows
 
 
@@ -243,12 +246,20 @@ class FeatureCache:
         """Encode ``values`` into new shards of ``folder`` (``SHARD_ITEMS`` at a time)."""
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "key.txt", encoder.cache_key + "\n")
+        # Before any work: the pooled vectors alone must fit; after the first shard, what its
+        # items took on disk (token matrices included) must fit for the rest.
+        room_for(folder, encoder.kind, len(values), encoder.output_dim * 4 + ENTRY_BYTES)
         pending: dict[str, torch.Tensor] = {}
+        measured = False
         for position, parts in self._encoded(encoder, values, with_tokens):
             digest = digests[position].hex()
             pending.update({f"{digest}.{k}": v for k, v in parts.items()})
             if len(pending) >= SHARD_ITEMS:
-                self._flush(folder, pending, process)
+                shard = self._flush(folder, pending, process)
+                if not measured:
+                    items, measured = position + 1, True
+                    room_for(folder, encoder.kind, len(values) - items,
+                             shard.stat().st_size // items)
         self._flush(folder, pending, process)
 
     def _encoded(self, encoder: Encoder, values: list[str], with_tokens: bool
@@ -295,11 +306,23 @@ class FeatureCache:
             encoder.to(home, memory_format=torch.contiguous_format).train(was_training)
 
     @staticmethod
-    def _flush(folder: Path, pending: dict[str, torch.Tensor], process: int) -> None:
+    def _flush(folder: Path, pending: dict[str, torch.Tensor], process: int) -> Path:
+        shard = folder / f"shard-{uuid.uuid4().hex}.safetensors"
         if pending:  # the writer is noted: a run's processes each add shards of their own
-            save_tensors(folder / f"shard-{uuid.uuid4().hex}.safetensors", pending,
-                         metadata={"process": str(process)})
+            save_tensors(shard, pending, metadata={"process": str(process)})
         pending.clear()
+        return shard
+
+
+def room_for(folder: Path, kind: str, items: int, item_bytes: int) -> None:
+    """Refuse, with the numbers, to start encoding what the cache's disk cannot hold."""
+    needed, free = items * item_bytes, shutil.disk_usage(folder).free
+    if needed > free:
+        raise MmfuseError(
+            f"the feature cache {folder} needs about {needed / 1e9:.1f} GB more for "
+            f"{items:,} {kind}s ({item_bytes:,} bytes each), and its disk has "
+            f"{free / 1e9:.1f} GB free: point --cache-dir (or $MMFUSE_CACHE) at a bigger disk, "
+            "or free some space")
 
 
 def make_dataset(

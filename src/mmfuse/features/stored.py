@@ -5,7 +5,8 @@ A shard is a safetensors file: 8 bytes of header length, a JSON header giving ev
 dtype, shape and byte range, then the raw data. Reading that header (the format is the
 library's documented layout) tells where each item's pooled vector and token matrix lie, so a
 training table of any size is a few integers per item in memory; a batch's rows are read with
-``os.preadv`` straight into the batch's tensor.
+``os.preadv`` straight into the batch's tensor (by one thread at a time: the training loop,
+or the thread reading the next batch ahead, see features/loaders.py).
 
 Why not memory maps: pages of a mapped file that a process has touched count in its resident
 set until the kernel reclaims them, so an epoch over a 20 GB table mapped in memory looks (to
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import struct
-from collections import OrderedDict
-from collections.abc import Iterator
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,9 @@ import numpy as np
 import torch
 
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-OPEN_FILES = 512  # file descriptors kept open (least recently used closed first)
+# Descriptors kept open per table: half of what the process may open (shards of 2,048 items:
+# 3 million rows are ~1,500 files per encoder).
+OPEN_FILES = max(64, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4)
 
 
 class CorruptShard(ValueError):
@@ -93,7 +96,8 @@ class StoredFeatures:
         self.dtype, self.token_dtype = dtype, token_dtype
         lengths = tokens.length if tokens is not None else None
         self.width = int(lengths.max()) if lengths is not None and len(lengths) else 1
-        self._open: OrderedDict[int, int] = OrderedDict()
+        self._open: dict[int, int] = {}  # file number -> descriptor
+        self._lock = threading.Lock()
 
     @property
     def items(self) -> int:
@@ -110,9 +114,7 @@ class StoredFeatures:
     def read_pooled(self, slots: np.ndarray) -> torch.Tensor:
         """(B, D) pooled vectors of items ``slots`` (U: zeros)."""
         out = torch.zeros(len(slots), self.dim, dtype=self.dtype)
-        row_bytes = self.dim * self.dtype.itemsize
-        for row, buffer in self._rows(out, slots, self.pooled, row_bytes):
-            self._read(buffer, self.pooled, slots[row], row_bytes)
+        self._read_rows(out, slots, self.pooled)
         return out
 
     def read_tokens(self, slots: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,12 +123,11 @@ class StoredFeatures:
         if where is None or where.length is None:
             raise ValueError("these features were located without tokens")
         out = torch.zeros(len(slots), self.width, self.dim, dtype=self.token_dtype)
-        mask = torch.zeros(len(slots), self.width, dtype=torch.bool)
-        token_bytes = self.dim * self.token_dtype.itemsize
-        for row, buffer in self._rows(out, slots, where, token_bytes * self.width):
-            length = int(where.length[slots[row]])
-            self._read(buffer, where, slots[row], length * token_bytes)
-            mask[row, :length] = True
+        self._read_rows(out, slots, where)
+        stored = (slots < self.items) & (where.file[np.minimum(slots, self.items - 1)] >= 0)
+        lengths = torch.from_numpy(np.where(stored, where.length[np.minimum(
+            slots, self.items - 1)], 0) if self.items else np.zeros(len(slots), np.int32))
+        mask = torch.arange(self.width)[None, :] < lengths[:, None]
         return out, mask
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -138,43 +139,54 @@ class StoredFeatures:
         return pooled, tokens, mask
 
     # ------------------------------------------------------------------ reading
-    def _rows(self, out: torch.Tensor, slots: np.ndarray, where: Locations,
-              row_bytes: int) -> Iterator[tuple[int, memoryview]]:
-        """(row, writable bytes of ``out``'s row) for every row whose item is stored."""
+    def _read_rows(self, out: torch.Tensor, slots: np.ndarray, where: Locations) -> None:
+        """Fill row r of ``out`` (B, ...) with item ``slots[r]``'s tensor."""
         view = memoryview(out.numpy()).cast("B")
-        for row, slot in enumerate(slots):
-            if slot < self.items and where.file[slot] >= 0:
-                yield row, view[row * row_bytes:(row + 1) * row_bytes]
+        row_bytes = view.nbytes // max(len(slots), 1)
+        unit = row_bytes // (self.width if where.length is not None else 1)
+        for row, slot in enumerate(slots.tolist()):
+            if slot >= self.items or where.file[slot] < 0:
+                continue  # the zero row: a missing input
+            size = unit * (int(where.length[slot]) if where.length is not None else 1)
+            file = int(where.file[slot])
+            fd, temporary = self._descriptor(file)
+            try:
+                got = os.preadv(fd, [view[row * row_bytes:row * row_bytes + size]],
+                                int(where.offset[slot]))
+            finally:
+                if temporary:
+                    os.close(fd)
+            if got != size:
+                raise OSError(f"{self.files[file]}: read {got} of {size} bytes (the feature "
+                              "cache changed under a running job)")
 
-    def _read(self, buffer: memoryview, where: Locations, slot: int, size: int) -> None:
-        fd = self._descriptor(int(where.file[slot]))
-        got = os.preadv(fd, [buffer[:size]], int(where.offset[slot]))
-        if got != size:
-            raise OSError(f"{self.files[where.file[slot]]}: read {got} of {size} bytes "
-                          "(the feature cache changed under a running job)")
-
-    def _descriptor(self, file: int) -> int:
+    def _descriptor(self, file: int) -> tuple[int, bool]:
+        """(an open file descriptor, whether the caller must close it). Files stay open while
+        the process may open more; past that each read opens its own."""
         fd = self._open.get(file)
-        if fd is None:
-            if len(self._open) >= OPEN_FILES:
-                os.close(self._open.popitem(last=False)[1])
-            fd = self._open[file] = os.open(self.files[file], os.O_RDONLY)
-        else:
-            self._open.move_to_end(file)
-        return fd
+        if fd is not None:
+            return fd, False
+        with self._lock:
+            if file not in self._open and len(self._open) < OPEN_FILES:
+                self._open[file] = os.open(self.files[file], os.O_RDONLY)
+            fd = self._open.get(file)
+        return (fd, False) if fd is not None else (os.open(self.files[file], os.O_RDONLY), True)
 
     def close(self) -> None:
-        while self._open:
-            os.close(self._open.popitem()[1])
+        with self._lock:
+            while self._open:
+                os.close(self._open.popitem()[1])
 
     def __del__(self) -> None:
         self.close()
 
     def __getstate__(self) -> dict:
         """DataLoader workers get the locations, not this process's open files."""
-        state = dict(self.__dict__)
-        state["_open"] = OrderedDict()
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in ("_open", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open, self._lock = {}, threading.Lock()
 
 
 @dataclass

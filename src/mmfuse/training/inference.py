@@ -7,7 +7,7 @@ from accelerate.data_loader import prepare_data_loader
 from accelerate.utils import gather, send_to_device
 
 from mmfuse.features.batches import MultimodalDataset
-from mmfuse.features.loaders import make_loader
+from mmfuse.features.loaders import make_loader, read_ahead
 from mmfuse.models.multimodal import MultimodalModel
 from mmfuse.training.distributed import process_state
 
@@ -29,6 +29,8 @@ def run_model(
     if state.num_processes > 1:
         loader = prepare_data_loader(loader, state.device, state.num_processes,
                                      state.process_index, put_on_device=True, even_batches=True)
+    else:
+        loader = read_ahead(loader)
     device = next(model.parameters()).device
     logits, weights = [], []
     for batch, _ in loader:
