@@ -208,20 +208,23 @@ class FeatureCache:
                 continue
             files.append(str(shard))
             for part, where in (("pooled", pooled), ("tokens", tokens)):
-                names = [n for n in header if n.endswith("." + part)] if where else []
-                if not names:
+                entries = [(n, e) for n, e in header.items() if n.endswith("." + part)]
+                if where is None or not entries or not len(ordered):
                     continue
-                found = np.array([bytes.fromhex(n.split(".", 1)[0]) for n in names], dtype="S16")
+                found = np.array([bytes.fromhex(n.split(".", 1)[0]) for n, _ in entries],
+                                 dtype="S16")
                 position = np.minimum(np.searchsorted(ordered, found), len(ordered) - 1)
-                hit = (ordered[position] == found) if len(ordered) else np.zeros(0, bool)
-                for name, item in zip(np.asarray(names)[hit], order[position[hit]], strict=True):
-                    entry = header[name]
-                    if where.file[item] >= 0 or entry["shape"][-1] != encoder.output_dim:
-                        continue
-                    where.file[item] = len(files) - 1
-                    where.offset[item] = data_start + entry["data_offsets"][0]
-                    if where.length is not None:
-                        where.length[item] = entry["shape"][0]
+                shapes = [e["shape"] for _, e in entries]
+                usable = (ordered[position] == found) & np.array(
+                    [shape[-1] == encoder.output_dim for shape in shapes])
+                items = order[position[usable]]
+                new = where.file[items] < 0  # an item in several shards: the first copy
+                items = items[new]
+                where.file[items] = len(files) - 1
+                where.offset[items] = data_start + np.array(
+                    [e["data_offsets"][0] for _, e in entries], dtype=np.int64)[usable][new]
+                if where.length is not None:
+                    where.length[items] = np.array([shape[0] for shape in shapes])[usable][new]
         return StoredFeatures(files, encoder.output_dim, pooled, tokens)
 
     def _in_memory(self, encoder: Encoder, values: list[str], with_tokens: bool
