@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.serve_load
 	$(BIN)/python -m benchmarks.auto
 	$(BIN)/python -m benchmarks.predict_memory
+	$(BIN)/python -m benchmarks.train_memory
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
