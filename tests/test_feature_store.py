@@ -16,7 +16,7 @@ from mmfuse.encoders import create_encoder
 from mmfuse.features import cache as cache_module
 from mmfuse.features import loaders
 from mmfuse.features.cache import FeatureCache
-from mmfuse.features.loaders import Prefetched
+from mmfuse.features.loaders import Prefetched, ShardWindows
 from mmfuse.features.stored import StoredTable
 
 
@@ -80,21 +80,51 @@ def test_training_from_disk_equals_training_from_memory(tmp_path: Path, monkeypa
     twin = tmp_path / "twin.png"  # the same bytes under another name: one item in the cache
     twin.write_bytes((tmp_path / rows.loc[4, "image"]).read_bytes())
     rows.loc[5, "image"] = twin.name
-    probabilities, reads, ahead = [], [], []
-    fetch, prefetched = StoredTable.fetch, Prefetched.__iter__
+    probabilities, reads, ahead, windows = [], [], [], []
+    fetch, prefetched, shard_windows = StoredTable.fetch, Prefetched.__iter__, ShardWindows.__iter__
     monkeypatch.setattr(StoredTable, "fetch", lambda self, r: reads.append(len(r)) or fetch(self, r))
     monkeypatch.setattr(Prefetched, "__iter__", lambda self: ahead.append(1) or prefetched(self))
-    # In memory; on disk; on disk, read ahead in a thread (as when the page cache is short).
-    for in_memory, memory_left in ((cache_module.IN_MEMORY_BYTES, 1e12), (0, 1e12), (0, 0)):
+    monkeypatch.setattr(ShardWindows, "__iter__",
+                        lambda self: windows.append(1) or shard_windows(self))
+    # In memory; on disk; on disk beyond the page cache (twice: read ahead in a thread, in
+    # windows of shards, which is another order of rows but as reproducible).
+    for in_memory, memory_left in ((cache_module.IN_MEMORY_BYTES, 1e12), (0, 1e12), (0, 0),
+                                   (0, 0)):
         monkeypatch.setattr(cache_module, "IN_MEMORY_BYTES", in_memory)
         monkeypatch.setattr(loaders, "available_memory", lambda left=memory_left: left)
-        reads.clear(), ahead.clear()
+        reads.clear(), ahead.clear(), windows.clear()
         predictor = Predictor(frozen_config(tmp_path, fusion)).fit(rows, base_dir=tmp_path)
         probabilities.append(predictor.predict_proba(rows, base_dir=tmp_path).to_numpy())
-        assert bool(reads) == (in_memory == 0) and bool(ahead) == (memory_left == 0)
+        assert bool(reads) == (in_memory == 0)
+        assert bool(ahead) == bool(windows) == (memory_left == 0)
     np.testing.assert_array_equal(probabilities[0], probabilities[1])
-    np.testing.assert_array_equal(probabilities[0], probabilities[2])
+    np.testing.assert_array_equal(probabilities[2], probabilities[3])
 
+
+def test_shard_windows_are_a_seeded_permutation_read_window_by_window() -> None:
+    shard_of_row = np.random.default_rng(0).integers(-1, 40, 5000).astype(np.int32)
+    asked: list[set[int]] = []  # the shard files the kernel is asked to read, call by call
+
+    class Features:
+        def will_need(self, files: np.ndarray) -> None:
+            asked.append(set(files.tolist()))
+
+    def order(seed: int) -> list[int]:
+        asked.clear()
+        return list(ShardWindows(shard_of_row, Features(), torch.Generator().manual_seed(seed)))
+
+    assert order(1) == order(1) and order(1) != order(2)  # seeded
+    rows = order(1)
+    assert sorted(rows) == list(range(5000))  # every row once
+    # 41 shards (-1: rows without the input) in windows of 16: three windows, each asked for
+    # once, before it is read (the first two at the start), and together every shard once.
+    assert len(asked) == 3 and set().union(*asked) == set(range(40))
+    shards = [int(shard_of_row[r]) for r in rows if shard_of_row[r] >= 0]
+    for files in asked:  # the rows come window by window, in the order they were asked for
+        size = int(np.isin(shard_of_row, list(files)).sum())
+        assert set(shards[:size]) == files
+        shards = shards[size:]
+    assert not shards
 
 def test_reading_ahead_keeps_order_and_errors_and_stops_its_thread() -> None:
     import threading

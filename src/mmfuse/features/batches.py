@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mmfuse.data.images import ImageTransform, open_image
-from mmfuse.features.stored import StoredTable
+from mmfuse.features.stored import StoredFeatures, StoredTable
 
 Batch = dict[str, dict[str, torch.Tensor]]
 
@@ -117,6 +118,20 @@ class MultimodalDataset(Dataset):
     def needs_workers(self) -> bool:
         """Decoding images is the slow part worth spreading over worker processes."""
         return any(isinstance(s, RawImages) for s in self.sources.values())
+
+    def disk_layout(self) -> tuple[np.ndarray, StoredFeatures] | None:
+        """(N,) the shard that holds each row's item in the largest table read from disk (-1:
+        the row lacks that input), and that table's features; None when none is on disk."""
+        tables = [s for s in self.sources.values() if isinstance(s, StoredTable)]
+        if not tables:
+            return None
+        table = max(tables, key=lambda t: t.features.nbytes)
+        rows = self.rows if self.rows is not None else torch.arange(self.length)
+        items = table.index[rows].numpy()
+        stored = items < table.features.items
+        shard = np.full(len(items), -1, dtype=np.int32)
+        shard[stored] = table.features.pooled.file[items[stored]]
+        return shard, table.features
 
     @property
     def disk_bytes(self) -> int:

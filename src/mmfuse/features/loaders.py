@@ -7,12 +7,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
 from mmfuse.features.batches import MultimodalDataset, unwrap
 from mmfuse.features.cache import worth_workers
 from mmfuse.features.process_batches import ProcessBatches
+from mmfuse.features.stored import StoredFeatures
 
 
 def make_loader(
@@ -43,7 +45,13 @@ def read_ahead(loader: DataLoader) -> DataLoader | Prefetched:
     dataset = loader.dataset
     if not isinstance(dataset, MultimodalDataset) or loader.num_workers:
         return loader
-    return Prefetched(loader) if dataset.disk_bytes > available_memory() / 2 else loader
+    return Prefetched(loader) if outgrows_memory(dataset) else loader
+
+
+def outgrows_memory(dataset: MultimodalDataset) -> bool:
+    """Its disk tables are more than half the memory the kernel could give the page cache:
+    random rows of them mostly wait on the disk."""
+    return dataset.disk_bytes > available_memory() / 2
 
 
 def available_memory() -> float:
@@ -125,3 +133,35 @@ class Prefetched:
         finally:
             stop.set()
             thread.join()
+
+
+class ShardWindows(Sampler[int]):
+    """A seeded permutation of the rows of a table too large for the page cache, in an order
+    the disk can serve: the shards in random order, ``WINDOW`` at a time, the rows of a
+    window's shards shuffled together. While one window trains, the kernel reads the next
+    window's files whole and in the background (``will_need``), so rows are read from memory
+    instead of one random disk read each. A shard holds items in content-hash order, which
+    has nothing to do with labels or rows, so a window of 16 shards (32k items) mixes rows as
+    a global shuffle does. ``shard_of_row`` (N,): -1 for rows without the table's input."""
+
+    WINDOW = 16
+
+    def __init__(self, shard_of_row: np.ndarray, features: StoredFeatures,
+                 generator: torch.Generator) -> None:
+        self.shard_of_row, self.features, self.generator = shard_of_row, features, generator
+
+    def __len__(self) -> int:
+        return len(self.shard_of_row)
+
+    def __iter__(self) -> Iterator[int]:
+        by_shard = np.argsort(self.shard_of_row, kind="stable")
+        shards, starts = np.unique(self.shard_of_row[by_shard], return_index=True)
+        ends = np.append(starts[1:], len(by_shard))
+        order = torch.randperm(len(shards), generator=self.generator).numpy()
+        windows = [order[i:i + self.WINDOW] for i in range(0, len(order), self.WINDOW)]
+        files = [shards[w][shards[w] >= 0] for w in windows]
+        for number, window in enumerate(windows):
+            for ahead in files[number:number + 2] if number == 0 else files[number + 1:number + 2]:
+                self.features.will_need(ahead)  # this window at the start, then the next
+            rows = np.concatenate([by_shard[starts[s]:ends[s]] for s in window])
+            yield from rows[torch.randperm(len(rows), generator=self.generator).numpy()].tolist()
