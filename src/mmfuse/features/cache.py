@@ -180,8 +180,8 @@ class FeatureCache:
             stored.close()
             stored = self._locate(encoder, folder, digests, with_tokens)
             if not self._complete(stored).all():
-                raise OSError(f"feature cache {folder}: features written a moment ago are gone "
-                              "(is another job deleting files there?)")
+                raise MmfuseError(f"feature cache {folder}: features written a moment ago are "
+                                  "gone (is another job deleting files there?)")
         return stored
 
     @staticmethod
@@ -215,8 +215,10 @@ class FeatureCache:
                                  dtype="S16")
                 position = np.minimum(np.searchsorted(ordered, found), len(ordered) - 1)
                 shapes = [e["shape"] for _, e in entries]
+                dtype = "F16" if part == "tokens" else "F32"  # what _encoded writes
                 usable = (ordered[position] == found) & np.array(
-                    [shape[-1] == encoder.output_dim for shape in shapes])
+                    [e["dtype"] == dtype and e["shape"][-1] == encoder.output_dim
+                     for _, e in entries])
                 items = order[position[usable]]
                 new = where.file[items] < 0  # an item in several shards: the first copy
                 items = items[new]
