@@ -103,28 +103,35 @@ def test_training_from_disk_equals_training_from_memory(tmp_path: Path, monkeypa
 
 def test_shard_windows_are_a_seeded_permutation_read_window_by_window() -> None:
     shard_of_row = np.random.default_rng(0).integers(-1, 40, 5000).astype(np.int32)
-    asked: list[set[int]] = []  # the shard files the kernel is asked to read, call by call
-
-    class Features:
-        def will_need(self, files: np.ndarray) -> None:
-            asked.append(set(files.tolist()))
+    asked: list[np.ndarray] = []  # the rows whose inputs the kernel is asked to read, call by call
 
     def order(seed: int) -> list[int]:
         asked.clear()
-        return list(ShardWindows(shard_of_row, Features(), torch.Generator().manual_seed(seed)))
+        return list(ShardWindows(shard_of_row, asked.append, torch.Generator().manual_seed(seed)))
 
     assert order(1) == order(1) and order(1) != order(2)  # seeded
     rows = order(1)
     assert sorted(rows) == list(range(5000))  # every row once
-    # 41 shards (-1: rows without the input) in windows of 16: three windows, each asked for
-    # once, before it is read (the first two at the start), and together every shard once.
-    assert len(asked) == 3 and set().union(*asked) == set(range(40))
-    shards = [int(shard_of_row[r]) for r in rows if shard_of_row[r] >= 0]
-    for files in asked:  # the rows come window by window, in the order they were asked for
-        size = int(np.isin(shard_of_row, list(files)).sum())
-        assert set(shards[:size]) == files
-        shards = shards[size:]
-    assert not shards
+    # 41 shards (-1: rows without the input) in windows of 16: three windows, each announced
+    # once before it is read (the first two at the start), each its shards' rows only.
+    assert len(asked) == 3 and sorted(np.concatenate(asked).tolist()) == list(range(5000))
+    position = 0
+    for announced in asked:
+        window = rows[position:position + len(announced)]
+        assert sorted(window) == sorted(announced.tolist())
+        assert len(set(shard_of_row[window].tolist())) <= ShardWindows.WINDOW
+        position += len(announced)
+
+
+def test_asking_the_kernel_to_read_ahead_changes_nothing_read(tmp_path: Path) -> None:
+    encoder = create_encoder("text", EncoderConfig("minilm", max_length=16))
+    texts = [f"text number {i}" for i in range(9)] + [None]
+    table = FeatureCache(tmp_path, batch_size=4, in_memory_bytes=0).table(encoder, texts, True)
+    before = table.fetch(torch.arange(10))
+    table.features.will_need(np.arange(len(table.features.files)))
+    table.features.will_need_items(np.arange(table.features.items + 1))  # the zero row too
+    for name, value in table.fetch(torch.arange(10)).items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
 
 def test_reading_ahead_keeps_order_and_errors_and_stops_its_thread() -> None:
     import threading

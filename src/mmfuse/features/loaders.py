@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,6 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSample
 from mmfuse.features.batches import MultimodalDataset, unwrap
 from mmfuse.features.cache import worth_workers
 from mmfuse.features.process_batches import ProcessBatches
-from mmfuse.features.stored import StoredFeatures
 
 
 def make_loader(
@@ -138,17 +137,18 @@ class Prefetched:
 class ShardWindows(Sampler[int]):
     """A seeded permutation of the rows of a table too large for the page cache, in an order
     the disk can serve: the shards in random order, ``WINDOW`` at a time, the rows of a
-    window's shards shuffled together. While one window trains, the kernel reads the next
-    window's files whole and in the background (``will_need``), so rows are read from memory
-    instead of one random disk read each. A shard holds items in content-hash order, which
-    has nothing to do with labels or rows, so a window of 16 shards (32k items) mixes rows as
-    a global shuffle does. ``shard_of_row`` (N,): -1 for rows without the table's input."""
+    window's shards shuffled together. While one window trains, ``soon`` has the kernel read
+    what the next window needs in the background (its shard files whole, and the other
+    tables' rows), so rows are read from memory instead of one random disk read each. A shard
+    holds items in content-hash order, which has nothing to do with labels or rows, so a
+    window of 16 shards (32k items) mixes rows as a global shuffle does. ``shard_of_row``
+    (N,): -1 for rows without the table's input."""
 
     WINDOW = 16
 
-    def __init__(self, shard_of_row: np.ndarray, features: StoredFeatures,
+    def __init__(self, shard_of_row: np.ndarray, soon: Callable[[np.ndarray], None],
                  generator: torch.Generator) -> None:
-        self.shard_of_row, self.features, self.generator = shard_of_row, features, generator
+        self.shard_of_row, self.soon, self.generator = shard_of_row, soon, generator
 
     def __len__(self) -> int:
         return len(self.shard_of_row)
@@ -158,10 +158,11 @@ class ShardWindows(Sampler[int]):
         shards, starts = np.unique(self.shard_of_row[by_shard], return_index=True)
         ends = np.append(starts[1:], len(by_shard))
         order = torch.randperm(len(shards), generator=self.generator).numpy()
-        windows = [order[i:i + self.WINDOW] for i in range(0, len(order), self.WINDOW)]
-        files = [shards[w][shards[w] >= 0] for w in windows]
-        for number, window in enumerate(windows):
-            for ahead in files[number:number + 2] if number == 0 else files[number + 1:number + 2]:
-                self.features.will_need(ahead)  # this window at the start, then the next
-            rows = np.concatenate([by_shard[starts[s]:ends[s]] for s in window])
+        windows = [np.concatenate([by_shard[starts[s]:ends[s]] for s in order[i:i + self.WINDOW]])
+                   for i in range(0, len(order), self.WINDOW)]
+        if windows:
+            self.soon(windows[0])
+        for number, rows in enumerate(windows):
+            if number + 1 < len(windows):
+                self.soon(windows[number + 1])  # read while this window trains
             yield from rows[torch.randperm(len(rows), generator=self.generator).numpy()].tolist()
