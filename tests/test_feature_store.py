@@ -16,7 +16,7 @@ from mmfuse.encoders import create_encoder
 from mmfuse.features import cache as cache_module
 from mmfuse.features import loaders
 from mmfuse.features.cache import FeatureCache
-from mmfuse.features.loaders import Prefetched, ShardWindows
+from mmfuse.features.loaders import Prefetched
 from mmfuse.features.stored import StoredTable
 
 
@@ -80,58 +80,21 @@ def test_training_from_disk_equals_training_from_memory(tmp_path: Path, monkeypa
     twin = tmp_path / "twin.png"  # the same bytes under another name: one item in the cache
     twin.write_bytes((tmp_path / rows.loc[4, "image"]).read_bytes())
     rows.loc[5, "image"] = twin.name
-    probabilities, reads, ahead, windows = [], [], [], []
-    fetch, prefetched, shard_windows = StoredTable.fetch, Prefetched.__iter__, ShardWindows.__iter__
+    probabilities, reads, ahead = [], [], []
+    fetch, prefetched = StoredTable.fetch, Prefetched.__iter__
     monkeypatch.setattr(StoredTable, "fetch", lambda self, r: reads.append(len(r)) or fetch(self, r))
     monkeypatch.setattr(Prefetched, "__iter__", lambda self: ahead.append(1) or prefetched(self))
-    monkeypatch.setattr(ShardWindows, "__iter__",
-                        lambda self: windows.append(1) or shard_windows(self))
-    # In memory; on disk; on disk beyond the page cache (twice: read ahead in a thread, in
-    # windows of shards, which is another order of rows but as reproducible).
-    for in_memory, memory_left in ((cache_module.IN_MEMORY_BYTES, 1e12), (0, 1e12), (0, 0),
-                                   (0, 0)):
+    # In memory; on disk; on disk, read ahead in a thread (as when the page cache is short).
+    for in_memory, memory_left in ((cache_module.IN_MEMORY_BYTES, 1e12), (0, 1e12), (0, 0)):
         monkeypatch.setattr(cache_module, "IN_MEMORY_BYTES", in_memory)
         monkeypatch.setattr(loaders, "available_memory", lambda left=memory_left: left)
-        reads.clear(), ahead.clear(), windows.clear()
+        reads.clear(), ahead.clear()
         predictor = Predictor(frozen_config(tmp_path, fusion)).fit(rows, base_dir=tmp_path)
         probabilities.append(predictor.predict_proba(rows, base_dir=tmp_path).to_numpy())
-        assert bool(reads) == (in_memory == 0)
-        assert bool(ahead) == bool(windows) == (memory_left == 0)
+        assert bool(reads) == (in_memory == 0) and bool(ahead) == (memory_left == 0)
     np.testing.assert_array_equal(probabilities[0], probabilities[1])
-    np.testing.assert_array_equal(probabilities[2], probabilities[3])
+    np.testing.assert_array_equal(probabilities[0], probabilities[2])
 
-
-def test_shard_windows_are_a_seeded_permutation_read_window_by_window() -> None:
-    shard_of_row = np.random.default_rng(0).integers(-1, 40, 5000).astype(np.int32)
-    asked: list[np.ndarray] = []  # the rows whose inputs the kernel is asked to read, call by call
-
-    def order(seed: int) -> list[int]:
-        asked.clear()
-        return list(ShardWindows(shard_of_row, asked.append, torch.Generator().manual_seed(seed)))
-
-    assert order(1) == order(1) and order(1) != order(2)  # seeded
-    rows = order(1)
-    assert sorted(rows) == list(range(5000))  # every row once
-    # 41 shards (-1: rows without the input) in windows of 16: three windows, each announced
-    # once before it is read (the first two at the start), each its shards' rows only.
-    assert len(asked) == 3 and sorted(np.concatenate(asked).tolist()) == list(range(5000))
-    position = 0
-    for announced in asked:
-        window = rows[position:position + len(announced)]
-        assert sorted(window) == sorted(announced.tolist())
-        assert len(set(shard_of_row[window].tolist())) <= ShardWindows.WINDOW
-        position += len(announced)
-
-
-def test_asking_the_kernel_to_read_ahead_changes_nothing_read(tmp_path: Path) -> None:
-    encoder = create_encoder("text", EncoderConfig("minilm", max_length=16))
-    texts = [f"text number {i}" for i in range(9)] + [None]
-    table = FeatureCache(tmp_path, batch_size=4, in_memory_bytes=0).table(encoder, texts, True)
-    before = table.fetch(torch.arange(10))
-    table.features.will_need(np.arange(len(table.features.files)))
-    table.features.will_need_items(np.arange(table.features.items + 1))  # the zero row too
-    for name, value in table.fetch(torch.arange(10)).items():
-        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
 
 def test_reading_ahead_keeps_order_and_errors_and_stops_its_thread() -> None:
     import threading

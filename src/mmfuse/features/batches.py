@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -118,30 +117,6 @@ class MultimodalDataset(Dataset):
     def needs_workers(self) -> bool:
         """Decoding images is the slow part worth spreading over worker processes."""
         return any(isinstance(s, RawImages) for s in self.sources.values())
-
-    def disk_layout(self) -> tuple[np.ndarray, Callable[[np.ndarray], None]] | None:
-        """(N,) the shard that holds each row's item in the largest table read from disk (-1:
-        the row lacks that input), and ``soon(rows)``: asks the kernel to read what those
-        rows will need, whole shard files of that table and each row's own bytes of the
-        other disk tables. None when no table is on disk."""
-        tables = [s for s in self.sources.values() if isinstance(s, StoredTable)]
-        if not tables:
-            return None
-        table = max(tables, key=lambda t: t.features.nbytes)
-        rows = self.rows if self.rows is not None else torch.arange(self.length)
-        items = table.index[rows].numpy()
-        stored = items < table.features.items
-        shard = np.full(len(items), -1, dtype=np.int32)
-        shard[stored] = table.features.pooled.file[items[stored]]
-
-        def soon(positions: np.ndarray) -> None:
-            files = np.unique(shard[positions])
-            table.features.will_need(files[files >= 0])
-            for other in tables:
-                if other is not table:
-                    other.features.will_need_items(other.index[rows[positions]].numpy())
-
-        return shard, soon
 
     @property
     def disk_bytes(self) -> int:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
@@ -44,13 +43,7 @@ def read_ahead(loader: DataLoader) -> DataLoader | Prefetched:
     dataset = loader.dataset
     if not isinstance(dataset, MultimodalDataset) or loader.num_workers:
         return loader
-    return Prefetched(loader) if outgrows_memory(dataset) else loader
-
-
-def outgrows_memory(dataset: MultimodalDataset) -> bool:
-    """Its disk tables are more than half the memory the kernel could give the page cache:
-    random rows of them mostly wait on the disk."""
-    return dataset.disk_bytes > available_memory() / 2
+    return Prefetched(loader) if dataset.disk_bytes > available_memory() / 2 else loader
 
 
 def available_memory() -> float:
@@ -132,37 +125,3 @@ class Prefetched:
         finally:
             stop.set()
             thread.join()
-
-
-class ShardWindows(Sampler[int]):
-    """A seeded permutation of the rows of a table too large for the page cache, in an order
-    the disk can serve: the shards in random order, ``WINDOW`` at a time, the rows of a
-    window's shards shuffled together. While one window trains, ``soon`` has the kernel read
-    what the next window needs in the background (its shard files whole, and the other
-    tables' rows), so rows are read from memory instead of one random disk read each. A shard
-    holds items in content-hash order, which has nothing to do with labels or rows, so a
-    window of 16 shards (32k items) mixes rows as a global shuffle does. ``shard_of_row``
-    (N,): -1 for rows without the table's input."""
-
-    WINDOW = 16
-
-    def __init__(self, shard_of_row: np.ndarray, soon: Callable[[np.ndarray], None],
-                 generator: torch.Generator) -> None:
-        self.shard_of_row, self.soon, self.generator = shard_of_row, soon, generator
-
-    def __len__(self) -> int:
-        return len(self.shard_of_row)
-
-    def __iter__(self) -> Iterator[int]:
-        by_shard = np.argsort(self.shard_of_row, kind="stable")
-        shards, starts = np.unique(self.shard_of_row[by_shard], return_index=True)
-        ends = np.append(starts[1:], len(by_shard))
-        order = torch.randperm(len(shards), generator=self.generator).numpy()
-        windows = [np.concatenate([by_shard[starts[s]:ends[s]] for s in order[i:i + self.WINDOW]])
-                   for i in range(0, len(order), self.WINDOW)]
-        if windows:
-            self.soon(windows[0])
-        for number, rows in enumerate(windows):
-            if number + 1 < len(windows):
-                self.soon(windows[number + 1])  # read while this window trains
-            yield from rows[torch.randperm(len(rows), generator=self.generator).numpy()].tolist()

@@ -172,34 +172,6 @@ class StoredFeatures:
             fd = self._open.get(file)
         return (fd, False) if fd is not None else (os.open(self.files[file], os.O_RDONLY), True)
 
-    def will_need(self, files: np.ndarray) -> None:
-        """Ask the kernel to read these shard files into the page cache now, whole and in the
-        background: reads of their rows then hit memory instead of waiting on the disk."""
-        for file in files.tolist():
-            self._advise(file, 0, 0)
-
-    def will_need_items(self, slots: np.ndarray) -> None:
-        """The same for single items, scattered over many files: the kernel queues all their
-        reads at once (a deep queue the disk serves far faster than one read at a time)."""
-        for where in (self.pooled, self.tokens) if self.tokens is not None else (self.pooled,):
-            slots = slots[slots < self.items]
-            slots = slots[where.file[slots] >= 0]
-            row_bytes = self.dim * (self.token_dtype if where.length is not None
-                                    else self.dtype).itemsize
-            sizes = (where.length[slots] if where.length is not None else np.ones(len(slots)))
-            for file, offset, size in zip(where.file[slots].tolist(),
-                                          where.offset[slots].tolist(),
-                                          (sizes * row_bytes).tolist(), strict=True):
-                self._advise(file, offset, int(size))
-
-    def _advise(self, file: int, offset: int, size: int) -> None:
-        fd, temporary = self._descriptor(file)
-        try:
-            os.posix_fadvise(fd, offset, size, os.POSIX_FADV_WILLNEED)
-        finally:
-            if temporary:
-                os.close(fd)
-
     def close(self) -> None:
         with self._lock:
             while self._open:

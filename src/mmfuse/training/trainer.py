@@ -26,13 +26,7 @@ from mmfuse.config import TrainConfig
 from mmfuse.deadline import Deadline
 from mmfuse.errors import CheckpointError
 from mmfuse.features.batches import Batch, MultimodalDataset
-from mmfuse.features.loaders import (
-    ShardWindows,
-    Shuffled,
-    make_loader,
-    outgrows_memory,
-    read_ahead,
-)
+from mmfuse.features.loaders import Shuffled, make_loader, read_ahead
 from mmfuse.features.process_batches import Share
 from mmfuse.io import (
     atomic_write_text,
@@ -210,13 +204,9 @@ class Loop:
             self.forward, self.optimizer = accelerator.prepare(model, optimizer)
 
     def loader(self, generator: torch.Generator):
-        """This epoch's batches: a seeded shuffle (or balanced draw), this process's share.
-        A table too large for the page cache is shuffled in windows of shards it can read."""
+        """This epoch's batches: a seeded shuffle (or balanced draw), this process's share."""
         train_set, cfg = self.train_set, self.cfg
-        layout = (train_set.disk_layout() if self.sample_weights is None and self.dp is None
-                  and outgrows_memory(train_set) else None)
-        sampler = (ShardWindows(*layout, generator) if layout is not None
-                   else Shuffled(len(train_set), generator, self.sample_weights))
+        sampler = Shuffled(len(train_set), generator, self.sample_weights)
         if self.dp is not None:
             return self.dp.loader(make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler),
                                   generator)
