@@ -113,6 +113,24 @@ def test_reading_ahead_keeps_order_and_errors_and_stops_its_thread() -> None:
         if batch == 2:
             break  # the trainer leaves an epoch at its deadline
     assert not [t for t in threading.enumerate() if t.name == "mmfuse-prefetch"]
+    # Leaving early once the reader has read everything and the queue is full: the reader
+    # must not wait forever to hand over the end, nor the consumer for the reader.
+    reader_done = threading.Event()
+
+    class Finite(Batches):
+        def __iter__(self):
+            yield from super().__iter__()
+            reader_done.set()
+
+    def leave_early() -> None:
+        for _ in Prefetched(Finite(range(3)), depth=2):
+            reader_done.wait()
+            break
+
+    consumer = threading.Thread(target=leave_early, daemon=True)
+    consumer.start()
+    consumer.join(timeout=60)  # a deadlock, not a speed, is what this catches
+    assert not consumer.is_alive()
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_shuffled_draws_what_torch_samplers_draw(weighted: bool) -> None:

@@ -100,22 +100,28 @@ class Prefetched:
         stop = threading.Event()
         done = object()
 
-        def read_ahead() -> None:
+        def offer(item: object) -> bool:
+            """Put ``item`` when there is room; False once the consumer has left. Every put
+            waits this way: a blocking put of the last batch, the end or an error would hang
+            ``join`` below when the consumer leaves early with the queue full."""
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
             try:
                 for batch in self.loader:
-                    while not stop.is_set():
-                        try:
-                            ready.put(batch, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not offer(batch):
                         return
-                ready.put(done)
+                offer(done)
             except BaseException as error:  # raised again in the consuming thread
-                ready.put(error)
+                offer(error)
 
-        thread = threading.Thread(target=read_ahead, name="mmfuse-prefetch", daemon=True)
+        thread = threading.Thread(target=produce, name="mmfuse-prefetch", daemon=True)
         thread.start()
         try:
             while (item := ready.get()) is not done:
