@@ -123,12 +123,8 @@ class StoredFeatures:
         if where is None or where.length is None:
             raise ValueError("these features were located without tokens")
         out = torch.zeros(len(slots), self.width, self.dim, dtype=self.token_dtype)
-        self._read_rows(out, slots, where)
-        stored = (slots < self.items) & (where.file[np.minimum(slots, self.items - 1)] >= 0)
-        lengths = torch.from_numpy(np.where(stored, where.length[np.minimum(
-            slots, self.items - 1)], 0) if self.items else np.zeros(len(slots), np.int32))
-        mask = torch.arange(self.width)[None, :] < lengths[:, None]
-        return out, mask
+        lengths = torch.from_numpy(self._read_rows(out, slots, where))
+        return out, torch.arange(self.width)[None, :] < lengths[:, None]
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Every item (and the zero row) in memory: pooled (U + 1, D), tokens (U + 1, T, D),
@@ -139,15 +135,18 @@ class StoredFeatures:
         return pooled, tokens, mask
 
     # ------------------------------------------------------------------ reading
-    def _read_rows(self, out: torch.Tensor, slots: np.ndarray, where: Locations) -> None:
-        """Fill row r of ``out`` (B, ...) with item ``slots[r]``'s tensor."""
+    def _read_rows(self, out: torch.Tensor, slots: np.ndarray, where: Locations) -> np.ndarray:
+        """Fill row r of ``out`` (B, ...) with item ``slots[r]``'s tensor; returns (B,) how
+        many vectors each row got (token count, 1 for a pooled vector, 0 for a missing input)."""
         view = memoryview(out.numpy()).cast("B")
         row_bytes = view.nbytes // max(len(slots), 1)
         unit = row_bytes // (self.width if where.length is not None else 1)
+        counts = np.zeros(len(slots), dtype=np.int64)
         for row, slot in enumerate(slots.tolist()):
             if slot >= self.items or where.file[slot] < 0:
                 continue  # the zero row: a missing input
-            size = unit * (int(where.length[slot]) if where.length is not None else 1)
+            counts[row] = int(where.length[slot]) if where.length is not None else 1
+            size = unit * int(counts[row])
             file = int(where.file[slot])
             fd, temporary = self._descriptor(file)
             try:
@@ -159,6 +158,7 @@ class StoredFeatures:
             if got != size:
                 raise OSError(f"{self.files[file]}: read {got} of {size} bytes (the feature "
                               "cache changed under a running job)")
+        return counts
 
     def _descriptor(self, file: int) -> tuple[int, bool]:
         """(an open file descriptor, whether the caller must close it). Files stay open while
