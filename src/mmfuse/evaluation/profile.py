@@ -87,21 +87,24 @@ def profile(
     rows = predictor.read(data, base_dir=base_dir, require_labels=False)
     if predictor.is_network:
         model = predictor.model_.eval()
-        raw, cached = predictor.dataset(rows, use_cache=False), predictor.dataset(rows)
-        time_raw = lambda size: _latencies(model, raw, size, repeats)  # noqa: E731
-        time_cached = lambda size: _latencies(model, cached, size, repeats)  # noqa: E731
+        datasets = {False: predictor.dataset(rows, use_cache=False), True: predictor.dataset(rows)}
+
+        def timed(size: int, cached: bool) -> list[float]:
+            return _latencies(model, datasets[cached], size, repeats)
+
         any_frozen = any(e.frozen for e in model.encoders.values())
         parameters = parameter_counts(model)
     else:
-        time_raw = lambda size: _row_latencies(predictor, rows, size, repeats, False)  # noqa: E731
-        time_cached = lambda size: _row_latencies(predictor, rows, size, repeats, True)  # noqa: E731
+        def timed(size: int, cached: bool) -> list[float]:
+            return _row_latencies(predictor, rows, size, repeats, cached)
+
         any_frozen = True  # every encoder view of an ensemble is frozen
         parameters = _ensemble_parameters(predictor.fitted_)
     latency: dict[str, dict[str, Any]] = {}
     for size in batch_sizes:
         latency[f"batch_{size}"] = {
-            "raw": _summary(time_raw(size), size),
-            "cached": _summary(time_cached(size), size) if any_frozen else None,
+            "raw": _summary(timed(size, cached=False), size),
+            "cached": _summary(timed(size, cached=True), size) if any_frozen else None,
         }
     result: dict[str, Any] = {
         "parameters": parameters,
