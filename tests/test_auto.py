@@ -111,14 +111,19 @@ def scores(auto: AutoSearch) -> dict[str, float]:
 
 def reads_text_by_ngrams(chosen: Predictor) -> bool:
     """An n-gram text network, or an ensemble that counts an n-gram member."""
+    from mmfuse.ensemble.members import LinearMember
     from mmfuse.ensemble.model import EnsembleModel
+
+    def ngram_network(fitted) -> bool:
+        model = fitted.config.model
+        return "text" in model.modalities and model.text_encoder.name == "ngram"
 
     fitted = chosen.fitted_
     if isinstance(fitted, EnsembleModel):
-        return any(m.view.kind.startswith("tfidf") and (fitted.method == "stacking" or w > 0)
+        return any((m.view.kind.startswith("tfidf") if isinstance(m, LinearMember)
+                    else ngram_network(m.folds[0])) and (fitted.method == "stacking" or w > 0)
                    for m, w in zip(fitted.members, fitted.weights, strict=True))
-    return "text" in fitted.config.model.modalities and \
-        fitted.config.model.text_encoder.name == "ngram"
+    return ngram_network(fitted)
 
 
 def assert_guarantee(auto: AutoSearch) -> None:
@@ -135,7 +140,7 @@ def test_made_up_script_is_read_by_character_ngrams(tmp_path: Path) -> None:
     assert board["text: ngram"] >= 0.8 and board["text: ngram"] >= board["text: minilm"] + 0.3
     assert board["text: minilm"] <= 0.75  # every word is [UNK] to MiniLM's tokenizer
     assert reads_text_by_ngrams(auto.best_)
-    assert board["member: tfidf-char"] >= 0.8 and board["member: text: minilm"] <= 0.75
+    assert board["member: LR on tfidf-char"] >= 0.8 and board["member: LR on text: minilm"] <= 0.75
     assert_guarantee(auto)
     # The run folder is one ordinary model: it loads and predicts like any other.
     test = made_up_script_rows(tmp_path, 100, seed=2)

@@ -21,7 +21,7 @@ REFUSALS = {
     ("retrieval", "explain"): "ranks, it does not classify",
     ("retrieval", "export"): "ranks, it does not classify",
     ("retrieval", "report"): "ranks, it does not classify",
-    **{("ensemble", command): "ensemble of linear members"
+    **{("ensemble", command): "ensemble of members"
        for command in ("export",)},
 }
 

@@ -147,16 +147,16 @@ class Estimator:
 
     @property
     def is_network(self) -> bool:
-        """One trained network (not an ensemble of linear members)."""
+        """One trained network (not an ensemble of members)."""
         return not isinstance(self._fitted(), EnsembleModel)
 
     def require_network(self, action: str) -> nn.Module:
-        """The fitted network, or a one-sentence refusal of ``action`` for an ensemble of
-        linear members (which has none)."""
+        """The fitted network, or a one-sentence refusal of ``action`` for an ensemble
+        (which is many models, not one network)."""
         fitted = self._fitted()
         if isinstance(fitted, EnsembleModel):
             raise MmfuseError(
-                f"cannot {action}: this model is an ensemble of linear members "
+                f"cannot {action}: this model is an ensemble of members "
                 f"({fitted.describe()}), not one network. Every other command works on it; "
                 f"to {action}, train a network with model flags (e.g. --fusion concat).")
         return fitted.model

@@ -80,7 +80,7 @@ class ModelFolder:
     def save_ensemble(self, config: Config, classes: list[str], spec: dict[str, Any],
                       tensors: dict[str, torch.Tensor], fingerprints: dict[str, str],
                       metrics: dict[str, Any]) -> Path:
-        """An ensemble of linear members: their arrays (safetensors) and how they combine
+        """An ensemble: its linear members' arrays (safetensors) and how members combine
         (``ensemble.json``: views, vocabularies, weights or stacker, temperature)."""
         self.path.mkdir(parents=True, exist_ok=True)
         config.to_yaml(self.path / "config.yaml")

@@ -42,14 +42,17 @@ class View:
 
 class MemberInputs:
     """``texts()`` (N,) and ``dense(view)`` (N, D x columns), computed on first use;
-    ``take(positions)`` is the same for a subset of the rows."""
+    ``take(positions)`` is the same for a subset of the rows. Network members read the
+    validated ``rows`` or the in-memory ``items`` themselves (one of them is set)."""
 
     def __init__(self, config: Config, encoders: dict[str, Encoder],
                  features: Callable[[Encoder, str], torch.Tensor], column: Column,
-                 positions: np.ndarray | None = None) -> None:
+                 positions: np.ndarray | None = None, *, rows: pd.DataFrame | None = None,
+                 items: list[Item] | None = None) -> None:
         self.config, self.encoders = config, encoders
         self.features, self.column = features, column  # (encoder, column) -> (N, D)
         self.positions = positions
+        self.rows, self.items = rows, items
         self.memo: dict[str, object] = {}
 
     @classmethod
@@ -59,7 +62,7 @@ class MemberInputs:
             table = cache.table(encoder, cells(rows, column), with_tokens=False)
             return table.fetch(torch.arange(len(table.index)))["pooled"]
 
-        return cls(config, encoders, features, lambda column: cells(rows, column))
+        return cls(config, encoders, features, lambda column: cells(rows, column), rows=rows)
 
     @classmethod
     def from_items(cls, items: list[Item], config: Config,
@@ -68,12 +71,15 @@ class MemberInputs:
             return pooled_features(encoder, [item.get(column) for item in items])
 
         return cls(config, encoders, features,
-                   lambda column: [item.get(column) or None for item in items])
+                   lambda column: [item.get(column) or None for item in items], items=items)
 
     def take(self, positions: np.ndarray) -> MemberInputs:
         """The same inputs for rows ``positions`` (into these rows); shares what is computed."""
-        subset = MemberInputs(self.config, self.encoders, self.features, self.column,
-                              positions if self.positions is None else self.positions[positions])
+        subset = MemberInputs(
+            self.config, self.encoders, self.features, self.column,
+            positions if self.positions is None else self.positions[positions],
+            rows=None if self.rows is None else self.rows.iloc[positions],
+            items=None if self.items is None else [self.items[i] for i in positions])
         subset.memo = self.memo
         return subset
 

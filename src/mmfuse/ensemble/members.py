@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from mmfuse.config import EncoderConfig
 from mmfuse.ensemble.inputs import MemberInputs, View
 
 TFIDF = {"tfidf-char": ("char_wb", (1, 3)), "tfidf-word": ("word", (1, 2))}
@@ -36,6 +37,36 @@ class LinearMember:
     classes: list[str]
     vocabulary: list[str] = field(default_factory=list)  # TF-IDF views
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # idf/mean/scale, coef, intercept
+
+    @property
+    def name(self) -> str:
+        return f"LR on {self.view.name}"
+
+    @property
+    def modalities(self) -> set[str]:
+        return {self.view.modality}
+
+    def entry(self) -> dict[str, Any]:
+        """What ensemble.json keeps of the member (its arrays go to safetensors)."""
+        return {"view": self.view.kind, "vocabulary": self.vocabulary,
+                "encoder": vars(self.view.encoder) if self.view.encoder is not None else None}
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any], classes: list[str],
+                   arrays: dict[str, np.ndarray]) -> LinearMember:
+        """The member ``entry`` describes, with its ``arrays``; ValueError if they disagree."""
+        if entry["view"] not in (*TFIDF, "image", "text"):
+            raise ValueError(f"unknown view {entry['view']!r}")
+        encoder = EncoderConfig(**entry["encoder"]) if entry["encoder"] else None
+        member = cls(View(entry["view"], encoder), classes, entry["vocabulary"], arrays)
+        n = len(classes)
+        if arrays["coef"].shape[0] != n or arrays["intercept"].shape != (n,):
+            raise ValueError(f"{member.name}: its coefficients are not for {n} classes")
+        return member
+
+    def parameters(self) -> int:
+        """Fitted coefficients."""
+        return int(self.arrays["coef"].size + self.arrays["intercept"].size)
 
     def fit(self, inputs: MemberInputs, y: np.ndarray) -> LinearMember:
         """``y``: class ids (N,) into ``classes``."""

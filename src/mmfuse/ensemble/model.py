@@ -1,5 +1,6 @@
-"""An ensemble of linear members, combined on out-of-fold evidence: the model contract's
-third kind (beside a single network and a dual encoder).
+"""An ensemble of members combined on out-of-fold evidence: the model contract's third kind
+(beside a single network and a dual encoder). Members are linear (``members.py``) or
+networks bagged over their folds (``networks.py``).
 
 ``EnsembleModel.fit`` computes every member's out-of-fold probabilities on the given folds,
 combines them by ensemble selection or by a stacked learner (whichever scores better out of
@@ -9,6 +10,7 @@ out-of-fold probabilities, and refits the members on every row.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score
 
-from mmfuse.config import Config, EncoderConfig
+from mmfuse.config import Config
 from mmfuse.encoders.base import Encoder
 from mmfuse.ensemble.combine import (
     Stacker,
@@ -29,7 +31,8 @@ from mmfuse.ensemble.combine import (
     tempered,
 )
 from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
-from mmfuse.ensemble.members import TFIDF, LinearMember
+from mmfuse.ensemble.members import LinearMember
+from mmfuse.ensemble.networks import NetworkMember
 from mmfuse.errors import CheckpointError, MmfuseError
 from mmfuse.features.cache import FeatureCache, HoldsFeatureCache
 from mmfuse.features.items import Item
@@ -38,13 +41,15 @@ from mmfuse.progress import CONSOLE
 from mmfuse.tasks import Task, get_task
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (fitting rows, held-out rows) positions
+Member = LinearMember | NetworkMember
+MEMBERS_DIR = "members"  # network members' fold models: members/<i>/fold<k>/, model folders
 
 
 @dataclass
 class EnsembleModel(HoldsFeatureCache):
     config: Config
     classes: list[str]
-    members: list[LinearMember]
+    members: list[Member]
     method: str  # "selection" or "stacking"
     weights: np.ndarray  # (M,) selection weights (stacking: unused)
     stacker: Stacker | None = None
@@ -56,8 +61,9 @@ class EnsembleModel(HoldsFeatureCache):
     cache: FeatureCache | None = None
     encoders: dict[str, Encoder] = field(default_factory=dict)
     # (N, C) combined, calibrated out-of-fold probabilities of the rows ``fit`` was given
-    # (what auto mode judges it by); not saved.
+    # (what auto mode judges it by), and each member's; not saved.
     out_of_fold: np.ndarray | None = None
+    members_out_of_fold: list[np.ndarray] = field(default_factory=list)
     kind_name = "ensemble"
 
     @property
@@ -66,18 +72,19 @@ class EnsembleModel(HoldsFeatureCache):
 
     def describe(self) -> str:
         if self.method == "stacking":
-            return f"stacked LR over {', '.join(m.view.name for m in self.members)}"
-        return " + ".join(f"{w:.2f} {m.view.name}" for m, w in zip(self.members, self.weights,
-                                                                   strict=True) if w > 0)
+            return f"stacked LR over {', '.join(m.name for m in self.members)}"
+        return " + ".join(f"{w:.2f} {m.name}" for m, w in zip(self.members, self.weights,
+                                                              strict=True) if w > 0)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, config: Config, rows: pd.DataFrame, views: list[View], folds: Folds,
             cache: FeatureCache, classes: list[str] | None = None,
             ) -> tuple[EnsembleModel, dict[str, float]]:
-        """Fitted on every row of ``rows``; also returns the out-of-fold score of each member
-        and of the combination (the task's selection metric). ``classes`` default to the
-        labels of ``rows``."""
+        """Linear members on ``views``, fitted on every row of ``rows`` and combined on their
+        out-of-fold probabilities over ``folds``; also returns the out-of-fold score of each
+        member and of the combination (the task's selection metric). ``classes`` default to
+        the labels of ``rows``."""
         task = get_task(config.data.task)
         classes = classes or sorted(set(rows["_target"]))
         y = np.asarray(task.encode(rows["_target"].tolist(), classes))
@@ -93,21 +100,40 @@ class EnsembleModel(HoldsFeatureCache):
                 CONSOLE.print(f"ensemble: {view.name} left out ({error})")
         if not kept:
             raise MmfuseError("no linear member could be fitted on these rows")
-        views = kept
-        scores = {v.name: score(y, p) for v, p in zip(views, oof, strict=True)}
+        members = [LinearMember(v, classes).fit(inputs, y) for v in kept]
+        model, scores = cls.combine(config, classes, members, oof, y, cache=cache,
+                                    encoders=encoders)
+        return model, {m.name: score(y, p) for m, p in zip(members, oof, strict=True)} | scores
+
+    @classmethod
+    def combine(cls, config: Config, classes: list[str], members: list[Member],
+                oof: list[np.ndarray], y: np.ndarray, selection_only: bool = False,
+                **fields: Any) -> tuple[EnsembleModel, dict[str, float]]:
+        """Fitted ``members`` combined on their out-of-fold probabilities ``oof`` (one (N, C)
+        per member) for the class ids ``y`` (N,): ensemble selection or a stacked learner,
+        whichever scores better out of fold, then a temperature. ``selection_only``: no
+        stacker, and members of weight 0 are left out of the model (each fold model a network
+        member keeps costs prediction time and disk). Returns the model (its
+        ``out_of_fold`` set) and the out-of-fold score of each way of combining."""
+        score = metric_score(get_task(config.data.task), config, classes)
         weights = ensemble_selection(oof, y, score)
         selected = blend(oof, weights)
-        scores["ensemble selection"] = score(y, selected)
-        stacked_score, stacked, stacker = nested_stacking(oof, y, len(classes), score,
-                                                          config.train.seed)
-        scores["stacking"] = stacked_score
-        method = "stacking" if stacked_score > scores["ensemble selection"] else "selection"
-        combined = stacked if method == "stacking" else selected
-        members = [LinearMember(v, classes).fit(inputs, y) for v in views]
+        scores = {"ensemble selection": score(y, selected)}
+        method, combined, stacker = "selection", selected, None
+        if not selection_only:
+            scores["stacking"], stacked, stacker = nested_stacking(oof, y, len(classes), score,
+                                                                   config.train.seed)
+            if scores["stacking"] > scores["ensemble selection"]:
+                method, combined = "stacking", stacked
+        if selection_only:
+            kept = np.flatnonzero(weights > 0)
+            members, oof, weights = [members[i] for i in kept], [oof[i] for i in kept], \
+                weights[kept]
         model = cls(config, classes, members, method, weights,
                     stacker if method == "stacking" else None,
-                    calibrated_temperature(combined, y), cache=cache, encoders=encoders)
+                    calibrated_temperature(combined, y), **fields)
         model.out_of_fold = tempered(combined, model.temperature)
+        model.members_out_of_fold = oof
         scores["ensemble"] = score(y, model.out_of_fold)
         CONSOLE.print(f"ensemble: {model.describe()} (out of fold: {scores['ensemble']:.4f})")
         return model, scores
@@ -137,7 +163,7 @@ class EnsembleModel(HoldsFeatureCache):
     @property
     def modality_kinds(self) -> dict[str, str]:
         """The input columns some member reads -> "image" | "text"."""
-        read = {m.view.modality for m in self.members}
+        read = set().union(*(m.modalities for m in self.members))
         data = self.config.data
         return dict(sorted({**{c: "image" for c in data.image_cols if "image" in read},
                             **{c: "text" for c in data.text_cols if "text" in read}}.items()))
@@ -152,16 +178,23 @@ class EnsembleModel(HoldsFeatureCache):
 
     # ------------------------------------------------------------------ folder
     def save(self, directory: str | Path) -> Path:
-        arrays = {f"member{i}.{k}": v for i, m in enumerate(self.members)
-                  for k, v in m.arrays.items()}
+        """Linear members' arrays and the stacker in one safetensors file, how they combine
+        in ensemble.json, each network member's fold models in members/<i>/fold<k>/."""
+        linear = {i: m for i, m in enumerate(self.members) if isinstance(m, LinearMember)}
+        arrays = {f"member{i}.{k}": v for i, m in linear.items() for k, v in m.arrays.items()}
         if self.stacker is not None:
             arrays |= {f"stacker.{k}": v for k, v in self.stacker.state().items()}
         spec = {"method": self.method, "weights": self.weights.tolist(),
                 "temperature": self.temperature,
-                "members": [{"view": m.view.kind, "encoder": vars(m.view.encoder)
-                             if m.view.encoder is not None else None,
-                             "vocabulary": m.vocabulary} for m in self.members]}
-        fingerprints = {name: e.fingerprint for name, e in self.encoders.items()}
+                "members": [m.entry() if i in linear else
+                            {"network": m.name, "folds": len(m.folds)}
+                            for i, m in enumerate(self.members)]}
+        networks = Path(directory) / MEMBERS_DIR
+        shutil.rmtree(networks, ignore_errors=True)  # an earlier save's members
+        for i, member in enumerate(self.members):
+            if i not in linear:
+                member.save(networks / str(i))
+        fingerprints = {name: e.fingerprint for name, e in self.encoders_by_name().items()}
         self.folder = ModelFolder(directory).save_ensemble(
             self.config, self.classes, spec, {k: torch.from_numpy(np.asarray(v)) for k, v in
                                               arrays.items()}, fingerprints, self.metrics)
@@ -182,19 +215,18 @@ class EnsembleModel(HoldsFeatureCache):
     def _load(cls, folder: ModelFolder) -> EnsembleModel:
         definition, spec, tensors = folder.ensemble()
         arrays = {k: v.numpy() for k, v in tensors.items()}
-        members = []
+        classes = definition.classes or []
+        shared: dict[str, Encoder] = {}  # frozen encoders the network members read
+        members: list[Member] = []
         for i, entry in enumerate(spec["members"]):
-            encoder = EncoderConfig(**entry["encoder"]) if entry["encoder"] else None
-            prefix = f"member{i}."
-            members.append(LinearMember(
-                View(entry["view"], encoder), definition.classes, entry["vocabulary"],
-                {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}))
-        n = len(definition.classes or [])
-        for member in members:
-            if member.view.kind not in (*TFIDF, "image", "text"):
-                raise ValueError(f"unknown view {member.view.kind!r}")
-            if member.arrays["coef"].shape[0] != n or member.arrays["intercept"].shape != (n,):
-                raise ValueError(f"{member.view.name}: its coefficients are not for {n} classes")
+            if "network" in entry:  # a fold count, never a path: nothing outside the folder
+                members.append(NetworkMember.load(str(entry["network"]),
+                                                  folder.path / MEMBERS_DIR / str(i),
+                                                  int(entry["folds"]), classes, shared))
+            else:
+                prefix = f"member{i}."
+                members.append(LinearMember.from_entry(entry, classes, {
+                    k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}))
         if spec["method"] not in ("stacking", "selection") or len(spec["weights"]) != len(members):
             raise ValueError("method must be stacking or selection, with one weight per member")
         stacker = None
@@ -208,11 +240,10 @@ class EnsembleModel(HoldsFeatureCache):
         return model
 
     def encoders_by_name(self) -> dict[str, Encoder]:
-        """The members' encoders, built (from their packages) when first needed."""
-        for member in self.members:
-            if member.view.encoder is not None:
-                encoder_for(member.view, self.encoders)
-        return self.encoders
+        """The linear members' encoders by view, built (from their packages) when first
+        needed. Network members hold theirs, as their own model folders record."""
+        return {m.view.name: encoder_for(m.view, self.encoders) for m in self.members
+                if isinstance(m, LinearMember) and m.view.encoder is not None}
 
 
 def out_of_fold(view: View, classes: list[str], inputs: MemberInputs, y: np.ndarray,

@@ -60,13 +60,12 @@ def _row_latencies(predictor: Predictor, rows, batch_size: int, repeats: int,
 
 
 def _ensemble_parameters(ensemble) -> dict[str, dict[str, int]]:
-    """Frozen parameters per encoder view; the members' fitted coefficients as trainable."""
+    """Frozen parameters per encoder view of the linear members; every member's fitted
+    coefficients and trained network weights as trainable."""
     counts = {f"encoder {name}": {"trainable": 0, "frozen": sum(
         p.numel() for p in encoder.parameters())}
         for name, encoder in ensemble.encoders_by_name().items()}
-    counts["linear members"] = {"trainable": sum(
-        int(np.asarray(m.arrays[k]).size) for m in ensemble.members
-        for k in ("coef", "intercept")), "frozen": 0}
+    counts["members"] = {"trainable": sum(m.parameters() for m in ensemble.members), "frozen": 0}
     return counts
 
 

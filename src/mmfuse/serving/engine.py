@@ -62,7 +62,7 @@ class InferenceEngine:
         model = self.predictor.config.model
         if isinstance(self.fitted, EnsembleModel):  # each member names its own view
             return {"fusion": "ensemble", "ensemble": self.fitted.describe(),
-                    "members": [m.view.name for m in self.fitted.members]}
+                    "members": [m.name for m in self.fitted.members]}
         return {"fusion": model.fusion, "image_encoder": model.image_encoder.name,
                 "text_encoder": model.text_encoder.name}
 

@@ -1,0 +1,73 @@
+"""Network members: a candidate network bagged over its folds.
+
+Auto mode judges a network on k folds, fitting one model without each fold. Those k models are
+kept and their probabilities averaged (bagging) instead of refitting once: nothing is trained
+twice, each member's out-of-fold probabilities are exactly the evidence it was weighed by, and
+the average of k models is steadier than any one of them (MATH-V, MiniLM alone: 0.572 test
+macro-F1 bagged over 5 folds against 0.539 for the first fold's model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmfuse.encoders.base import Encoder
+from mmfuse.ensemble.inputs import MemberInputs
+from mmfuse.errors import CheckpointError
+from mmfuse.fitted_model import FittedModel
+
+
+@dataclass
+class NetworkMember:
+    """``name`` (the candidate's) and its fold models, fitted over the ensemble's classes."""
+
+    name: str
+    folds: list[FittedModel]
+
+    @property
+    def modalities(self) -> set[str]:
+        """"image" and/or "text": what the member reads."""
+        return set(self.folds[0].modality_kinds.values())
+
+    def predict_proba(self, inputs: MemberInputs) -> np.ndarray:
+        """(N, C) the fold models' probabilities, averaged."""
+        if inputs.rows is not None:
+            outputs = [fold.predict(inputs.rows)[0] for fold in self.folds]
+        else:
+            outputs = [fold.predict_items(inputs.items)[0] for fold in self.folds]
+        return np.mean(outputs, axis=0)
+
+    def save(self, directory: Path) -> None:
+        for k, fold in enumerate(self.folds):
+            fold.save(directory / f"fold{k}")
+
+    @classmethod
+    def load(cls, name: str, directory: Path, folds: int, classes: list[str],
+             shared: dict[str, Encoder]) -> NetworkMember:
+        """The member saved in ``directory`` (``folds`` model folders), its frozen encoders
+        shared through ``shared``."""
+        models = [share_frozen_encoders(FittedModel.load(directory / f"fold{k}"), shared)
+                  for k in range(folds)]
+        for k, model in enumerate(models):
+            if model.classes != classes:
+                raise CheckpointError(f"{directory / f'fold{k}'} predicts other classes than the "
+                                      "ensemble around it; re-save or retrain")
+        return cls(name, models)
+
+    def parameters(self) -> int:
+        """Trained parameters of every fold (frozen encoders, shared, not counted)."""
+        return sum(p.numel() for fold in self.folds for p in fold.model.parameters()
+                   if p.requires_grad)
+
+
+def share_frozen_encoders(fitted: FittedModel, shared: dict[str, Encoder]) -> FittedModel:
+    """``fitted`` reading the frozen pretrained encoders of ``shared`` (by cache key: same
+    weights, same preprocessing) instead of a copy of its own. They are never trained, so k
+    folds of several candidates can hold one MiniLM (91 MB) instead of one each."""
+    for kind, encoder in list(fitted.model.encoders.items()):
+        if encoder.frozen and encoder.pretrained:
+            fitted.model.encoders[kind] = shared.setdefault(encoder.cache_key, encoder)
+    return fitted

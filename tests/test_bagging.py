@@ -1,0 +1,86 @@
+"""Auto mode's ensemble of all candidates: networks bagged over their folds beside the linear
+members, weighed on the same out-of-fold evidence; a model folder that loads, predicts and
+serves like any other."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_rows
+from fastapi.testclient import TestClient
+from test_auto import config, quick_preset
+
+from mmfuse import Predictor
+from mmfuse.auto import AutoSearch
+from mmfuse.auto.bagging import NAME
+from mmfuse.ensemble.model import MEMBERS_DIR, EnsembleModel
+from mmfuse.ensemble.networks import NetworkMember
+from mmfuse.serving.app import create_app
+
+
+def test_networks_join_the_ensemble_as_their_fold_models(tmp_path: Path) -> None:
+    rows = make_rows(tmp_path, 75, seed=11)  # 3 folds of 25: the last batch of 16 is uneven
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    cfg = config(tmp_path, "caption")
+    cfg.data.allow_missing = True
+    auto = AutoSearch(cfg, quick_preset(300, folds=3, fusions=("concat",)),
+                      keep_candidates=True)
+    auto.fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
+    board = {r["candidate"]: r for r in auto.leaderboard_}
+    networks = [member for member, _ in auto.bag_.networks]
+    assert [m.name for m in networks] == [
+        "image: efficientnet-lite0", "text: ngram", "concat (efficientnet-lite0 + ngram)"]
+    assert all(len(m.folds) == 3 for m in networks)
+    # Weighed on the evidence every candidate was judged by: never below the best of them,
+    # and every member it weighed shows its weight (0 when left out), summing to 1.
+    assert board[NAME]["folds"] == 3
+    judged = [r["val_metric"] for r in auto.leaderboard_ if r["val_metric"] is not None
+              and r["candidate"] != NAME]
+    assert board[NAME]["val_metric"] >= max(judged) - 1e-9
+    weights = [r["weight"] for r in auto.leaderboard_ if r.get("weight") is not None]
+    assert len(weights) == len(auto.bag_.names()) and sum(weights) == pytest.approx(1.0)
+
+    # Every member, linear and network, in one folder.
+    chosen = auto.candidates_[NAME].fitted_
+    members = auto.bag_.linear.members + networks
+    ensemble = EnsembleModel(cfg, chosen.classes, members, "selection",
+                             np.full(len(members), 1 / len(members)), cache=chosen.cache,
+                             encoders=chosen.encoders)
+    # A folder that round-trips: saved, loaded, the same probabilities.
+    ensemble.save(tmp_path / "all")
+    test = make_rows(tmp_path, 13, seed=12)
+    test.loc[2, "caption"] = ""  # mixed holes: a row without its text
+    test.to_csv(tmp_path / "test.csv", index=False)
+    loaded = Predictor.load(tmp_path / "all")
+    expected = Predictor.of(ensemble).predict_proba(tmp_path / "test.csv")
+    np.testing.assert_allclose(loaded.predict_proba(tmp_path / "test.csv").to_numpy(),
+                               expected.to_numpy(), atol=1e-6)
+
+    # Bagging, against fold models loaded one by one (each with its own encoders).
+    rows_read = loaded.read(tmp_path / "test.csv")
+    inputs = loaded.fitted_.inputs(rows_read)
+    for i, member in enumerate(loaded.fitted_.members):
+        if not isinstance(member, NetworkMember):
+            continue
+        folds = [Predictor.load(tmp_path / "all" / MEMBERS_DIR / str(i) / f"fold{k}")
+                 for k in range(3)]
+        alone = np.mean([fold.outputs(rows_read)[0] for fold in folds], axis=0)
+        np.testing.assert_allclose(member.predict_proba(inputs), alone, atol=1e-6)
+    # ... which share one frozen Lite0 instead of a copy per fold model
+    lite0 = {id(fold.model.encoders["image"]) for m in loaded.fitted_.members
+             if isinstance(m, NetworkMember) for fold in m.folds if "image" in fold.model.encoders}
+    assert len(lite0) == 1
+
+    # Served: encoders run live on the upload, the same probabilities as predict.
+    served = []
+    with TestClient(create_app(loaded)) as client:
+        for _, row in test.iterrows():
+            body = {"image": base64.b64encode((tmp_path / row["image"]).read_bytes()).decode(),
+                    "text": row["caption"] if isinstance(row["caption"], str) else ""}
+            response = client.post("/v1/predict", json=body)
+            assert response.status_code == 200, response.text
+            served.append([response.json()["probabilities"][c] for c in expected.columns])
+    np.testing.assert_allclose(np.asarray(served), expected.to_numpy(), atol=1e-5)
