@@ -131,6 +131,10 @@ def main() -> None:
         rows[search.best_name_]["chosen"] = False
         singles = [rows[r["candidate"]]["macro_f1"] for r in search.leaderboard_
                    if r["single_modality"] and r["candidate"] in rows]
+        fusions = [r for r in search.leaderboard_ if r.get("model") and not r["single_modality"]
+                   and r["val_metric"] is not None]
+        single_val = max(r["val_metric"] for r in search.leaderboard_ if r["single_modality"]
+                         and r["val_metric"] is not None)
         sklearn = [v["macro_f1"] for k, v in rows.items() if k.startswith("sklearn")]
         fixed = [v["macro_f1"] for k, v in rows.items()
                  if not k.startswith("sklearn") and k != "auto mode's choice"]
@@ -144,6 +148,13 @@ def main() -> None:
             "auto_beats_every_sklearn_baseline_on_test": auto["macro_f1"] >= max(sklearn),
             "auto_beats_every_fixed_candidate_on_test": auto["macro_f1"] >= max(fixed),
             "auto_test_ece": metrics["ece"],
+            # judged as the search judges (out of fold on small data), and on the test rows
+            "every_fusion_at_least_best_single_modality_on_validation": all(
+                r["val_metric"] >= single_val for r in fusions),
+            "every_fusion_at_least_best_single_modality_on_test": all(
+                rows[r["candidate"]]["macro_f1"] >= max(singles) for r in fusions),
+            "ensemble_weights": {r["candidate"].removeprefix("member: "): r["weight"]
+                                 for r in search.leaderboard_ if r.get("weight")},
             "auto_wall_within_3_minutes": wall <= 180,
             "results": rows,
         }

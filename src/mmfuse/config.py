@@ -72,6 +72,10 @@ class TrainConfig:
     metric: str | None = None  # None: macro_f1 (classification kinds) or rmse (regression)
     seed: int = 0
     modality_dropout: float = 0.0
+    # Weight of each modality's own loss (the model with the others hidden) beside the fused
+    # loss: every modality must predict alone too, so the one that fits the training rows
+    # fastest cannot starve the others (Wang et al., 2020, "gradient blending").
+    unimodal_loss: float = 0.0
     imbalance: str = "none"  # "none", "weight" (class-weighted loss), "sample", "auto"
     num_workers: int = 2
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
@@ -118,6 +122,8 @@ class Config:
             raise ConfigError("give dp_epsilon (a target) or dp_noise_multiplier, not both")
         if dp.dp_epsilon is not None and dp.dp_epsilon <= 0 or not 0 < dp.dp_delta < 1:
             raise ConfigError("dp_epsilon must be positive and dp_delta in (0, 1)")
+        if self.train.unimodal_loss < 0:
+            raise ConfigError("unimodal_loss must be >= 0")
         if not 0.0 <= self.train.modality_dropout < 1.0:
             raise ConfigError("modality_dropout must be in [0, 1)")
         for where, value, low, high in self._ranges():

@@ -21,6 +21,7 @@ from PIL import Image
 from mmfuse.config import Config, EncoderConfig
 from mmfuse.data.validate import cells
 from mmfuse.errors import ConfigError
+from mmfuse.training.privacy import is_private
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,14 @@ class Preset:
     epochs: int = 30
     folds: int = 5  # k-fold validation on small data (the first fold is the holdout split)
     finetuned_fusions: bool = False  # may a fusion fine-tune an encoder (or only read cached)?
-    fusion_modality_dropout: float = 0.0  # fusions hide a modality at random while training
+    # Fusions are regularised more than single modalities: they see more inputs per row (a
+    # 1,280-d image beside a 384-d text), and the modality that fits the training rows first
+    # (often the weaker image) starves the other. Measured on MATH-V (5-fold out-of-fold
+    # macro-F1, training rows only; MiniLM alone 0.552): concat 0.538 -> 0.566, late 0.520 ->
+    # 0.551, gated 0.526 -> 0.544 with dropout 0.3 and each modality's own loss at weight 1;
+    # modality dropout 0.3 instead: 0.535 / 0.533 / 0.542.
+    fusion_dropout: float = 0.3
+    fusion_unimodal_loss: float = 1.0
 
 
 FROZEN_LITE0 = EncoderConfig("efficientnet-lite0")
@@ -185,7 +193,9 @@ def fusion_candidates(
     candidates = []
     for fusion in preset.fusions:
         config = _variant(base, preset, ["image", "text"], fusion, image, text)
-        config.train.modality_dropout = max(config.train.modality_dropout,
-                                            preset.fusion_modality_dropout)
+        config.model.dropout = max(config.model.dropout, preset.fusion_dropout)
+        if not is_private(config.train):  # DP-SGD allows one forward pass per example
+            config.train.unimodal_loss = max(config.train.unimodal_loss,
+                                             preset.fusion_unimodal_loss)
         candidates.append(Candidate(f"{fusion} ({pair})", config, single=False))
     return candidates

@@ -45,6 +45,7 @@ HELP = {
     "train.metric": "Validation metric that picks the epoch (default: the task's)",
     "train.seed": "Seed of splits, shuffling and initialisation",
     "train.modality_dropout": "Hide a modality in training",
+    "train.unimodal_loss": "Weight of each modality's own loss (others hidden) beside the fused one",
     "train.imbalance": "auto|none|weight|sample",
     "train.num_workers": "Image-decoding worker processes",
     "train.threads": "torch threads (default: all cores)",

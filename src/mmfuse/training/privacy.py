@@ -39,6 +39,9 @@ def check_supported(model: MultimodalModel, cfg: TrainConfig, processes: int) ->
     if cfg.precision != "no" or cfg.grad_accum != 1:
         raise ConfigError("DP-SGD needs --precision no and --grad-accum 1 (per-example "
                           "clipping happens at every step, in full precision)")
+    if cfg.unimodal_loss > 0:
+        raise ConfigError("DP-SGD clips the gradient of one forward pass per example: use "
+                          "--unimodal-loss 0 (each modality's own loss is a second pass)")
     if cfg.imbalance == "sample":
         raise ConfigError("DP-SGD samples batches itself (Poisson sampling): use --imbalance "
                           "weight instead of sample")

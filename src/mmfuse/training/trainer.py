@@ -153,6 +153,8 @@ def train(
     with placeholders_frozen(model) if private else nullcontext(), warnings.catch_warnings():
         # opacus' hooks on the first layer, whose input needs no gradient: harmless.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        if loss_fn is None and cfg.unimodal_loss > 0 and len(model.modalities) > 1:
+            loss_fn = with_unimodal_losses(cfg.unimodal_loss)
         loop = Loop(model, train_set, cfg, accelerator, optimizer, loss_fn or head_loss,
                     sample_weights, privacy_history if private else None)
         while state.epoch < cfg.epochs and not state.stopped_early:
@@ -306,6 +308,23 @@ def head_loss(
     forward: Callable[[Batch], Any], model: MultimodalModel, batch: Batch, target: torch.Tensor
 ) -> torch.Tensor:
     return model.head.loss(forward(batch).logits.float(), target)
+
+
+def with_unimodal_losses(weight: float) -> LossFn:
+    """The head's loss on the fused prediction plus ``weight`` times the mean of each
+    modality's loss with the other modalities hidden (as missing: their placeholders)."""
+
+    def loss(forward: Callable[[Batch], Any], model: MultimodalModel, batch: Batch,
+             target: torch.Tensor) -> torch.Tensor:
+        total = head_loss(forward, model, batch, target)
+        alone = []
+        for kept in batch:
+            hidden = {m: inputs if m == kept else inputs | {
+                "present": torch.zeros_like(inputs["present"])} for m, inputs in batch.items()}
+            alone.append(head_loss(forward, model, hidden, target))
+        return total + weight * torch.stack(alone).mean()
+
+    return loss
 
 
 def snapshot(model: MultimodalModel) -> dict[str, torch.Tensor]:
