@@ -15,9 +15,10 @@ from test_auto import config, quick_preset
 
 from mmfuse import Predictor
 from mmfuse.auto import AutoSearch
-from mmfuse.auto.bagging import NAME
+from mmfuse.auto.bagging import BAG_DIR, NAME, OOF_FILE
 from mmfuse.ensemble.model import MEMBERS_DIR, EnsembleModel
 from mmfuse.ensemble.networks import NetworkMember
+from mmfuse.io import load_tensors
 from mmfuse.serving.app import create_app
 
 
@@ -84,3 +85,43 @@ def test_networks_join_the_ensemble_as_their_fold_models(tmp_path: Path) -> None
             assert response.status_code == 200, response.text
             served.append([response.json()["probabilities"][c] for c in expected.columns])
     np.testing.assert_allclose(np.asarray(served), expected.to_numpy(), atol=1e-5)
+
+
+def test_a_killed_search_resumes_with_its_finished_members(tmp_path: Path, monkeypatch) -> None:
+    make_rows(tmp_path, 60, seed=13).to_csv(tmp_path / "train.csv", index=False)
+    cfg, preset = config(tmp_path, "caption"), quick_preset(300, folds=3, fusions=("concat",))
+    run = tmp_path / "run"
+    fit, fitted = Predictor.fit, []
+
+    def killed_at_text(self, *args, **kwargs):
+        if self.config.model.modalities == ["text"]:
+            raise KeyboardInterrupt  # the image candidate and the linear ensemble are done
+        fitted.append(self.config.model.modalities)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "fit", killed_at_text)
+    with pytest.raises(KeyboardInterrupt):
+        AutoSearch(cfg, preset).fit(tmp_path / "train.csv", run_dir=run)
+    assert fitted == [["image"]] * 3
+    kept = run / BAG_DIR
+    assert (kept / "linear" / OOF_FILE).exists() and (kept / "0" / OOF_FILE).exists()
+    image_oof = load_tensors(kept / "0" / OOF_FILE)["oof"].numpy()
+
+    def counted(self, *args, **kwargs):
+        fitted.append(self.config.model.modalities)
+        return fit(self, *args, **kwargs)
+
+    fitted.clear()
+    monkeypatch.setattr(Predictor, "fit", counted)
+    auto = AutoSearch(cfg, preset, keep_candidates=True)
+    auto.fit(tmp_path / "train.csv", run_dir=run, resume=True)
+    refit = auto.best_.is_network and auto.best_.config.model.modalities == ["image"]
+    assert fitted.count(["image"]) == int(refit)  # its folds came from the run folder
+    assert fitted.count(["text"]) >= 3 and fitted.count(["image", "text"]) >= 3
+    names = [m.name for m, _ in auto.bag_.networks]
+    assert names == ["image: efficientnet-lite0", "text: ngram",
+                     "concat (efficientnet-lite0 + ngram)"]
+    np.testing.assert_array_equal(auto.bag_.networks[0][1], image_oof)
+    assert auto.bag_.linear is not None and NAME in {r["candidate"] for r in auto.leaderboard_}
+    assert not kept.exists()  # finished: the run folder holds the chosen model only
+    assert len(Predictor.load(run).predict(tmp_path / "train.csv")) == 60

@@ -10,7 +10,11 @@ evidence came from, so nothing is trained again.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
+import torch
 
 from mmfuse.config import Config
 from mmfuse.encoders.base import Encoder
@@ -18,25 +22,72 @@ from mmfuse.ensemble.model import EnsembleModel, Member
 from mmfuse.ensemble.networks import NetworkMember, share_frozen_encoders
 from mmfuse.features.cache import FeatureCache
 from mmfuse.fitted_model import FittedModel
+from mmfuse.io import load_tensors, read_json, save_tensors, write_json
 
 NAME = "ensemble of all candidates"
+# In a run folder: what an interrupted search keeps of its members (``--resume``). linear/ is
+# the linear ensemble's folder, <i>/ a network member's fold models; each has its
+# out-of-fold probabilities beside it. Removed once the search has finished.
+BAG_DIR = "auto-members"
+OOF_FILE = "out-of-fold.safetensors"
 
 
 class Bag:
     """The members collected as candidates finish, with their out-of-fold probabilities
     (N, C) on the judging rows; the networks' frozen encoders shared (``share``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder  # where members are kept as they come, if anywhere
         self.linear: EnsembleModel | None = None
         self.networks: list[tuple[NetworkMember, np.ndarray]] = []
         self.shared: dict[str, Encoder] = {}
+
+    @classmethod
+    def restore(cls, folder: Path, finished: set[str], classes: list[str]) -> Bag:
+        """The members an interrupted search kept in ``folder``, of the candidates it
+        ``finished`` (a member saved just before a kill, its row never written, is left to
+        be fitted again)."""
+        bag = cls(folder)
+        linear = folder / "linear"
+        if (linear / OOF_FILE).exists():
+            bag.linear = EnsembleModel.load(linear)
+            bag.linear.members_out_of_fold = list(load_tensors(linear / OOF_FILE)["oof"].numpy())
+        index = 0
+        while (folder / str(index) / OOF_FILE).exists():
+            directory = folder / str(index)
+            entry = read_json(directory / "member.json")
+            if entry["name"] in finished:
+                member = NetworkMember.load(entry["name"], directory, int(entry["folds"]),
+                                            classes, bag.shared)
+                bag.networks.append((member, load_tensors(directory / OOF_FILE)["oof"].numpy()))
+            index += 1
+        return bag
+
+    def add_linear(self, model: EnsembleModel) -> None:
+        self.linear = model
+        if self.folder is not None:
+            model.save(self.folder / "linear")
+            save_tensors(self.folder / "linear" / OOF_FILE, {
+                "oof": torch.from_numpy(np.stack(model.members_out_of_fold))})
 
     def share(self, fold: FittedModel) -> FittedModel:
         """A fold model kept for later, holding no copy of a frozen encoder."""
         return share_frozen_encoders(fold, self.shared)
 
     def add_network(self, name: str, folds: list[FittedModel], out_of_fold: np.ndarray) -> None:
-        self.networks.append((NetworkMember(name, folds), out_of_fold))
+        """A network whose every fold ran, with its out-of-fold probabilities (N, C)."""
+        member = NetworkMember(name, folds)
+        self.networks.append((member, out_of_fold))
+        if self.folder is not None:
+            directory = self.folder / str(len(self.networks) - 1)
+            member.save(directory)
+            write_json(directory / "member.json", {"name": name, "folds": len(folds)})
+            save_tensors(directory / OOF_FILE, {"oof": torch.from_numpy(out_of_fold)})
+
+    def discard(self) -> None:
+        """The kept members, once the search no longer needs them."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def names(self) -> list[str]:
         """Every member's name, linear and network."""

@@ -102,8 +102,12 @@ class AutoSearch:
         self._run = run
         self._splits = self._validation_splits()
         # Small data, single-label: every candidate's folds are kept for the last candidate.
-        self.bag_ = (bagging.Bag() if len(self._splits) > 1 and linear.applies(self.config)
-                     else None)
+        self.bag_ = None
+        if len(self._splits) > 1 and linear.applies(self.config):
+            kept = run / bagging.BAG_DIR if run is not None else None
+            finished = {r["candidate"] for r in self.leaderboard_}
+            self.bag_ = (bagging.Bag.restore(kept, finished, self._judge.classes)
+                         if resume and kept is not None and kept.exists() else bagging.Bag(kept))
         # Candidates stop short of the limit by a reserve for what follows them.
         share = FINISH_RESERVE + (ENSEMBLE_RESERVE if self.bag_ is not None else 0.0)
         reserve = max(MIN_SECONDS, share * self.time_limit)
@@ -153,6 +157,8 @@ class AutoSearch:
         if run is not None:
             self.best_.save(run)
             self._write()
+        if self.bag_ is not None:
+            self.bag_.discard()
         return self.best_
 
     # ------------------------------------------------------------ internals
@@ -324,7 +330,7 @@ class AutoSearch:
             return
         fit_s = clocks.clock() - started
         if self.bag_ is not None:
-            self.bag_.linear = model
+            self.bag_.add_linear(model)
         evidence = self._judge.evidence_of(np.arange(len(judged)), judged, judged.argmax(axis=1),
                                            model.classes)
         value = self._judge.score(evidence)
