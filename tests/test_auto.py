@@ -215,6 +215,26 @@ def test_every_preset_names_registered_components() -> None:
         assert {e.name for e in preset.text_encoders} <= set(TEXT_ENCODERS.names())
 
 
+def test_fusions_are_regularised_on_small_data_only(tmp_path: Path) -> None:
+    """Small data: dropout 0.3 and each modality's own loss (unless DP-SGD, which cannot
+    take a second forward pass, or the user asked for more); large data: as configured."""
+    from mmfuse.auto import PRESETS
+    from mmfuse.auto.portfolio import fusion_candidates
+
+    medium, image, text = PRESETS["medium"], EncoderConfig("efficientnet-lite0"), \
+        EncoderConfig("minilm")
+    base = config(tmp_path)
+    small = fusion_candidates(base, medium, image, text, small_data=True)
+    large = fusion_candidates(base, medium, image, text, small_data=False)
+    assert [c.config.model.dropout for c in small] == [0.3] * len(medium.fusions)
+    assert [c.config.train.unimodal_loss for c in small] == [1.0] * len(medium.fusions)
+    assert [(c.config.model.dropout, c.config.train.unimodal_loss) for c in large] == [
+        (base.model.dropout, 0.0)] * len(medium.fusions)
+    base.model.dropout, base.train.dp_noise_multiplier = 0.5, 1.0
+    private = fusion_candidates(base, medium, image, text, small_data=True)[0].config
+    assert (private.model.dropout, private.train.unimodal_loss) == (0.5, 0.0)
+
+
 def test_pretrained_text_encoders_read_the_datas_length() -> None:
     """MiniLM reads the 95th percentile of the token counts (not a fixed 64); an explicit
     length and encoders without a pretrained tokenizer are left alone."""

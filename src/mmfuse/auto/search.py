@@ -106,8 +106,9 @@ class AutoSearch:
         if len(self._splits) > 1 and linear.applies(self.config):
             kept = run / bagging.BAG_DIR if run is not None else None
             finished = {r["candidate"] for r in self.leaderboard_}
-            self.bag_ = (bagging.Bag.restore(kept, finished, self._judge.classes)
-                         if resume and kept is not None and kept.exists() else bagging.Bag(kept))
+            self.bag_ = (bagging.Bag.restore(self._judge.y, kept, finished, self._judge.classes)
+                         if resume and kept is not None and kept.exists()
+                         else bagging.Bag(self._judge.y, kept))
         # Candidates stop short of the limit by a reserve for what follows them.
         share = FINISH_RESERVE + (ENSEMBLE_RESERVE if self.bag_ is not None else 0.0)
         reserve = max(MIN_SECONDS, share * self.time_limit)
@@ -133,12 +134,13 @@ class AutoSearch:
         pairs = [(i, t) for i in self._contenders("image", preset)
                  for t in self._contenders("text", preset)]
         self._planned += max(0, len(pairs) - 1)
-        firsts = [fusion_candidates(self.config, preset, i, t)[:1] for i, t in pairs]
+        small = len(self._splits) > 1
+        firsts = [fusion_candidates(self.config, preset, i, t, small)[:1] for i, t in pairs]
         for candidate in [c for first in firsts for c in first]:
             self._try(candidate)
         pair = self._best_pair([c for first in firsts for c in first])
         if pair is not None:
-            for candidate in fusion_candidates(self.config, preset, *pair)[1:]:
+            for candidate in fusion_candidates(self.config, preset, *pair, small)[1:]:
                 self._try(candidate)
         self._try_ensemble_of_all()
         failures = [r for r in self.leaderboard_ if r["status"].startswith("failed")]
@@ -355,7 +357,7 @@ class AutoSearch:
         if self.bag_ is None or bagging.NAME in {r["candidate"] for r in self.leaderboard_}:
             return
         started = clocks.clock()
-        built = self.bag_.ensemble(self.config, self._judge.classes, self._judge.y, self._cache)
+        built = self.bag_.ensemble(self.config, self._judge.classes, self._cache)
         if built is None:
             return
         model, scores = built
