@@ -14,7 +14,7 @@ from mmfuse.cli import app
 from mmfuse.retrieval.predictor import RetrievalPredictor
 
 TASKS = ("classification", "multilabel", "binary", "regression", "matching", "retrieval")
-KINDS = (*TASKS, "ensemble")  # every task's model, and auto mode's ensemble of linear members
+KINDS = (*TASKS, "ensemble")  # every task's model, and an auto-mode ensemble
 # What a task cannot do, and the sentence that says so.
 REFUSALS = {
     ("retrieval", "predict"): "ranks, it does not classify",
@@ -57,12 +57,14 @@ def runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
 
 
 def ensemble_run(folder: Path) -> tuple[Path, Path]:
-    """Auto mode's ensemble of linear members on a classification table."""
+    """An auto-mode ensemble on a classification table: linear members and a network
+    bagged over two folds."""
     import numpy as np
 
     from mmfuse.data.rows import read_rows
     from mmfuse.ensemble.inputs import View
     from mmfuse.ensemble.model import EnsembleModel
+    from mmfuse.ensemble.networks import NetworkMember
     from mmfuse.features.cache import FeatureCache
 
     task_table(folder, "classification").to_csv(folder / "data.csv", index=False)
@@ -72,8 +74,16 @@ def ensemble_run(folder: Path) -> tuple[Path, Path]:
     folds = [(np.flatnonzero(halves != k), np.flatnonzero(halves == k)) for k in (0, 1)]
     views = [View("tfidf-word"), View("image", EncoderConfig("efficientnet-lite0",
                                                              image_size=32))]
-    model, _ = EnsembleModel.fit(cfg, rows, views, folds, FeatureCache(folder / "cache"))
-    model.save(folder / "run")
+    linear, _ = EnsembleModel.fit(cfg, rows, views, folds, FeatureCache(folder / "cache"))
+    network = tiny_config(folder, fusion="concat")
+    network.train.epochs = 1
+    bagged = NetworkMember("concat", [
+        Predictor(network).fit(rows.iloc[fit], rows.iloc[held], classes=linear.classes).fitted_
+        for fit, held in folds])
+    members = [*linear.members, bagged]
+    weights = np.full(len(members), 1 / len(members))
+    EnsembleModel(cfg, linear.classes, members, "selection", weights,
+                  encoders=linear.encoders).save(folder / "run")
     return folder / "run", folder / "data.csv"
 
 

@@ -36,6 +36,7 @@ from mmfuse.config import Config, EncoderConfig
 from mmfuse.data.rows import read_rows, split_rows
 from mmfuse.deadline import Deadline
 from mmfuse.encoders import create_encoder
+from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.features.cache import cache_for, cache_root
 from mmfuse.io import load_tensors, save_tensors
@@ -333,14 +334,7 @@ class AutoSearch:
         fit_s = clocks.clock() - started
         if self.bag_ is not None:
             self.bag_.add_linear(model)
-        evidence = self._judge.evidence_of(np.arange(len(judged)), judged, judged.argmax(axis=1),
-                                           model.classes)
-        value = self._judge.score(evidence)
-        model.metrics = {"validation": {self._metric: value}, "out_of_fold": scores}
-        predictor = Predictor.of(model)
-        self._consider(linear.NAME, predictor, evidence)
-        if self.keep_candidates:
-            self.candidates_[linear.NAME] = predictor
+        value = self._judge_ensemble(linear.NAME, model, judged, scores)
         # The ensemble's row first: on a tie with one of its members it ranks first.
         self._record(self._row(linear.NAME, value, "ok") | {
             "fit_s": round(fit_s, 2), "folds": len(self._splits), "method": model.method}, *[
@@ -361,14 +355,7 @@ class AutoSearch:
         if built is None:
             return
         model, scores = built
-        evidence = self._judge.evidence_of(np.arange(len(self._judge.y)), model.out_of_fold,
-                                           model.out_of_fold.argmax(axis=1), model.classes)
-        value = self._judge.score(evidence)
-        model.metrics = {"validation": {self._metric: value}, "out_of_fold": scores}
-        predictor = Predictor.of(model)
-        self._consider(bagging.NAME, predictor, evidence)
-        if self.keep_candidates:
-            self.candidates_[bagging.NAME] = predictor
+        value = self._judge_ensemble(bagging.NAME, model, model.out_of_fold, scores)
         weights = dict.fromkeys(self.bag_.names(), 0.0) | {
             m.name: round(float(w), 3) for m, w in zip(model.members, model.weights, strict=True)}
         for row in self.leaderboard_:
@@ -378,6 +365,20 @@ class AutoSearch:
         self._record(self._row(bagging.NAME, value, "ok") | {
             "fit_s": round(clocks.clock() - started, 2), "folds": len(self._splits),
             "method": model.method})
+
+    def _judge_ensemble(self, name: str, model: EnsembleModel, judged: np.ndarray,
+                        scores: dict[str, float]) -> float:
+        """An ensemble judged like any candidate by its probabilities ``judged`` (N, C) on the
+        judging rows (``scores``: its members' and combinations' own); returns its score."""
+        evidence = self._judge.evidence_of(np.arange(len(judged)), judged, judged.argmax(axis=1),
+                                           model.classes)
+        value = self._judge.score(evidence)
+        model.metrics = {"validation": {self._metric: value}, "out_of_fold": scores}
+        predictor = Predictor.of(model)
+        self._consider(name, predictor, evidence)
+        if self.keep_candidates:
+            self.candidates_[name] = predictor
+        return value
 
     def _consider(self, name: str, predictor: Predictor, evidence: Evidence) -> None:
         """Keep ``predictor`` as the choice (and save it, with its evidence) when it beats the
