@@ -50,7 +50,8 @@ BUDGET_SHARES = 2.0  # a candidate may use twice its even share: most stop early
 MIN_SECONDS = 1.0  # below this, starting a candidate is pointless
 FINISH_RESERVE = 0.02  # of the limit, kept for the final save (without it: 180.1-180.3 s of 180)
 # ... and, on small data, for weighing every candidate together and saving that ensemble
-# (MATH-V, 12 members: ~3 s; its first run without a reserve ended at 186 s of 180).
+# (MATH-V: ~1 s to weigh 10-12 members, then their fold models are saved; the first run,
+# with a stacker and no reserve, ended at 186 s of 180).
 ENSEMBLE_RESERVE = 0.03
 CLOSE = 0.1  # single-modality scores within 10 % of the best: worth trying in a fusion too
 SMALL_DATA_ROWS = 5000  # up to this many rows, candidates are judged by k-fold validation
@@ -102,14 +103,7 @@ class AutoSearch:
         self._metric = self.config.train.metric or get_task(self.config.data.task).selection_metric
         self._run = run
         self._splits = self._validation_splits()
-        # Small data, single-label: every candidate's folds are kept for the last candidate.
-        self.bag_ = None
-        if len(self._splits) > 1 and linear.applies(self.config):
-            kept = run / bagging.BAG_DIR if run is not None else None
-            finished = {r["candidate"] for r in self.leaderboard_}
-            self.bag_ = (bagging.Bag.restore(self._judge.y, kept, finished, self._judge.classes)
-                         if resume and kept is not None and kept.exists()
-                         else bagging.Bag(self._judge.y, kept))
+        self.bag_ = self._bag(run, resume)
         # Candidates stop short of the limit by a reserve for what follows them.
         share = FINISH_RESERVE + (ENSEMBLE_RESERVE if self.bag_ is not None else 0.0)
         reserve = max(MIN_SECONDS, share * self.time_limit)
@@ -192,6 +186,20 @@ class AutoSearch:
             self.best_, self.best_name_ = Predictor.load(run), chosen[0]["candidate"]
         CONSOLE.print(f"auto: resuming; {len(self.leaderboard_)} candidate(s) already done")
         return float(board.get("elapsed_s", 0.0))
+
+    def _bag(self, run: Path | None, resume: bool) -> bagging.Bag | None:
+        """Small data, single-label: where candidates' members are kept for the ensemble of
+        all candidates (in the run folder, if any: with ``resume``, the members an
+        interrupted search kept there)."""
+        if len(self._splits) < 2 or not linear.applies(self.config):
+            return None
+        kept = run / bagging.BAG_DIR if run is not None else None
+        if resume and kept is not None and kept.exists():
+            finished = {r["candidate"] for r in self.leaderboard_}
+            return bagging.Bag.restore(self._judge.y, kept, finished, self._judge.classes)
+        bag = bagging.Bag(self._judge.y, kept)
+        bag.discard()  # an earlier search's members in this run folder are not this one's
+        return bag
 
     def _refit_best(self) -> None:
         """After k-fold judging, the chosen candidate is fitted once more on the plain split

@@ -120,15 +120,15 @@ class EnsembleModel(HoldsFeatureCache):
         selected = blend(oof, weights)
         scores = {"ensemble selection": score(y, selected)}
         method, combined, stacker = "selection", selected, None
-        if not selection_only:
-            scores["stacking"], stacked, stacker = nested_stacking(oof, y, len(classes), score,
-                                                                   config.train.seed)
-            if scores["stacking"] > scores["ensemble selection"]:
-                method, combined = "stacking", stacked
         if selection_only:
             kept = np.flatnonzero(weights > 0)
             members, oof, weights = [members[i] for i in kept], [oof[i] for i in kept], \
                 weights[kept]
+        else:
+            scores["stacking"], stacked, stacker = nested_stacking(oof, y, len(classes), score,
+                                                                   config.train.seed)
+            if scores["stacking"] > scores["ensemble selection"]:
+                method, combined = "stacking", stacked
         model = cls(config, classes, members, method, weights,
                     stacker if method == "stacking" else None,
                     calibrated_temperature(combined, y), **fields)
@@ -186,9 +186,7 @@ class EnsembleModel(HoldsFeatureCache):
             arrays |= {f"stacker.{k}": v for k, v in self.stacker.state().items()}
         spec = {"method": self.method, "weights": self.weights.tolist(),
                 "temperature": self.temperature,
-                "members": [m.entry() if i in linear else
-                            {"network": m.name, "folds": len(m.folds)}
-                            for i, m in enumerate(self.members)]}
+                "members": [m.entry() for m in self.members]}
         networks = Path(directory) / MEMBERS_DIR
         shutil.rmtree(networks, ignore_errors=True)  # an earlier save's members
         for i, member in enumerate(self.members):
@@ -219,7 +217,7 @@ class EnsembleModel(HoldsFeatureCache):
         shared: dict[str, Encoder] = {}  # frozen encoders the network members read
         members: list[Member] = []
         for i, entry in enumerate(spec["members"]):
-            if "network" in entry:  # a fold count, never a path: nothing outside the folder
+            if "network" in entry:
                 members.append(NetworkMember.load(str(entry["network"]),
                                                   folder.path / MEMBERS_DIR / str(i),
                                                   int(entry["folds"]), classes, shared))

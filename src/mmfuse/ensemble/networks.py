@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,11 @@ class NetworkMember:
         else:
             outputs = [fold.predict_items(inputs.items)[0] for fold in self.folds]
         return np.mean(outputs, axis=0)
+
+    def entry(self) -> dict[str, Any]:
+        """What ensemble.json keeps of the member: a fold count, never a path (a tampered
+        file cannot point outside the folder)."""
+        return {"network": self.name, "folds": len(self.folds)}
 
     def save(self, directory: Path) -> None:
         for k, fold in enumerate(self.folds):
