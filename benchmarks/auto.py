@@ -105,8 +105,7 @@ def cross_fitted(search: AutoSearch, repeats: int = 3) -> dict[str, float] | Non
     bag = search.bag_
     if bag is None or bag.linear is None or not bag.networks:
         return None
-    y, linear = bag.y, bag.linear.members_out_of_fold
-    every = linear + [scores for _, scores in bag.networks]
+    y, linear, every = bag.y, bag.linear.members_out_of_fold, bag.members()[1]
     n_classes = every[0].shape[1]
 
     def score(truth: np.ndarray, probabilities: np.ndarray) -> float:

@@ -42,7 +42,7 @@ def test_networks_join_the_ensemble_as_their_fold_models(tmp_path: Path) -> None
               and r["candidate"] != NAME]
     assert board[NAME]["val_metric"] >= max(judged) - 1e-9
     weights = [r["weight"] for r in auto.leaderboard_ if r.get("weight") is not None]
-    assert len(weights) == len(auto.bag_.names()) and sum(weights) == pytest.approx(1.0)
+    assert len(weights) == len(auto.bag_.members()[0]) and sum(weights) == pytest.approx(1.0)
 
     # Every member, linear and network, in one folder.
     chosen = auto.candidates_[NAME].fitted_

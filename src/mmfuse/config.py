@@ -122,8 +122,6 @@ class Config:
             raise ConfigError("give dp_epsilon (a target) or dp_noise_multiplier, not both")
         if dp.dp_epsilon is not None and dp.dp_epsilon <= 0 or not 0 < dp.dp_delta < 1:
             raise ConfigError("dp_epsilon must be positive and dp_delta in (0, 1)")
-        if self.train.unimodal_loss < 0:
-            raise ConfigError("unimodal_loss must be >= 0")
         if not 0.0 <= self.train.modality_dropout < 1.0:
             raise ConfigError("modality_dropout must be in [0, 1)")
         for where, value, low, high in self._ranges():
@@ -141,6 +139,7 @@ class Config:
             ("train.epochs", train.epochs, 1, INF), ("train.batch_size", train.batch_size, 1, INF),
             ("train.lr", train.lr, TINY, INF), ("train.encoder_lr", train.encoder_lr, 0, INF),
             ("train.weight_decay", train.weight_decay, 0, INF),
+            ("train.unimodal_loss", train.unimodal_loss, 0, INF),
             ("train.warmup_fraction", train.warmup_fraction, 0, 1),
             ("train.patience", train.patience, 1, INF),
             ("train.num_workers", train.num_workers, 0, 256),

@@ -59,8 +59,8 @@ class Bag:
         while (folder / str(index) / OOF_FILE).exists():
             directory = folder / str(index)
             entry = read_json(directory / "member.json")
-            if entry["name"] in finished:
-                member = NetworkMember.load(entry["name"], directory, int(entry["folds"]),
+            if entry["network"] in finished:
+                member = NetworkMember.load(entry["network"], directory, int(entry["folds"]),
                                             classes, bag.shared)
                 bag.networks.append((member, load_tensors(directory / OOF_FILE)["oof"].numpy()))
             index += 1
@@ -84,7 +84,7 @@ class Bag:
         if self.folder is not None:
             directory = self.folder / str(len(self.networks) - 1)
             member.save(directory)
-            write_json(directory / "member.json", {"name": name, "folds": len(folds)})
+            write_json(directory / "member.json", member.entry())
             save_tensors(directory / OOF_FILE, {"oof": torch.from_numpy(out_of_fold)})
 
     def discard(self) -> None:
@@ -92,25 +92,18 @@ class Bag:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def names(self) -> list[str]:
-        """Every member's name, linear and network."""
-        linear = self.linear.members if self.linear is not None else []
-        return [m.name for m in linear] + [m.name for m, _ in self.networks]
+    def members(self) -> tuple[list[Member], list[np.ndarray]]:
+        """Every member, linear then network, and its out-of-fold probabilities (N, C)."""
+        members: list[Member] = list(self.linear.members) if self.linear is not None else []
+        oof = list(self.linear.members_out_of_fold) if self.linear is not None else []
+        return members + [m for m, _ in self.networks], oof + [s for _, s in self.networks]
 
     def ensemble(self, config: Config, classes: list[str], cache: FeatureCache
                  ) -> tuple[EnsembleModel, dict[str, float]] | None:
         """Every member combined; None while no network finished every fold (it would be the
         linear ensemble again)."""
-        if not self.networks:
-            return None
-        members: list[Member] = []
-        oof: list[np.ndarray] = []
-        if self.linear is not None:
-            members += self.linear.members
-            oof += self.linear.members_out_of_fold
-        members += [member for member, _ in self.networks]
-        oof += [scores for _, scores in self.networks]
-        if len(members) < 2:
+        members, oof = self.members()
+        if not self.networks or len(members) < 2:
             return None
         encoders = self.linear.encoders if self.linear is not None else {}
         # Selection only: fitted on half of the out-of-fold rows and scored on the other half

@@ -42,10 +42,10 @@ class Preset:
     # out-of-fold macro-F1, benchmarks/auto.py; MiniLM alone 0.552): concat 0.538 -> 0.567,
     # late 0.520 -> 0.541, gated 0.526 -> 0.542 with dropout 0.3 and each modality's own loss
     # at weight 1 (modality dropout 0.3 instead did less, in a one-off run: 0.535 / 0.533 /
-    # 0.542). On large data the time
-    # limit, not over-fitting, holds fusions back: on easy-VQA's 34k training rows they cost
-    # concat (Lite0 + MiniLM) 0.9998 -> 0.970 validation macro-F1 in its 17 s (1.6x slower
-    # epochs, and neither modality can answer alone there).
+    # 0.542). On large data the time limit, not over-fitting, holds fusions back: on
+    # easy-VQA's 34k training rows they cost concat (Lite0 + MiniLM) 0.9998 -> 0.970
+    # validation macro-F1 in its 17 s (1.6x slower epochs, and neither modality can answer
+    # alone there).
     fusion_dropout: float = 0.3
     fusion_unimodal_loss: float = 1.0
 

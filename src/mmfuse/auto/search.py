@@ -364,7 +364,7 @@ class AutoSearch:
             return
         model, scores = built
         value = self._judge_ensemble(bagging.NAME, model, model.out_of_fold, scores)
-        weights = dict.fromkeys(self.bag_.names(), 0.0) | {
+        weights = dict.fromkeys((m.name for m in self.bag_.members()[0]), 0.0) | {
             m.name: round(float(w), 3) for m, w in zip(model.members, model.weights, strict=True)}
         for row in self.leaderboard_:
             name = row["candidate"].removeprefix("member: ")
