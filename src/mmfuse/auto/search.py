@@ -27,6 +27,7 @@ from mmfuse.auto.leaderboard import LEADERBOARD_FILE, ranked, read_leaderboard, 
 from mmfuse.auto.portfolio import (
     Candidate,
     Preset,
+    beside_the_ensemble,
     fusion_candidates,
     get_preset,
     single_candidates,
@@ -113,6 +114,8 @@ class AutoSearch:
             self._best_evidence = self._restore_evidence(run)
 
         preset = suited_to(self.preset, self._train, self.config)
+        if self.bag_ is not None:
+            preset = beside_the_ensemble(preset)
         self._encode_frozen(preset)
         singles = single_candidates(self.config, preset)
         both = bool(self.config.data.image_cols and self.config.data.text_cols)

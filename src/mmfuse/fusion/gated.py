@@ -28,6 +28,10 @@ class GatedFusion(Fusion):
             {m: projection(input_dims[m], hidden_dim) for m in self.modalities}
         )
         self.norm = nn.ModuleDict({m: nn.LayerNorm(input_dims[m]) for m in self.modalities})
+        # The gate reads every modality's raw features at once (1,280 + 384 on Lite0 + MiniLM):
+        # on small data it over-fits without dropout of its own. Dropout here took
+        # gated from 0.544 to 0.552 out-of-fold macro-F1 on MATH-V (one run, MiniLM alone 0.552).
+        self.gate_dropout = nn.Dropout(dropout)
         self.gate = nn.Linear(sum(input_dims.values()), len(self.modalities))
         self.mix = mlp_block(hidden_dim, hidden_dim, dropout)
 
@@ -36,6 +40,7 @@ class GatedFusion(Fusion):
             [torch.tanh(self.project[m](features[m].pooled)) for m in self.modalities], dim=1
         )  # (B, M, H)
         joint = torch.cat([self.norm[m](features[m].pooled) for m in self.modalities], dim=-1)
-        gates = masked_softmax(self.gate(joint), self.stacked_presence(present))  # (B, M)
+        logits = self.gate(self.gate_dropout(joint))
+        gates = masked_softmax(logits, self.stacked_presence(present))  # (B, M)
         fused = (gates.unsqueeze(-1) * hidden).sum(1)  # (B, H)
         return FusionOutput(self.mix(fused), gates)
