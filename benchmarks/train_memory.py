@@ -5,8 +5,9 @@ For each size, synthetic features with the real encoders' dimensions (EfficientN
 would write them, so no image is decoded; then a fresh process builds the training table from
 the cache (every table on disk: ``in_memory_bytes=0``, so every size takes the same path) and
 trains one epoch of ``concat`` (the real encoders are loaded, their features read from the
-cache), validating on the same 10,000 rows at every size. Each step runs in a process of its
-own; peak RSS is the training process's VmHWM.
+cache), validating on the same 10,000 rows at every size. Between the two steps the cache is dropped
+from the page cache, so every size starts cold. Each step runs in a process of its own; peak
+RSS is the training process's VmHWM.
 
 What is not measured here: the manifest itself. A training run also holds its rows (paths,
 texts, labels: ~150-300 bytes a row in pandas) and hashes every input once.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -84,6 +86,18 @@ def generate(folder: Path, rows: int) -> None:
                 (min(SHARD_ITEMS, rows - start), encoder.output_dim), dtype=np.float32))
             FeatureCache._flush(target, {f"{d.hex()}.pooled": row for d, row in
                                          zip(names[start:start + SHARD_ITEMS], block, strict=False)}, 0)
+
+
+def evict(folder: Path) -> None:
+    """Written to disk and dropped from the page cache: every size starts cold, as a cache
+    written by an earlier run does (a fresh one is whatever part of it the page cache kept)."""
+    os.sync()
+    for shard in folder.rglob("*.safetensors"):
+        fd = os.open(shard, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def train_one_epoch(folder: Path, rows: int) -> dict:
@@ -153,6 +167,7 @@ def main() -> None:
             run_child("generate", folder, rows)
             generated = time.perf_counter() - started
             disk = sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
+            evict(folder)
             result = run_child("train_one_epoch", folder, rows)
             result |= {"generate_seconds": round(generated, 1), "cache_gb": round(disk / 1e9, 2)}
             runs.append(result)

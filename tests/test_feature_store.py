@@ -15,6 +15,7 @@ from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, Tr
 from mmfuse.encoders import create_encoder
 from mmfuse.features import cache as cache_module
 from mmfuse.features import loaders
+from mmfuse.features.batches import DiskOrder, MultimodalDataset
 from mmfuse.features.cache import FeatureCache
 from mmfuse.features.loaders import Prefetched
 from mmfuse.features.stored import StoredTable
@@ -71,6 +72,45 @@ def frozen_config(tmp_path: Path, fusion: str) -> Config:
     )
 
 
+def test_shards_are_located_from_their_index_files(tmp_path: Path, monkeypatch) -> None:
+    """Each shard is written with an index of its entries; locating reads that instead of the
+    shard's header, and finds what the header says. An index that is missing or broken is
+    replaced from the header."""
+    from mmfuse.features import stored as stored_module
+
+    from mmfuse.features.cache import content_hash
+
+    encoder = create_encoder("text", EncoderConfig("minilm", max_length=16))
+    # one text whose digest ends in a zero byte (its name in the shard is 2 digits shorter)
+    zero_ended = next(f"text {i}" for i in range(10_000)
+                      if content_hash("text", f"text {i}").endswith("00"))
+    texts = [f"text number {i}" for i in range(6)] + [zero_ended]
+    FeatureCache(tmp_path, batch_size=3).table(encoder, texts[:4], with_tokens=True)
+    FeatureCache(tmp_path, batch_size=3).table(encoder, texts, with_tokens=True)
+    shards = sorted(tmp_path.glob("*/shard-*.safetensors"))
+    indexes = [stored_module.index_path(shard) for shard in shards]
+    assert len(shards) == 2 and all(index.exists() for index in indexes)
+
+    def located() -> tuple:
+        features = FeatureCache(tmp_path, in_memory_bytes=0).table(
+            encoder, texts, with_tokens=True).features
+        return tuple(np.concatenate([getattr(where, field) for where in (features.pooled,
+                                     features.tokens) for field in ("file", "offset")]))
+
+    headers = []
+    real_header = stored_module.shard_header
+    monkeypatch.setattr(stored_module, "shard_header",
+                        lambda path: headers.append(path) or real_header(path))
+    from_indexes = located()
+    assert headers == [] and -1 not in from_indexes  # every item found, no header parsed
+    indexes[0].unlink()
+    indexes[1].write_bytes(b"not an index")
+    assert located() == from_indexes and len(headers) == 2  # from the headers, ...
+    assert all(index.exists() for index in indexes)
+    headers.clear()
+    assert located() == from_indexes and headers == []  # ... which wrote the indexes again
+
+
 @pytest.mark.parametrize("fusion", ["concat", "cross-attention"])
 def test_training_from_disk_equals_training_from_memory(tmp_path: Path, monkeypatch,
                                                         fusion: str) -> None:
@@ -80,18 +120,26 @@ def test_training_from_disk_equals_training_from_memory(tmp_path: Path, monkeypa
     twin = tmp_path / "twin.png"  # the same bytes under another name: one item in the cache
     twin.write_bytes((tmp_path / rows.loc[4, "image"]).read_bytes())
     rows.loc[5, "image"] = twin.name
-    probabilities, reads, ahead = [], [], []
+    probabilities, reads, ahead, orders = [], [], [], []
     fetch, prefetched = StoredTable.fetch, Prefetched.__iter__
+    disk_order = MultimodalDataset.disk_order
     monkeypatch.setattr(StoredTable, "fetch", lambda self, r: reads.append(len(r)) or fetch(self, r))
     monkeypatch.setattr(Prefetched, "__iter__", lambda self: ahead.append(1) or prefetched(self))
-    # In memory; on disk; on disk, read ahead in a thread (as when the page cache is short).
-    for in_memory, memory_left in ((cache_module.IN_MEMORY_BYTES, 1e12), (0, 1e12), (0, 0)):
+    monkeypatch.setattr(MultimodalDataset, "disk_order",
+                        lambda self: orders.append(disk_order(self)) or orders[-1])
+    # On disk; on disk, read ahead in a thread (as when the page cache is short); in memory,
+    # shuffled in the same blocks as on disk (hints: none).
+    for in_memory, memory_left in ((0, 1e12), (0, 0), (cache_module.IN_MEMORY_BYTES, 1e12)):
         monkeypatch.setattr(cache_module, "IN_MEMORY_BYTES", in_memory)
         monkeypatch.setattr(loaders, "available_memory", lambda left=memory_left: left)
+        if in_memory:
+            monkeypatch.setattr(MultimodalDataset, "disk_order", lambda self, disk=orders[0]:
+                                DiskOrder(disk.order, lambda rows: None))
         reads.clear(), ahead.clear()
         predictor = Predictor(frozen_config(tmp_path, fusion)).fit(rows, base_dir=tmp_path)
         probabilities.append(predictor.predict_proba(rows, base_dir=tmp_path).to_numpy())
         assert bool(reads) == (in_memory == 0) and bool(ahead) == (memory_left == 0)
+    assert orders[0] is not None and torch.equal(orders[0].order, orders[1].order)
     np.testing.assert_array_equal(probabilities[0], probabilities[1])
     np.testing.assert_array_equal(probabilities[0], probabilities[2])
 
@@ -146,6 +194,83 @@ def test_shuffled_draws_what_torch_samplers_draw(weighted: bool) -> None:
     theirs = list(WeightedRandomSampler(weights, 70_001, generator=generator) if weighted
                   else RandomSampler(range(70_001), generator=generator))
     assert ours == theirs
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_rows_on_disk_are_shuffled_in_blocks_read_ahead(monkeypatch, weighted: bool) -> None:
+    """Features on disk: every row once an epoch (or torch's weighted draws), seeded; each
+    group of blocks of the disk's order is shuffled together and hinted to the kernel before
+    its first row is asked for."""
+    from collections import Counter
+
+    from torch.utils.data import WeightedRandomSampler
+
+    from mmfuse.features.batches import DiskOrder
+    from mmfuse.features.loaders import Shuffled
+
+    monkeypatch.setattr(Shuffled, "BLOCK", 100)
+    monkeypatch.setattr(Shuffled, "GROUP", 4)
+    rows = 2_050  # 21 blocks, the last uneven: 6 groups, the last of one block
+    disk_order = torch.randperm(rows, generator=torch.Generator().manual_seed(0))
+    place = torch.empty(rows, dtype=torch.long)
+    place[disk_order] = torch.arange(rows)  # row -> position on disk
+    weights = torch.rand(rows) if weighted else None
+    events: list = []
+    disk = DiskOrder(disk_order, lambda rows_: events.append(("hint", rows_.clone())))
+
+    def draw(seed: int) -> list[int]:
+        return list(Shuffled(rows, torch.Generator().manual_seed(seed), weights, disk))
+
+    drawn = draw(3)
+    if weighted:  # the same draws as torch's sampler, in another order
+        generator = torch.Generator().manual_seed(3)
+        assert Counter(drawn) == Counter(WeightedRandomSampler(weights, rows, generator=generator))
+    else:
+        assert sorted(drawn) == list(range(rows))
+    assert draw(3) == drawn and draw(4) != drawn
+    hints = [rows_ for kind, rows_ in events if kind == "hint"][:6]  # the first epoch's
+    assert len(hints) == 6 and sum(map(len, hints)) == rows
+    start = 0
+    for hint in hints:  # groups follow each other: the rows of one, shuffled, then the next
+        group = torch.tensor(drawn[start:start + len(hint)])
+        assert sorted(group.tolist()) == sorted(hint.tolist()) and not torch.equal(group, hint)
+        blocks = place[group] // 100 if not weighted else None
+        assert blocks is None or len(blocks.unique()) <= 4  # from 4 places of the disk at most
+        start += len(hint)
+
+    events.clear()
+    order = iter(Shuffled(rows, torch.Generator().manual_seed(3), weights, disk))
+    first = next(order)
+    assert len(events) == 2 and first in events[0][1].tolist()  # this group and the next
+
+
+def test_a_read_ahead_hint_covers_what_is_wanted(tmp_path: Path, monkeypatch) -> None:
+    """One WILLNEED stretch per shard, covering every wanted item's bytes; none where the
+    wanted items lie too far apart."""
+    import os
+
+    from mmfuse.features import stored as stored_module
+
+    encoder = create_encoder("text", EncoderConfig("minilm", max_length=16))
+    texts = [f"text number {i}" for i in range(9)]
+    FeatureCache(tmp_path).table(encoder, texts[:5], with_tokens=False)  # two shards: 5 + 4
+    table = FeatureCache(tmp_path, in_memory_bytes=0).table(encoder, texts, with_tokens=False)
+    features, hints = table.features, []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, start, length, advice: hints.append(
+        (os.readlink(f"/proc/self/fd/{fd}"), start, length, advice)))
+    slots = table.index[[0, 2, 4, 6, 8]].numpy()
+    features.will_need(slots)
+    assert len(hints) == 2 and {h[3] for h in hints} == {os.POSIX_FADV_WILLNEED}
+    size = encoder.output_dim * 4
+    for slot in slots:
+        file, offset = features.files[features.pooled.file[slot]], features.pooled.offset[slot]
+        assert any(f == file and s <= offset and offset + size <= s + n for f, s, n, _ in hints)
+    hints.clear()
+    monkeypatch.setattr(stored_module, "SPAN_SLACK", 1)  # only stretches of wanted bytes alone
+    offsets = features.pooled.offset[table.index[:5].numpy()]
+    apart = table.index[:5].numpy()[[offsets.argmin(), offsets.argmax()]]
+    features.will_need(apart)
+    assert hints == []
 
 
 def test_a_cache_without_room_refuses_before_encoding(tmp_path: Path, monkeypatch) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -78,6 +79,16 @@ class RawTexts:
 Source = FeatureTable | StoredTable | RawImages | RawTexts
 
 
+@dataclass
+class DiskOrder:
+    """How a dataset's rows lie on disk: ``order`` (N,) its indices sorted by where the
+    largest disk table stores their features; ``will_need(indices)`` starts reading those
+    rows' features of every disk table into the page cache."""
+
+    order: torch.Tensor
+    will_need: Callable[[torch.Tensor], None]
+
+
 class MultimodalDataset(Dataset):
     """Rows of a validated frame; ``__getitems__`` builds a whole batch at once.
 
@@ -117,6 +128,22 @@ class MultimodalDataset(Dataset):
     def needs_workers(self) -> bool:
         """Decoding images is the slow part worth spreading over worker processes."""
         return any(isinstance(s, RawImages) for s in self.sources.values())
+
+    def disk_order(self) -> DiskOrder | None:
+        """None when every modality's features are in memory (or read raw)."""
+        tables = [s for s in self.sources.values() if isinstance(s, StoredTable)]
+        if not tables:
+            return None
+        rows = self.rows if self.rows is not None else torch.arange(self.length)
+        largest = max(tables, key=lambda t: t.features.nbytes)
+        positions = largest.features.positions(largest.index[rows].numpy())
+        order = torch.from_numpy(np.argsort(positions, kind="stable"))
+
+        def will_need(indices: torch.Tensor) -> None:
+            for table in tables:
+                table.features.will_need(table.index[rows[indices]].numpy())
+
+        return DiskOrder(order, will_need)
 
     @property
     def disk_bytes(self) -> int:

@@ -34,7 +34,10 @@ from mmfuse.features.stored import (
     StoredFeatures,
     StoredTable,
     digest_array,
-    shard_header,
+    header_entries,
+    index_path,
+    shard_entries,
+    write_index,
 )
 from mmfuse.io import atomic_write_text, save_tensors
 from mmfuse.progress import CONSOLE, make_progress
@@ -150,7 +153,11 @@ class FeatureCache:
         if self.folder(encoder) is None:  # no cache: encode everything, keep it in memory
             return FeatureTable(*self._in_memory(encoder, values_of(np.arange(len(digests))),
                                                  with_tokens), index, present)
-        stored = self.stored(encoder, digests, with_tokens, values_of, together)
+        # New items are encoded in the order of their first row, so that the cache of a new
+        # table lies in the table's order for every modality (see features/loaders.Shuffled).
+        first_row = np.full(len(digests), len(values), dtype=np.int64)
+        np.minimum.at(first_row, index[present].numpy(), np.flatnonzero(present.numpy()))
+        stored = self.stored(encoder, digests, with_tokens, values_of, together, first_row)
         if stored.nbytes > self.in_memory_bytes:
             return StoredTable(stored, index, present)
         pooled, tokens, mask = stored.load()
@@ -159,14 +166,18 @@ class FeatureCache:
 
     def stored(self, encoder: Encoder, digests: np.ndarray, with_tokens: bool,
                values_of: Callable[[np.ndarray], list[str]],
-               together: Together | None = None) -> StoredFeatures:
+               together: Together | None = None, priority: np.ndarray | None = None,
+               ) -> StoredFeatures:
         """The stored features of the items with these (U,) digests, encoding those not yet
-        in the cache (``values_of(positions)`` gives their inputs)."""
+        in the cache (``values_of(positions)`` gives their inputs) in the order of ``priority``
+        (U,), if given."""
         folder = self.folder(encoder)
         if folder is None:
             raise ValueError("the feature cache is off")
         stored = self._locate(encoder, folder, digests, with_tokens)
         todo = np.flatnonzero(~self._complete(stored))
+        if priority is not None:
+            todo = todo[np.argsort(priority[todo], kind="stable")]
         if together is not None and together.processes > 1:
             together.wait()  # everyone has seen the same cache before anyone adds to it
             mine = todo[together.rank::together.processes]
@@ -199,34 +210,31 @@ class FeatureCache:
         files: list[str] = []
         for shard in sorted(folder.glob("shard-*.safetensors")) if folder.exists() else ():
             try:
-                header, data_start = shard_header(shard)
+                entries = shard_entries(shard)
             except (CorruptShard, OSError) as error:
                 # only lost work: its features are computed (and written) again
                 CONSOLE.print(f"[yellow]feature cache: {shard} is corrupt ({error}); "
                               "discarded, its features are computed again[/]")
                 shard.unlink(missing_ok=True)
+                index_path(shard).unlink(missing_ok=True)
                 continue
             files.append(str(shard))
-            for part, where in (("pooled", pooled), ("tokens", tokens)):
-                entries = [(n, e) for n, e in header.items() if n.endswith("." + part)]
-                if where is None or not entries or not len(ordered):
+            if not len(ordered):
+                continue
+            position = np.minimum(np.searchsorted(ordered, entries["digest"]), len(ordered) - 1)
+            # what _encoded writes: pooled vectors in float32, token matrices in float16
+            usable = ((ordered[position] == entries["digest"]) & (entries["dim"] == encoder.output_dim)
+                      & (entries["dtype"] == np.where(entries["pooled"], b"F32", b"F16")))
+            for where, pooled_part in ((pooled, True), (tokens, False)):
+                if where is None:
                     continue
-                found = np.array([bytes.fromhex(n.split(".", 1)[0]) for n, _ in entries],
-                                 dtype="S16")
-                position = np.minimum(np.searchsorted(ordered, found), len(ordered) - 1)
-                shapes = [e["shape"] for _, e in entries]
-                dtype = "F16" if part == "tokens" else "F32"  # what _encoded writes
-                usable = (ordered[position] == found) & np.array(
-                    [e["dtype"] == dtype and e["shape"][-1] == encoder.output_dim
-                     for _, e in entries])
-                items = order[position[usable]]
+                chosen = usable & (entries["pooled"] == pooled_part)
+                items = order[position[chosen]]
                 new = where.file[items] < 0  # an item in several shards: the first copy
-                items = items[new]
-                where.file[items] = len(files) - 1
-                where.offset[items] = data_start + np.array(
-                    [e["data_offsets"][0] for _, e in entries], dtype=np.int64)[usable][new]
+                where.file[items[new]] = len(files) - 1
+                where.offset[items[new]] = entries["start"][chosen][new]
                 if where.length is not None:
-                    where.length[items] = np.array([shape[0] for shape in shapes])[usable][new]
+                    where.length[items[new]] = entries["rows"][chosen][new]
         return StoredFeatures(files, encoder.output_dim, pooled, tokens)
 
     def _in_memory(self, encoder: Encoder, values: list[str], with_tokens: bool
@@ -315,6 +323,7 @@ class FeatureCache:
         shard = folder / f"shard-{uuid.uuid4().hex}.safetensors"
         if pending:  # the writer is noted: a run's processes each add shards of their own
             save_tensors(shard, pending, metadata={"process": str(process)})
+            write_index(shard, header_entries(shard))
         pending.clear()
         return shard
 

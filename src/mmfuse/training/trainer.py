@@ -197,6 +197,7 @@ class Loop:
         self.steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
         self.total = self.steps_per_epoch * cfg.epochs
         self.warmup = max(1, int(cfg.warmup_fraction * self.total))
+        self.disk_order = train_set.disk_order()  # features on disk: read in blocks
         self.dp = None
         if is_private(cfg):
             self.dp = PrivateTraining(model, optimizer, make_loader(train_set, cfg.batch_size, 0),
@@ -208,7 +209,7 @@ class Loop:
     def loader(self, generator: torch.Generator):
         """This epoch's batches: a seeded shuffle (or balanced draw), this process's share."""
         train_set, cfg = self.train_set, self.cfg
-        sampler = Shuffled(len(train_set), generator, self.sample_weights)
+        sampler = Shuffled(len(train_set), generator, self.sample_weights, self.disk_order)
         if self.dp is not None:
             return self.dp.loader(make_loader(train_set, cfg.batch_size, cfg.num_workers, sampler),
                                   generator)
