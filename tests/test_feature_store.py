@@ -77,7 +77,6 @@ def test_shards_are_located_from_their_index_files(tmp_path: Path, monkeypatch) 
     shard's header, and finds what the header says. An index that is missing or broken is
     replaced from the header."""
     from mmfuse.features import stored as stored_module
-
     from mmfuse.features.cache import content_hash
 
     encoder = create_encoder("text", EncoderConfig("minilm", max_length=16))

@@ -3,7 +3,8 @@ reading only the rows of a batch.
 
 A shard is a safetensors file: 8 bytes of header length, a JSON header giving every tensor's
 dtype, shape and byte range, then the raw data. Reading that header (the format is the
-library's documented layout) tells where each item's pooled vector and token matrix lie, so a
+library's documented layout) tells where each item's pooled vector and token matrix lie; the
+cache writes the same facts beside each shard as a NumPy index, which reads 50x faster. So a
 training table of any size is a few integers per item in memory; a batch's rows are read with
 ``os.preadv`` straight into the batch's tensor (by one thread at a time: the training loop,
 or the thread reading the next batch ahead, see features/loaders.py).
@@ -72,8 +73,9 @@ ENTRY = np.dtype([("digest", "S16"), ("pooled", "?"), ("dtype", "S4"), ("rows", 
 
 def index_path(shard: Path) -> Path:
     """The shard's entries as a NumPy file beside it: ``shard-x.safetensors`` ->
-    ``shard-x.index.npy``. Reading a few thousand entries from it takes ~0.1 ms where parsing
-    the shard's JSON header takes ~4 ms (measured: 64 s of locating at 3 million rows)."""
+    ``shard-x.index.npy``. Reading a shard's 2,048 entries from it took 0.2 ms on 2 cores,
+    parsing its JSON header 11 ms (building a dict per entry is the cost; at 3 million rows
+    locating from headers took 64 s)."""
     return shard.with_suffix(".index.npy")
 
 
