@@ -198,6 +198,9 @@ class Loop:
         self.total = self.steps_per_epoch * cfg.epochs
         self.warmup = max(1, int(cfg.warmup_fraction * self.total))
         self.disk_order = train_set.disk_order()  # features on disk: read in blocks
+        # Clipping walks the parameters it is given in Python: the trained ones only, not the
+        # frozen encoders' (MiniLM + Lite0: 26 M of a concat's 27 M; 5 of 25 ms a step).
+        self.trained = [p for p in model.parameters() if p.requires_grad]
         self.dp = None
         if is_private(cfg):
             self.dp = PrivateTraining(model, optimizer, make_loader(train_set, cfg.batch_size, 0),
@@ -261,7 +264,7 @@ class Loop:
             accelerator.backward(loss * share.loss_weight if share else loss)
         if last:
             if self.dp is None:
-                accelerator.clip_grad_norm_(self.model.parameters(), 5.0)
+                accelerator.clip_grad_norm_(self.trained, 5.0)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
