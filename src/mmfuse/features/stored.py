@@ -66,9 +66,9 @@ def shard_header(path: Path) -> tuple[dict[str, dict], int]:
 
 
 # One tensor of a shard: the item's digest, pooled vector or token matrix, safetensors dtype,
-# rows (1 for a pooled vector), width, and where its bytes begin in the file.
+# rows (1 for a pooled vector), width, and where its bytes begin and end in the file.
 ENTRY = np.dtype([("digest", "S16"), ("pooled", "?"), ("dtype", "S4"), ("rows", "<i4"),
-                  ("dim", "<i4"), ("start", "<i8")])
+                  ("dim", "<i4"), ("start", "<i8"), ("end", "<i8")])
 
 
 def index_path(shard: Path) -> Path:
@@ -91,7 +91,8 @@ def header_entries(path: Path) -> np.ndarray:
         with contextlib.suppress(ValueError):  # a digest that is not hexadecimal: ditto
             entries.append((bytes.fromhex(digest), part == "pooled", entry["dtype"],
                             entry["shape"][0] if part == "tokens" else 1, entry["shape"][-1],
-                            data_start + entry["data_offsets"][0]))
+                            data_start + entry["data_offsets"][0],
+                            data_start + entry["data_offsets"][1]))
     return np.array(entries, dtype=ENTRY)
 
 
@@ -101,7 +102,7 @@ def shard_entries(path: Path) -> np.ndarray:
     file is written for next time, when the folder allows)."""
     try:
         entries = np.load(index_path(path), allow_pickle=False)
-        if entries.dtype == ENTRY and os.path.getsize(path) >= _end(entries):
+        if entries.dtype == ENTRY and os.path.getsize(path) >= entries["end"].max(initial=0):
             return entries
     except (OSError, ValueError, EOFError):
         pass
@@ -117,13 +118,6 @@ def write_index(shard: Path, entries: np.ndarray) -> None:
     with open(temporary, "wb") as handle:
         np.save(handle, entries, allow_pickle=False)
     os.replace(temporary, index_path(shard))
-
-
-def _end(entries: np.ndarray) -> int:
-    """Where the last tensor ends (float32 or 16-bit: the dtypes the cache writes)."""
-    itemsize = np.where(entries["dtype"] == b"F32", 4, 2)
-    return int((entries["start"] + entries["rows"].astype(np.int64) * entries["dim"] * itemsize
-                ).max(initial=0))
 
 
 @dataclass
