@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import make_rows
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 from test_predictor import pretrained_config
 from typer.testing import CliRunner
 
@@ -25,6 +26,7 @@ from mmfuse.evaluation.profile import profile
 from mmfuse.evaluation.report import build_report
 from mmfuse.evaluation.robustness import robustness
 from mmfuse.scoring import fit_temperature, reliability
+from mmfuse.tasks.metrics import macro_auroc
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +104,21 @@ def test_reliability_and_temperature_scaling() -> None:
     # 2/5 of rows at 0.9 confidence, all right: gap 0.1; 3/5 at 0.6, a third right: gap 0.267
     assert table["ece"] == pytest.approx(2 / 5 * 0.1 + 3 / 5 * (0.6 - 1 / 3))
     assert sum(b["count"] for b in table["bins"]) == 5
+
+
+def test_macro_auroc_matches_scikit_learn_and_skips_classes_without_negatives_or_positives():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 300)
+    scores = rng.dirichlet(np.ones(5), 300) + 0.3 * np.eye(5)[y]
+    scores /= scores.sum(axis=1, keepdims=True)
+    assert macro_auroc(np.eye(5)[y], scores) == pytest.approx(
+        roc_auc_score(y, scores, multi_class="ovr", average="macro"))
+    y[y == 2] = 0  # class 2 has no positives: left out, as scikit-learn cannot score it
+    one_vs_rest = [roc_auc_score(y == c, scores[:, c]) for c in (0, 1, 3, 4)]
+    assert macro_auroc(np.eye(5)[y], scores) == pytest.approx(np.mean(one_vs_rest))
+    two = np.eye(5)[np.where(y == 1, 1, 0)]  # classes 0 and 1 only: one-column input
+    assert macro_auroc(two[:, [0, 2]], scores[:, [0, 2]]) == pytest.approx(
+        roc_auc_score(y != 1, scores[:, 0]))
 
 
 def test_calibrate_stores_the_temperature(colour_model, tmp_path) -> None:

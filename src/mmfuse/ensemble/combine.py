@@ -10,9 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
-from mmfuse.ensemble.members import class_weights, softmax, spread
+from mmfuse.ensemble.members import class_weights, fit_logistic_regression, softmax, spread
 from mmfuse.scoring import fit_temperature
 from mmfuse.training.stacking import fold_splits
 
@@ -57,9 +56,8 @@ class Stacker:
     def fit(self, members: list[np.ndarray], y: np.ndarray, n_classes: int) -> Stacker:
         z = self.features(members)
         self.mean, self.scale = z.mean(axis=0), spread(z)
-        model = LogisticRegression(C=self.c, max_iter=300, tol=1e-3)
-        self.coef, self.intercept = class_weights(model.fit((z - self.mean) / self.scale, y),
-                                                  n_classes)
+        model = fit_logistic_regression((z - self.mean) / self.scale, y, self.c)
+        self.coef, self.intercept = class_weights(model, n_classes)
         return self
 
     def predict_proba(self, members: list[np.ndarray]) -> np.ndarray:

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from mmfuse.config import EncoderConfig
 from mmfuse.ensemble.inputs import MemberInputs, View
@@ -70,11 +71,7 @@ class LinearMember:
 
     def fit(self, inputs: MemberInputs, y: np.ndarray) -> LinearMember:
         """``y``: class ids (N,) into ``classes``."""
-        x = self._fit_view(inputs)
-        model = LogisticRegression(C=C_BY_VIEW[self.view.kind], max_iter=MAX_ITER, tol=TOL)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # tol is loose on purpose
-            model.fit(x, y)
+        model = fit_logistic_regression(self._fit_view(inputs), y, C_BY_VIEW[self.view.kind])
         coef, intercept = class_weights(model, len(self.classes))
         self.arrays |= {"coef": coef, "intercept": intercept}
         return self
@@ -90,10 +87,10 @@ class LinearMember:
             analyzer, ngrams = TFIDF[self.view.kind]
             vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True,
                                          min_df=2, dtype=np.float32, **WORDS[analyzer])
-            vectorizer.fit(inputs.texts())
+            x = sp.csr_matrix(vectorizer.fit_transform(inputs.texts()))  # columns: sorted n-grams
             self.vocabulary = vectorizer.get_feature_names_out().tolist()
             self.arrays["idf"] = vectorizer.idf_.astype(np.float32)
-            return self._view(inputs)
+            return x
         x = inputs.dense(self.view)
         self.arrays["mean"], self.arrays["scale"] = x.mean(axis=0), spread(x)
         return (x - self.arrays["mean"]) / self.arrays["scale"]
@@ -107,6 +104,17 @@ class LinearMember:
             vectorizer.idf_ = self.arrays["idf"]
             return sp.csr_matrix(vectorizer.transform(inputs.texts()))
         return (inputs.dense(self.view) - self.arrays["mean"]) / self.arrays["scale"]
+
+
+def fit_logistic_regression(x: Any, y: np.ndarray, c: float) -> LogisticRegression:
+    """Multinomial L2 LR on (N, F) ``x`` (dense or sparse) for class ids ``y`` (N,).
+
+    NumPy's BLAS runs on one thread here: beside torch's threads it ran 2.6x slower on two
+    (image features of MATH-V's 2,188 rows: 1.28 -> 0.49 s a fit; MiniLM 0.34 -> 0.14 s)."""
+    model = LogisticRegression(C=c, max_iter=MAX_ITER, tol=TOL)
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+        warnings.simplefilter("ignore", ConvergenceWarning)  # tol is loose on purpose
+        return model.fit(x, y)
 
 
 def spread(x: np.ndarray) -> np.ndarray:
