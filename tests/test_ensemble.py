@@ -20,7 +20,7 @@ from mmfuse import Config, DataConfig, EncoderConfig, Predictor
 from mmfuse.cli import app
 from mmfuse.data.rows import read_rows
 from mmfuse.ensemble import members as linear
-from mmfuse.ensemble.combine import ensemble_selection
+from mmfuse.ensemble.combine import blend, ensemble_selection, nested_selection
 from mmfuse.ensemble.inputs import MemberInputs, View
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.model import EnsembleModel
@@ -75,6 +75,20 @@ def test_ensemble_selection_weighs_out_a_member_that_only_adds_noise() -> None:
     weights = ensemble_selection([noise, good, noise[::-1]], y, accuracy)
     assert weights.sum() == pytest.approx(1.0)
     assert weights[1] == 1.0 and weights[0] == weights[2] == 0.0
+
+
+def test_selection_is_judged_on_rows_that_did_not_choose_its_weights() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 240)
+    noise = [rng.dirichlet(np.ones(3), 240) for _ in range(8)]  # no member knows anything
+
+    def accuracy(truth: np.ndarray, probabilities: np.ndarray) -> float:
+        return float((probabilities.argmax(1) == truth).mean())
+
+    in_sample = accuracy(y, blend(noise, ensemble_selection(noise, y, accuracy)))
+    value, out_of_fold, weights = nested_selection(noise, y, accuracy, seed=0)
+    assert value == accuracy(y, out_of_fold) < in_sample  # the weights' luck is not counted
+    np.testing.assert_array_equal(weights, ensemble_selection(noise, y, accuracy))
 
 
 def test_the_ensemble_is_a_model_folder(tmp_path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import make_rows
 from PIL import Image
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
 from test_predictor import pretrained_config
 from typer.testing import CliRunner
 
@@ -26,7 +26,7 @@ from mmfuse.evaluation.profile import profile
 from mmfuse.evaluation.report import build_report
 from mmfuse.evaluation.robustness import robustness
 from mmfuse.scoring import fit_temperature, reliability
-from mmfuse.tasks.metrics import macro_auroc
+from mmfuse.tasks.metrics import macro_auroc, macro_f1
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,15 @@ def test_macro_auroc_matches_scikit_learn_and_skips_classes_without_negatives_or
     two = np.eye(5)[np.where(y == 1, 1, 0)]  # classes 0 and 1 only: one-column input
     assert macro_auroc(two[:, [0, 2]], scores[:, [0, 2]]) == pytest.approx(
         roc_auc_score(y != 1, scores[:, 0]))
+
+
+def test_macro_f1_counts_as_scikit_learn_does_with_absent_classes() -> None:
+    rng = np.random.default_rng(1)
+    for n in (2, 5, 16):
+        y, predicted = rng.integers(0, n, 400), rng.integers(0, n, 400)
+        y[y == n - 1], predicted[predicted == 1] = 0, 0  # never true; never predicted
+        assert macro_f1(y, predicted, n) == pytest.approx(
+            f1_score(y, predicted, labels=range(n), average="macro", zero_division=0))
 
 
 def test_calibrate_stores_the_temperature(colour_model, tmp_path) -> None:

@@ -106,9 +106,5 @@ class Bag:
         if not self.networks or len(members) < 2:
             return None
         encoders = self.linear.encoders if self.linear is not None else {}
-        # Selection only: fitted on half of the out-of-fold rows and scored on the other half
-        # (benchmarks/auto.py, "cross-fitted"), it generalised better than a stacked LR over
-        # the same members on MATH-V and emoji, and the stacker took 9 s of a 180 s search
-        # for 12 members.
-        return EnsembleModel.combine(config, classes, members, oof, self.y, selection_only=True,
+        return EnsembleModel.combine(config, classes, members, oof, self.y, prune=True,
                                      cache=cache, encoders=encoders)

@@ -372,8 +372,11 @@ class AutoSearch:
             return
         model, scores = built
         value = self._judge_ensemble(bagging.NAME, model, model.out_of_fold, scores)
-        weights = dict.fromkeys((m.name for m in self.bag_.members()[0]), 0.0) | {
-            m.name: round(float(w), 3) for m, w in zip(model.members, model.weights, strict=True)}
+        weights: dict[str, float | None] = dict.fromkeys(
+            (m.name for m in self.bag_.members()[0]), None if model.method == "stacking" else 0.0)
+        if model.method == "selection":  # a stacker weighs members per class: no one weight
+            weights |= {m.name: round(float(w), 3)
+                        for m, w in zip(model.members, model.weights, strict=True)}
         for row in self.leaderboard_:
             name = row["candidate"].removeprefix("member: ")
             if name in weights and row["candidate"] != linear.NAME:

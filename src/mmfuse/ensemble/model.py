@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import f1_score
 
 from mmfuse.config import Config
 from mmfuse.encoders.base import Encoder
@@ -26,7 +25,7 @@ from mmfuse.ensemble.combine import (
     Stacker,
     blend,
     calibrated_temperature,
-    ensemble_selection,
+    nested_selection,
     nested_stacking,
     tempered,
 )
@@ -39,6 +38,7 @@ from mmfuse.features.items import Item
 from mmfuse.model_folder import ModelFolder
 from mmfuse.progress import CONSOLE
 from mmfuse.tasks import Task, get_task
+from mmfuse.tasks.metrics import macro_f1
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (fitting rows, held-out rows) positions
 Member = LinearMember | NetworkMember
@@ -107,28 +107,32 @@ class EnsembleModel(HoldsFeatureCache):
 
     @classmethod
     def combine(cls, config: Config, classes: list[str], members: list[Member],
-                oof: list[np.ndarray], y: np.ndarray, selection_only: bool = False,
+                oof: list[np.ndarray], y: np.ndarray, prune: bool = False,
                 **fields: Any) -> tuple[EnsembleModel, dict[str, float]]:
         """Fitted ``members`` combined on their out-of-fold probabilities ``oof`` (one (N, C)
-        per member) for the class ids ``y`` (N,): ensemble selection or a stacked learner,
-        whichever scores better out of fold, then a temperature. ``selection_only``: no
-        stacker, and members of weight 0 are left out of the model (each fold model a network
-        member keeps costs prediction time and disk). Returns the model (its
-        ``out_of_fold`` set) and the out-of-fold score of each way of combining."""
+        per member) for the class ids ``y`` (N,): ensemble selection, a stacked learner or
+        the best member alone, whichever scores best on rows it was not fitted on (the
+        combinations are judged on nested folds), then a temperature. ``prune``: members
+        that selection gives weight 0 are left out of the model (each fold model a network
+        member keeps costs prediction time and disk). Returns the model (its ``out_of_fold``
+        set: the nested probabilities, so that it is judged as fairly as any candidate) and
+        each way's out-of-fold score."""
         score = metric_score(get_task(config.data.task), config, classes)
-        weights = ensemble_selection(oof, y, score)
-        selected = blend(oof, weights)
-        scores = {"ensemble selection": score(y, selected)}
-        method, combined, stacker = "selection", selected, None
-        if selection_only:
+        seed = config.train.seed
+        selection, selected, weights = nested_selection(oof, y, score, seed)
+        stacking, stacked, stacker = nested_stacking(oof, y, len(classes), score, seed)
+        alone = [score(y, p) for p in oof]
+        best = int(np.argmax(alone))  # the best member alone: a blend must earn its place
+        scores = {"ensemble selection": selection, "stacking": stacking, "best member": alone[best]}
+        method, combined = "selection", selected
+        if stacking > selection:
+            method, combined = "stacking", stacked
+        if alone[best] > max(selection, stacking):
+            method, combined, weights = "selection", oof[best], np.eye(len(oof))[best]
+        if method == "selection" and prune:
             kept = np.flatnonzero(weights > 0)
             members, oof, weights = [members[i] for i in kept], [oof[i] for i in kept], \
                 weights[kept]
-        else:
-            scores["stacking"], stacked, stacker = nested_stacking(oof, y, len(classes), score,
-                                                                   config.train.seed)
-            if scores["stacking"] > scores["ensemble selection"]:
-                method, combined = "stacking", stacked
         model = cls(config, classes, members, method, weights,
                     stacker if method == "stacking" else None,
                     calibrated_temperature(combined, y), **fields)
@@ -262,9 +266,8 @@ def metric_score(task: Task, config: Config, classes: list[str]):
     sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0
 
     def score(y: np.ndarray, probabilities: np.ndarray) -> float:
-        if metric == "macro_f1":  # called hundreds of times by ensemble selection: just F1
-            return float(f1_score(y, probabilities.argmax(axis=1), labels=range(len(classes)),
-                                  average="macro", zero_division=0))
+        if metric == "macro_f1":  # called thousands of times by ensemble selection: just F1
+            return macro_f1(y, probabilities.argmax(axis=1), len(classes))
         values = task.metrics(y, probabilities.argmax(axis=1), probabilities, classes)
         return sign * float(values[metric])
 
