@@ -329,18 +329,36 @@ def test_a_candidate_cut_short_is_compared_on_the_rows_both_covered() -> None:
 
 def test_a_fold_cut_short_by_the_time_limit_does_not_judge(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each fit "takes" 60 s of a 100 s search: the first fold judges the image candidate; the
-    second, stopped by the deadline half-trained, is left out rather than dragging it down."""
+    """The first fit "takes" 10 s of a 100 s search, the next ones 100 s: the first fold judges
+    the image candidate; the second, stopped by the deadline half-trained, is left out rather
+    than dragging it down."""
     from mmfuse.auto import linear
 
     monkeypatch.setattr(linear, "applies", lambda config: False)  # networks only
-    fits_take(monkeypatch, lambda n: 60)
+    fits_take(monkeypatch, lambda n: 10 if n == 1 else 100)
     image_only_rows(tmp_path, 60, seed=8).to_csv(tmp_path / "train.csv", index=False)
     auto = AutoSearch(config(tmp_path), quick_preset(100, folds=3))
     auto.fit(tmp_path / "train.csv")
     rows = {r["candidate"]: r for r in auto.leaderboard_}
     assert rows["image: efficientnet-lite0"]["folds"] == 1
     assert rows["text: ngram"]["status"] == "skipped: time limit"
+
+
+def test_a_candidate_whose_folds_cannot_all_fit_leaves_its_time_to_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fit "takes" 40 s of a 100 s search with 3 folds: after its first fold the image
+    candidate would need 80 s more, so it stops there, and the text candidate still runs
+    (fitting a second fold, the image one would have left it no time)."""
+    from mmfuse.auto import linear
+
+    monkeypatch.setattr(linear, "applies", lambda config: False)  # networks only
+    fits_take(monkeypatch, lambda n: 40)
+    image_only_rows(tmp_path, 60, seed=8).to_csv(tmp_path / "train.csv", index=False)
+    auto = AutoSearch(config(tmp_path), quick_preset(100, folds=3))
+    auto.fit(tmp_path / "train.csv")
+    rows = {r["candidate"]: r for r in auto.leaderboard_}
+    assert rows["image: efficientnet-lite0"]["folds"] == 1
+    assert rows["text: ngram"]["folds"] == 1 and rows["text: ngram"]["status"] == "ok"
 
 
 def test_a_refit_the_time_limit_cut_short_is_not_kept(tmp_path: Path,

@@ -318,6 +318,8 @@ class AutoSearch:
                 if self.bag_ is not None:
                     fold_models.append(self.bag_.share(fitted_fold.fitted_))
                 folds += 1
+                if folds == 1 and not self._can_finish(candidate, started, deadline):
+                    break
         except (MmfuseError, RuntimeError) as error:  # one bad candidate must not end the search
             row["status"] = f"failed: {error}"
             CONSOLE.print(f"auto: {candidate.name} failed: {error}")
@@ -335,6 +337,21 @@ class AutoSearch:
         CONSOLE.print(f"auto: {candidate.name}: val {self._metric} {row['val_metric']:.4f} "
                       f"in {row['fit_s']:.1f} s")
         self._record(row)
+
+    def _can_finish(self, candidate: Candidate, started: float, deadline: Deadline) -> bool:
+        """Whether the candidate's other folds, each costing what its first did, fit in its
+        time. If not, it stops after one fold (judged on that fold's rows) and its time goes
+        to the candidates after it: cut short later, it would join no ensemble either, as only
+        networks with every fold do (MATH-V: `late` spent 43 s of its 44 s on two folds and a
+        third the limit cut, and `gated`, after it, had 22 s: one fold and a cut one)."""
+        others = len(self._splits) - 1
+        needed = (clocks.clock() - started) * others
+        if others == 0 or needed <= deadline.remaining():
+            return True
+        CONSOLE.print(f"auto: {candidate.name}: its other {others} folds would need about "
+                      f"{needed:.0f} s of the {deadline.remaining():.0f} s left to it; judged on "
+                      "one fold, its time goes to the candidates after it")
+        return False
 
     def _try_linear(self, preset: Preset) -> None:
         """The ensemble of linear members, first: cheap, and strong on small tables. Its
