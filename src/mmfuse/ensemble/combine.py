@@ -76,6 +76,24 @@ class Stacker:
         return stacker
 
 
+def held_out(members: list[np.ndarray], y: np.ndarray, splits: list,
+             fit: Callable[[list[np.ndarray], np.ndarray], Callable[[list[np.ndarray]], np.ndarray]]
+             ) -> np.ndarray:
+    """(N, C) probabilities of every split's held-out rows, each predicted by what ``fit``
+    learned on the split's other rows: ``fit(members' rows, their class ids)`` returns a
+    function from members' rows to probabilities."""
+    out_of_fold = np.zeros((len(y), members[0].shape[1]))
+    for fit_rows, held_rows in splits:
+        predict = fit([m[fit_rows] for m in members], y[fit_rows])
+        out_of_fold[held_rows] = predict([m[held_rows] for m in members])
+    return out_of_fold
+
+
+def nested_splits(y: np.ndarray, folds: int, seed: int) -> list:
+    """The folds that judge a combination, other than the folds of the members' evidence."""
+    return fold_splits(torch.from_numpy(y), folds, seed + 1)
+
+
 def nested_selection(members: list[np.ndarray], y: np.ndarray, score: Score, seed: int,
                      folds: int = 5) -> tuple[float, np.ndarray, np.ndarray]:
     """Ensemble selection judged like the stacker: its out-of-fold score and probabilities
@@ -83,11 +101,11 @@ def nested_selection(members: list[np.ndarray], y: np.ndarray, score: Score, see
     (M,) selected on every row. Scored on the rows that chose them, the weights look better
     than they are (MATH-V: 0.60 there; fitted on half of the rows and scored on the other
     half, 0.585) and would win unfairly against the stacker and against single candidates."""
-    splits = fold_splits(torch.from_numpy(y), folds, seed + 1)
-    oof = np.zeros_like(members[0])
-    for fit_rows, held_rows in splits:
-        weights = ensemble_selection([m[fit_rows] for m in members], y[fit_rows], score)
-        oof[held_rows] = blend([m[held_rows] for m in members], weights)
+    def selected(fitting: list[np.ndarray], truth: np.ndarray) -> Callable:
+        weights = ensemble_selection(fitting, truth, score)
+        return lambda held: blend(held, weights)
+
+    oof = held_out(members, y, nested_splits(y, folds, seed), selected)
     return score(y, oof), oof, ensemble_selection(members, y, score)
 
 
@@ -95,13 +113,11 @@ def nested_stacking(members: list[np.ndarray], y: np.ndarray, n_classes: int, sc
                     seed: int, folds: int = 5) -> tuple[float, np.ndarray, Stacker]:
     """The stacker's own out-of-fold score, probabilities (N, C) and the stacker refitted on
     every row, for the regularisation in ``STACK_C`` that scores best out of fold."""
-    splits = fold_splits(torch.from_numpy(y), folds, seed + 1)
+    splits = nested_splits(y, folds, seed)
     tried = []
     for c in STACK_C:
-        oof = np.zeros((len(y), n_classes))
-        for fit_rows, held_rows in splits:
-            stacker = Stacker(c).fit([m[fit_rows] for m in members], y[fit_rows], n_classes)
-            oof[held_rows] = stacker.predict_proba([m[held_rows] for m in members])
+        oof = held_out(members, y, splits, lambda fitting, truth, c=c:
+                       Stacker(c).fit(fitting, truth, n_classes).predict_proba)
         tried.append((score(y, oof), oof, c))
     value, oof, c = max(tried, key=lambda t: t[0])  # the first of equals: the strongest penalty
     return value, oof, Stacker(c).fit(members, y, n_classes)
