@@ -64,7 +64,8 @@ def tower(in_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
     )
 
 
-def masked_softmax(scores: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Softmax over modalities (B, M) where absent modalities get exactly 0."""
+def masked_softmax(scores: torch.Tensor, present: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax over the modality axis ``dim`` of ``scores`` ((B, M), or (B, M, H) with
+    ``dim=1``) where absent modalities (``present`` broadcast to ``scores``) get exactly 0."""
     scores = scores.masked_fill(~present, float("-inf"))
-    return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return torch.softmax(scores, dim=dim).nan_to_num(0.0)

@@ -1,6 +1,7 @@
 """Gated multimodal unit (Arevalo et al., 2017), generalised to M modalities.
 
-h_m = tanh(W_m x_m); z = softmax(G [x_1; ...; x_M]) per example; fused = sum_m z_m h_m.
+h_m = tanh(W_m x_m); z = softmax over modalities of G [h_1; ...; h_M], one gate per hidden
+unit as in the paper's GMU; fused = sum_m z_m * h_m.
 """
 
 from __future__ import annotations
@@ -18,8 +19,19 @@ from mmfuse.fusion.base import (
 )
 
 
-@FUSIONS.register("gated", "gated multimodal unit: per-example gates over modalities")
+@FUSIONS.register("gated", "gated multimodal unit: per-example, per-unit gates over modalities")
 class GatedFusion(Fusion):
+    """Gates per hidden unit, read from the modalities' hidden vectors.
+
+    Measured against the earlier form (one gate per modality, read from the raw features:
+    1,280 + 384 inputs on Lite0 + MiniLM), out-of-fold macro-F1 of the auto-mode candidate,
+    seeds 0 / 1 / 2 (`text: minilm` alone beside it): MATH-V 0.546 / 0.541 / 0.537 ->
+    0.552 / 0.551 / 0.576 (alone 0.552 / 0.551 / 0.543); emoji, seeds 0 / 1, 0.801 / 0.728
+    -> 0.827 / 0.831 (alone 0.796 / 0.790). One weight per modality had to serve every unit, so
+    a weak modality's useful units came in with its noise; the gate on raw features was the
+    largest layer and over-fitted small data.
+    """
+
     exposes_weights = True
 
     def __init__(self, input_dims: dict[str, int], hidden_dim: int, dropout: float) -> None:
@@ -27,20 +39,18 @@ class GatedFusion(Fusion):
         self.project = nn.ModuleDict(
             {m: projection(input_dims[m], hidden_dim) for m in self.modalities}
         )
-        self.norm = nn.ModuleDict({m: nn.LayerNorm(input_dims[m]) for m in self.modalities})
-        # The gate reads every modality's raw features at once (1,280 + 384 on Lite0 + MiniLM):
-        # on small data it over-fits without dropout of its own. Dropout here took
-        # gated from 0.544 to 0.552 out-of-fold macro-F1 on MATH-V (one run, MiniLM alone 0.552).
+        units = len(self.modalities) * hidden_dim
         self.gate_dropout = nn.Dropout(dropout)
-        self.gate = nn.Linear(sum(input_dims.values()), len(self.modalities))
+        self.gate = nn.Linear(units, units)
         self.mix = mlp_block(hidden_dim, hidden_dim, dropout)
 
     def forward(self, features, present) -> FusionOutput:
         hidden = torch.stack(
             [torch.tanh(self.project[m](features[m].pooled)) for m in self.modalities], dim=1
         )  # (B, M, H)
-        joint = torch.cat([self.norm[m](features[m].pooled) for m in self.modalities], dim=-1)
-        logits = self.gate(self.gate_dropout(joint))
-        gates = masked_softmax(logits, self.stacked_presence(present))  # (B, M)
-        fused = (gates.unsqueeze(-1) * hidden).sum(1)  # (B, H)
-        return FusionOutput(self.mix(fused), gates)
+        logits = self.gate(self.gate_dropout(hidden.flatten(1))).view_as(hidden)
+        mask = self.stacked_presence(present).unsqueeze(-1)  # (B, M, 1)
+        gates = masked_softmax(logits, mask, dim=1)  # (B, M, H), each unit's sums to 1
+        fused = (gates * hidden).sum(1)  # (B, H)
+        # Each modality's weight: its mean share of the fused units.
+        return FusionOutput(self.mix(fused), gates.mean(-1))
