@@ -327,6 +327,34 @@ def test_a_candidate_cut_short_is_compared_on_the_rows_both_covered() -> None:
     assert (only_b.decoded[first_fold] == 1).all() and (only_b.scores[first_fold, 0] == 0).all()
 
 
+def test_a_candidate_judged_on_fewer_rows_must_win_by_more_than_noise() -> None:
+    """On a fold of 40 rows, 3 rows that differ (2 won, 1 lost) are within one bootstrap
+    standard error of the difference: noise, so the candidate with evidence on every row
+    stays. 10 rows won is a win. The same 3 rows from a candidate judged on every row count."""
+    import numpy as np
+
+    from mmfuse.auto.judge import Judge
+    from mmfuse.tasks import get_task
+
+    y = np.arange(200) % 2
+    judge = Judge(get_task("classification"), "accuracy", y, ["a", "b"])
+    fold = np.arange(40)
+
+    def evidence(right: np.ndarray, rows: np.ndarray):
+        predicted = np.where(right, y, 1 - y)[rows]
+        return judge.evidence_of(rows, np.eye(2)[predicted], predicted, ["a", "b"])
+
+    right = np.arange(200) % 10 < 7  # 28 of the fold's 40 rows
+    full = evidence(right, np.arange(200))
+    slightly = right.copy()
+    slightly[[7, 8]], slightly[0] = True, False
+    clearly = right.copy()
+    clearly[[7, 8, 9, 17, 18, 19, 27, 28, 29, 37]] = True
+    assert not judge.better(evidence(slightly, fold), full)
+    assert judge.better(evidence(clearly, fold), full)
+    assert judge.better(evidence(slightly, np.arange(200)), full)
+
+
 def test_a_fold_cut_short_by_the_time_limit_does_not_judge(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The first fit "takes" 10 s of a 100 s search, the next ones 100 s: the first fold judges

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from test_auto import config, quick_preset
 
 from mmfuse import Predictor
-from mmfuse.auto import AutoSearch
-from mmfuse.auto.bagging import BAG_DIR, NAME, OOF_FILE
+from mmfuse.auto import AutoSearch, bagging
+from mmfuse.auto.bagging import BAG_DIR, NAME, OOF_FILE, SHARED_NAME
 from mmfuse.ensemble.model import MEMBERS_DIR, EnsembleModel
 from mmfuse.ensemble.networks import NetworkMember
 from mmfuse.io import load_tensors
@@ -31,7 +31,7 @@ def test_networks_join_the_ensemble_as_their_fold_models(tmp_path: Path) -> None
                       keep_candidates=True)
     auto.fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
     board = {r["candidate"]: r for r in auto.leaderboard_}
-    networks = [member for member, _ in auto.bag_.networks]
+    networks = [member for member, _, _ in auto.bag_.networks]
     assert [m.name for m in networks] == [  # text alone: the linear members' n-grams
         "image: efficientnet-lite0", "concat (efficientnet-lite0 + ngram)"]
     assert all(len(m.folds) == 3 for m in networks)
@@ -118,9 +118,39 @@ def test_a_killed_search_resumes_with_its_finished_members(tmp_path: Path, monke
     refit = auto.best_.is_network and auto.best_.config.model.modalities == ["image"]
     assert fitted.count(["image"]) == int(refit)  # its folds came from the run folder
     assert fitted.count(["image", "text"]) >= 3
-    names = [m.name for m, _ in auto.bag_.networks]
+    names = [m.name for m, _, _ in auto.bag_.networks]
     assert names == ["image: efficientnet-lite0", "concat (efficientnet-lite0 + ngram)"]
     np.testing.assert_array_equal(auto.bag_.networks[0][1], image_oof)
     assert auto.bag_.linear is not None and NAME in {r["candidate"] for r in auto.leaderboard_}
     assert not kept.exists()  # finished: the run folder holds the chosen model only
     assert len(Predictor.load(run).predict(tmp_path / "train.csv")) == 60
+
+
+def test_a_network_judged_on_one_fold_joins_an_ensemble_on_the_rows_it_covers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fusion stops after its first fold (as the fine-tuned MiniLM does when its k folds
+    would not fit): it is left out of the ensemble weighed on every row, and joins a second
+    one weighed and judged on that fold's rows, which scores at least what it does there."""
+    monkeypatch.setattr(bagging, "MIN_SHARED_ROWS", 10)
+    monkeypatch.setattr(AutoSearch, "_can_finish",
+                        lambda self, candidate, *args: candidate.single)
+    make_rows(tmp_path, 75, seed=14).to_csv(tmp_path / "train.csv", index=False)
+    auto = AutoSearch(config(tmp_path, "caption"), quick_preset(300, folds=3, fusions=("concat",)),
+                      keep_candidates=True)
+    auto.fit(tmp_path / "train.csv")
+    board = {r["candidate"]: r for r in auto.leaderboard_}
+    fusion = "concat (efficientnet-lite0 + ngram)"
+    (member, _, covered), = [n for n in auto.bag_.networks if n[0].name == fusion]
+    assert board[fusion]["folds"] == 1 and len(member.folds) == 1 and covered.sum() == 25
+    assert fusion not in [m.name for m in auto.bag_.members()[0]]
+    assert board[NAME]["folds"] == 3 and board[SHARED_NAME]["folds"] == 1
+    shared = auto.candidates_[SHARED_NAME].fitted_
+    assert len(shared.out_of_fold) == 25
+    assert board[SHARED_NAME]["val_metric"] >= board[fusion]["val_metric"] - 1e-9
+    weights = [r["weight"] for r in auto.leaderboard_ if r.get("weight") is not None]
+    if weights:  # the better ensemble's selection weights, over every member it weighed
+        assert sum(weights) == pytest.approx(1.0)
+    test = make_rows(tmp_path, 9, seed=15)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    probabilities = auto.candidates_[SHARED_NAME].predict_proba(tmp_path / "test.csv")
+    np.testing.assert_allclose(probabilities.to_numpy().sum(axis=1), 1.0, atol=1e-5)

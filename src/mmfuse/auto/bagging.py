@@ -6,6 +6,11 @@ networks all leave out-of-fold probabilities on the same rows. One combination o
 that reads the images and a TF-IDF member that reads the words are right on different rows.
 A network joins as its k fold models, averaged (``ensemble/networks.py``): the models its
 evidence came from, so nothing is trained again.
+
+A network judged on fewer folds (the fine-tuned MiniLM, whose k folds would not fit the time
+limit) has evidence on fewer rows. It cannot join the combination weighed on every row, so a
+second one is weighed on the rows every member covered (the first fold's, at least), with it;
+auto mode keeps whichever of the two scores better on those rows.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from mmfuse.fitted_model import FittedModel
 from mmfuse.io import load_tensors, read_json, save_tensors, write_json
 
 NAME = "ensemble of all candidates"
+SHARED_NAME = "ensemble of all candidates on their shared rows"
+# Fewer shared rows than this weigh no second combination: its nested folds would be too
+# small to fit a stacker or to judge a selection.
+MIN_SHARED_ROWS = 100
 # In a run folder: what an interrupted search keeps of its members (``--resume``). linear/ is
 # the linear ensemble's folder, <i>/ a network member's fold models; each has its
 # out-of-fold probabilities beside it. Removed once the search has finished.
@@ -41,7 +50,8 @@ class Bag:
         self.y = y
         self.folder = folder  # where members are kept as they come, if anywhere
         self.linear: EnsembleModel | None = None
-        self.networks: list[tuple[NetworkMember, np.ndarray]] = []
+        # each network with its out-of-fold probabilities (N, C) and the rows they cover (N,)
+        self.networks: list[tuple[NetworkMember, np.ndarray, np.ndarray]] = []
         self.shared: dict[str, Encoder] = {}
 
     @classmethod
@@ -62,7 +72,10 @@ class Bag:
             if entry["network"] in finished:
                 member = NetworkMember.load(entry["network"], directory, int(entry["folds"]),
                                             classes, bag.shared)
-                bag.networks.append((member, load_tensors(directory / OOF_FILE)["oof"].numpy()))
+                kept = {k: v.numpy() for k, v in load_tensors(directory / OOF_FILE).items()}
+                # (members kept before partly judged networks joined covered every row)
+                covered = kept.get("covered", np.ones(len(y), dtype=bool))
+                bag.networks.append((member, kept["oof"], covered))
             index += 1
         return bag
 
@@ -77,34 +90,54 @@ class Bag:
         """A fold model kept for later, holding no copy of a frozen encoder."""
         return share_frozen_encoders(fold, self.shared)
 
-    def add_network(self, name: str, folds: list[FittedModel], out_of_fold: np.ndarray) -> None:
-        """A network whose every fold ran, with its out-of-fold probabilities (N, C)."""
+    def add_network(self, name: str, folds: list[FittedModel], out_of_fold: np.ndarray,
+                    covered: np.ndarray) -> None:
+        """A network, as the models of the folds it ran, with its out-of-fold probabilities
+        (N, C) on the rows ``covered`` (N,) bool: those its fold models did not see."""
         member = NetworkMember(name, folds)
-        self.networks.append((member, out_of_fold))
+        self.networks.append((member, out_of_fold, covered))
         if self.folder is not None:
             directory = self.folder / str(len(self.networks) - 1)
             member.save(directory)
             write_json(directory / "member.json", member.entry())
-            save_tensors(directory / OOF_FILE, {"oof": torch.from_numpy(out_of_fold)})
+            save_tensors(directory / OOF_FILE, {"oof": torch.from_numpy(out_of_fold),
+                                                "covered": torch.from_numpy(covered)})
 
     def discard(self) -> None:
         """The kept members, once the search no longer needs them."""
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def members(self) -> tuple[list[Member], list[np.ndarray]]:
-        """Every member, linear then network, and its out-of-fold probabilities (N, C)."""
+    def members(self, partial: bool = False) -> tuple[list[Member], list[np.ndarray]]:
+        """The members, linear then network, and their out-of-fold probabilities (N, C): those
+        with evidence on every row, and with ``partial`` those on fewer too."""
         members: list[Member] = list(self.linear.members) if self.linear is not None else []
         oof = list(self.linear.members_out_of_fold) if self.linear is not None else []
-        return members + [m for m, _ in self.networks], oof + [s for _, s in self.networks]
+        networks = [(m, s) for m, s, covered in self.networks if partial or covered.all()]
+        return members + [m for m, _ in networks], oof + [s for _, s in networks]
 
-    def ensemble(self, config: Config, classes: list[str], cache: FeatureCache
-                 ) -> tuple[EnsembleModel, dict[str, float]] | None:
-        """Every member combined; None while no network finished every fold (it would be the
-        linear ensemble again)."""
-        members, oof = self.members()
-        if not self.networks or len(members) < 2:
-            return None
+    def shared_rows(self) -> np.ndarray:
+        """(N,) bool: the rows every network's evidence covers."""
+        return np.logical_and.reduce([covered for _, _, covered in self.networks])
+
+    def ensembles(self, config: Config, classes: list[str], cache: FeatureCache
+                  ) -> list[tuple[str, EnsembleModel, dict[str, float], np.ndarray]]:
+        """Every member combined: on every row, from the members judged on every fold, once a
+        network is among them (else it would be the linear ensemble again); and on the shared
+        rows, with the networks judged on fewer folds, where there are any. Each as (name,
+        model, its scores, the judging rows (n,) it was weighed and judged on)."""
         encoders = self.linear.encoders if self.linear is not None else {}
-        return EnsembleModel.combine(config, classes, members, oof, self.y, prune=True,
-                                     cache=cache, encoders=encoders)
+        combined = []
+        members, oof = self.members()
+        if any(covered.all() for _, _, covered in self.networks) and len(members) >= 2:
+            model, scores = EnsembleModel.combine(config, classes, members, oof, self.y,
+                                                  prune=True, cache=cache, encoders=encoders)
+            combined.append((NAME, model, scores, np.arange(len(self.y))))
+        everyone, oof = self.members(partial=True)
+        rows = np.flatnonzero(self.shared_rows()) if self.networks else np.arange(0)
+        if len(everyone) > len(members) >= 1 and len(rows) >= MIN_SHARED_ROWS:
+            model, scores = EnsembleModel.combine(config, classes, everyone,
+                                                  [p[rows] for p in oof], self.y[rows],
+                                                  prune=True, cache=cache, encoders=encoders)
+            combined.append((SHARED_NAME, model, scores, rows))
+        return combined

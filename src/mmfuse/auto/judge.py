@@ -5,7 +5,8 @@ model fitted without that row (k-fold on small data; on large data the one valid
 A candidate's score is the selection metric of those pooled outputs, so a network and the
 ensemble of linear members are measured alike. A candidate that finished only some folds has
 evidence on fewer rows: it is compared with the best so far on the rows both covered, never
-by its first fold against another's full k folds.
+by its first fold against another's full k folds, and it must win there by more than the
+noise of that comparison (below).
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ import numpy as np
 
 from mmfuse.scoring import is_better
 from mmfuse.tasks import Task
+from mmfuse.tasks.metrics import macro_f1
+
+BOOTSTRAP_DRAWS = 50  # resamples of the shared rows that tell a win from noise
+# Single-label metrics of the predicted labels alone, without the task's full set of metrics
+# (AUROC, calibration, per class: 25 ms a call on MATH-V's 16 classes, 2.5 s a bootstrap).
+LABEL_METRICS = {
+    "macro_f1": macro_f1,
+    "accuracy": lambda y, predicted, n_classes: float(np.mean(y == predicted)),
+}
 
 
 @dataclass
@@ -68,8 +78,12 @@ class Judge:
         return Evidence(np.zeros((n, outputs)), decoded, np.zeros(n, dtype=bool))
 
     def score(self, evidence: Evidence, rows: np.ndarray | None = None) -> float:
-        """The selection metric on the covered rows (or on ``rows``, a boolean mask)."""
+        """The selection metric on the covered rows (or on ``rows``: a boolean mask, or
+        positions)."""
         mask = evidence.covered if rows is None else rows
+        if self.classes is not None and self.y.ndim == 1 and self.metric in LABEL_METRICS:
+            return LABEL_METRICS[self.metric](self.y[mask], evidence.decoded[mask],
+                                              len(self.classes))
         scores = evidence.scores[mask]
         if self.classes is None:  # regression: one value per row
             scores = scores[:, 0]
@@ -78,8 +92,29 @@ class Judge:
         return float(values[self.metric])
 
     def better(self, new: Evidence, best: Evidence | None) -> bool:
-        """Is ``new`` better than ``best`` on the rows both covered (ties: no)?"""
+        """Is ``new`` better than ``best`` on the rows both covered (ties: no)?
+
+        When ``new`` covers fewer rows than ``best`` (a candidate judged on fewer folds), it
+        must win by more than one standard error of the difference, bootstrapped over the
+        shared rows (the one-standard-error rule, Hastie et al., ESL 7.10, with the
+        better-evidenced candidate in place of the simpler). The fewer rows a candidate is
+        judged on, the likelier its best score is luck: on MATH-V, `concat` stopped after one
+        fold scored 0.598 there, above every other candidate on that fold's rows; it
+        became the choice and scored 0.540 on the test rows, where the ensemble scored 0.573.
+        """
         if best is None:
             return True
-        shared = new.covered & best.covered
-        return is_better(self.metric, self.score(new, shared), self.score(best, shared))
+        shared = np.flatnonzero(new.covered & best.covered)
+        if not is_better(self.metric, self.score(new, shared), self.score(best, shared)):
+            return False
+        if new.covered.sum() >= best.covered.sum():
+            return True
+        rng = np.random.default_rng(0)
+        resampled = [self.gain(new, best, rng.choice(shared, len(shared)))
+                     for _ in range(BOOTSTRAP_DRAWS)]
+        return self.gain(new, best, shared) > float(np.std(resampled))
+
+    def gain(self, new: Evidence, best: Evidence, rows: np.ndarray) -> float:
+        """How much better ``new`` scores than ``best`` on ``rows`` (positions; may repeat)."""
+        difference = self.score(new, rows) - self.score(best, rows)
+        return difference if is_better(self.metric, 1.0, 0.0) else -difference

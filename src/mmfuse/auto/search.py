@@ -329,8 +329,9 @@ class AutoSearch:
         row["predict_s_per_1k"] = round(predict_s * 1000 / int(evidence.covered.sum()), 4)
         row["val_metric"] = self._judge.score(evidence)
         row["folds"] = folds
-        if self.bag_ is not None and folds == len(self._splits):
-            self.bag_.add_network(candidate.name, fold_models, evidence.scores.copy())
+        if self.bag_ is not None:
+            self.bag_.add_network(candidate.name, fold_models, evidence.scores.copy(),
+                                  evidence.covered.copy())
         if self.keep_candidates:
             self.candidates_[candidate.name] = predictor
         self._consider(candidate.name, predictor, evidence)
@@ -383,34 +384,43 @@ class AutoSearch:
 
     def _try_ensemble_of_all(self) -> None:
         """Small data: every candidate's members weighed together on their out-of-fold
-        evidence (``bagging.py``); it becomes the choice only by beating the best so far.
-        The leaderboard's weights are then each member's in it."""
-        if self.bag_ is None or bagging.NAME in {r["candidate"] for r in self.leaderboard_}:
+        evidence (``bagging.py``), on every row and, with the networks judged on fewer folds,
+        on the rows they share; each becomes the choice only by beating the best so far. The
+        leaderboard's weights are then each member's in the better of the two."""
+        done = {r["candidate"] for r in self.leaderboard_}
+        if self.bag_ is None or done & {bagging.NAME, bagging.SHARED_NAME}:
             return
         started = clocks.clock()
-        built = self.bag_.ensemble(self.config, self._judge.classes, self._cache)
-        if built is None:
+        rows, kept = [], None
+        for name, model, scores, judged in self.bag_.ensembles(self.config, self._judge.classes,
+                                                               self._cache):
+            value = self._judge_ensemble(name, model, model.out_of_fold, scores, judged)
+            rows.append(self._row(name, value, "ok") | {
+                "fit_s": round(clocks.clock() - started, 2), "method": model.method,
+                "folds": sum(bool(np.isin(f.positions, judged).all()) for f in self._splits)})
+            if kept is None or self.best_name_ == name:
+                kept = model
+        if kept is None:
             return
-        model, scores = built
-        value = self._judge_ensemble(bagging.NAME, model, model.out_of_fold, scores)
         weights: dict[str, float | None] = dict.fromkeys(
-            (m.name for m in self.bag_.members()[0]), None if model.method == "stacking" else 0.0)
-        if model.method == "selection":  # a stacker weighs members per class: no one weight
+            (m.name for m in self.bag_.members(partial=True)[0]),
+            None if kept.method == "stacking" else 0.0)
+        if kept.method == "selection":  # a stacker weighs members per class: no one weight
             weights |= {m.name: round(float(w), 3)
-                        for m, w in zip(model.members, model.weights, strict=True)}
+                        for m, w in zip(kept.members, kept.weights, strict=True)}
         for row in self.leaderboard_:
             name = row["candidate"].removeprefix("member: ")
             if name in weights and row["candidate"] != linear.NAME:
                 row["weight"] = weights[name]
-        self._record(self._row(bagging.NAME, value, "ok") | {
-            "fit_s": round(clocks.clock() - started, 2), "folds": len(self._splits),
-            "method": model.method})
+        self._record(*rows)
 
     def _judge_ensemble(self, name: str, model: EnsembleModel, judged: np.ndarray,
-                        scores: dict[str, float]) -> float:
-        """An ensemble judged like any candidate by its probabilities ``judged`` (N, C) on the
-        judging rows (``scores``: its members' and combinations' own); returns its score."""
-        evidence = self._judge.evidence_of(np.arange(len(judged)), judged, judged.argmax(axis=1),
+                        scores: dict[str, float], positions: np.ndarray | None = None) -> float:
+        """An ensemble judged like any candidate by its probabilities ``judged`` (n, C) on the
+        judging rows ``positions`` (default: all; ``scores``: its members' and combinations'
+        own); returns its score."""
+        positions = np.arange(len(judged)) if positions is None else positions
+        evidence = self._judge.evidence_of(positions, judged, judged.argmax(axis=1),
                                            model.classes)
         value = self._judge.score(evidence)
         model.metrics = {"validation": {self._metric: value}, "out_of_fold": scores}
