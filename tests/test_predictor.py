@@ -207,3 +207,29 @@ def test_the_kept_model_is_the_best_epoch_not_the_last(tmp_path, tiny_csv) -> No
     assert predictor.metrics_["best_epoch"] == best["epoch"]
     assert predictor.metrics_["validation"]["macro_f1"] == pytest.approx(best["val_macro_f1"])
     assert predictor.metrics_["validation"]["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_a_long_run_says_early_how_long_it_will_take(tmp_path, tiny_csv, capsys,
+                                                     monkeypatch) -> None:
+    """Once, after the first batches: an epoch's time, the planned epochs' and why (encoders
+    trained here read no feature cache); progress bars are off in logs, so this is printed."""
+    from mmfuse.training import pace
+
+    monkeypatch.setattr(pace, "LONG_EPOCH_STEPS", 1)  # the tiny set's 7 batches count as long
+    monkeypatch.setattr(pace, "PACE_BATCHES", 3)
+    Predictor(tiny_config(tmp_path)).fit(tiny_csv)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "Training pace" in line]
+    assert len(notes) == 1
+    assert "an epoch" in notes[0] and "for 3 epochs" in notes[0]
+
+
+def test_the_pace_note_gives_the_numbers() -> None:
+    from mmfuse.training.pace import duration, pace_note
+
+    assert [duration(s) for s in (12, 245, 12_000)] == ["12 s", "4 min 05 s", "3 h 20 min"]
+    note = pace_note(batches=20, seconds=10.0, steps_per_epoch=1200, rows_per_batch=32,
+                     epochs=30, trained=["image"], time_left=3000.0)
+    # 0.5 s a batch: 10 min an epoch, 64 rows/s, 5 h for 30; 3,000 s leave 5 epochs
+    assert "about 10 min 00 s an epoch (64 rows/s)" in note and "5 h 00 min for 30 epochs" in note
+    assert "leaves about 5.0 epochs" in note and "image encoder being trained" in note
+    assert "time limit" not in pace_note(20, 10.0, 1200, 32, 30, [], None)

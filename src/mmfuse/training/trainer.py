@@ -42,6 +42,7 @@ from mmfuse.progress import make_progress
 from mmfuse.scoring import is_better
 from mmfuse.training.distributed import batch_size_fits, make_accelerator
 from mmfuse.training.optimizer_state import flatten_optimizer, unflatten_optimizer
+from mmfuse.training.pace import Pace
 from mmfuse.training.privacy import PrivateTraining, check_supported, is_private, placeholders_frozen
 
 STATE_FILE = "training_state.safetensors"
@@ -201,6 +202,8 @@ class Loop:
         # Clipping walks the parameters it is given in Python: the trained ones only, not the
         # frozen encoders' (MiniLM + Lite0: 26 M of a concat's 27 M; 5 of 25 ms a step).
         self.trained = [p for p in model.parameters() if p.requires_grad]
+        self.pace = Pace(self.steps_per_epoch, cfg.batch_size, cfg.epochs,
+                         [kind for kind, e in model.encoders.items() if not e.frozen])
         self.dp = None
         if is_private(cfg):
             self.dp = PrivateTraining(model, optimizer, make_loader(train_set, cfg.batch_size, 0),
@@ -230,6 +233,7 @@ class Loop:
         loader = self.loader(generator)
         self.model.train()
         total_loss, seen, out_of_time = 0.0, 0, False
+        self.pace.start()
         with make_progress() as progress:
             task = progress.add_task(f"Epoch {epoch}/{self.cfg.epochs}",
                                      total=self.steps_per_epoch, status="")
@@ -242,6 +246,9 @@ class Loop:
                 rows = share.rows if share else len(target)
                 total_loss, seen = total_loss + loss * rows, seen + rows
                 progress.update(task, advance=1, status=f"loss {total_loss / max(seen, 1):.4f}")
+                note = self.pace.note(index + 1, deadline)
+                if note is not None and self.accelerator.is_main_process:
+                    console.print(note)
                 if deadline is not None and _agreed(self.accelerator, deadline.passed()):
                     state.stopped_early = out_of_time = True
                     break
