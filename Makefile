@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.retrieval
 	$(BIN)/python -m benchmarks.serve_load
 	$(BIN)/python -m benchmarks.auto
+	$(BIN)/python -m benchmarks.fusions
 	$(BIN)/python -m benchmarks.predict_memory
 	$(BIN)/python -m benchmarks.train_memory
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import make_rows, tiny_config
 
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
@@ -233,3 +234,31 @@ def test_the_pace_note_gives_the_numbers() -> None:
     assert "about 10 min 00 s an epoch (64 rows/s)" in note and "5 h 00 min for 30 epochs" in note
     assert "leaves about 5.0 epochs" in note and "image encoder being trained" in note
     assert "time limit" not in pace_note(20, 10.0, 1200, 32, 30, [], None)
+
+
+def test_late_fusion_weighs_its_modalities_on_the_held_out_rows(tmp_path) -> None:
+    """After training, `late`'s weights are those that minimise the loss on the early-stopping
+    rows (checked against a grid of weights run through the whole model there), and they
+    favour the image, which alone decides the label, over the made-up text."""
+    from test_auto import image_only_rows
+
+    from mmfuse.training.inference import run_model
+
+    rows = image_only_rows(tmp_path, 120, seed=3).rename(columns={"text": "caption"})
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    predictor = Predictor(tiny_config(tmp_path, fusion="late")).fit(tmp_path / "train.csv")
+    fitted, fusion = predictor.fitted_, predictor.fitted_.model.fusion
+    held_out = predictor.split(predictor.read(tmp_path / "train.csv"))[1]
+    dataset, targets = fitted.dataset(held_out), fitted.targets(held_out)
+    chosen = fusion.scores.detach().softmax(0)  # (caption, image)
+
+    def held_out_loss(image_weight: float) -> float:
+        with torch.no_grad():
+            fusion.scores.copy_(torch.log(torch.tensor([1 - image_weight, image_weight])))
+        return float(fitted.model.head.loss(run_model(fitted.model, dataset, num_workers=0)[0],
+                                            targets))
+
+    grid = np.linspace(0.01, 0.99, 99)
+    best = grid[int(np.argmin([held_out_loss(w) for w in grid]))]
+    assert abs(float(chosen[1]) - best) <= 0.011
+    assert chosen[1] > 0.5

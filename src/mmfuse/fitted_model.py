@@ -30,6 +30,7 @@ from mmfuse.model_kinds import KINDS, ModelKind, kind_for
 from mmfuse.progress import CONSOLE
 from mmfuse.scoring import fit_temperature
 from mmfuse.tasks import Task, get_task
+from mmfuse.training.decision_weights import fit_decision_weights
 from mmfuse.training.distributed import encoding_together, is_main_process
 from mmfuse.training.inference import run_model
 from mmfuse.training.stacking import fit_stack
@@ -118,6 +119,13 @@ class FittedModel(HoldsFeatureCache):
             state = train(self.model, train_set, validate, cfg.train, self.metric, run, resume,
                           weights, deadline=deadline)
         self.history = state.history
+        fusion = getattr(self.model, "fusion", None)  # (a dual encoder has none)
+        targets = self.targets(val_rows) if fusion is not None else None
+        if getattr(fusion, "weighs_on_held_out_rows", False) and targets is not None \
+                and len(val_rows):
+            weights = fit_decision_weights(self.model, val_set, targets, cfg.train.num_workers)
+            CONSOLE.print("modality weights fitted on the validation rows: " + ", ".join(
+                f"{m} {w:.2f}" for m, w in zip(fusion.modalities, weights.tolist(), strict=True)))
         if cfg.train.calibrate:
             self.calibrate(val_rows, val_set)
         self.metrics = {"validation": self.kind.score(self, self.model, val_rows, val_set),

@@ -28,6 +28,9 @@ class Fusion(nn.Module):
     exposes_weights: bool = False
     needs_outputs: bool = False  # its towers predict the task's outputs themselves (built with n_outputs)
     trained_by_stacking: bool = False  # trained out-of-fold (training/stacking.py), not end to end
+    # its modality weights (``scores``) are refitted on the early-stopping rows after training
+    # (training/decision_weights.py)
+    weighs_on_held_out_rows: bool = False
 
     def __init__(self, input_dims: dict[str, int], hidden_dim: int, dropout: float) -> None:
         super().__init__()

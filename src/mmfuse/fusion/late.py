@@ -1,7 +1,9 @@
 """Late fusion: a full tower per modality, combined by learned (masked) softmax weights.
 
 Heads are linear and the weights sum to 1, so the head's logits are exactly the weighted
-average of the logits each modality's tower would give alone: decision-level fusion.
+average of the logits each modality's tower would give alone: decision-level fusion. The
+weights are fitted once more on the early-stopping rows after training (rows the towers did
+not fit), as late fusion is classically weighed (training/decision_weights.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mmfuse.fusion.base import (
 @FUSIONS.register("late", "one tower per modality, logits averaged with learned weights")
 class LateFusion(Fusion):
     exposes_weights = True
+    weighs_on_held_out_rows = True
 
     def __init__(self, input_dims: dict[str, int], hidden_dim: int, dropout: float) -> None:
         super().__init__(input_dims, hidden_dim, dropout)

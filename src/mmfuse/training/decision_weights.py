@@ -1,0 +1,62 @@
+"""Late fusion's modality weights, fitted on held-out rows once its towers are trained.
+
+Trained end to end, the weights only ever see training rows, which every tower fits well, so
+a weak modality keeps a large share: on MATH-V the image kept about 0.44 against the text's
+0.56, while alone it scores 0.33 out of fold and the text 0.55 (raising the weights' learning
+rate 20-fold changed nothing: the towers adapt to each other instead). Late fusion weighs each
+modality's decision by how it does on data it was not fitted on; the rows early stopping reads
+are that data. The towers stay as trained; only the M weights (M - 1 free numbers) move.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mmfuse.features.batches import MultimodalDataset
+from mmfuse.models.multimodal import MultimodalModel
+from mmfuse.training.inference import run_model
+
+ALONE = 50.0  # a score this far above the others gives one modality all the weight (1 - 1e-43)
+
+
+def modality_logits(model: MultimodalModel, dataset: MultimodalDataset,
+                    num_workers: int) -> torch.Tensor:
+    """(N, M, C) each modality's tower's logits alone, modalities in the fusion's order.
+
+    The head is linear and the weights sum to 1, so the fused logits are the weighted average
+    of these: a row without modality m gets the present one's logits in m's place, as
+    the fusion's masked weights would give it."""
+    scores = model.fusion.scores
+    kept = scores.detach().clone()
+    alone = []
+    try:
+        for m in range(len(kept)):
+            with torch.no_grad():
+                scores.copy_(torch.full_like(kept, -ALONE))
+                scores[m] = ALONE
+            alone.append(run_model(model, dataset, num_workers=num_workers)[0])
+    finally:
+        with torch.no_grad():
+            scores.copy_(kept)
+    return torch.stack(alone, dim=1)
+
+
+def fit_decision_weights(model: MultimodalModel, dataset: MultimodalDataset,
+                         targets: torch.Tensor, num_workers: int) -> torch.Tensor:
+    """Set the late fusion's weight scores to those minimising the head's loss on
+    ``dataset`` (held-out rows, ``targets``); returns the weights (M,)."""
+    scores = model.fusion.scores.detach().clone().requires_grad_(True)
+    logits = modality_logits(model, dataset, num_workers).to(scores.device)
+    optimizer = torch.optim.LBFGS([scores], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        mixed = (scores.softmax(0)[None, :, None] * logits).sum(1)
+        loss = model.head.loss(mixed, targets.to(mixed.device))
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        model.fusion.scores.copy_(scores.detach())
+    return model.fusion.scores.detach().softmax(0)
