@@ -389,6 +389,24 @@ def test_a_candidate_whose_folds_cannot_all_fit_leaves_its_time_to_the_next(
     assert rows["text: ngram"]["folds"] == 1 and rows["text: ngram"]["status"] == "ok"
 
 
+def test_a_fusion_is_not_started_with_under_half_the_time_its_singles_took(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fit "takes" 35 s of 100: after the two single modalities, 26.5 s are left, and
+    the fusion, expected to take what both took (70 s), is skipped before it starts instead
+    of stopping half-trained."""
+    from mmfuse.auto import linear
+
+    monkeypatch.setattr(linear, "applies", lambda config: False)  # networks only
+    calls = fits_take(monkeypatch, lambda n: 35)
+    image_only_rows(tmp_path, 40, seed=10).to_csv(tmp_path / "train.csv", index=False)
+    auto = AutoSearch(config(tmp_path), quick_preset(100, folds=1, fusions=("concat",)))
+    auto.fit(tmp_path / "train.csv")
+    rows = {r["candidate"]: r for r in auto.leaderboard_}
+    fusion = rows["concat (efficientnet-lite0 + ngram)"]
+    assert fusion["status"] == "skipped: needs about 70 s, 26 s left to it"
+    assert len(calls) == 2  # the singles only (the choice is not refitted on one split)
+
+
 def test_a_refit_the_time_limit_cut_short_is_not_kept(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The chosen network's refit on the plain split is stopped by the deadline half-trained:

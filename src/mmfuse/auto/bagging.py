@@ -9,8 +9,9 @@ evidence came from, so nothing is trained again.
 
 A network judged on fewer folds (the fine-tuned MiniLM, whose k folds would not fit the time
 limit) has evidence on fewer rows. It cannot join the combination weighed on every row, so a
-second one is weighed on the rows every member covered (the first fold's, at least), with it;
-auto mode keeps whichever of the two scores better on those rows.
+second one is weighed on the rows every member covered (the first fold's, at least), with it.
+Judged on fewer rows, it is kept only by beating the first there by more than the noise
+(``judge.py``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from torch import nn
 
 from mmfuse.fusion.base import FUSIONS, Fusion, FusionOutput, tower
 
+FOLDS = 5  # the towers are trained FOLDS times out of fold, then once on every row
+
 
 @FUSIONS.register("stack", "per-modality models; out-of-fold predictions -> meta-learner")
 class StackFusion(Fusion):
@@ -22,7 +24,7 @@ class StackFusion(Fusion):
 
     def __init__(
         self, input_dims: dict[str, int], hidden_dim: int, dropout: float, n_outputs: int,
-        folds: int = 5,
+        folds: int = FOLDS,
     ) -> None:
         super().__init__(input_dims, hidden_dim, dropout)
         self.n_outputs, self.folds = n_outputs, folds
