@@ -120,10 +120,9 @@ class FittedModel(HoldsFeatureCache):
                           weights, deadline=deadline)
         self.history = state.history
         fusion = getattr(self.model, "fusion", None)  # (a dual encoder has none)
-        targets = self.targets(val_rows) if fusion is not None else None
-        if getattr(fusion, "weighs_on_held_out_rows", False) and targets is not None \
-                and len(val_rows):
-            weights = fit_decision_weights(self.model, val_set, targets, cfg.train.num_workers)
+        if getattr(fusion, "weighs_on_held_out_rows", False) and len(val_rows):
+            weights = fit_decision_weights(self.model, val_set, self.targets(val_rows),
+                                           cfg.train.num_workers)
             CONSOLE.print("modality weights fitted on the validation rows: " + ", ".join(
                 f"{m} {w:.2f}" for m, w in zip(fusion.modalities, weights.tolist(), strict=True)))
         if cfg.train.calibrate:
