@@ -33,6 +33,7 @@ from benchmarks.datasets import SETS
 from benchmarks.quality import frozen_features, run_logistic_regression, scores
 from mmfuse import Config, DataConfig
 from mmfuse.auto import AutoSearch
+from mmfuse.auto.leaderboard import singles_of
 
 LR_C = 10.0  # TF-IDF features are sparse and L2-normalised: weaker regularisation fits better
 MAX_ITER = 500  # lbfgs on 38k rows x (n-grams + 1,280 image features): 3,000 took over 15 min
@@ -112,16 +113,6 @@ def paired_difference(truth: np.ndarray, ours: np.ndarray, theirs: np.ndarray,
     return {"difference": gap(np.arange(len(truth))),
             "interval_90": [float(np.percentile(resampled, 5)),
                             float(np.percentile(resampled, 95))]}
-
-
-def own_singles(board: list[dict], fusion: dict) -> list[float]:
-    """Validation scores of the single-modality candidates on an encoder ``fusion`` uses."""
-    def reads_with_its_encoder(row: dict) -> bool:
-        kind = row["model"]["modalities"][0]
-        return row["model"][f"{kind}_encoder"] == fusion["model"][f"{kind}_encoder"]
-
-    return [r["val_metric"] for r in board if r["single_modality"] and r.get("model")
-            and r["val_metric"] is not None and reads_with_its_encoder(r)]
 
 
 def cross_fitted(search: AutoSearch, repeats: int = 3) -> dict[str, float] | None:
@@ -228,7 +219,9 @@ def main() -> None:
             # issue 16's item 4: each fusion against the single modalities of its own encoders
             # (a fine-tuned MiniLM is not part of a fusion of frozen encoders)
             "every_fusion_at_least_its_own_single_modalities_on_validation": all(
-                r["val_metric"] >= max(own_singles(search.leaderboard_, r)) for r in fusions),
+                r["val_metric"] >= max(s["val_metric"] for s in singles_of(search.leaderboard_,
+                                                                           r["model"]))
+                for r in fusions),
             "ensemble_weights": {r["candidate"].removeprefix("member: "): r["weight"]
                                  for r in search.leaderboard_ if r.get("weight")},
             "auto_wall_within_3_minutes": wall <= 180,

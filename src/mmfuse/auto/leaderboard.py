@@ -29,6 +29,18 @@ def ranked(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     return sorted(rows, key=key)
 
 
+def singles_of(rows: list[dict[str, Any]], model: dict[str, Any]) -> list[dict[str, Any]]:
+    """The finished single-modality rows that read a modality with the encoder ``model`` (a
+    fusion's model section, as a row holds it) uses for that modality."""
+    def same_encoder(row: dict[str, Any]) -> bool:
+        kind = row["model"]["modalities"][0]
+        return kind in model["modalities"] and row["model"][f"{kind}_encoder"] == model[
+            f"{kind}_encoder"]
+
+    return [r for r in rows if r.get("single_modality") and r.get("model")
+            and r["val_metric"] is not None and same_encoder(r)]
+
+
 def write_leaderboard(run_dir: Path, metric: str, rows: list[dict[str, Any]], **info: Any) -> None:
     """``leaderboard.json`` (rows and settings) and ``leaderboard.csv`` (rows only)."""
     rows = ranked(rows, metric)

@@ -23,7 +23,13 @@ import torch
 from mmfuse import deadline as clocks
 from mmfuse.auto import bagging, linear
 from mmfuse.auto.judge import Evidence, Judge
-from mmfuse.auto.leaderboard import LEADERBOARD_FILE, ranked, read_leaderboard, write_leaderboard
+from mmfuse.auto.leaderboard import (
+    LEADERBOARD_FILE,
+    ranked,
+    read_leaderboard,
+    singles_of,
+    write_leaderboard,
+)
 from mmfuse.auto.portfolio import (
     Candidate,
     Preset,
@@ -359,22 +365,19 @@ class AutoSearch:
         model = candidate.config.model
         if candidate.single:
             return None
-        seconds = [r["fit_s"] for r in self.leaderboard_ if r.get("single_modality")
-                   and r.get("model") and r["fit_s"] is not None
-                   and any(r["model"]["modalities"] == [kind] and r["model"][f"{kind}_encoder"]
-                           == dataclasses.asdict(getattr(model, f"{kind}_encoder"))
-                           for kind in model.modalities)]
-        if len(seconds) < len(model.modalities):
+        singles = singles_of(self.leaderboard_, dataclasses.asdict(model))
+        if len(singles) < len(model.modalities):
             return None
+        seconds = sum(r["fit_s"] for r in singles)
         fusion = FUSIONS.get(model.fusion)
-        return sum(seconds) * (STACK_FOLDS + 1 if fusion.trained_by_stacking else 1)
+        return seconds * (STACK_FOLDS + 1 if fusion.trained_by_stacking else 1)
 
     def _can_finish(self, candidate: Candidate, started: float, deadline: Deadline) -> bool:
         """Whether the candidate's other folds, each costing what its first did, fit in its
-        time. If not, it stops after one fold (judged on that fold's rows) and its time goes
-        to the candidates after it: cut short later, it would join no ensemble either, as only
-        networks with every fold do (MATH-V: `late` spent 43 s of its 44 s on two folds and a
-        third the limit cut, and `gated`, after it, had 22 s: one fold and a cut one)."""
+        time. If not, it stops after one fold (judged on that fold's rows; it joins the
+        ensemble on the shared rows only) and its time goes to the candidates after it, instead
+        of to folds the limit would cut (MATH-V: `late` spent 43 s of its 44 s on two folds and
+        a third the limit cut, and `gated`, after it, had 22 s: one fold and a cut one)."""
         others = len(self._splits) - 1
         needed = (clocks.clock() - started) * others
         if others == 0 or needed <= deadline.remaining():
