@@ -17,6 +17,7 @@ Judged on fewer rows, it is kept only by beating the first there by more than th
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -122,23 +123,22 @@ class Bag:
         return np.logical_and.reduce([covered for _, _, covered in self.networks])
 
     def ensembles(self, config: Config, classes: list[str], cache: FeatureCache
-                  ) -> list[tuple[str, EnsembleModel, dict[str, float], np.ndarray]]:
+                  ) -> Iterator[tuple[str, EnsembleModel, dict[str, float], np.ndarray]]:
         """Every member combined: on every row, from the members judged on every fold, once a
         network is among them (else it would be the linear ensemble again); and on the shared
         rows, with the networks judged on fewer folds, where there are any. Each as (name,
-        model, its scores, the judging rows (n,) it was weighed and judged on)."""
+        model, its scores, the judging rows (n,) it was weighed and judged on), combined as
+        it is asked for."""
         encoders = self.linear.encoders if self.linear is not None else {}
-        combined = []
         members, oof = self.members()
         if any(covered.all() for _, _, covered in self.networks) and len(members) >= 2:
             model, scores = EnsembleModel.combine(config, classes, members, oof, self.y,
                                                   prune=True, cache=cache, encoders=encoders)
-            combined.append((NAME, model, scores, np.arange(len(self.y))))
+            yield NAME, model, scores, np.arange(len(self.y))
         everyone, oof = self.members(partial=True)
         rows = np.flatnonzero(self.shared_rows()) if self.networks else np.arange(0)
         if len(everyone) > len(members) >= 1 and len(rows) >= MIN_SHARED_ROWS:
             model, scores = EnsembleModel.combine(config, classes, everyone,
                                                   [p[rows] for p in oof], self.y[rows],
                                                   prune=True, cache=cache, encoders=encoders)
-            combined.append((SHARED_NAME, model, scores, rows))
-        return combined
+            yield SHARED_NAME, model, scores, rows

@@ -433,6 +433,7 @@ class AutoSearch:
                 "folds": sum(bool(np.isin(f.positions, judged).all()) for f in self._splits)})
             if kept is None or self.best_name_ == name:
                 kept = model
+            started = clocks.clock()  # each row's seconds: its own combining and judging
         if kept is None:
             return
         weights: dict[str, float | None] = dict.fromkeys(
