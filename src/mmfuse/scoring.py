@@ -1,8 +1,9 @@
-"""Scores shared by every layer: which way a metric improves, calibration error (reliability
-bins) and temperature scaling. Pure numpy/torch; imports nothing of mmfuse."""
+"""Scores shared by every layer: which way a metric improves, the noise of a difference
+(bootstrap), calibration error (reliability bins) and temperature scaling. Pure numpy/torch; imports nothing of mmfuse."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,15 @@ def is_better(metric: str, new: float, best: float | None) -> bool:
     if best is None or np.isnan(best):
         return not np.isnan(new)
     return new > best if METRIC_DIRECTION.get(metric, True) else new < best
+
+
+def bootstrap_spread(statistic: Callable[[np.ndarray], float], rows: np.ndarray,
+                     draws: int = 50, seed: int = 0) -> float:
+    """The standard deviation of ``statistic(resampled rows)`` over ``draws`` resamples (with
+    replacement) of the positions ``rows``: how far a score or a difference of scores moves
+    with the luck of which rows were held out."""
+    rng = np.random.default_rng(seed)
+    return float(np.std([statistic(rng.choice(rows, len(rows))) for _ in range(draws)]))
 
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict[str, Any]:

@@ -16,17 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from mmfuse.scoring import is_better
+from mmfuse.scoring import bootstrap_spread, is_better
 from mmfuse.tasks import Task
-from mmfuse.tasks.metrics import macro_f1
+from mmfuse.tasks.metrics import LABEL_METRICS
 
 BOOTSTRAP_DRAWS = 50  # resamples of the shared rows that tell a win from noise
-# Single-label metrics of the predicted labels alone, without the task's full set of metrics
-# (AUROC, calibration, per class: 25 ms a call on MATH-V's 16 classes, 2.5 s a bootstrap).
-LABEL_METRICS = {
-    "macro_f1": macro_f1,
-    "accuracy": lambda y, predicted, n_classes: float(np.mean(y == predicted)),
-}
 
 
 @dataclass
@@ -109,10 +103,8 @@ class Judge:
             return False
         if new.covered.sum() >= best.covered.sum():
             return True
-        rng = np.random.default_rng(0)
-        resampled = [self.gain(new, best, rng.choice(shared, len(shared)))
-                     for _ in range(BOOTSTRAP_DRAWS)]
-        return self.gain(new, best, shared) > float(np.std(resampled))
+        noise = bootstrap_spread(lambda rows: self.gain(new, best, rows), shared, BOOTSTRAP_DRAWS)
+        return self.gain(new, best, shared) > noise
 
     def gain(self, new: Evidence, best: Evidence, rows: np.ndarray) -> float:
         """How much better ``new`` scores than ``best`` on ``rows`` (positions; may repeat)."""

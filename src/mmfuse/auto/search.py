@@ -454,7 +454,7 @@ class AutoSearch:
         judging rows ``positions`` (default: all; ``scores``: its members' and combinations'
         own); returns its score."""
         positions = np.arange(len(judged)) if positions is None else positions
-        evidence = self._judge.evidence_of(positions, judged, judged.argmax(axis=1),
+        evidence = self._judge.evidence_of(positions, judged, model.decide(judged),
                                            model.classes)
         value = self._judge.score(evidence)
         model.metrics = {"validation": {self._metric: value}, "out_of_fold": scores}

@@ -5,7 +5,8 @@ networks bagged over their folds (``networks.py``).
 ``EnsembleModel.fit`` computes every member's out-of-fold probabilities on the given folds,
 combines them by ensemble selection or by a stacked learner (whichever scores better out of
 fold; neither is ever scored on rows it was fitted on), fits a temperature on the combined
-out-of-fold probabilities, and refits the members on every row.
+out-of-fold probabilities and, for a label metric such as macro-F1, the label decision
+(``decision.py``), and refits the members on every row.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mmfuse.ensemble.combine import (
     nested_stacking,
     tempered,
 )
+from mmfuse.ensemble.decision import decide, fit_shift
 from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.networks import NetworkMember
@@ -38,7 +40,7 @@ from mmfuse.features.items import Item
 from mmfuse.model_folder import ModelFolder
 from mmfuse.progress import CONSOLE
 from mmfuse.tasks import Task, get_task
-from mmfuse.tasks.metrics import macro_f1
+from mmfuse.tasks.metrics import LABEL_METRICS
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (fitting rows, held-out rows) positions
 Member = LinearMember | NetworkMember
@@ -54,6 +56,9 @@ class EnsembleModel(HoldsFeatureCache):
     weights: np.ndarray  # (M,) selection weights (stacking: unused)
     stacker: Stacker | None = None
     temperature: float = 1.0
+    # (C,) added to the log-probabilities before the arg-max that picks a label (decision.py);
+    # None: the arg-max itself (older folders, metrics that read no labels)
+    decision_shift: np.ndarray | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped: list = field(default_factory=list)
@@ -138,8 +143,15 @@ class EnsembleModel(HoldsFeatureCache):
                     calibrated_temperature(combined, y), **fields)
         model.out_of_fold = tempered(combined, model.temperature)
         model.members_out_of_fold = oof
-        scores["ensemble"] = score(y, model.out_of_fold)
-        CONSOLE.print(f"ensemble: {model.describe()} (out of fold: {scores['ensemble']:.4f})")
+        metric = config.train.metric or get_task(config.data.task).selection_metric
+        alpha = 0.0
+        if metric in LABEL_METRICS:
+            model.decision_shift, alpha = fit_shift(model.out_of_fold, y, lambda truth, labels:
+                                                    LABEL_METRICS[metric](truth, labels, len(classes)))
+        scores["ensemble"] = score(y, model.out_of_fold, model.decide(model.out_of_fold))
+        shifted = f"; labels favour rare classes, alpha {alpha:g}" if alpha else ""
+        CONSOLE.print(f"ensemble: {model.describe()} (out of fold: {scores['ensemble']:.4f}"
+                      f"{shifted})")
         return model, scores
 
     # ------------------------------------------------------------------ scoring
@@ -154,15 +166,19 @@ class EnsembleModel(HoldsFeatureCache):
                     else blend(members, self.weights))
         return tempered(combined, self.temperature)
 
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """Class ids (N,) for probabilities (N, C): the arg-max, shifted for the metric."""
+        return decide(probabilities, self.decision_shift)
+
     def predict(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, None]:
         """Probabilities (N, C), class ids (N,), no modality weights."""
         scores = self.probabilities(self.inputs(rows))
-        return scores, scores.argmax(axis=1), None
+        return scores, self.decide(scores), None
 
     def predict_items(self, items: list[Item]) -> tuple[np.ndarray, np.ndarray, None]:
         """The same for in-memory items (decoded images, strings): encoders run live."""
         scores = self.probabilities(MemberInputs.from_items(items, self.config, self.encoders))
-        return scores, scores.argmax(axis=1), None
+        return scores, self.decide(scores), None
 
     @property
     def modality_kinds(self) -> dict[str, str]:
@@ -190,6 +206,8 @@ class EnsembleModel(HoldsFeatureCache):
             arrays |= {f"stacker.{k}": v for k, v in self.stacker.state().items()}
         spec = {"method": self.method, "weights": self.weights.tolist(),
                 "temperature": self.temperature,
+                "decision_shift": None if self.decision_shift is None
+                else self.decision_shift.tolist(),
                 "members": [m.entry() for m in self.members]}
         networks = Path(directory) / MEMBERS_DIR
         shutil.rmtree(networks, ignore_errors=True)  # an earlier save's members
@@ -235,8 +253,12 @@ class EnsembleModel(HoldsFeatureCache):
         if spec["method"] == "stacking":
             stacker = Stacker.from_state({k[len("stacker."):]: v for k, v in arrays.items()
                                           if k.startswith("stacker.")})
+        shift = spec.get("decision_shift")  # absent from folders saved before it existed
+        if shift is not None and len(shift) != len(classes):
+            raise ValueError("decision_shift must hold one number per class")
         model = cls(definition.config, definition.classes, members, spec["method"],
                     np.asarray(spec["weights"]), stacker, float(spec["temperature"]),
+                    None if shift is None else np.asarray(shift, dtype=float),
                     folder.metrics(), folder=folder.path)
         folder.check_fingerprints(model.encoders_by_name(), definition)
         return model
@@ -259,16 +281,19 @@ def out_of_fold(view: View, classes: list[str], inputs: MemberInputs, y: np.ndar
 
 
 def metric_score(task: Task, config: Config, classes: list[str]):
-    """(y, probabilities) -> the selection metric, higher is better."""
+    """(y, probabilities[, labels]) -> the selection metric, higher is better."""
     from mmfuse.scoring import METRIC_DIRECTION
 
     metric = config.train.metric or task.selection_metric
     sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0
 
-    def score(y: np.ndarray, probabilities: np.ndarray) -> float:
-        if metric == "macro_f1":  # called thousands of times by ensemble selection: just F1
-            return macro_f1(y, probabilities.argmax(axis=1), len(classes))
-        values = task.metrics(y, probabilities.argmax(axis=1), probabilities, classes)
+    def score(y: np.ndarray, probabilities: np.ndarray, labels: np.ndarray | None = None
+              ) -> float:
+        """``labels`` (N,): the decided class ids, when not the arg-max."""
+        labels = probabilities.argmax(axis=1) if labels is None else labels
+        if metric in LABEL_METRICS:  # called thousands of times by ensemble selection
+            return LABEL_METRICS[metric](y, labels, len(classes))
+        values = task.metrics(y, labels, probabilities, classes)
         return sign * float(values[metric])
 
     return score

@@ -71,6 +71,14 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     return float(f1.mean())
 
 
+# Single-label metrics of the predicted labels alone, without the full set of ``class_metrics``
+# (AUROC, calibration, per class: 25 ms a call on MATH-V's 16 classes, 2.5 s a bootstrap).
+LABEL_METRICS = {
+    "macro_f1": macro_f1,
+    "accuracy": lambda y, predicted, n_classes: float(np.mean(y == predicted)),
+}
+
+
 def macro_auroc(indicators: np.ndarray, scores: np.ndarray) -> float:
     """Mean one-vs-rest AUROC over the classes that have both positives and negatives.
 
