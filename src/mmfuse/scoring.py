@@ -1,5 +1,6 @@
 """Scores shared by every layer: which way a metric improves, the noise of a difference
-(bootstrap), calibration error (reliability bins) and temperature scaling. Pure numpy/torch; imports nothing of mmfuse."""
+(bootstrap), calibration error (reliability bins) and temperature scaling. Pure numpy/torch;
+imports nothing of mmfuse."""
 
 from __future__ import annotations
 
