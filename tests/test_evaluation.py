@@ -26,7 +26,7 @@ from mmfuse.evaluation.profile import profile
 from mmfuse.evaluation.report import build_report
 from mmfuse.evaluation.robustness import robustness
 from mmfuse.scoring import fit_temperature, reliability
-from mmfuse.tasks.metrics import macro_auroc, macro_f1
+from mmfuse.tasks.metrics import class_metrics, macro_auroc, macro_f1
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,15 @@ def test_reliability_and_temperature_scaling() -> None:
     # 2/5 of rows at 0.9 confidence, all right: gap 0.1; 3/5 at 0.6, a third right: gap 0.267
     assert table["ece"] == pytest.approx(2 / 5 * 0.1 + 3 / 5 * (0.6 - 1 / 3))
     assert sum(b["count"] for b in table["bins"]) == 5
+    # Calibration is the probabilities' (top label): a decision rule that names another class
+    # (ensembles favour rare classes for macro-F1) changes F1, not the calibration error.
+    scores = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4], [0.4, 0.6]])
+    truth = np.array([0, 0, 0, 1, 1])
+    argmax = class_metrics(truth, scores.argmax(axis=1), scores, ["a", "b"])
+    shifted = class_metrics(truth, np.array([0, 0, 1, 1, 1]), scores, ["a", "b"])
+    assert shifted["ece"] == argmax["ece"] == pytest.approx(
+        2 / 5 * 0.1 + 3 / 5 * (2 / 3 - 0.6))  # at 0.9 both right; at 0.6 two of three
+    assert shifted["macro_f1"] > argmax["macro_f1"]
 
 
 def test_macro_auroc_matches_scikit_learn_and_skips_classes_without_negatives_or_positives():

@@ -48,6 +48,14 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
     return {"ece": float(ece), "bins": table}
 
 
+def top_label_reliability(scores: np.ndarray, truth: np.ndarray, bins: int = 10
+                          ) -> dict[str, Any]:
+    """``reliability`` of probabilities (N, C) for the class ids ``truth`` (N,): how often the
+    most probable class is right against that probability (Guo et al., 2017). A property of
+    the probabilities alone, whichever label a decision rule then picks from them."""
+    return reliability(scores.max(axis=1), (scores.argmax(axis=1) == truth).astype(float), bins)
+
+
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor, binary: bool = False) -> float:
     """The temperature T > 0 minimising validation NLL of logits / T (Guo et al., 2017)."""
     logits, target = logits.clone(), target.clone()  # inference-mode tensors cannot be saved

@@ -16,7 +16,7 @@ from mmfuse.evaluation.profile import profile
 from mmfuse.evaluation.robustness import robustness
 from mmfuse.io import atomic_write_text, write_json
 from mmfuse.predictor import Data, Predictor
-from mmfuse.scoring import reliability
+from mmfuse.scoring import top_label_reliability
 from mmfuse.tasks import get_task
 
 CSS = """
@@ -83,8 +83,7 @@ def build_report(
     if get_task(task).single_label:
         scores = predictor.outputs(rows)[0]
         truth = predictor.targets(rows).numpy()
-        report["calibration"] = reliability(scores.max(axis=1),
-                                            (scores.argmax(axis=1) == truth).astype(float))
+        report["calibration"] = top_label_reliability(scores, truth)
     examples = explain(predictor, _examples(predictor, rows, explain_rows))
     report["explanations"] = [{k: v for k, v in e.items() if k != "heatmaps"} for e in examples]
     write_json(out.with_suffix(out.suffix + ".json"), report)

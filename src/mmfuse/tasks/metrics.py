@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from mmfuse.scoring import reliability
+from mmfuse.scoring import top_label_reliability
 
 
 def class_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray,
@@ -25,7 +25,7 @@ def class_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray,
         result |= {f"{average}_precision": float(p), f"{average}_recall": float(r),
                    f"{average}_f1": float(f)}
     indicators = np.eye(len(classes))[y_true]
-    result["ece"] = reliability(scores.max(axis=1), (y_pred == y_true).astype(float))["ece"]
+    result["ece"] = top_label_reliability(scores, y_true)["ece"]
     result["auroc"] = macro_auroc(indicators, scores)
     if positive_only:
         result["f1"] = float(skm.f1_score(y_true, y_pred, zero_division=0))
