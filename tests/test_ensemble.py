@@ -173,6 +173,7 @@ def test_a_served_ensemble_answers_as_predict_does(tmp_path) -> None:
     views = [View("tfidf-word"), View("image", EncoderConfig("efficientnet-lite0", image_size=32)),
              View("text", EncoderConfig("minilm", max_length=32))]
     model, _ = EnsembleModel.fit(cfg, rows, views, folds, FeatureCache(tmp_path / "cache"))
+    model.decision_shift = np.array([0.0, 0.0, 50.0])  # every label the third: explained as such
     model.save(tmp_path / "run")
     test = colour_rows(tmp_path, 4, seed=4)
     test.loc[1, "caption"] = ""  # a row without its text: members read zeros / no n-grams
@@ -191,6 +192,7 @@ def test_a_served_ensemble_answers_as_predict_does(tmp_path) -> None:
             assert response.status_code == 200, response.text
             served.append([response.json()["probabilities"][c] for c in expected.columns])
         explained = client.post("/v1/explain", json=body).json()
+        assert response.json()["prediction"] == explained["prediction"] == model.classes[2]
     np.testing.assert_allclose(np.asarray(served), expected.to_numpy(), atol=1e-5)
     # every member, weighted or not: live features are the cached ones
     cached = predictor.fitted_.inputs(predictor.read(tmp_path / "test.csv"))
@@ -205,6 +207,7 @@ def test_a_served_ensemble_answers_as_predict_does(tmp_path) -> None:
                                       str(tmp_path / "test.csv"), "--out", str(tmp_path / "x")])
     assert result.exit_code == 0, result.output
     records = json.loads((tmp_path / "x" / "explanations.json").read_text())
+    assert [r["prediction"] for r in records] == [model.classes[2]] * 4  # as predict says
     assert [set(r["ablation_shares"]) for r in records] == [
         {"caption", "image"}, {"image"}, {"caption", "image"}, {"caption", "image"}]
     assert (tmp_path / "x" / records[0]["figure"]).stat().st_size > 0

@@ -211,14 +211,22 @@ def _network_explainer(predictor: Predictor, rows: pd.DataFrame, steps: int
     return explain_row
 
 
+def explained_class(scores: np.ndarray, decoded: np.ndarray) -> int:
+    """The class an explanation is about: one row's predicted class id (``decoded``: a
+    decision rule may name another class than the most probable one), or the highest of its
+    ``scores`` where the prediction is not one class (label indicators, a value)."""
+    one_class = np.ndim(decoded) == 0 and np.issubdtype(np.asarray(decoded).dtype, np.integer)
+    return int(decoded) if one_class else int(np.argmax(scores))
+
+
 def _hiding_explainer(predictor: Predictor, rows: pd.DataFrame) -> Callable[[int], dict[str, Any]]:
     """Row position -> the prediction and each modality's share, by emptying its cell."""
     modalities = list(predictor.modality_kinds_)
 
     def explain_row(i: int) -> dict[str, Any]:
         row = rows.iloc[[i]]
-        scores = predictor.outputs(row)[0][0]
-        target = int(np.argmax(scores))
+        scores, decoded, _ = predictor.outputs(row)
+        scores, target = scores[0], explained_class(scores[0], decoded[0])
 
         def score_without(m: str) -> float:
             hidden = row.copy()

@@ -98,13 +98,13 @@ class InferenceEngine:
 
     def explain(self, item: Item) -> dict[str, Any]:
         """Prediction plus each modality's share, by hiding it (and the fusion's own weights)."""
-        from mmfuse.evaluation.explain import shares_by_hiding
+        from mmfuse.evaluation.explain import explained_class, shares_by_hiding
 
         self.check(item)
         outputs = self.fitted.predict_items([item])
         result = self._results(*outputs)[0]
         scores = outputs[0][0]
-        target = int(np.argmax(scores))
+        target = explained_class(scores, outputs[1][0])
 
         def score_without(modality: str) -> float:
             return float(self.fitted.predict_items([{**item, modality: None}])[0][0, target])
