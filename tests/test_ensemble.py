@@ -22,7 +22,7 @@ from mmfuse.cli import app
 from mmfuse.data.rows import read_rows
 from mmfuse.ensemble import members as linear
 from mmfuse.ensemble.combine import blend, ensemble_selection, nested_selection
-from mmfuse.ensemble.decision import decide, fit_shift
+from mmfuse.ensemble.decision import decide, fit_shift, nested_decisions
 from mmfuse.ensemble.inputs import MemberInputs, View
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.model import EnsembleModel
@@ -114,6 +114,11 @@ def test_labels_favour_rare_classes_only_where_macro_f1_clearly_gains() -> None:
     assert alpha > 0 and shift[2] > shift[1] > shift[0]  # the rarer, the larger
     fresh, truth = draw(3000, seed=1)
     assert macro(truth, decide(fresh, shift)) > macro(truth, fresh.argmax(1)) + 0.02
+    # Judged on rows that did not choose alpha, the gain is still there, a little smaller.
+    splits = fold_splits(torch.from_numpy(y), 5, 0)
+    nested = macro(y, nested_decisions(probabilities, y, macro, splits))
+    assert macro(y, probabilities.argmax(1)) + 0.01 < nested <= macro(y, decide(probabilities,
+                                                                                 shift)) + 1e-9
     # On 40 rows a shift scores 0.046 above the arg-max, inside the noise of 40 rows: kept out.
     few, y = draw(40, seed=2)
     assert max(macro(y, decide(few, shift * a / alpha)) for a in (0.25, 0.5, 0.75)) > \

@@ -50,10 +50,10 @@ def linear_views(config: Config, preset: Preset) -> list[View]:
 
 def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: Preset,
                cache: FeatureCache, small_data: bool, classes: list[str]
-               ) -> tuple[EnsembleModel, np.ndarray, dict[str, float]]:
+               ) -> tuple[EnsembleModel, np.ndarray, np.ndarray, dict[str, float]]:
     """The ensemble over ``classes`` (every label of training and validation rows), its
-    probabilities on the judging rows and each member's out-of-fold score (the selection
-    metric). Small data: the judging rows are every row (training, then validation), each
+    probabilities and labels on the judging rows and each member's out-of-fold score (the
+    selection metric). Small data: the judging rows are every row (training, then validation), each
     predicted out of fold on the same folds as the other candidates, and the members are
     fitted on every row. Large data: fitted with k folds of the training rows, judged on the
     validation rows."""
@@ -72,4 +72,5 @@ def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: P
     metric = config.train.metric or get_task(config.data.task).selection_metric
     sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0  # scores: higher is better
     judged = model.out_of_fold if small_data else model.predict(val)[0]
-    return model, judged, {name: sign * score for name, score in scores.items()}
+    labels = model.out_of_fold_labels if small_data else model.decide(judged)
+    return model, judged, labels, {name: sign * score for name, score in scores.items()}

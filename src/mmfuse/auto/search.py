@@ -395,7 +395,7 @@ class AutoSearch:
         CONSOLE.print(f"[bold]auto[/] [1/{self._planned}] {linear.NAME}")
         started = clocks.clock()
         try:
-            model, judged, scores = linear.fit_linear(
+            model, judged, labels, scores = linear.fit_linear(
                 self.config, self._train, self._val, preset, self._cache,
                 len(self._splits) > 1, self._judge.classes)
         except (MmfuseError, ValueError) as error:  # one bad candidate must not end the search
@@ -405,7 +405,7 @@ class AutoSearch:
         fit_s = clocks.clock() - started
         if self.bag_ is not None:
             self.bag_.add_linear(model)
-        value = self._judge_ensemble(linear.NAME, model, judged, scores)
+        value = self._judge_ensemble(linear.NAME, model, judged, labels, scores)
         # The ensemble's row first: on a tie with one of its members it ranks first.
         self._record(self._row(linear.NAME, value, "ok") | {
             "fit_s": round(fit_s, 2), "folds": len(self._splits), "method": model.method}, *[
@@ -427,7 +427,8 @@ class AutoSearch:
         rows, kept = [], None
         for name, model, scores, judged in self.bag_.ensembles(self.config, self._judge.classes,
                                                                self._cache):
-            value = self._judge_ensemble(name, model, model.out_of_fold, scores, judged)
+            value = self._judge_ensemble(name, model, model.out_of_fold,
+                                         model.out_of_fold_labels, scores, judged)
             rows.append(self._row(name, value, "ok") | {
                 "fit_s": round(clocks.clock() - started, 2), "method": model.method,
                 "folds": sum(bool(np.isin(f.positions, judged).all()) for f in self._splits)})
@@ -449,13 +450,13 @@ class AutoSearch:
         self._record(*rows)
 
     def _judge_ensemble(self, name: str, model: EnsembleModel, judged: np.ndarray,
-                        scores: dict[str, float], positions: np.ndarray | None = None) -> float:
-        """An ensemble judged like any candidate by its probabilities ``judged`` (n, C) on the
-        judging rows ``positions`` (default: all; ``scores``: its members' and combinations'
-        own); returns its score."""
+                        labels: np.ndarray, scores: dict[str, float],
+                        positions: np.ndarray | None = None) -> float:
+        """An ensemble judged like any candidate by its probabilities ``judged`` (n, C) and
+        class ids ``labels`` (n,) on the judging rows ``positions`` (default: all;
+        ``scores``: its members' and combinations' own); returns its score."""
         positions = np.arange(len(judged)) if positions is None else positions
-        evidence = self._judge.evidence_of(positions, judged, model.decide(judged),
-                                           model.classes)
+        evidence = self._judge.evidence_of(positions, judged, labels, model.classes)
         value = self._judge.score(evidence)
         model.metrics = {"validation": {self._metric: value}, "out_of_fold": scores}
         predictor = Predictor.of(model)

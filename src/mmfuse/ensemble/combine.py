@@ -18,6 +18,7 @@ from mmfuse.training.stacking import fold_splits
 Score = Callable[[np.ndarray, np.ndarray], float]  # (y (N,), probabilities (N, C)) -> higher better
 SELECTION_ROUNDS = 40
 STACK_C = (0.03, 0.1, 0.3)
+NESTED_FOLDS = 5  # folds of the out-of-fold rows that judge a combination
 EPS = 1e-7
 
 
@@ -95,7 +96,7 @@ def nested_splits(y: np.ndarray, folds: int, seed: int) -> list:
 
 
 def nested_selection(members: list[np.ndarray], y: np.ndarray, score: Score, seed: int,
-                     folds: int = 5) -> tuple[float, np.ndarray, np.ndarray]:
+                     folds: int = NESTED_FOLDS) -> tuple[float, np.ndarray, np.ndarray]:
     """Ensemble selection judged like the stacker: its out-of-fold score and probabilities
     (N, C), each fold's rows blended by weights selected on the other folds, and the weights
     (M,) selected on every row. Scored on the rows that chose them, the weights look better
@@ -110,7 +111,7 @@ def nested_selection(members: list[np.ndarray], y: np.ndarray, score: Score, see
 
 
 def nested_stacking(members: list[np.ndarray], y: np.ndarray, n_classes: int, score: Score,
-                    seed: int, folds: int = 5) -> tuple[float, np.ndarray, Stacker]:
+                    seed: int, folds: int = NESTED_FOLDS) -> tuple[float, np.ndarray, Stacker]:
     """The stacker's own out-of-fold score, probabilities (N, C) and the stacker refitted on
     every row, for the regularisation in ``STACK_C`` that scores best out of fold."""
     splits = nested_splits(y, folds, seed)

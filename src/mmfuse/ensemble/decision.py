@@ -7,7 +7,9 @@ threshold is half the best F1, not one half). So the label is the arg-max of
 ``alpha`` in ``ALPHAS`` (0: the arg-max; 1: divide out the prior entirely) chosen on the
 out-of-fold probabilities. A shift is kept only when it beats the arg-max there by more than
 one bootstrap standard error (as the judge asks of a candidate judged on fewer rows): the
-probabilities themselves are unchanged, so calibration and AUROC are too. This is what
+probabilities themselves are unchanged, so calibration and AUROC are too. Like the
+combination's weights, the shift is judged on rows that did not choose it
+(``nested_decisions``). This is what
 AutoGluon's ``calibrate_decision_threshold`` does for binary F1, for any number of classes.
 
 Measured by ``benchmarks/auto.py`` (the ensemble of all candidates): MATH-V, 4 to 481 training
@@ -54,3 +56,14 @@ def fit_shift(probabilities: np.ndarray, y: np.ndarray, score: LabelScore,
     if scores[best] - scores[0] <= noise:
         return np.zeros(n_classes), 0.0
     return -ALPHAS[best] * log_prior, ALPHAS[best]
+
+
+def nested_decisions(probabilities: np.ndarray, y: np.ndarray, score: LabelScore,
+                     splits: list) -> np.ndarray:
+    """Class ids (N,): each split's held-out rows decided by the shift fitted on the split's
+    other rows, so that the labels' score does not count the luck of choosing alpha."""
+    labels = probabilities.argmax(axis=1)
+    for fit_rows, held_rows in splits:
+        shift, _ = fit_shift(probabilities[fit_rows], y[fit_rows], score)
+        labels[held_rows] = decide(probabilities[held_rows], shift)
+    return labels

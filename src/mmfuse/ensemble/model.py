@@ -23,14 +23,16 @@ import torch
 from mmfuse.config import Config
 from mmfuse.encoders.base import Encoder
 from mmfuse.ensemble.combine import (
+    NESTED_FOLDS,
     Stacker,
     blend,
     calibrated_temperature,
     nested_selection,
+    nested_splits,
     nested_stacking,
     tempered,
 )
-from mmfuse.ensemble.decision import decide, fit_shift
+from mmfuse.ensemble.decision import decide, fit_shift, nested_decisions
 from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.networks import NetworkMember
@@ -68,6 +70,7 @@ class EnsembleModel(HoldsFeatureCache):
     # (N, C) combined, calibrated out-of-fold probabilities of the rows ``fit`` was given
     # (what auto mode judges it by), and each member's; not saved.
     out_of_fold: np.ndarray | None = None
+    out_of_fold_labels: np.ndarray | None = None  # (N,) decided on rows that did not fit them
     members_out_of_fold: list[np.ndarray] = field(default_factory=list)
     kind_name = "ensemble"
 
@@ -120,8 +123,8 @@ class EnsembleModel(HoldsFeatureCache):
         combinations are judged on nested folds), then a temperature. ``prune``: members
         that selection gives weight 0 are left out of the model (each fold model a network
         member keeps costs prediction time and disk). Returns the model (its ``out_of_fold``
-        set: the nested probabilities, so that it is judged as fairly as any candidate) and
-        each way's out-of-fold score."""
+        and ``out_of_fold_labels`` set: the nested probabilities and labels, so that it is
+        judged as fairly as any candidate) and each way's out-of-fold score."""
         score = metric_score(get_task(config.data.task), config, classes)
         seed = config.train.seed
         selection, selected, weights = nested_selection(oof, y, score, seed)
@@ -144,11 +147,15 @@ class EnsembleModel(HoldsFeatureCache):
         model.out_of_fold = tempered(combined, model.temperature)
         model.members_out_of_fold = oof
         metric = config.train.metric or get_task(config.data.task).selection_metric
-        alpha = 0.0
+        alpha, model.out_of_fold_labels = 0.0, model.out_of_fold.argmax(axis=1)
         if metric in LABEL_METRICS:
-            model.decision_shift, alpha = fit_shift(model.out_of_fold, y, lambda truth, labels:
-                                                    LABEL_METRICS[metric](truth, labels, len(classes)))
-        scores["ensemble"] = score(y, model.out_of_fold, model.decide(model.out_of_fold))
+            def label_score(truth: np.ndarray, labels: np.ndarray) -> float:
+                return LABEL_METRICS[metric](truth, labels, len(classes))
+
+            model.decision_shift, alpha = fit_shift(model.out_of_fold, y, label_score)
+            model.out_of_fold_labels = nested_decisions(model.out_of_fold, y, label_score,
+                                                        nested_splits(y, NESTED_FOLDS, seed))
+        scores["ensemble"] = score(y, model.out_of_fold, model.out_of_fold_labels)
         shifted = f"; labels favour rare classes, alpha {alpha:g}" if alpha else ""
         CONSOLE.print(f"ensemble: {model.describe()} (out of fold: {scores['ensemble']:.4f}"
                       f"{shifted})")
