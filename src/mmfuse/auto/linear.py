@@ -55,8 +55,8 @@ def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: P
     probabilities and labels on the judging rows and each member's out-of-fold score (the
     selection metric). Small data: the judging rows are every row (training, then
     validation), each predicted out of fold on the same folds as the other candidates, and the
-    members are fitted on every row. Large data: fitted with k folds of the training rows, judged on the
-    validation rows."""
+    members are fitted on every row. Large data: fitted with k folds of the training rows,
+    judged on the validation rows."""
     if small_data:
         rows, k = pd.concat([train, val], ignore_index=True), preset.folds
     else:

@@ -22,6 +22,11 @@ NESTED_FOLDS = 5  # folds of the out-of-fold rows that judge a combination
 EPS = 1e-7
 
 
+def log_of(probabilities: np.ndarray) -> np.ndarray:
+    """Log-probabilities, a probability of 0 read as ``EPS``."""
+    return np.log(np.clip(probabilities, EPS, 1.0))
+
+
 def ensemble_selection(oof: list[np.ndarray], y: np.ndarray, score: Score,
                        rounds: int = SELECTION_ROUNDS) -> np.ndarray:
     """Weights (M,) summing to 1: greedy forward selection with replacement (Caruana et al.,
@@ -52,7 +57,7 @@ class Stacker:
         self.c = c
 
     def features(self, members: list[np.ndarray]) -> np.ndarray:
-        return np.log(np.clip(np.concatenate(members, axis=1), EPS, 1.0))
+        return log_of(np.concatenate(members, axis=1))
 
     def fit(self, members: list[np.ndarray], y: np.ndarray, n_classes: int) -> Stacker:
         z = self.features(members)
@@ -126,9 +131,9 @@ def nested_stacking(members: list[np.ndarray], y: np.ndarray, n_classes: int, sc
 
 def calibrated_temperature(probabilities: np.ndarray, y: np.ndarray) -> float:
     """The temperature on log-probabilities that minimises out-of-fold NLL."""
-    logits = torch.from_numpy(np.log(np.clip(probabilities, EPS, 1.0))).float()
+    logits = torch.from_numpy(log_of(probabilities)).float()
     return fit_temperature(logits, torch.from_numpy(y).long())
 
 
 def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    return softmax(np.log(np.clip(probabilities, EPS, 1.0)) / temperature)
+    return softmax(log_of(probabilities) / temperature)

@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mmfuse.ensemble.combine import log_of
 from mmfuse.scoring import bootstrap_spread
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-EPS = 1e-12
 LabelScore = Callable[[np.ndarray, np.ndarray], float]  # (y (N,), labels (N,)) -> higher better
 
 
@@ -35,7 +35,7 @@ def decide(probabilities: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
     """Class ids (N,) from probabilities (N, C) and a per-class shift (C,) of their logs."""
     if shift is None or not shift.any():
         return probabilities.argmax(axis=1)
-    return (np.log(np.clip(probabilities, EPS, 1.0)) + shift).argmax(axis=1)
+    return (log_of(probabilities) + shift).argmax(axis=1)
 
 
 def fit_shift(probabilities: np.ndarray, y: np.ndarray, score: LabelScore,

@@ -32,7 +32,7 @@ from mmfuse.ensemble.combine import (
     nested_stacking,
     tempered,
 )
-from mmfuse.ensemble.decision import decide, fit_shift, nested_decisions
+from mmfuse.ensemble.decision import LabelScore, decide, fit_shift, nested_decisions
 from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.networks import NetworkMember
@@ -125,7 +125,8 @@ class EnsembleModel(HoldsFeatureCache):
         member keeps costs prediction time and disk). Returns the model (its ``out_of_fold``
         and ``out_of_fold_labels`` set: the nested probabilities and labels, so that it is
         judged as fairly as any candidate) and each way's out-of-fold score."""
-        score = metric_score(get_task(config.data.task), config, classes)
+        task = get_task(config.data.task)
+        score, by_labels = metric_score(task, config, classes), label_score(task, config, classes)
         seed = config.train.seed
         selection, selected, weights = nested_selection(oof, y, score, seed)
         stacking, stacked, stacker = nested_stacking(oof, y, len(classes), score, seed)
@@ -146,14 +147,10 @@ class EnsembleModel(HoldsFeatureCache):
                     calibrated_temperature(combined, y), **fields)
         model.out_of_fold = tempered(combined, model.temperature)
         model.members_out_of_fold = oof
-        metric = config.train.metric or get_task(config.data.task).selection_metric
         alpha, model.out_of_fold_labels = 0.0, model.out_of_fold.argmax(axis=1)
-        if metric in LABEL_METRICS:
-            def label_score(truth: np.ndarray, labels: np.ndarray) -> float:
-                return LABEL_METRICS[metric](truth, labels, len(classes))
-
-            model.decision_shift, alpha = fit_shift(model.out_of_fold, y, label_score)
-            model.out_of_fold_labels = nested_decisions(model.out_of_fold, y, label_score,
+        if by_labels is not None:
+            model.decision_shift, alpha = fit_shift(model.out_of_fold, y, by_labels)
+            model.out_of_fold_labels = nested_decisions(model.out_of_fold, y, by_labels,
                                                         nested_splits(y, NESTED_FOLDS, seed))
         scores["ensemble"] = score(y, model.out_of_fold, model.out_of_fold_labels)
         shifted = f"; labels favour rare classes, alpha {alpha:g}" if alpha else ""
@@ -287,19 +284,29 @@ def out_of_fold(view: View, classes: list[str], inputs: MemberInputs, y: np.ndar
     return oof
 
 
+def label_score(task: Task, config: Config, classes: list[str]) -> LabelScore | None:
+    """(y, labels) -> the selection metric, where it reads the predicted labels alone
+    (``LABEL_METRICS``: macro-F1, accuracy); None where it reads probabilities."""
+    metric = config.train.metric or task.selection_metric
+    if metric not in LABEL_METRICS:
+        return None
+    return lambda y, labels: LABEL_METRICS[metric](y, labels, len(classes))
+
+
 def metric_score(task: Task, config: Config, classes: list[str]):
     """(y, probabilities[, labels]) -> the selection metric, higher is better."""
     from mmfuse.scoring import METRIC_DIRECTION
 
     metric = config.train.metric or task.selection_metric
     sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0
+    by_labels = label_score(task, config, classes)
 
     def score(y: np.ndarray, probabilities: np.ndarray, labels: np.ndarray | None = None
               ) -> float:
         """``labels`` (N,): the decided class ids, when not the arg-max."""
         labels = probabilities.argmax(axis=1) if labels is None else labels
-        if metric in LABEL_METRICS:  # called thousands of times by ensemble selection
-            return LABEL_METRICS[metric](y, labels, len(classes))
+        if by_labels is not None:  # called thousands of times by ensemble selection
+            return by_labels(y, labels)
         values = task.metrics(y, labels, probabilities, classes)
         return sign * float(values[metric])
 
