@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -232,3 +233,33 @@ def test_encoding_into_the_cache_leaves_the_encoder_usable_by_autograd(tmp_path)
     pixels = torch.zeros(1, 3, 32, 32, requires_grad=True)
     encoder(pixels).pooled.sum().backward()
     assert pixels.grad is not None
+
+
+def test_late_fusion_weights_are_fitted_with_the_sharpness_free() -> None:
+    """Over-confident towers (logits x4): the weights' ratio is the one that minimises the
+    log-loss when the fused logits may also get blunter (scipy + scikit-learn's log_loss as
+    the reference), not the one weights summing to 1 are pushed to."""
+    from scipy.optimize import minimize
+    from sklearn.metrics import log_loss
+
+    from mmfuse.training.decision_weights import weight_scores
+
+    generator = torch.Generator().manual_seed(0)
+    n, classes = 3000, 4
+    y = torch.randint(0, classes, (n,), generator=generator)
+    truth = torch.nn.functional.one_hot(y, classes).float()
+    text = 4 * (1.5 * truth + torch.randn(n, classes, generator=generator))
+    image = 4 * (0.6 * truth + torch.randn(n, classes, generator=generator))
+    logits = torch.stack([image, text], dim=1).double()  # (N, M, C)
+
+    def reference(scales: np.ndarray) -> float:
+        mixed = np.einsum("m,nmc->nc", scales, logits.numpy())
+        return log_loss(y.numpy(), torch.from_numpy(mixed).softmax(-1).numpy(), labels=range(4))
+
+    free = np.exp(minimize(lambda s: reference(np.exp(s)), np.zeros(2), method="Nelder-Mead",
+                           options={"xatol": 1e-6, "fatol": 1e-9}).x)
+    summing = minimize(lambda w: reference(np.array([w[0], 1 - w[0]])), np.array([0.5]),
+                       bounds=[(0, 1)]).x[0]
+    fitted = weight_scores(logits, y, torch.nn.functional.cross_entropy).softmax(0)
+    assert fitted[0].item() == pytest.approx(free[0] / free.sum(), abs=0.005)
+    assert abs(summing - free[0] / free.sum()) > 0.03  # the case tells the two fits apart
