@@ -22,11 +22,11 @@ from mmfuse.cli import app
 from mmfuse.data.rows import read_rows
 from mmfuse.ensemble import members as linear
 from mmfuse.ensemble.combine import blend, ensemble_selection, nested_selection
-from mmfuse.ensemble.decision import decide, fit_shift, nested_decisions
 from mmfuse.ensemble.inputs import MemberInputs, View
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.features.cache import FeatureCache
+from mmfuse.tasks.decision import decide, fit_shift, nested_decisions
 from mmfuse.training.stacking import fold_splits
 
 COLOURS = ["red", "green", "blue"]

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import make_rows
@@ -147,6 +148,50 @@ def test_calibrate_stores_the_temperature(colour_model, tmp_path) -> None:
     assert float(Predictor.load(tmp_path / "m").model_.head.temperature) == pytest.approx(
         temperature)
     predictor.model_.head.temperature.fill_(1.0)
+
+
+def test_calibration_decides_labels_for_macro_f1_and_every_path_keeps_them(
+        colour_model, tmp_path) -> None:
+    """A network leaning to the majority class (as one trained on skewed rows does): calibration
+    fits the labels' shift as the ensembles' rule would on its tempered probabilities (scored
+    here by scikit-learn), and predict, a saved folder and the ONNX file all decide with it; a
+    folder saved before the shift existed decides by the arg-max."""
+    from safetensors.torch import load_file, save_file
+
+    from mmfuse.serving.export import export_onnx
+    from mmfuse.tasks.decision import fit_shift
+
+    predictor, test, _ = colour_model
+    predictor.save(tmp_path / "plain")
+    biased = Predictor.load(tmp_path / "plain")
+    majority = biased.classes_.index("no")
+    with torch.no_grad():
+        biased.model_.head.linear.bias[majority] += 4.0
+    biased.calibrate(test)
+    probabilities = biased.predict_proba(test).to_numpy()
+    truth = np.array([biased.classes_.index(label) for label in pd.read_csv(test)["label"]])
+    shift, alpha = fit_shift(probabilities, truth,
+                             lambda y, labels: f1_score(y, labels, average="macro"))
+    assert alpha > 0  # the case is one where the rule moves the labels
+    assert np.allclose(biased.model_.head.decision_shift.numpy(), shift, atol=1e-6)
+    decided = (np.log(probabilities) + shift).argmax(axis=1)
+    labels = biased.predict(test)
+    assert list(labels) == [biased.classes_[c] for c in decided]
+    assert f1_score(truth, decided, average="macro") > f1_score(
+        truth, probabilities.argmax(axis=1), average="macro")
+
+    biased.save(tmp_path / "biased")
+    assert list(Predictor.load(tmp_path / "biased").predict(test)) == list(labels)
+    # The export checks its "prediction" output against `predict` on every row, some of
+    # which the shift moved.
+    assert (decided != probabilities.argmax(axis=1)).any()
+    assert export_onnx(biased, tmp_path / "m.onnx", test, max_rows=len(truth))[
+        "checked_rows"] == len(truth)
+    weights = load_file(tmp_path / "biased" / "model.safetensors")
+    del weights["head.decision_shift"]  # as saved before the shift existed
+    save_file(weights, tmp_path / "biased" / "model.safetensors")
+    older = Predictor.load(tmp_path / "biased").predict(test)
+    assert list(older) == [biased.classes_[c] for c in probabilities.argmax(axis=1)]
 
 
 def test_profile_reports_sizes_latency_and_memory(colour_model) -> None:

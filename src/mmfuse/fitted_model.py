@@ -30,6 +30,7 @@ from mmfuse.model_kinds import KINDS, ModelKind, kind_for
 from mmfuse.progress import CONSOLE
 from mmfuse.scoring import fit_temperature
 from mmfuse.tasks import Task, get_task
+from mmfuse.tasks.decision import fit_shift, label_score
 from mmfuse.training.decision_weights import fit_decision_weights
 from mmfuse.training.distributed import encoding_together, is_main_process
 from mmfuse.training.inference import run_model
@@ -136,15 +137,26 @@ class FittedModel(HoldsFeatureCache):
         return self
 
     def calibrate(self, rows: pd.DataFrame, dataset: MultimodalDataset | None = None) -> float:
-        """Fit the probability temperature on held-out labelled rows; returns it."""
+        """Fit the probability temperature on held-out labelled rows, then, for a metric that
+        reads labels (macro-F1), the labels' decision on the same rows; returns the
+        temperature."""
         if not self.task.single_label:
             raise ConfigError(f"temperature scaling applies to single-label tasks, not to "
                               f"{self.task.name}")
         dataset = dataset if dataset is not None else self.dataset(rows)
         logits, _ = run_model(self.model, dataset, num_workers=self.config.train.num_workers)
-        temperature = fit_temperature(logits, self.targets(rows), binary=logits.shape[-1] == 1)
-        self.model.head.temperature.fill_(temperature)
+        targets = self.targets(rows)
+        head = self.model.head
+        temperature = fit_temperature(logits, targets, binary=logits.shape[-1] == 1)
+        head.temperature.fill_(temperature)
         CONSOLE.print(f"calibrated: temperature {temperature:.3f}")
+        by_labels = label_score(self.metric, logits.shape[-1])
+        if hasattr(head, "decision_shift") and by_labels is not None:
+            shift, alpha = fit_shift(head.probabilities(logits).numpy(), targets.numpy(),
+                                     by_labels)
+            head.decision_shift.copy_(torch.from_numpy(shift))
+            if alpha:
+                CONSOLE.print(f"labels favour rare classes for {self.metric}: alpha {alpha:g}")
         return temperature
 
 

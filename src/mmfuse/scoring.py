@@ -56,6 +56,14 @@ def top_label_reliability(scores: np.ndarray, truth: np.ndarray, bins: int = 10
     return reliability(scores.max(axis=1), (scores.argmax(axis=1) == truth).astype(float), bins)
 
 
+PROBABILITY_FLOOR = 1e-7  # a probability of 0 has no log; read as this
+
+
+def log_of(probabilities: np.ndarray) -> np.ndarray:
+    """Log-probabilities, a probability of 0 read as ``PROBABILITY_FLOOR``."""
+    return np.log(np.clip(probabilities, PROBABILITY_FLOOR, 1.0))
+
+
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor, binary: bool = False) -> float:
     """The temperature T > 0 minimising validation NLL of logits / T (Guo et al., 2017)."""
     logits, target = logits.clone(), target.clone()  # inference-mode tensors cannot be saved

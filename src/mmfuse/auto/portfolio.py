@@ -21,6 +21,7 @@ from PIL import Image
 from mmfuse.config import Config, EncoderConfig
 from mmfuse.data.validate import cells
 from mmfuse.errors import ConfigError
+from mmfuse.tasks import get_task
 from mmfuse.training.privacy import is_private
 
 
@@ -168,6 +169,10 @@ def _variant(
     if text is not None:
         config.model.text_encoder = copy.deepcopy(text)
     config.train.epochs = preset.epochs
+    # Each network's probabilities get a temperature and, for a metric that reads labels, its
+    # labels a decision (tasks/decision.py), fitted on its early-stopping rows: the choice on
+    # large data is one network, and its probabilities must be as calibrated as an ensemble's.
+    config.train.calibrate = get_task(config.data.task).single_label
     return config.validate()
 
 

@@ -12,19 +12,13 @@ import numpy as np
 import torch
 
 from mmfuse.ensemble.members import class_weights, fit_logistic_regression, softmax, spread
-from mmfuse.scoring import fit_temperature
+from mmfuse.scoring import fit_temperature, log_of
 from mmfuse.training.stacking import fold_splits
 
 Score = Callable[[np.ndarray, np.ndarray], float]  # (y (N,), probabilities (N, C)) -> higher better
 SELECTION_ROUNDS = 40
 STACK_C = (0.03, 0.1, 0.3)
 NESTED_FOLDS = 5  # folds of the out-of-fold rows that judge a combination
-EPS = 1e-7
-
-
-def log_of(probabilities: np.ndarray) -> np.ndarray:
-    """Log-probabilities, a probability of 0 read as ``EPS``."""
-    return np.log(np.clip(probabilities, EPS, 1.0))
 
 
 def ensemble_selection(oof: list[np.ndarray], y: np.ndarray, score: Score,

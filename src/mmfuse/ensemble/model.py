@@ -32,7 +32,6 @@ from mmfuse.ensemble.combine import (
     nested_stacking,
     tempered,
 )
-from mmfuse.ensemble.decision import LabelScore, decide, fit_shift, nested_decisions
 from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.networks import NetworkMember
@@ -42,7 +41,7 @@ from mmfuse.features.items import Item
 from mmfuse.model_folder import ModelFolder
 from mmfuse.progress import CONSOLE
 from mmfuse.tasks import Task, get_task
-from mmfuse.tasks.metrics import LABEL_METRICS
+from mmfuse.tasks.decision import decide, fit_shift, label_score, nested_decisions
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (fitting rows, held-out rows) positions
 Member = LinearMember | NetworkMember
@@ -126,7 +125,8 @@ class EnsembleModel(HoldsFeatureCache):
         and ``out_of_fold_labels`` set: the nested probabilities and labels, so that it is
         judged as fairly as any candidate) and each way's out-of-fold score."""
         task = get_task(config.data.task)
-        score, by_labels = metric_score(task, config, classes), label_score(task, config, classes)
+        score = metric_score(task, config, classes)
+        by_labels = label_score(config.train.metric or task.selection_metric, len(classes))
         seed = config.train.seed
         selection, selected, weights = nested_selection(oof, y, score, seed)
         stacking, stacked, stacker = nested_stacking(oof, y, len(classes), score, seed)
@@ -284,22 +284,13 @@ def out_of_fold(view: View, classes: list[str], inputs: MemberInputs, y: np.ndar
     return oof
 
 
-def label_score(task: Task, config: Config, classes: list[str]) -> LabelScore | None:
-    """(y, labels) -> the selection metric, where it reads the predicted labels alone
-    (``LABEL_METRICS``: macro-F1, accuracy); None where it reads probabilities."""
-    metric = config.train.metric or task.selection_metric
-    if metric not in LABEL_METRICS:
-        return None
-    return lambda y, labels: LABEL_METRICS[metric](y, labels, len(classes))
-
-
 def metric_score(task: Task, config: Config, classes: list[str]):
     """(y, probabilities[, labels]) -> the selection metric, higher is better."""
     from mmfuse.scoring import METRIC_DIRECTION
 
     metric = config.train.metric or task.selection_metric
     sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0
-    by_labels = label_score(task, config, classes)
+    by_labels = label_score(metric, len(classes))
 
     def score(y: np.ndarray, probabilities: np.ndarray, labels: np.ndarray | None = None
               ) -> float:

@@ -16,6 +16,10 @@ class ClassificationHead(Head):
         super().__init__(in_dim, n_outputs, dropout)
         weights = class_weights if class_weights is not None else torch.ones(n_outputs)
         self.register_buffer("class_weights", weights.float())
+        # Added to the tempered logits before the arg-max: the label decided for the selection
+        # metric (tasks/decision.py), fitted with the temperature on held-out rows; zeros
+        # (the arg-max) until then, and in checkpoints saved before it existed.
+        self.register_buffer("decision_shift", torch.zeros(n_outputs))
 
     def loss(self, logits, target):
         return F.cross_entropy(logits, target.long(), weight=self.class_weights)
@@ -24,4 +28,6 @@ class ClassificationHead(Head):
         return (logits / self.temperature).softmax(-1)
 
     def decode(self, logits):
-        return logits.argmax(-1)
+        if not self.decision_shift.any():
+            return logits.argmax(-1)
+        return (logits / self.temperature + self.decision_shift).argmax(-1)

@@ -93,6 +93,10 @@ def frozen_pretrained_prefixes(model: MultimodalModel) -> list[str]:
     ]
 
 
+# State that older checkpoints lack; a model loading one keeps the value it was built with.
+ADDED_LATER = ("head.decision_shift",)
+
+
 def persistent_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
     """Everything that training changed: fusion, head, placeholders, trainable encoders."""
     skip = tuple(frozen_pretrained_prefixes(model))
@@ -112,7 +116,7 @@ def load_persistent_state(model: MultimodalModel, state: dict[str, torch.Tensor]
             "run?")
     missing, unexpected = model.load_state_dict(state, strict=False)
     skip = tuple(frozen_pretrained_prefixes(model))
-    missing = [k for k in missing if not k.startswith(skip)]
+    missing = [k for k in missing if not k.startswith(skip) and k not in ADDED_LATER]
     if missing or unexpected:
         raise CheckpointError(
             "the saved weights do not fit the model built from config.yaml "

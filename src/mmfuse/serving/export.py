@@ -19,9 +19,11 @@ from mmfuse.tasks import get_task
 
 
 class ExportableModel(nn.Module):
-    """Positional tensors in, probabilities out: per modality (sorted), ``pixels`` (B, 3, S, S)
-    for images, and for texts what the text encoder's ``prepare`` returns (``input_ids``,
-    ``attention_mask`` (B, T); ``ngram_ids``, ``ngram_weights`` (B, K)). Every input is present.
+    """Positional tensors in; probabilities and the prediction out (the decided class id,
+    0/1 indicators or values, as `mmfuse predict` decodes them). Inputs per modality (sorted):
+    ``pixels`` (B, 3, S, S) for images, and for texts what the text encoder's ``prepare``
+    returns (``input_ids``, ``attention_mask`` (B, T); ``ngram_ids``, ``ngram_weights`` (B, K)).
+    Every input is present.
     Tokenising (or hashing n-grams) stays outside the graph, as decoding images does."""
 
     def __init__(self, predictor: Predictor) -> None:
@@ -32,7 +34,7 @@ class ExportableModel(nn.Module):
     def input_names(self) -> list[str]:
         return [f"{m}.{key}" for m, keys in self.layout for key in keys]
 
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, position = {}, 0
         size = tensors[0].shape[0]
         for m, keys in self.layout:
@@ -40,7 +42,8 @@ class ExportableModel(nn.Module):
             batch[m] = {**dict(zip(keys, tensors[position:position + len(keys)], strict=True)),
                         "present": present}
             position += len(keys)
-        return self.model.head.probabilities(self.model(batch).logits)
+        logits = self.model(batch).logits
+        return self.model.head.probabilities(logits), self.model.head.decode(logits)
 
 
 def input_keys(encoder: nn.Module) -> list[str]:
@@ -79,7 +82,7 @@ def export_onnx(
         if encoder.not_exportable:
             raise MmfuseError(encoder.not_exportable)
     rows = parity_rows(predictor, data, base_dir, max_rows)
-    expected = predictor.predict_proba(rows).to_numpy()  # (N, C): what `mmfuse predict` says
+    expected = predictor.fitted_.predict(rows)[:2]  # what `mmfuse predict` says
     wrapper = ExportableModel(predictor).eval()
     dataset = predictor.dataset(rows, use_cache=False)
     inputs = documented_inputs(wrapper, dataset.__getitems__(list(range(len(rows))))[0])
@@ -91,12 +94,12 @@ def export_onnx(
     names = wrapper.input_names()
     dynamic = {name: ({0: "batch"} if name.endswith("pixels") else {0: "batch", 1: "tokens"})
                for name in names}
-    dynamic["probabilities"] = {0: "batch"}
+    dynamic |= {"probabilities": {0: "batch"}, "prediction": {0: "batch"}}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, tuple(traced), str(path), input_names=names,
-                              output_names=["probabilities"], dynamic_axes=dynamic,
+                              output_names=["probabilities", "prediction"], dynamic_axes=dynamic,
                               opset_version=17, dynamo=False)
     except Exception as error:  # the exporter raises many kinds; the user needs the reason
         raise MmfuseError(f"ONNX export failed: {error}") from error
@@ -104,17 +107,25 @@ def export_onnx(
 
 
 def check_parity(
-    path: Path, names: list[str], inputs: list[torch.Tensor], expected: np.ndarray,
-    tolerance: float,
+    path: Path, names: list[str], inputs: list[torch.Tensor],
+    expected: tuple[np.ndarray, np.ndarray], tolerance: float,
 ) -> dict[str, Any]:
+    """``expected``: the probabilities (N, C) and decoded predictions `mmfuse predict` gave."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {name: tensor.numpy() for name, tensor in zip(names, inputs, strict=True)}
-    actual = session.run(["probabilities"], feed)[0].reshape(expected.shape)
-    difference = float(np.abs(actual - expected).max())
+    scores, decoded = expected
+    actual, predicted = session.run(["probabilities", "prediction"], feed)
+    difference = float(np.abs(actual.reshape(scores.shape) - scores).max())
     if difference > tolerance:
         raise MmfuseError(f"the ONNX model differs from `mmfuse predict` by {difference:.2e} "
-                          f"(tolerance {tolerance:.0e}) on {len(expected)} rows; do not use it")
+                          f"(tolerance {tolerance:.0e}) on {len(scores)} rows; do not use it")
+    predicted = predicted.reshape(decoded.shape)
+    if (not np.allclose(predicted, decoded, atol=tolerance) if decoded.dtype.kind == "f"
+            else not np.array_equal(predicted, decoded)):
+        raise MmfuseError(f"the ONNX model's predictions differ from `mmfuse predict` on "
+                          f"{int((predicted != decoded).sum())} of {len(decoded)} rows; do not "
+                          "use it")
     return {"path": str(path), "inputs": names, "max_abs_difference": difference,
-            "checked_rows": len(expected), "size_mb": path.stat().st_size / 2**20}
+            "checked_rows": len(scores), "size_mb": path.stat().st_size / 2**20}

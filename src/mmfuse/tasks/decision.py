@@ -1,4 +1,4 @@
-"""The label an ensemble predicts, chosen for its selection metric rather than for accuracy.
+"""The label a model predicts, chosen for its selection metric rather than for accuracy.
 
 The arg-max of calibrated probabilities maximises accuracy; macro-F1 weighs every class
 alike, and the F1-optimal decision favours rare classes (Lipton et al., 2014: the best
@@ -10,7 +10,9 @@ one bootstrap standard error (as the judge asks of a candidate judged on fewer r
 probabilities themselves are unchanged, so calibration and AUROC are too. Like the
 combination's weights, the shift is judged on rows that did not choose it
 (``nested_decisions``). AutoGluon's ``calibrate_decision_threshold`` does this for binary
-F1; this is its multiclass form.
+F1; this is its multiclass form. A network fits it with its temperature on the held-out rows
+it is calibrated on (``FittedModel.calibrate``) and keeps it in its classification head, where
+the shift is added to the tempered logits (the log-probabilities up to a constant a row).
 
 Measured by ``benchmarks/auto.py`` (the ensemble of all candidates, test macro-F1 with
 arg-max labels -> decided labels): MATH-V, 4 to 481 training rows a subject and 19 test rows
@@ -24,11 +26,19 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mmfuse.ensemble.combine import log_of
-from mmfuse.scoring import bootstrap_spread
+from mmfuse.scoring import bootstrap_spread, log_of
+from mmfuse.tasks.metrics import LABEL_METRICS
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 LabelScore = Callable[[np.ndarray, np.ndarray], float]  # (y (N,), labels (N,)) -> higher better
+
+
+def label_score(metric: str, n_classes: int) -> LabelScore | None:
+    """(y, labels) -> ``metric``, where it reads the predicted labels alone
+    (``LABEL_METRICS``: macro-F1, accuracy); None where it reads probabilities."""
+    if metric not in LABEL_METRICS:
+        return None
+    return lambda y, labels: LABEL_METRICS[metric](y, labels, n_classes)
 
 
 def decide(probabilities: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
