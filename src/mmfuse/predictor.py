@@ -111,6 +111,7 @@ class Predictor(Estimator):
         return self.fitted_.logits(rows)
 
     def calibrate(self, data: Data, *, base_dir: str | Path | None = None) -> float:
-        """Fit the probability temperature on held-out labelled data; returns it. ``save``
-        stores it with the weights."""
+        """Fit the probability temperature on held-out labelled data, and for a metric that
+        reads labels the labels' decision (``tasks/decision.py``); returns the temperature.
+        ``save`` stores both with the weights."""
         return self.fitted_.calibrate(self.read(data, base_dir=base_dir))

@@ -49,7 +49,8 @@ HELP = {
     "train.imbalance": "auto|none|weight|sample",
     "train.num_workers": "Image-decoding worker processes",
     "train.threads": "torch threads (default: all cores)",
-    "train.calibrate": "Fit a probability temperature on validation data",
+    "train.calibrate": ("Fit a probability temperature (and, for macro-F1, the labels' "
+                        "decision) on validation data"),
     "train.precision": "no|bf16|fp16 (fp16: GPU only)",
     "train.grad_accum": "Optimiser step every N batches",
     "train.dp_epsilon": "DP-SGD: target privacy budget epsilon",
