@@ -29,7 +29,7 @@ from mmfuse.model_folder import Definition, ModelFolder
 from mmfuse.model_kinds import KINDS, ModelKind, kind_for
 from mmfuse.progress import CONSOLE
 from mmfuse.scoring import fit_temperature
-from mmfuse.tasks import Task, get_task
+from mmfuse.tasks import Task, get_task, selection_metric
 from mmfuse.tasks.decision import fit_shift, label_score
 from mmfuse.training.decision_weights import fit_decision_weights
 from mmfuse.training.distributed import encoding_together, is_main_process
@@ -65,7 +65,7 @@ class FittedModel(HoldsFeatureCache):
     @property
     def metric(self) -> str:
         """What model selection optimises."""
-        return self.config.train.metric or self.task.selection_metric
+        return selection_metric(self.config)
 
     # ------------------------------------------------------------------ fitting
     @classmethod

@@ -18,7 +18,7 @@ from mmfuse.ensemble.inputs import View
 from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.features.cache import FeatureCache
 from mmfuse.scoring import METRIC_DIRECTION
-from mmfuse.tasks import get_task
+from mmfuse.tasks import get_task, selection_metric
 from mmfuse.training.stacking import fold_splits
 
 NAME = "ensemble of linear members"
@@ -69,7 +69,7 @@ def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: P
     folds = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, k, config.train.seed)]
     model, scores = EnsembleModel.fit(config, rows, linear_views(config, preset), folds, cache,
                                       classes)
-    metric = config.train.metric or get_task(config.data.task).selection_metric
+    metric = selection_metric(config)
     sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0  # scores: higher is better
     judged = model.out_of_fold if small_data else model.predict(val)[0]
     labels = model.out_of_fold_labels if small_data else model.decide(judged)

@@ -54,7 +54,7 @@ from mmfuse.model_kinds import kind_for
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
 from mmfuse.scoring import is_better
-from mmfuse.tasks import get_task
+from mmfuse.tasks import get_task, selection_metric
 from mmfuse.training.stacking import fold_splits
 
 BUDGET_SHARES = 2.0  # a candidate may use twice its even share: most stop early and hand time on
@@ -118,7 +118,7 @@ class AutoSearch:
         spent_before = self._restore(run) if resume else 0.0
         self._elapsed = lambda: spent_before + clocks.clock() - started
         self._read(data, validation, base_dir)
-        self._metric = self.config.train.metric or get_task(self.config.data.task).selection_metric
+        self._metric = selection_metric(self.config)
         self._run = run
         self._splits = self._validation_splits()
         self.bag_ = self._bag(run, resume)

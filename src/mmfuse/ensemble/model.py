@@ -40,7 +40,7 @@ from mmfuse.features.cache import FeatureCache, HoldsFeatureCache
 from mmfuse.features.items import Item
 from mmfuse.model_folder import ModelFolder
 from mmfuse.progress import CONSOLE
-from mmfuse.tasks import Task, get_task
+from mmfuse.tasks import Task, get_task, selection_metric
 from mmfuse.tasks.decision import decide, fit_shift, label_score, nested_decisions
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (fitting rows, held-out rows) positions
@@ -126,7 +126,7 @@ class EnsembleModel(HoldsFeatureCache):
         judged as fairly as any candidate) and each way's out-of-fold score."""
         task = get_task(config.data.task)
         score = metric_score(task, config, classes)
-        by_labels = label_score(config.train.metric or task.selection_metric, len(classes))
+        by_labels = label_score(selection_metric(config), len(classes))
         seed = config.train.seed
         selection, selected, weights = nested_selection(oof, y, score, seed)
         stacking, stacked, stacker = nested_stacking(oof, y, len(classes), score, seed)
@@ -288,7 +288,7 @@ def metric_score(task: Task, config: Config, classes: list[str]):
     """(y, probabilities[, labels]) -> the selection metric, higher is better."""
     from mmfuse.scoring import METRIC_DIRECTION
 
-    metric = config.train.metric or task.selection_metric
+    metric = selection_metric(config)
     sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0
     by_labels = label_score(metric, len(classes))
 

@@ -17,7 +17,7 @@ from mmfuse.evaluation.robustness import robustness
 from mmfuse.io import atomic_write_text, write_json
 from mmfuse.predictor import Data, Predictor
 from mmfuse.scoring import top_label_reliability
-from mmfuse.tasks import get_task
+from mmfuse.tasks import get_task, selection_metric
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f4f5f7;
@@ -148,7 +148,7 @@ def _summary(report: dict[str, Any]) -> str:
 def _training(predictor: Predictor, report: dict[str, Any]) -> str:
     if not predictor.history_:
         return ""
-    metric = predictor.config.train.metric or get_task(report["task"]).selection_metric
+    metric = selection_metric(predictor.config)
     curves = _img(plots.training_curves(predictor.history_, metric), "training curves")
     return f"<section><h2>Training</h2>{curves}</section>"
 
