@@ -150,23 +150,36 @@ def test_calibrate_stores_the_temperature(colour_model, tmp_path) -> None:
     predictor.model_.head.temperature.fill_(1.0)
 
 
+@pytest.fixture(scope="module")
+def binary_model(colour_model, tmp_path_factory) -> Predictor:
+    """The colour data as a ``binary`` task (one logit) instead of two classes."""
+    _, test, _ = colour_model
+    config = pretrained_config(tmp_path_factory.mktemp("binary"), epochs=20)
+    config.data.task = "binary"
+    config.model.image_encoder.image_size = 64
+    return Predictor(config).fit(test.parent / "train.csv")
+
+
+@pytest.mark.parametrize("task", ["classification", "binary"])
 def test_calibration_decides_labels_for_macro_f1_and_every_path_keeps_them(
-        colour_model, tmp_path) -> None:
+        task, colour_model, binary_model, tmp_path) -> None:
     """A network leaning to the majority class (as one trained on skewed rows does): calibration
     fits the labels' shift as the ensembles' rule would on its tempered probabilities (scored
     here by scikit-learn), and predict, a saved folder and the ONNX file all decide with it; a
-    folder saved before the shift existed decides by the arg-max."""
+    folder saved before the shift existed decides as it did then."""
     from safetensors.torch import load_file, save_file
 
     from mmfuse.serving.export import export_onnx
     from mmfuse.tasks.decision import fit_shift
 
     predictor, test, _ = colour_model
+    predictor = predictor if task == "classification" else binary_model
     predictor.save(tmp_path / "plain")
     biased = Predictor.load(tmp_path / "plain")
-    majority = biased.classes_.index("no")
+    # towards "no": the binary head's one logit is the "yes" class's
+    output, lean = (0, -2.0) if task == "binary" else (biased.classes_.index("no"), 4.0)
     with torch.no_grad():
-        biased.model_.head.linear.bias[majority] += 4.0
+        biased.model_.head.linear.bias[output] += lean
     biased.calibrate(test)
     probabilities = biased.predict_proba(test).to_numpy()
     truth = np.array([biased.classes_.index(label) for label in pd.read_csv(test)["label"]])

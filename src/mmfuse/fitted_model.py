@@ -150,10 +150,10 @@ class FittedModel(HoldsFeatureCache):
         temperature = fit_temperature(logits, targets, binary=logits.shape[-1] == 1)
         head.temperature.fill_(temperature)
         CONSOLE.print(f"calibrated: temperature {temperature:.3f}")
-        by_labels = label_score(self.metric, logits.shape[-1])
+        probabilities = head.probabilities(logits).numpy()  # (N, C): a binary head's too
+        by_labels = label_score(self.metric, probabilities.shape[-1])
         if hasattr(head, "decision_shift") and by_labels is not None:
-            shift, alpha = fit_shift(head.probabilities(logits).numpy(), targets.numpy(),
-                                     by_labels)
+            shift, alpha = fit_shift(probabilities, targets.numpy().astype(int), by_labels)
             head.decision_shift.copy_(torch.from_numpy(shift))
             if alpha:
                 CONSOLE.print(f"labels favour rare classes for {self.metric}: alpha {alpha:g}")

@@ -19,6 +19,9 @@ class BinaryHead(Head):
         super().__init__(in_dim, 1, dropout)
         self.register_buffer("pos_weight", torch.tensor([float(pos_weight)]))
         self.threshold = threshold
+        # As the classification head's, over (class 0, class 1): added to the log-probabilities
+        # before the arg-max once calibration chose it; zeros (the threshold) until then.
+        self.register_buffer("decision_shift", torch.zeros(2))
 
     def loss(self, logits, target):
         return F.binary_cross_entropy_with_logits(
@@ -30,4 +33,9 @@ class BinaryHead(Head):
         return torch.stack([1 - positive, positive], dim=-1)
 
     def decode(self, logits):
-        return (self.probabilities(logits)[:, 1] >= self.threshold).long()
+        if not self.decision_shift.any():
+            return (self.probabilities(logits)[:, 1] >= self.threshold).long()
+        # log P(1) - log P(0) is the tempered logit: the arg-max of the shifted logs
+        shifted = logits.squeeze(-1) / self.temperature + self.decision_shift[1] \
+            - self.decision_shift[0]
+        return (shifted > 0).long()

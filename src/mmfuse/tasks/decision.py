@@ -11,8 +11,9 @@ probabilities themselves are unchanged, so calibration and AUROC are too. Like t
 combination's weights, the shift is judged on rows that did not choose it
 (``nested_decisions``). AutoGluon's ``calibrate_decision_threshold`` does this for binary
 F1; this is its multiclass form. A network fits it with its temperature on the held-out rows
-it is calibrated on (``FittedModel.calibrate``) and keeps it in its classification head, where
-the shift is added to the tempered logits (the log-probabilities up to a constant a row).
+it is calibrated on (``FittedModel.calibrate``) and keeps it in its head: a classification
+head adds it to the tempered logits (the log-probabilities up to a constant a row), a binary
+head moves its threshold on the tempered logit (log P(1) - log P(0)) by the difference.
 
 Measured by ``benchmarks/auto.py`` (the ensemble of all candidates, test macro-F1 with
 arg-max labels -> decided labels): MATH-V, 4 to 481 training rows a subject and 19 test rows
