@@ -27,6 +27,8 @@ class DataConfig:
     image_cols: list[str] = field(default_factory=lambda: ["image"])
     text_cols: list[str] = field(default_factory=lambda: ["text"])
     label_col: str = "label"
+    num_cols: list[str] = field(default_factory=list)  # numbers (scaled; missing is a value)
+    cat_cols: list[str] = field(default_factory=list)  # categories (rare and unseen pooled)
     task: str = "classification"
     label_sep: str = "|"  # multilabel targets are written "a|b|c" in one cell
     val_fraction: float = 0.1
@@ -113,6 +115,12 @@ class Config:
             or self.model.modalities != list(MODALITY_KINDS)
         ):
             raise ConfigError(f"task '{self.data.task}' needs exactly one image and one text column")
+        roles = [*self.data.image_cols, *self.data.text_cols, *self.data.num_cols,
+                 *self.data.cat_cols, self.data.label_col]
+        repeated = sorted({c for c in roles if roles.count(c) > 1})
+        if repeated:
+            raise ConfigError(f"column(s) {', '.join(map(repr, repeated))} named in more than one "
+                              "role (image, text, number, category, label); give each one role")
         if self.data.on_bad_rows not in ("error", "skip"):
             raise ConfigError("on_bad_rows must be 'error' or 'skip'")
         if self.train.imbalance not in ("auto", "none", "weight", "sample"):

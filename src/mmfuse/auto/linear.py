@@ -35,10 +35,13 @@ def applies(config: Config) -> bool:
 
 
 def linear_views(config: Config, preset: Preset) -> list[View]:
-    """TF-IDF views of the texts and one view per frozen pretrained encoder of the preset."""
+    """TF-IDF views of the texts, the numeric and categorical columns (a linear model and
+    boosted trees) and one view per frozen pretrained encoder of the preset."""
     views = []
     if config.data.text_cols:
         views += [View("tfidf-char"), View("tfidf-word")]
+    if config.data.num_cols or config.data.cat_cols:
+        views += [View("tabular"), View("tabular-trees")]
     for kind, encoders in (("image", preset.image_encoders), ("text", preset.text_encoders)):
         if not getattr(config.data, f"{kind}_cols"):
             continue

@@ -95,6 +95,7 @@ def train(
     cfg.validate()
 
     train_data = splits.get("train") if dataset else dataset_or_path(data)
+    _say_unused_columns(train_data, cfg)
     test = splits.get("test") if dataset and test_data is None else dataset_or_path(test_data)
     if auto and not get_task(cfg.data.task).paired:  # auto mode searches labelled tasks
         predictor = _auto(cfg, train_data, dataset_or_path(val_data), out_dir, resume, preset,
@@ -152,6 +153,22 @@ def _auto(cfg: Config, train_data, val_data, out_dir: Path, resume: bool, preset
                                                             resume=resume)
     out.print(leaderboard_table(read_leaderboard(out_dir)))
     return predictor
+
+
+def _say_unused_columns(train_data: Any, cfg: Config) -> None:
+    """One line naming the manifest's columns that nothing reads, and the flag for each."""
+    import pandas as pd
+
+    from mmfuse.data.columns import SAMPLE_ROWS, unused_column_hints
+    from mmfuse.data.manifest import READERS, iter_manifest
+
+    if isinstance(train_data, Path) and train_data.suffix.lower() in READERS \
+            and train_data.is_file():
+        train_data = next(iter_manifest(train_data, SAMPLE_ROWS), None)
+    if isinstance(train_data, pd.DataFrame):
+        hints = unused_column_hints(train_data, cfg.data)
+        if hints:
+            out.print(f"columns not used: {'; '.join(hints)}")
 
 
 def _has_model_section(config: Path) -> bool:

@@ -27,6 +27,8 @@ HELP = {
     "data.image_cols": "Image column (repeat for several)",
     "data.text_cols": "Text column (repeat for several)",
     "data.label_col": "Target column",
+    "data.num_cols": "Numeric column, e.g. a price (repeat for several; empty cells are missing)",
+    "data.cat_cols": "Categorical column, e.g. a brand (repeat for several)",
     "data.task": "classification|multilabel|regression|binary|matching|retrieval",
     "data.label_sep": "Separator of labels in one multilabel cell",
     "data.val_fraction": "Share of rows held out for validation (without --val-data)",
@@ -58,7 +60,8 @@ HELP = {
     "train.dp_noise_multiplier": "DP-SGD: noise instead of a target",
     "train.dp_max_grad_norm": "DP-SGD: per-example clipping norm",
 }
-FLAG_NAMES = {"data.image_cols": "image-col", "data.text_cols": "text-col"}
+FLAG_NAMES = {"data.image_cols": "image-col", "data.text_cols": "text-col",
+              "data.num_cols": "num-col", "data.cat_cols": "cat-col"}
 
 
 def _set_encoder(kind: str) -> Callable[[Config, Any], None]:

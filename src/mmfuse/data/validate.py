@@ -8,10 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mmfuse.config import DataConfig
 from mmfuse.data.images import ImageDecodeError, open_image
+from mmfuse.data.tabular import as_category, as_number
 from mmfuse.errors import DataValidationError, Problem
 from mmfuse.progress import track
 from mmfuse.tasks import get_task
@@ -84,7 +86,8 @@ def validate_frame(
     base_dir = Path(frame.attrs.get("base_dir", "."))
     image_cols = data.image_cols if "image" in modalities else []
     text_cols = data.text_cols if "text" in modalities else []
-    wanted = {c: "--image-col" for c in image_cols} | {c: "--text-col" for c in text_cols}
+    wanted = ({c: "--image-col" for c in image_cols} | {c: "--text-col" for c in text_cols}
+              | {c: "--num-col" for c in data.num_cols} | {c: "--cat-col" for c in data.cat_cols})
     has_labels = data.label_col in frame.columns
     if require_labels:
         wanted[data.label_col] = "--label-col"
@@ -106,6 +109,12 @@ def validate_frame(
         frame[column] = as_object_column(
             _cells(frame, column, "text", data.allow_missing, found, lambda v: (str(v), None)),
             frame.index)
+    for column in data.num_cols:
+        frame[column] = pd.Series(_numbers(frame, column, found), index=frame.index,
+                                  dtype=float)
+    for column in data.cat_cols:
+        frame[column] = as_object_column([as_category(v) for v in cells(frame, column)],
+                                         frame.index)
     if data.allow_missing:
         columns = image_cols + text_cols
         empty = frame[columns].isna().all(axis=1) if columns else pd.Series(dtype=bool)
@@ -155,6 +164,21 @@ def _cells(frame: pd.DataFrame, column: str, what: str, allow_missing: bool, fou
         if problem:
             found.report(index, column, problem)
         out.append(cell)
+    return out
+
+
+def _numbers(frame: pd.DataFrame, column: str, found: Findings) -> list[float]:
+    """A numeric column's cells as floats, NaN where empty (a missing number is a value);
+    a cell that is not a number is reported."""
+    out = []
+    for index, value in enumerate(cells(frame, column)):
+        try:
+            number = as_number(value)
+        except ValueError:
+            found.report(index, column, f"{str(value)[:40]!r} is not a number (leave the cell "
+                         "empty for a missing value, or name the column with --cat-col)")
+            number = None
+        out.append(np.nan if number is None else number)
     return out
 
 

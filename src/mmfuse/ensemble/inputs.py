@@ -1,7 +1,8 @@
-"""What linear members read, for N rows: the rows' joined texts and each encoder view's
-frozen features. From validated rows they come from the feature cache; from in-memory items
-(the server) the encoders run live. Each is computed once and shared by every member (and
-every fold: ``take`` selects rows without recomputing).
+"""What linear and tree members read, for N rows: the rows' joined texts, their numeric and
+categorical columns and each encoder view's frozen features. From validated rows the features
+come from the feature cache; from in-memory items (the server) the encoders run live. Each is
+computed once and shared by every member (and every fold: ``take`` selects rows without
+recomputing).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mmfuse.data.validate import cells
 from mmfuse.encoders import create_encoder
 from mmfuse.encoders.base import Encoder
 from mmfuse.features.cache import FeatureCache
-from mmfuse.features.items import Item, pooled_features
+from mmfuse.features.items import Item, is_present, pooled_features
 
 Column = Callable[[str], list]  # input column -> its N values (None where missing)
 
@@ -26,7 +27,8 @@ Column = Callable[[str], list]  # input column -> its N values (None where missi
 @dataclass
 class View:
     """What a member reads: ``kind`` "tfidf-char" | "tfidf-word" (the texts) | "image" |
-    "text" (an encoder's features), with the encoder's config for the latter."""
+    "text" (an encoder's features, with the encoder's config) | "tabular" (the numeric and
+    categorical columns, for a linear model) | "tabular-trees" (the same, for trees)."""
 
     kind: str
     encoder: EncoderConfig | None = None
@@ -37,6 +39,10 @@ class View:
 
     @property
     def modality(self) -> str:
+        """What the view reads: "image", "text" or "tabular" (the numeric and categorical
+        columns)."""
+        if self.kind.startswith("tabular"):
+            return "tabular"
         return "image" if self.kind == "image" else "text"
 
 
@@ -71,7 +77,8 @@ class MemberInputs:
             return pooled_features(encoder, [item.get(column) for item in items])
 
         return cls(config, encoders, features,
-                   lambda column: [item.get(column) or None for item in items], items=items)
+                   lambda column: [v if is_present(v := item.get(column)) else None
+                                   for item in items], items=items)
 
     def take(self, positions: np.ndarray) -> MemberInputs:
         """The same inputs for rows ``positions`` (into these rows); shares what is computed."""
@@ -91,6 +98,15 @@ class MemberInputs:
                 [" | ".join(t for t in parts if t) for parts in zip(*columns, strict=True)],
                 dtype=object)
         return self._select(self.memo["texts"]).tolist()
+
+    def table(self) -> pd.DataFrame:
+        """The rows' numeric and categorical columns, as read (None where missing)."""
+        if "table" not in self.memo:
+            data = self.config.data
+            self.memo["table"] = pd.DataFrame(
+                {c: pd.Series(self.column(c), dtype=object) for c in data.num_cols + data.cat_cols})
+        table = self.memo["table"]
+        return table if self.positions is None else table.iloc[self.positions]  # type: ignore
 
     def dense(self, view: View) -> np.ndarray:
         """(N, D x columns) frozen features of the view's encoder, per column side by side

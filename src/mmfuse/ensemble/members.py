@@ -1,7 +1,8 @@
 """Linear members: one logistic regression on one view of the rows, fitted to convergence.
 
-A view is TF-IDF of the texts (character 1-3 grams, or words 1-2: any language or script) or
-the frozen features of a pretrained encoder (from the feature cache, standardised). Cheap,
+A view is TF-IDF of the texts (character 1-3 grams, or words 1-2: any language or script),
+the frozen features of a pretrained encoder (from the feature cache, standardised) or the
+numeric and categorical columns (scaled numbers, one-hot levels: ``data/tabular.py``). Cheap,
 strong on small tables, and a member's state is plain arrays: saved as safetensors + JSON.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,13 +21,15 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from mmfuse.config import EncoderConfig
+from mmfuse.data.tabular import TabularEncoding
 from mmfuse.ensemble.inputs import MemberInputs, View
 
 TFIDF = {"tfidf-char": ("char_wb", (1, 3)), "tfidf-word": ("word", (1, 2))}
 WORDS = {"word": {"token_pattern": r"(?u)\b\w+\b"}, "char_wb": {}}  # one-letter words count
 # Measured on MATH-V's 2,736 training rows (5-fold out-of-fold macro-F1, never its test rows):
 # sparse L2-normalised TF-IDF wants weak regularisation, dense standardised features strong.
-C_BY_VIEW = {"tfidf-char": 10.0, "tfidf-word": 10.0, "image": 0.01, "text": 0.1}
+C_BY_VIEW = {"tfidf-char": 10.0, "tfidf-word": 10.0, "image": 0.01, "text": 0.1,
+             "tabular": 1.0}  # tabular: a handful of scaled numbers and one-hot levels
 MAX_ITER = 300
 TOL = 1e-3
 
@@ -38,6 +42,7 @@ class LinearMember:
     classes: list[str]
     vocabulary: list[str] = field(default_factory=list)  # TF-IDF views
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # idf/mean/scale, coef, intercept
+    tabular: TabularEncoding | None = None  # the tabular view's scaling and category levels
 
     @property
     def name(self) -> str:
@@ -50,20 +55,26 @@ class LinearMember:
     def entry(self) -> dict[str, Any]:
         """What ensemble.json keeps of the member (its arrays go to safetensors)."""
         return {"view": self.view.kind, "vocabulary": self.vocabulary,
-                "encoder": vars(self.view.encoder) if self.view.encoder is not None else None}
+                "encoder": vars(self.view.encoder) if self.view.encoder is not None else None,
+                "tabular": self.tabular.entry() if self.tabular is not None else None}
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any], classes: list[str],
                    arrays: dict[str, np.ndarray]) -> LinearMember:
         """The member ``entry`` describes, with its ``arrays``; ValueError if they disagree."""
-        if entry["view"] not in (*TFIDF, "image", "text"):
+        if entry["view"] not in C_BY_VIEW:
             raise ValueError(f"unknown view {entry['view']!r}")
         encoder = EncoderConfig(**entry["encoder"]) if entry["encoder"] else None
-        member = cls(View(entry["view"], encoder), classes, entry["vocabulary"], arrays)
+        tabular = entry.get("tabular")  # absent from folders saved before tabular columns
+        member = cls(View(entry["view"], encoder), classes, entry["vocabulary"], arrays,
+                     TabularEncoding.from_saved(tabular, arrays) if tabular else None)
         n = len(classes)
         if arrays["coef"].shape[0] != n or arrays["intercept"].shape != (n,):
             raise ValueError(f"{member.name}: its coefficients are not for {n} classes")
         return member
+
+    def save(self, directory: Path) -> None:
+        """Nothing beside its arrays, which the ensemble's safetensors file holds."""
 
     def parameters(self) -> int:
         """Fitted coefficients."""
@@ -91,6 +102,11 @@ class LinearMember:
             self.vocabulary = vectorizer.get_feature_names_out().tolist()
             self.arrays["idf"] = vectorizer.idf_.astype(np.float32)
             return x
+        if self.view.kind == "tabular":
+            data = inputs.config.data
+            self.tabular = TabularEncoding(data.num_cols, data.cat_cols).fit(inputs.table())
+            self.arrays |= self.tabular.arrays()
+            return self.tabular.dense(inputs.table())
         x = inputs.dense(self.view)
         self.arrays["mean"], self.arrays["scale"] = x.mean(axis=0), spread(x)
         return (x - self.arrays["mean"]) / self.arrays["scale"]
@@ -103,6 +119,8 @@ class LinearMember:
                                          vocabulary={g: i for i, g in enumerate(self.vocabulary)})
             vectorizer.idf_ = self.arrays["idf"]
             return sp.csr_matrix(vectorizer.transform(inputs.texts()))
+        if self.tabular is not None:
+            return self.tabular.dense(inputs.table())
         return (inputs.dense(self.view) - self.arrays["mean"]) / self.arrays["scale"]
 
 

@@ -35,6 +35,7 @@ from mmfuse.ensemble.combine import (
 from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.networks import NetworkMember
+from mmfuse.ensemble.trees import TreeMember
 from mmfuse.errors import CheckpointError, MmfuseError
 from mmfuse.features.cache import FeatureCache, HoldsFeatureCache
 from mmfuse.features.items import Item
@@ -44,8 +45,8 @@ from mmfuse.tasks import Task, get_task, selection_metric
 from mmfuse.tasks.decision import decide, fit_shift, label_score, nested_decisions
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (fitting rows, held-out rows) positions
-Member = LinearMember | NetworkMember
-MEMBERS_DIR = "members"  # network members' fold models: members/<i>/fold<k>/, model folders
+Member = LinearMember | TreeMember | NetworkMember
+MEMBERS_DIR = "members"  # members' own files: members/<i>/ (a network's fold model folders)
 
 
 @dataclass
@@ -101,13 +102,13 @@ class EnsembleModel(HoldsFeatureCache):
         oof, kept = [], []
         for view in views:
             try:
-                oof.append(out_of_fold(view, classes, inputs, y, folds))
+                oof.append(out_of_fold(view, classes, inputs, y, folds, config.train.seed))
                 kept.append(view)
             except ValueError as error:  # e.g. no n-gram occurs twice: the view says nothing
                 CONSOLE.print(f"ensemble: {view.name} left out ({error})")
         if not kept:
             raise MmfuseError("no linear member could be fitted on these rows")
-        members = [LinearMember(v, classes).fit(inputs, y) for v in kept]
+        members = [new_member(v, classes, config.train.seed).fit(inputs, y) for v in kept]
         model, scores = cls.combine(config, classes, members, oof, y, cache=cache,
                                     encoders=encoders)
         return model, {m.name: score(y, p) for m, p in zip(members, oof, strict=True)} | scores
@@ -186,11 +187,12 @@ class EnsembleModel(HoldsFeatureCache):
 
     @property
     def modality_kinds(self) -> dict[str, str]:
-        """The input columns some member reads -> "image" | "text"."""
+        """The input columns some member reads -> "image" | "text" | "tabular"."""
         read = set().union(*(m.modalities for m in self.members))
         data = self.config.data
-        return dict(sorted({**{c: "image" for c in data.image_cols if "image" in read},
-                            **{c: "text" for c in data.text_cols if "text" in read}}.items()))
+        columns = {"image": data.image_cols, "text": data.text_cols,
+                   "tabular": data.num_cols + data.cat_cols}
+        return dict(sorted((c, kind) for kind in read for c in columns[kind]))
 
     def targets(self, rows: pd.DataFrame) -> torch.Tensor:
         return self.task.encode(rows["_target"].tolist(), self.classes)
@@ -202,10 +204,10 @@ class EnsembleModel(HoldsFeatureCache):
 
     # ------------------------------------------------------------------ folder
     def save(self, directory: str | Path) -> Path:
-        """Linear members' arrays and the stacker in one safetensors file, how they combine
-        in ensemble.json, each network member's fold models in members/<i>/fold<k>/."""
-        linear = {i: m for i, m in enumerate(self.members) if isinstance(m, LinearMember)}
-        arrays = {f"member{i}.{k}": v for i, m in linear.items() for k, v in m.arrays.items()}
+        """Members' arrays and the stacker in one safetensors file, how they combine in
+        ensemble.json, members' own files in members/<i>/ (a network's fold models)."""
+        arrays = {f"member{i}.{k}": v for i, m in enumerate(self.members)
+                  for k, v in m.arrays.items()}
         if self.stacker is not None:
             arrays |= {f"stacker.{k}": v for k, v in self.stacker.state().items()}
         spec = {"method": self.method, "weights": self.weights.tolist(),
@@ -216,8 +218,7 @@ class EnsembleModel(HoldsFeatureCache):
         networks = Path(directory) / MEMBERS_DIR
         shutil.rmtree(networks, ignore_errors=True)  # an earlier save's members
         for i, member in enumerate(self.members):
-            if i not in linear:
-                member.save(networks / str(i))
+            member.save(networks / str(i))
         fingerprints = {name: e.fingerprint for name, e in self.encoders_by_name().items()}
         self.folder = ModelFolder(directory).save_ensemble(
             self.config, self.classes, spec, {k: torch.from_numpy(np.asarray(v)) for k, v in
@@ -243,14 +244,15 @@ class EnsembleModel(HoldsFeatureCache):
         shared: dict[str, Encoder] = {}  # frozen encoders the network members read
         members: list[Member] = []
         for i, entry in enumerate(spec["members"]):
+            prefix, directory = f"member{i}.", folder.path / MEMBERS_DIR / str(i)
+            own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             if "network" in entry:
-                members.append(NetworkMember.load(str(entry["network"]),
-                                                  folder.path / MEMBERS_DIR / str(i),
+                members.append(NetworkMember.load(str(entry["network"]), directory,
                                                   int(entry["folds"]), classes, shared))
+            elif "trees" in entry:
+                members.append(TreeMember.load(entry, directory, classes, own))
             else:
-                prefix = f"member{i}."
-                members.append(LinearMember.from_entry(entry, classes, {
-                    k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}))
+                members.append(LinearMember.from_entry(entry, classes, own))
         if spec["method"] not in ("stacking", "selection") or len(spec["weights"]) != len(members):
             raise ValueError("method must be stacking or selection, with one weight per member")
         stacker = None
@@ -274,12 +276,18 @@ class EnsembleModel(HoldsFeatureCache):
                 if isinstance(m, LinearMember) and m.view.encoder is not None}
 
 
+def new_member(view: View, classes: list[str], seed: int) -> LinearMember | TreeMember:
+    """An unfitted member reading ``view``: trees for "tabular-trees", else a linear model."""
+    return TreeMember(classes, seed) if view.kind == "tabular-trees" else LinearMember(view,
+                                                                                         classes)
+
+
 def out_of_fold(view: View, classes: list[str], inputs: MemberInputs, y: np.ndarray,
-                folds: Folds) -> np.ndarray:
+                folds: Folds, seed: int = 0) -> np.ndarray:
     """(N, C) probabilities of a member fitted without each row's fold."""
     oof = np.zeros((len(y), len(classes)))
     for fit_rows, held_rows in folds:
-        member = LinearMember(view, classes).fit(inputs.take(fit_rows), y[fit_rows])
+        member = new_member(view, classes, seed).fit(inputs.take(fit_rows), y[fit_rows])
         oof[held_rows] = member.predict_proba(inputs.take(held_rows))
     return oof
 

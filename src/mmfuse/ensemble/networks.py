@@ -32,6 +32,11 @@ class NetworkMember:
         """"image" and/or "text": what the member reads."""
         return set(self.folds[0].modality_kinds.values())
 
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Nothing in the ensemble's safetensors file: the fold models are folders."""
+        return {}
+
     def predict_proba(self, inputs: MemberInputs) -> np.ndarray:
         """(N, C) the fold models' probabilities, averaged."""
         if inputs.rows is not None:

@@ -1,0 +1,152 @@
+"""Numeric and categorical columns: scaling against scikit-learn, validation findings, the
+linear and tree members, and the ensemble that reads them as a model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.preprocessing import RobustScaler
+from typer.testing import CliRunner
+
+from mmfuse import Config, DataConfig, Predictor
+from mmfuse.cli import app
+from mmfuse.data.rows import read_rows
+from mmfuse.data.tabular import MISSING, OTHER, TabularEncoding
+from mmfuse.ensemble.inputs import MemberInputs, View
+from mmfuse.ensemble.members import LinearMember
+from mmfuse.ensemble.model import EnsembleModel
+from mmfuse.ensemble.trees import TREES_FILE, TreeMember
+from mmfuse.errors import CheckpointError, DataValidationError
+from mmfuse.features.cache import FeatureCache
+from mmfuse.training.stacking import fold_splits
+
+CLASSES = ["bad", "good"]
+
+
+def listing(n: int, seed: int) -> pd.DataFrame:
+    """The label is good when the price is high for a premium brand or low for a budget one
+    (an interaction no linear model draws), or when the title says "superb"; cells missing."""
+    rng = np.random.default_rng(seed)
+    brand = rng.choice(["acme", "bolt", "corvo", "dyna"], n)
+    price = np.exp(rng.normal(3, 1, n))
+    superb = rng.random(n) < 0.2
+    good = ((price > np.exp(3)) == np.isin(brand, ["acme", "bolt"])) | superb
+    frame = pd.DataFrame({
+        "title": [("superb " if s else "") + rng.choice(["lamp", "desk", "clock"]) for s in superb],
+        "price": [f"{p:.2f}" for p in price], "brand": brand,
+        "label": np.where(good, "good", "bad")})
+    frame.loc[rng.random(n) < 0.1, "price"] = ""
+    frame.loc[rng.random(n) < 0.1, "brand"] = ""
+    return frame
+
+
+def config(tmp_path: Path) -> Config:
+    cfg = Config(data=DataConfig(image_cols=[], text_cols=["title"], num_cols=["price"],
+                                 cat_cols=["brand"], label_col="label"),
+                 cache_dir=str(tmp_path / "cache"))
+    cfg.model.modalities = ["text"]
+    return cfg
+
+
+def inputs_of(rows: pd.DataFrame, cfg: Config) -> MemberInputs:
+    return MemberInputs.from_rows(rows, cfg, FeatureCache(None), {})
+
+
+def test_numbers_are_scaled_as_scikit_learns_robust_scaler_and_categories_pooled() -> None:
+    prices = [3.0, None, 10.0, 4.0, 100.0, 7.0, 5.0, None]
+    brands = ["a", "a", "b", None, "a", "rare", "b", "b"]
+    train = pd.DataFrame({"price": prices, "brand": brands})
+    encoding = TabularEncoding(["price"], ["brand"]).fit(train)
+    known = np.array([[p] for p in prices if p is not None])
+    reference = RobustScaler().fit(known)  # median / IQR, missing cells left out
+    np.testing.assert_allclose(encoding.median, reference.center_, rtol=1e-6)
+    np.testing.assert_allclose(encoding.scale, reference.scale_, rtol=1e-6)
+    test = pd.DataFrame({"price": [4.0, None, 1e9], "brand": ["b", None, "never seen"]})
+    dense = encoding.dense(test)
+    names = encoding.feature_names()
+    assert names == ["price", "price missing", "brand=a", "brand=b", f"brand={OTHER}",
+                     f"brand={MISSING}"]  # "rare" (1 row) pooled into other
+    expected_price = np.clip(reference.transform([[4.0], [reference.center_[0]], [1e9]])[:, 0],
+                             -5, 5)
+    np.testing.assert_allclose(dense[:, 0], expected_price, rtol=1e-6)
+    np.testing.assert_array_equal(dense[:, 1], [0, 1, 0])
+    np.testing.assert_array_equal(dense[:, 2:], [[0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]])
+    np.testing.assert_array_equal(encoding.codes(test)[:, 1], [1, np.nan, 2])
+    saved = TabularEncoding.from_saved(encoding.entry(), encoding.arrays())
+    np.testing.assert_array_equal(saved.dense(test), dense)
+
+
+def test_a_non_number_is_a_finding_with_its_row_and_column_and_missing_cells_are_values(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    frame = listing(6, seed=0)
+    frame.loc[2, "price"] = "12 EUR"
+    frame.loc[3, ["price", "brand"]] = ""
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataValidationError) as error:
+        read_rows(tmp_path / "t.csv", cfg, tmp_path)
+    assert [(p.row, p.column) for p in error.value.problems] == [(3, "price")]
+    assert "'12 EUR' is not a number" in str(error.value) and "t.csv" in str(error.value)
+    cfg.data.on_bad_rows = "skip"
+    rows = read_rows(tmp_path / "t.csv", cfg, tmp_path)
+    assert list(rows["_row"]) == [1, 2, 4, 5, 6]
+    assert np.isnan(rows["price"].iloc[2]) and rows["brand"].iloc[2] is None
+    frame.rename(columns={"price": "prices"}).to_csv(tmp_path / "u.csv", index=False)
+    with pytest.raises(DataValidationError, match="Did you mean 'prices'.*--num-col"):
+        read_rows(tmp_path / "u.csv", cfg, tmp_path)
+
+
+def test_trees_draw_the_interaction_a_linear_member_cannot(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    rows = read_rows(listing(600, seed=1), cfg, tmp_path)
+    test = read_rows(listing(300, seed=2), cfg, tmp_path)
+    y = np.array([CLASSES.index(t) for t in rows["_target"]])
+    truth = np.array([CLASSES.index(t) for t in test["_target"]])
+    trees = TreeMember(CLASSES).fit(inputs_of(rows, cfg), y)
+    linear = LinearMember(View("tabular"), CLASSES).fit(inputs_of(rows, cfg), y)
+    accuracy = {name: float((m.predict_proba(inputs_of(test, cfg)).argmax(1) == truth).mean())
+                for name, m in (("trees", trees), ("linear", linear))}
+    assert accuracy["trees"] > accuracy["linear"] + 0.15, accuracy
+    # The member is scikit-learn's booster on the encoding's codes, untouched.
+    encoding = TabularEncoding(["price"], ["brand"]).fit(rows)
+    reference = HistGradientBoostingClassifier(
+        max_iter=500, early_stopping=True, validation_fraction=0.1, n_iter_no_change=20,
+        categorical_features=[False, True], random_state=0).fit(encoding.codes(rows), y)
+    np.testing.assert_allclose(trees.predict_proba(inputs_of(test, cfg)),
+                               reference.predict_proba(encoding.codes(test)), atol=1e-12)
+
+
+def test_an_ensemble_on_text_and_tabular_columns_is_a_model_folder(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    rows = read_rows(listing(300, seed=3), cfg, tmp_path)
+    targets = torch.tensor([CLASSES.index(t) for t in rows["_target"]])
+    folds = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, 3, 0)]
+    views = [View("tfidf-word"), View("tabular"), View("tabular-trees")]
+    model, scores = EnsembleModel.fit(cfg, rows, views, folds, FeatureCache(None))
+    assert scores["ensemble"] > max(scores["LR on tfidf-word"], scores["LR on tabular"])
+    assert model.modality_kinds == {"brand": "tabular", "price": "tabular", "title": "text"}
+    model.save(tmp_path / "run")
+    test = listing(40, seed=4)
+    test.loc[0, "brand"] = "zephyr"  # a brand never seen in training
+    test.loc[1, ["price", "brand"]] = ""
+    test.to_csv(tmp_path / "test.csv", index=False)
+    loaded = Predictor.load(tmp_path / "run")
+    expected = Predictor.of(model).predict_proba(tmp_path / "test.csv")
+    np.testing.assert_array_equal(loaded.predict_proba(tmp_path / "test.csv").to_numpy(),
+                                  expected.to_numpy())
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), "--data",
+                                      str(tmp_path / "test.csv"), "--output",
+                                      str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(tmp_path / "p.csv")["prediction"]) == list(
+        loaded.predict(tmp_path / "test.csv"))
+    trees = next(i for i, m in enumerate(model.members) if isinstance(m, TreeMember))
+    saved = tmp_path / "run" / "members" / str(trees) / TREES_FILE
+    saved.write_bytes(saved.read_bytes()[:200])  # truncated
+    with pytest.raises(CheckpointError, match=TREES_FILE):
+        Predictor.load(tmp_path / "run")
