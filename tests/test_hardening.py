@@ -255,3 +255,34 @@ def test_the_installed_command_gives_the_same_answers(run, tmp_path, tiny_csv) -
                               env={**os.environ, "COLUMNS": "1000"})
         output = " ".join((done.stdout + done.stderr).split())
         assert done.returncode == 2 and says in output and "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("task, metric, named", [
+    ("classification", "f1_macroo", "macro_f1"), ("regression", "macro_f1", "rmse")])
+def test_an_unknown_metric_is_refused_before_any_work(tiny_csv: Path, tmp_path: Path,
+                                                      task: str, metric: str, named: str) -> None:
+    for model in ([], ["--fusion", "concat", *TINY[6:]]):  # auto mode and a fixed model
+        output = refused("train", "--data", str(tiny_csv), *TINY[:6], "--task", task,
+                         "--metric", metric, "--out", str(tmp_path / "run"), *model)
+        assert f"'{metric}' is not a metric of task '{task}'" in output and named in output
+        assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_time_limit_that_is_not_positive_is_refused(tiny_csv: Path, tmp_path: Path) -> None:
+    output = refused("train", "--data", str(tiny_csv), *TINY[:6], "--time-limit", "-5",
+                     "--out", str(tmp_path / "run"))
+    assert "must be a positive number of seconds, got -5.0" in output
+
+
+def test_an_output_on_a_read_only_file_system_is_refused_before_predicting(
+        run: tuple[Path, Path]) -> None:
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir="/sys"):
+            pytest.skip("/sys is writable on this machine")
+    except OSError:
+        pass  # read-only, as permissions alone do not say to root
+    folder, manifest = run
+    output = refused("predict", str(folder), "--data", str(manifest), "--output", "/sys/x.csv")
+    assert "cannot write in /sys" in output

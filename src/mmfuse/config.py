@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
@@ -121,6 +122,12 @@ class Config:
         if repeated:
             raise ConfigError(f"column(s) {', '.join(map(repr, repeated))} named in more than one "
                               "role (image, text, number, category, label); give each one role")
+        if self.train.metric is not None and self.train.metric not in task.metric_names:
+            close = difflib.get_close_matches(self.train.metric, task.metric_names, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"train.metric (--metric) '{self.train.metric}' is not a metric of "
+                              f"task '{task.name}'; it reports: {', '.join(task.metric_names)}."
+                              f"{hint}")
         if self.data.on_bad_rows not in ("error", "skip"):
             raise ConfigError("on_bad_rows must be 'error' or 'skip'")
         if self.train.imbalance not in ("auto", "none", "weight", "sample"):

@@ -77,7 +77,7 @@ class ModelFolder:
         write_json(self.path / "metrics.json", metrics)
         return self.path
 
-    def save_ensemble(self, config: Config, classes: list[str], spec: dict[str, Any],
+    def save_ensemble(self, config: Config, classes: list[str] | None, spec: dict[str, Any],
                       tensors: dict[str, torch.Tensor], fingerprints: dict[str, str],
                       metrics: dict[str, Any]) -> Path:
         """An ensemble: its linear members' arrays (safetensors) and how members combine
@@ -85,7 +85,8 @@ class ModelFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         config.to_yaml(self.path / "config.yaml")
         write_json(self.path / "labels.json", {
-            "task": config.data.task, "classes": classes, "n_outputs": len(classes),
+            "task": config.data.task, "classes": classes,
+            "n_outputs": 1 if classes is None else len(classes),
             "label_col": config.data.label_col})
         write_json(self.path / "meta.json", {
             "kind": "ensemble", "mmfuse_version": VERSION, "torch_version": torch.__version__,

@@ -5,23 +5,41 @@ imports nothing of mmfuse."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-# metric name -> True when larger is better
-METRIC_DIRECTION = {
-    "accuracy": True, "macro_f1": True, "micro_f1": True, "auroc": True, "f1": True,
-    "rmse": False, "mae": False, "r2": True, "loss": False, "ece": False,
-}
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric a task reports, by name, and which way is better."""
+
+    name: str
+    greater_is_better: bool = True
+
+
+_RANKS = [f"{d}_{s}_rank" for d in ("t2i", "i2t") for s in ("median", "mean")]
+METRICS: dict[str, Metric] = {m.name: m for m in [
+    *(Metric(n) for n in ("accuracy", "subset_accuracy", "macro_f1", "micro_f1", "f1",
+                          "macro_precision", "macro_recall", "micro_precision", "micro_recall",
+                          "auroc", "r2", "mean_recall")),
+    *(Metric(f"{d}_r{k}") for d in ("t2i", "i2t") for k in (1, 5, 10)),
+    *(Metric(n, greater_is_better=False) for n in ("rmse", "mae", "loss", "ece", *_RANKS)),
+]}
+
+
+def greater_is_better(metric: str) -> bool:
+    """KeyError for a name no task reports (configs are checked when read: tasks/)."""
+    return METRICS[metric].greater_is_better
 
 
 def is_better(metric: str, new: float, best: float | None) -> bool:
     if best is None or np.isnan(best):
         return not np.isnan(new)
-    return new > best if METRIC_DIRECTION.get(metric, True) else new < best
+    return new > best if greater_is_better(metric) else new < best
 
 
 def bootstrap_spread(statistic: Callable[[np.ndarray], float], rows: np.ndarray,

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from mmfuse.errors import MmfuseError
 from mmfuse.io import atomic_write_text, read_json, write_json
-from mmfuse.scoring import METRIC_DIRECTION
+from mmfuse.scoring import greater_is_better
 
 LEADERBOARD_FILE = "leaderboard.json"
 COLUMNS = ("candidate", "status", "val_metric", "folds", "fit_s", "predict_s_per_1k", "weight",
@@ -20,7 +20,7 @@ COLUMNS = ("candidate", "status", "val_metric", "folds", "fit_s", "predict_s_per
 
 def ranked(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     """Best first; candidates without a score (skipped, failed) last, in the order tried."""
-    sign = -1.0 if METRIC_DIRECTION.get(metric, True) else 1.0
+    sign = -1.0 if greater_is_better(metric) else 1.0
 
     def key(row: dict[str, Any]) -> float:
         value = row.get("val_metric")

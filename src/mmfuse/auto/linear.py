@@ -17,7 +17,7 @@ from mmfuse.config import Config
 from mmfuse.ensemble.inputs import View
 from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.features.cache import FeatureCache
-from mmfuse.scoring import METRIC_DIRECTION
+from mmfuse.scoring import greater_is_better
 from mmfuse.tasks import get_task, selection_metric
 from mmfuse.training.stacking import fold_splits
 
@@ -30,8 +30,10 @@ LARGE_DATA_FOLDS = 3
 
 
 def applies(config: Config) -> bool:
-    """Single-label tasks (classification, binary): members are multinomial LRs."""
-    return get_task(config.data.task).single_label and not get_task(config.data.task).paired
+    """Single-label tasks (classification, binary: members are multinomial LRs and boosted
+    classifiers) and regression (ridge regressions and boosted regressors)."""
+    task = get_task(config.data.task)
+    return (task.single_label or task.name == "regression") and not task.paired
 
 
 def linear_views(config: Config, preset: Preset) -> list[View]:
@@ -73,7 +75,7 @@ def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: P
     model, scores = EnsembleModel.fit(config, rows, linear_views(config, preset), folds, cache,
                                       classes)
     metric = selection_metric(config)
-    sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0  # scores: higher is better
+    sign = 1.0 if greater_is_better(metric) else -1.0  # scores: higher is better
     judged = model.out_of_fold if small_data else model.predict(val)[0]
     labels = model.out_of_fold_labels if small_data else model.decide(judged)
     return model, judged, labels, {name: sign * score for name, score in scores.items()}

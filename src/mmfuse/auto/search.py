@@ -103,6 +103,10 @@ class AutoSearch:
         self.keep_candidates = keep_candidates  # ``candidates_``: every fitted one (benchmarks)
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.time_limit = float(time_limit if time_limit is not None else self.preset.time_limit)
+        if not 0 < self.time_limit < float("inf"):
+            raise ConfigError(f"the time limit (--time-limit) must be a positive number of "
+                              f"seconds, got {time_limit!r}")
+        self.config.validate()  # every setting checked before any work
 
     def fit(
         self, data: Data, validation: Data | None = None, *, base_dir: str | Path | None = None,
@@ -211,7 +215,8 @@ class AutoSearch:
         """Small data, single-label: where candidates' members are kept for the ensemble of
         all candidates (in the run folder, if any: with ``resume``, the members an
         interrupted search kept there)."""
-        if len(self._splits) < 2 or not linear.applies(self.config):
+        single_label = get_task(self.config.data.task).single_label  # regression: not yet
+        if len(self._splits) < 2 or not (linear.applies(self.config) and single_label):
             return None
         kept = run / bagging.BAG_DIR if run is not None else None
         if resume and kept is not None and kept.exists():

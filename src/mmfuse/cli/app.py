@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,8 +65,11 @@ def _writable(path: Path, folder: bool) -> Path:
     if existing != path and not existing.is_dir():
         raise typer.BadParameter(f"cannot create {path}: {existing} is a file, not a folder")
     where = existing if existing.is_dir() else existing.parent
-    if not os.access(where, os.W_OK | os.X_OK):
-        raise typer.BadParameter(f"cannot write in {where}: it is read-only for this user")
+    try:  # a real write: permissions alone miss read-only file systems (and root's /sys)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as error:
+        raise typer.BadParameter(f"cannot write in {where}: {error.strerror or error}") from error
     return path
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from sklearn.linear_model import LinearRegression
 
 from mmfuse.ensemble.members import class_weights, fit_logistic_regression, softmax, spread
 from mmfuse.scoring import fit_temperature, log_of
@@ -76,6 +77,30 @@ class Stacker:
         return stacker
 
 
+class ValueStacker:
+    """Regression: the members' values -> their non-negative weighted sum plus a bias
+    (scikit-learn's ``LinearRegression(positive=True)``), so a member helps or is ignored."""
+
+    def fit(self, members: list[np.ndarray], y: np.ndarray, n_outputs: int = 1) -> ValueStacker:
+        model = LinearRegression(positive=True).fit(np.concatenate(members, axis=1), y)
+        self.coef = np.asarray(model.coef_, dtype=np.float64).reshape(-1)
+        self.intercept = np.asarray([model.intercept_], dtype=np.float64).reshape(1)
+        return self
+
+    def predict_proba(self, members: list[np.ndarray]) -> np.ndarray:
+        """(N, 1) values (the name is the classification stacker's)."""
+        return (np.concatenate(members, axis=1) @ self.coef + self.intercept).reshape(-1, 1)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"coef": self.coef, "intercept": self.intercept}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray]) -> ValueStacker:
+        stacker = cls()
+        stacker.coef, stacker.intercept = arrays["coef"], arrays["intercept"]
+        return stacker
+
+
 def held_out(members: list[np.ndarray], y: np.ndarray, splits: list,
              fit: Callable[[list[np.ndarray], np.ndarray], Callable[[list[np.ndarray]], np.ndarray]]
              ) -> np.ndarray:
@@ -109,11 +134,17 @@ def nested_selection(members: list[np.ndarray], y: np.ndarray, score: Score, see
     return score(y, oof), oof, ensemble_selection(members, y, score)
 
 
-def nested_stacking(members: list[np.ndarray], y: np.ndarray, n_classes: int, score: Score,
-                    seed: int, folds: int = NESTED_FOLDS) -> tuple[float, np.ndarray, Stacker]:
+def nested_stacking(members: list[np.ndarray], y: np.ndarray, n_classes: int | None,
+                    score: Score, seed: int, folds: int = NESTED_FOLDS
+                    ) -> tuple[float, np.ndarray, Stacker | ValueStacker]:
     """The stacker's own out-of-fold score, probabilities (N, C) and the stacker refitted on
-    every row, for the regularisation in ``STACK_C`` that scores best out of fold."""
+    every row, for the regularisation in ``STACK_C`` that scores best out of fold.
+    ``n_classes`` None: regression, values (N, 1) and a ``ValueStacker``."""
     splits = nested_splits(y, folds, seed)
+    if n_classes is None:
+        oof = held_out(members, y, splits, lambda fitting, truth:
+                       ValueStacker().fit(fitting, truth).predict_proba)
+        return score(y, oof), oof, ValueStacker().fit(members, y)
     tried = []
     for c in STACK_C:
         oof = held_out(members, y, splits, lambda fitting, truth, c=c:

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 from threadpoolctl import threadpool_limits
 
 from mmfuse.config import EncoderConfig
@@ -30,6 +30,7 @@ WORDS = {"word": {"token_pattern": r"(?u)\b\w+\b"}, "char_wb": {}}  # one-letter
 # sparse L2-normalised TF-IDF wants weak regularisation, dense standardised features strong.
 C_BY_VIEW = {"tfidf-char": 10.0, "tfidf-word": 10.0, "image": 0.01, "text": 0.1,
              "tabular": 1.0}  # tabular: a handful of scaled numbers and one-hot levels
+RIDGE_ALPHAS = np.logspace(-2, 4, 13)  # dense views: chosen by leave-one-out per fit
 MAX_ITER = 300
 TOL = 1e-3
 
@@ -39,14 +40,14 @@ class LinearMember:
     """A view and the logistic regression on it; ``fit`` then ``predict_proba``."""
 
     view: View
-    classes: list[str]
+    classes: list[str] | None  # None: regression, one value per row (a ridge regression)
     vocabulary: list[str] = field(default_factory=list)  # TF-IDF views
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # idf/mean/scale, coef, intercept
     tabular: TabularEncoding | None = None  # the tabular view's scaling and category levels
 
     @property
     def name(self) -> str:
-        return f"LR on {self.view.name}"
+        return f"{'ridge' if self.classes is None else 'LR'} on {self.view.name}"
 
     @property
     def modalities(self) -> set[str]:
@@ -59,7 +60,7 @@ class LinearMember:
                 "tabular": self.tabular.entry() if self.tabular is not None else None}
 
     @classmethod
-    def from_entry(cls, entry: dict[str, Any], classes: list[str],
+    def from_entry(cls, entry: dict[str, Any], classes: list[str] | None,
                    arrays: dict[str, np.ndarray]) -> LinearMember:
         """The member ``entry`` describes, with its ``arrays``; ValueError if they disagree."""
         if entry["view"] not in C_BY_VIEW:
@@ -68,9 +69,9 @@ class LinearMember:
         tabular = entry.get("tabular")  # absent from folders saved before tabular columns
         member = cls(View(entry["view"], encoder), classes, entry["vocabulary"], arrays,
                      TabularEncoding.from_saved(tabular, arrays) if tabular else None)
-        n = len(classes)
+        n = 1 if classes is None else len(classes)
         if arrays["coef"].shape[0] != n or arrays["intercept"].shape != (n,):
-            raise ValueError(f"{member.name}: its coefficients are not for {n} classes")
+            raise ValueError(f"{member.name}: its coefficients are not for {n} outputs")
         return member
 
     def save(self, directory: Path) -> None:
@@ -81,16 +82,20 @@ class LinearMember:
         return int(self.arrays["coef"].size + self.arrays["intercept"].size)
 
     def fit(self, inputs: MemberInputs, y: np.ndarray) -> LinearMember:
-        """``y``: class ids (N,) into ``classes``."""
-        model = fit_logistic_regression(self._fit_view(inputs), y, C_BY_VIEW[self.view.kind])
-        coef, intercept = class_weights(model, len(self.classes))
+        """``y``: class ids (N,) into ``classes``, or values (N,) for regression."""
+        x = self._fit_view(inputs)
+        if self.classes is None:
+            coef, intercept = fit_ridge(x, y, self.view.kind)
+        else:
+            model = fit_logistic_regression(x, y, C_BY_VIEW[self.view.kind])
+            coef, intercept = class_weights(model, len(self.classes))
         self.arrays |= {"coef": coef, "intercept": intercept}
         return self
 
     def predict_proba(self, inputs: MemberInputs) -> np.ndarray:
-        """(N, C) probabilities."""
-        x = self._view(inputs)
-        return softmax(np.asarray(x @ self.arrays["coef"].T) + self.arrays["intercept"])
+        """(N, C) probabilities; regression: (N, 1) values."""
+        outputs = np.asarray(self._view(inputs) @ self.arrays["coef"].T) + self.arrays["intercept"]
+        return outputs if self.classes is None else softmax(outputs)
 
     # ------------------------------------------------------------------ views
     def _fit_view(self, inputs: MemberInputs) -> Any:
@@ -133,6 +138,21 @@ def fit_logistic_regression(x: Any, y: np.ndarray, c: float) -> LogisticRegressi
     with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # tol is loose on purpose
         return model.fit(x, y)
+
+
+def fit_ridge(x: Any, y: np.ndarray, view: str) -> tuple[np.ndarray, np.ndarray]:
+    """(1, F) weights and (1,) bias of a ridge regression of values ``y`` (N,) on ``x``.
+
+    The targets are standardised for the fit, so one penalty suits any unit. Dense views
+    choose it by efficient leave-one-out (RidgeCV, an SVD of the N x F features); sparse
+    TF-IDF, where that would cost an N x N eigendecomposition, takes scikit-learn's default."""
+    mean, std = float(np.mean(y)), float(np.std(y)) or 1.0
+    z = (y - mean) / std
+    with threadpool_limits(1, user_api="blas"):
+        model = (Ridge(alpha=1.0) if sp.issparse(x) else
+                 RidgeCV(alphas=RIDGE_ALPHAS)).fit(x, z)
+    coef = (np.asarray(model.coef_, dtype=np.float64) * std).reshape(1, -1)
+    return coef.astype(np.float32), np.asarray([model.intercept_ * std + mean], np.float32)
 
 
 def spread(x: np.ndarray) -> np.ndarray:

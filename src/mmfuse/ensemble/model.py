@@ -25,6 +25,7 @@ from mmfuse.encoders.base import Encoder
 from mmfuse.ensemble.combine import (
     NESTED_FOLDS,
     Stacker,
+    ValueStacker,
     blend,
     calibrated_temperature,
     nested_selection,
@@ -52,7 +53,7 @@ MEMBERS_DIR = "members"  # members' own files: members/<i>/ (a network's fold mo
 @dataclass
 class EnsembleModel(HoldsFeatureCache):
     config: Config
-    classes: list[str]
+    classes: list[str] | None  # None: regression
     members: list[Member]
     method: str  # "selection" or "stacking"
     weights: np.ndarray  # (M,) selection weights (stacking: unused)
@@ -92,9 +93,10 @@ class EnsembleModel(HoldsFeatureCache):
         """Linear members on ``views``, fitted on every row of ``rows`` and combined on their
         out-of-fold probabilities over ``folds``; also returns the out-of-fold score of each
         member and of the combination (the task's selection metric). ``classes`` default to
-        the labels of ``rows``."""
+        the labels of ``rows``; regression has none (members predict values)."""
         task = get_task(config.data.task)
-        classes = classes or sorted(set(rows["_target"]))
+        if classes is None:
+            classes = task.fit_classes(rows["_target"].tolist())
         y = np.asarray(task.encode(rows["_target"].tolist(), classes))
         score = metric_score(task, config, classes)
         encoders: dict[str, Encoder] = {}
@@ -114,7 +116,7 @@ class EnsembleModel(HoldsFeatureCache):
         return model, {m.name: score(y, p) for m, p in zip(members, oof, strict=True)} | scores
 
     @classmethod
-    def combine(cls, config: Config, classes: list[str], members: list[Member],
+    def combine(cls, config: Config, classes: list[str] | None, members: list[Member],
                 oof: list[np.ndarray], y: np.ndarray, prune: bool = False,
                 **fields: Any) -> tuple[EnsembleModel, dict[str, float]]:
         """Fitted ``members`` combined on their out-of-fold probabilities ``oof`` (one (N, C)
@@ -124,13 +126,15 @@ class EnsembleModel(HoldsFeatureCache):
         that selection gives weight 0 are left out of the model (each fold model a network
         member keeps costs prediction time and disk). Returns the model (its ``out_of_fold``
         and ``out_of_fold_labels`` set: the nested probabilities and labels, so that it is
-        judged as fairly as any candidate) and each way's out-of-fold score."""
+        judged as fairly as any candidate) and each way's out-of-fold score. Regression
+        (``classes`` None): values (N, 1) instead of probabilities, and no temperature."""
         task = get_task(config.data.task)
         score = metric_score(task, config, classes)
-        by_labels = label_score(selection_metric(config), len(classes))
+        n_classes = None if classes is None else len(classes)
+        by_labels = label_score(selection_metric(config), n_classes) if n_classes else None
         seed = config.train.seed
         selection, selected, weights = nested_selection(oof, y, score, seed)
-        stacking, stacked, stacker = nested_stacking(oof, y, len(classes), score, seed)
+        stacking, stacked, stacker = nested_stacking(oof, y, n_classes, score, seed)
         alone = [score(y, p) for p in oof]
         best = int(np.argmax(alone))  # the best member alone: a blend must earn its place
         scores = {"ensemble selection": selection, "stacking": stacking, "best member": alone[best]}
@@ -145,10 +149,10 @@ class EnsembleModel(HoldsFeatureCache):
                 weights[kept]
         model = cls(config, classes, members, method, weights,
                     stacker if method == "stacking" else None,
-                    calibrated_temperature(combined, y), **fields)
-        model.out_of_fold = tempered(combined, model.temperature)
+                    1.0 if classes is None else calibrated_temperature(combined, y), **fields)
+        model.out_of_fold = model.calibrated(combined)
         model.members_out_of_fold = oof
-        alpha, model.out_of_fold_labels = 0.0, model.out_of_fold.argmax(axis=1)
+        alpha, model.out_of_fold_labels = 0.0, model.decide(model.out_of_fold)
         if by_labels is not None:
             model.decision_shift, alpha = fit_shift(model.out_of_fold, y, by_labels)
             model.out_of_fold_labels = nested_decisions(model.out_of_fold, y, by_labels,
@@ -165,14 +169,21 @@ class EnsembleModel(HoldsFeatureCache):
         return MemberInputs.from_rows(rows, self.config, self.feature_cache(), self.encoders)
 
     def probabilities(self, inputs: MemberInputs) -> np.ndarray:
-        """(N, C) calibrated class probabilities."""
+        """(N, C) calibrated class probabilities; regression: (N, 1) values."""
         members = [m.predict_proba(inputs) for m in self.members]
         combined = (self.stacker.predict_proba(members) if self.stacker is not None
                     else blend(members, self.weights))
-        return tempered(combined, self.temperature)
+        return self.calibrated(combined)
+
+    def calibrated(self, combined: np.ndarray) -> np.ndarray:
+        """Combined probabilities with the temperature; values (regression) as they are."""
+        return combined if self.classes is None else tempered(combined, self.temperature)
 
     def decide(self, probabilities: np.ndarray) -> np.ndarray:
-        """Class ids (N,) for probabilities (N, C): the arg-max, shifted for the metric."""
+        """Class ids (N,) for probabilities (N, C): the arg-max, shifted for the metric;
+        regression: the values (N,)."""
+        if self.classes is None:
+            return probabilities[:, 0]
         return decide(probabilities, self.decision_shift)
 
     def predict(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, None]:
@@ -240,7 +251,7 @@ class EnsembleModel(HoldsFeatureCache):
     def _load(cls, folder: ModelFolder) -> EnsembleModel:
         definition, spec, tensors = folder.ensemble()
         arrays = {k: v.numpy() for k, v in tensors.items()}
-        classes = definition.classes or []
+        classes = definition.classes
         shared: dict[str, Encoder] = {}  # frozen encoders the network members read
         members: list[Member] = []
         for i, entry in enumerate(spec["members"]):
@@ -255,12 +266,13 @@ class EnsembleModel(HoldsFeatureCache):
                 members.append(LinearMember.from_entry(entry, classes, own))
         if spec["method"] not in ("stacking", "selection") or len(spec["weights"]) != len(members):
             raise ValueError("method must be stacking or selection, with one weight per member")
-        stacker = None
+        stacker: Stacker | ValueStacker | None = None
         if spec["method"] == "stacking":
-            stacker = Stacker.from_state({k[len("stacker."):]: v for k, v in arrays.items()
-                                          if k.startswith("stacker.")})
+            kind = ValueStacker if classes is None else Stacker
+            stacker = kind.from_state({k[len("stacker."):]: v for k, v in arrays.items()
+                                       if k.startswith("stacker.")})
         shift = spec.get("decision_shift")  # absent from folders saved before it existed
-        if shift is not None and len(shift) != len(classes):
+        if shift is not None and len(shift) != len(classes or []):
             raise ValueError("decision_shift must hold one number per class")
         model = cls(definition.config, definition.classes, members, spec["method"],
                     np.asarray(spec["weights"]), stacker, float(spec["temperature"]),
@@ -276,34 +288,36 @@ class EnsembleModel(HoldsFeatureCache):
                 if isinstance(m, LinearMember) and m.view.encoder is not None}
 
 
-def new_member(view: View, classes: list[str], seed: int) -> LinearMember | TreeMember:
+def new_member(view: View, classes: list[str] | None, seed: int) -> LinearMember | TreeMember:
     """An unfitted member reading ``view``: trees for "tabular-trees", else a linear model."""
     return TreeMember(classes, seed) if view.kind == "tabular-trees" else LinearMember(view,
                                                                                          classes)
 
 
-def out_of_fold(view: View, classes: list[str], inputs: MemberInputs, y: np.ndarray,
+def out_of_fold(view: View, classes: list[str] | None, inputs: MemberInputs, y: np.ndarray,
                 folds: Folds, seed: int = 0) -> np.ndarray:
-    """(N, C) probabilities of a member fitted without each row's fold."""
-    oof = np.zeros((len(y), len(classes)))
+    """(N, C) probabilities (regression: (N, 1) values) of a member fitted without each
+    row's fold."""
+    oof = np.zeros((len(y), 1 if classes is None else len(classes)))
     for fit_rows, held_rows in folds:
         member = new_member(view, classes, seed).fit(inputs.take(fit_rows), y[fit_rows])
         oof[held_rows] = member.predict_proba(inputs.take(held_rows))
     return oof
 
 
-def metric_score(task: Task, config: Config, classes: list[str]):
+def metric_score(task: Task, config: Config, classes: list[str] | None):
     """(y, probabilities[, labels]) -> the selection metric, higher is better."""
-    from mmfuse.scoring import METRIC_DIRECTION
+    from mmfuse.scoring import greater_is_better
 
     metric = selection_metric(config)
-    sign = 1.0 if METRIC_DIRECTION.get(metric, True) else -1.0
-    by_labels = label_score(metric, len(classes))
+    sign = 1.0 if greater_is_better(metric) else -1.0
+    by_labels = label_score(metric, len(classes)) if classes is not None else None
 
     def score(y: np.ndarray, probabilities: np.ndarray, labels: np.ndarray | None = None
               ) -> float:
         """``labels`` (N,): the decided class ids, when not the arg-max."""
-        labels = probabilities.argmax(axis=1) if labels is None else labels
+        if labels is None:
+            labels = probabilities[:, 0] if classes is None else probabilities.argmax(axis=1)
         if by_labels is not None:  # called thousands of times by ensemble selection
             return by_labels(y, labels)
         values = task.metrics(y, labels, probabilities, classes)

@@ -1,6 +1,7 @@
 """Tree members: gradient-boosted trees on the numeric and categorical columns.
 
-scikit-learn's ``HistGradientBoostingClassifier`` with native categorical splits: what wins
+scikit-learn's ``HistGradientBoostingClassifier`` (``...Regressor`` for regression) with
+native categorical splits: what wins
 on the tabular part of a table (interactions such as price x category that a linear model
 cannot draw), fitted to convergence with early stopping in seconds. The trees are saved with
 skops, which rebuilds them from JSON and plain arrays, never with pickle; loading trusts
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from mmfuse.data.tabular import TabularEncoding
@@ -29,16 +30,18 @@ TRUSTED = ["functools.partial", "sklearn.utils.validation.check_array",
            "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 MAX_ITER = 500  # early stopping on an inner 10 % ends far sooner on small tables
 VIEW = View("tabular-trees")
+Booster = HistGradientBoostingClassifier | HistGradientBoostingRegressor
 
 
 @dataclass
 class TreeMember:
-    """Boosted trees over ``classes``; ``fit`` then ``predict_proba``, as a linear member."""
+    """Boosted trees over ``classes`` (None: regression); ``fit`` then ``predict_proba``, as
+    a linear member."""
 
-    classes: list[str]
+    classes: list[str] | None
     seed: int = 0
     tabular: TabularEncoding | None = None
-    model: HistGradientBoostingClassifier | None = None
+    model: Booster | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # the tabular scaling
     view = VIEW
 
@@ -51,11 +54,13 @@ class TreeMember:
         return {"tabular"}
 
     def fit(self, inputs: MemberInputs, y: np.ndarray) -> TreeMember:
-        """``y``: class ids (N,) into ``classes``."""
+        """``y``: class ids (N,) into ``classes``, or values (N,) for regression."""
         data = inputs.config.data
         self.tabular = TabularEncoding(data.num_cols, data.cat_cols).fit(inputs.table())
         self.arrays = self.tabular.arrays()
-        self.model = HistGradientBoostingClassifier(
+        booster = HistGradientBoostingRegressor if self.classes is None else \
+            HistGradientBoostingClassifier
+        self.model = booster(
             max_iter=MAX_ITER, early_stopping=True, validation_fraction=0.1,
             n_iter_no_change=20, categorical_features=self.tabular.categorical_mask or None,
             random_state=self.seed)
@@ -64,10 +69,14 @@ class TreeMember:
         return self
 
     def predict_proba(self, inputs: MemberInputs) -> np.ndarray:
-        """(N, C) probabilities; a class absent from the fitting rows gets 0."""
+        """(N, C) probabilities, a class absent from the fitting rows at 0; regression:
+        (N, 1) values."""
         assert self.model is not None and self.tabular is not None, "fit or load first"
+        codes = self.tabular.codes(inputs.table())
         with threadpool_limits(2, user_api="openmp"):
-            known = self.model.predict_proba(self.tabular.codes(inputs.table()))
+            if self.classes is None:
+                return self.model.predict(codes).reshape(-1, 1)
+            known = self.model.predict_proba(codes)  # type: ignore[union-attr]
         out = np.zeros((len(known), len(self.classes)))
         out[:, self.model.classes_.astype(int)] = known
         return out
@@ -91,7 +100,7 @@ class TreeMember:
         temporary.replace(directory / TREES_FILE)  # atomic: a killed save leaves the old file
 
     @classmethod
-    def load(cls, entry: dict[str, Any], directory: Path, classes: list[str],
+    def load(cls, entry: dict[str, Any], directory: Path, classes: list[str] | None,
              arrays: dict[str, np.ndarray]) -> TreeMember:
         import skops.io
 
@@ -105,9 +114,11 @@ class TreeMember:
             model = skops.io.load(path, trusted=TRUSTED)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             raise CheckpointError(f"cannot read {path} ({error}); re-save or retrain") from error
-        if not isinstance(model, HistGradientBoostingClassifier) or \
-                model.classes_.max(initial=0) >= len(classes):
-            raise CheckpointError(f"{path} is not a boosted-trees model over this ensemble's "
-                                  f"{len(classes)} classes; re-save or retrain")
+        fits = (isinstance(model, HistGradientBoostingRegressor) if classes is None else
+                isinstance(model, HistGradientBoostingClassifier)
+                and model.classes_.max(initial=0) < len(classes))
+        if not fits:
+            raise CheckpointError(f"{path} is not a boosted-trees model for this ensemble's "
+                                  "task and classes; re-save or retrain")
         return cls(classes, tabular=TabularEncoding.from_saved(entry["tabular"], arrays),
                    model=model, arrays=arrays)

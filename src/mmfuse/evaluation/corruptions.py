@@ -15,6 +15,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 SEVERITIES = (1, 2, 3, 4, 5)
 ImageCorruption = Callable[[Image.Image, int, np.random.Generator], Image.Image]
 TextCorruption = Callable[[str, int, np.random.Generator], str]
+# A numeric or categorical column's cells (None: missing) -> the corrupted cells.
+ColumnCorruption = Callable[[list, int, np.random.Generator], list]
 
 
 def gaussian_noise(image: Image.Image, severity: int, rng: np.random.Generator) -> Image.Image:
@@ -101,3 +103,24 @@ TEXT_CORRUPTIONS: dict[str, TextCorruption] = {
     "typos": typos, "word_dropout": word_dropout, "word_shuffle": word_shuffle,
     "truncation": truncation,
 }
+
+
+def blanked(cells: list, severity: int, rng: np.random.Generator) -> list:
+    """A share of the cells emptied (10 % at severity 1 to 90 % at 5), as a form left half
+    filled in: missing is a value the model must still read."""
+    share = (0.1, 0.3, 0.5, 0.7, 0.9)[severity - 1]
+    return [None if rng.random() < share else cell for cell in cells]
+
+
+def shuffled(cells: list, severity: int, rng: np.random.Generator) -> list:
+    """A share of the rows' cells exchanged among those rows (a join gone wrong): each
+    column's values stay plausible, but no longer belong to their row."""
+    share = (0.1, 0.3, 0.5, 0.7, 0.9)[severity - 1]
+    out = list(cells)
+    rows = np.flatnonzero(rng.random(len(cells)) < share)
+    for source, target in zip(rows, rng.permutation(rows), strict=True):
+        out[target] = cells[source]
+    return out
+
+
+TABULAR_CORRUPTIONS: dict[str, ColumnCorruption] = {"blanked": blanked, "shuffled": shuffled}

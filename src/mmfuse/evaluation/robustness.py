@@ -1,4 +1,5 @@
-"""Robustness: metrics under image and text corruptions, and with a modality removed."""
+"""Robustness: metrics under image, text and tabular-column corruptions, and with a modality
+removed."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import pandas as pd
 
 from mmfuse.data.images import open_image
 from mmfuse.data.validate import as_object_column, cells
-from mmfuse.evaluation.corruptions import IMAGE_CORRUPTIONS, TEXT_CORRUPTIONS
+from mmfuse.evaluation.corruptions import IMAGE_CORRUPTIONS, TABULAR_CORRUPTIONS, TEXT_CORRUPTIONS
 from mmfuse.features.cache import FeatureCache
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
-from mmfuse.scoring import METRIC_DIRECTION
+from mmfuse.scoring import greater_is_better
 from mmfuse.tasks import get_task
 
 
@@ -29,7 +30,8 @@ def corrupt_rows(
     rows: pd.DataFrame, predictor: Predictor, kind: str, name: str, severity: int, seed: int,
     folder: Path,
 ) -> pd.DataFrame:
-    """A copy of ``rows`` with every image (or text) of the model corrupted."""
+    """A copy of ``rows`` with every image (text, or numeric and categorical cell) of the
+    model corrupted."""
     data = predictor.config.data
     corrupted = rows.copy()
     if kind == "image":
@@ -45,6 +47,13 @@ def corrupt_rows(
             corrupted[column] = as_object_column(
                 [paths[p] if p is not None else None for p in cells(corrupted, column)],
                 corrupted.index)
+    elif kind == "tabular":
+        for column in data.num_cols + data.cat_cols:
+            changed = TABULAR_CORRUPTIONS[name](cells(corrupted, column), severity,
+                                                _rng(seed, name, severity, column))
+            corrupted[column] = (pd.Series(changed, index=corrupted.index, dtype=float)
+                                 if column in data.num_cols else
+                                 as_object_column(changed, corrupted.index))
     else:
         function = TEXT_CORRUPTIONS[name]
         for column in data.text_cols:
@@ -70,13 +79,14 @@ def robustness(
     metric = get_task(predictor.config.data.task).headline_metric
     score = lambda frame: float(predictor.evaluate_rows(frame)[metric])  # noqa: E731
     clean = score(rows)
-    kinds = predictor.config.model.modalities
+    kinds = read_kinds(predictor)
     result: dict[str, Any] = {"metric": metric, "clean": clean, "rows": len(rows),
                               "severities": list(severities), "corruptions": {}}
     with tempfile.TemporaryDirectory(prefix="mmfuse-robustness-") as temp:
         folder = Path(temp)
         with predictor.feature_cache(FeatureCache(folder / "cache")):
-            for kind, table in (("image", IMAGE_CORRUPTIONS), ("text", TEXT_CORRUPTIONS)):
+            for kind, table in (("image", IMAGE_CORRUPTIONS), ("text", TEXT_CORRUPTIONS),
+                                ("tabular", TABULAR_CORRUPTIONS)):
                 if kind not in kinds:
                     continue
                 result["corruptions"][kind] = {}
@@ -92,7 +102,7 @@ def robustness(
               for v in c.values()]
     if values and clean:
         mean = float(np.mean(values))
-        higher = METRIC_DIRECTION.get(metric, True)
+        higher = greater_is_better(metric)
         result["summary"] = mean / clean if higher else clean / mean
     return result
 
@@ -101,14 +111,20 @@ def modality_ablation(predictor: Predictor, rows: pd.DataFrame, metric: str) -> 
     """The metric with both modalities, and with each one removed (all its cells missing).
     A retrieval pair without one side has nothing to rank: only the first number, then."""
     data = predictor.config.data
-    kinds = predictor.config.model.modalities
+    kinds = read_kinds(predictor)
     result = {"both present": float(predictor.evaluate_rows(rows)[metric])}
     if not get_task(data.task).predicts:
         return result
-    for kind, columns in (("image", data.image_cols), ("text", data.text_cols)):
+    for kind, columns in (("image", data.image_cols), ("text", data.text_cols),
+                          ("tabular", data.num_cols + data.cat_cols)):
         if kind in kinds and len(kinds) > 1:
             removed = rows.copy()
             for column in columns:
                 removed[column] = None
             result[f"{kind} missing"] = float(predictor.evaluate_rows(removed)[metric])
     return result
+
+
+def read_kinds(predictor: Predictor) -> list[str]:
+    """"image", "text", "tabular": what the model reads (an ensemble: what its members do)."""
+    return sorted(set(predictor.modality_kinds_.values()))

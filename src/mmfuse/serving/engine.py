@@ -30,6 +30,7 @@ class ModelCard:
     labels: list[str] | None
     image_columns: list[str]
     text_columns: list[str]
+    tabular_columns: list[str]  # numbers and categories: a missing one is a value
     accepts_missing: bool
     description: dict[str, Any]
 
@@ -41,16 +42,18 @@ class InferenceEngine:
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.fitted = predictor.fitted_
-        config = predictor.config
+        config = self.config = predictor.config
         kinds = self.fitted.modality_kinds
         self.modalities = list(kinds)
         self.image_columns = [m for m, k in kinds.items() if k == "image"]
         self.text_columns = [m for m, k in kinds.items() if k == "text"]
+        self.tabular_columns = [m for m, k in kinds.items() if k == "tabular"]
         # Missing inputs are answered only by models that learned to predict without them.
         self.accepts_missing = config.data.allow_missing or config.train.modality_dropout > 0
         self.card = ModelCard(
             task=config.data.task, labels=predictor.classes_,
             image_columns=self.image_columns, text_columns=self.text_columns,
+            tabular_columns=self.tabular_columns,
             accepts_missing=self.accepts_missing,
             description={**self._description(),
                          "modalities": self.modalities,
@@ -67,8 +70,12 @@ class InferenceEngine:
                 "text_encoder": model.text_encoder.name}
 
     def check(self, item: Item) -> None:
-        missing = [m for m in self.modalities if not is_present(item.get(m))]
-        if len(missing) == len(self.modalities):
+        """A missing image or text is refused unless the model learned without one; an
+        empty number or category is a value the model has seen."""
+        missing = [m for m in self.modalities if not is_present(item.get(m))
+                   and m not in self.tabular_columns]
+        if len(missing) + len(self.tabular_columns) == len(self.modalities) and not any(
+                is_present(item.get(m)) for m in self.tabular_columns):
             raise MissingModalityError("the request has neither an image nor a text; this "
                                        f"model reads: {', '.join(self.modalities)}")
         if missing and not self.accepts_missing:

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from PIL import Image
 
+from mmfuse.data.tabular import as_number
 from mmfuse.serving.engine import InferenceEngine, Item, MissingModalityError
 from mmfuse.serving.protocol import ApiError, decode_upload, json_object
 
@@ -31,6 +32,19 @@ async def image_value(value: Any, field: str) -> Image.Image | None:
         raise ApiError(422, "invalid_request",
                        f"{field}: send a file (multipart) or a base64 string (JSON)")
     return await asyncio.to_thread(decode_upload, data, field)
+
+
+def cell_value(value: Any, field: str, numeric: bool) -> str | float | None:
+    """A number (JSON number or text) or a category (its text); None when empty."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | None):
+        raise ApiError(422, "invalid_request", f"{field}: must be a number or a string")
+    if not numeric:
+        return text_value(str(value) if value is not None else None, field)
+    try:
+        return as_number(value)
+    except ValueError as error:
+        raise ApiError(422, "invalid_request", f"{field}: {error} (send a number, or "
+                       "nothing for a missing value)") from error
 
 
 def text_value(value: Any, field: str) -> str | None:
@@ -55,7 +69,8 @@ class ItemReader:
     def __init__(self, engine: InferenceEngine) -> None:
         self.engine = engine
         self.aliases = {"image": engine.image_columns[:1], "text": engine.text_columns[:1]}
-        self.known = set(engine.image_columns) | set(engine.text_columns) | set(self.aliases)
+        self.known = (set(engine.image_columns) | set(engine.text_columns)
+                      | set(engine.tabular_columns) | set(self.aliases))
 
     async def read(self, request: Request) -> tuple[Item, list[str]]:
         content_type = request.headers.get("content-type", "")
@@ -86,6 +101,9 @@ class ItemReader:
             for column in self.aliases.get(key, [key]):
                 if column in self.engine.image_columns:
                     item[column] = await image_value(value, key)
+                elif column in self.engine.tabular_columns:
+                    item[column] = cell_value(value, key,
+                                              column in self.engine.config.data.num_cols)
                 else:
                     item[column] = text_value(value, key)
         try:

@@ -36,7 +36,8 @@ def predict_routes(engine: InferenceEngine, batcher: MicroBatcher, timeout_s: fl
     async def model_card() -> dict[str, Any]:
         card = engine.card
         return {"task": card.task, "labels": card.labels, "image_fields": card.image_columns,
-                "text_fields": card.text_columns, "accepts_missing": card.accepts_missing,
+                "text_fields": card.text_columns, "tabular_fields": card.tabular_columns,
+                "accepts_missing": card.accepts_missing,
                 **card.description}
 
     @router.post("/v1/predict", openapi_extra=PREDICT_BODY)

@@ -42,6 +42,10 @@ class Task:
     stratified = True  # validation split stratified by label
     single_label = True  # one label per row with a confidence: temperature and reliability apply
     why_not = ""  # the sentence that refuses what does not apply
+    # what ``metrics`` reports and ``train.metric`` may select (scoring.METRICS says which way)
+    metric_names: tuple[str, ...] = (
+        "accuracy", "macro_f1", "micro_f1", "macro_precision", "macro_recall",
+        "micro_precision", "micro_recall", "auroc", "ece")
 
     # -------------------------------------------------------------- labels
     def parse_label(self, value: Any, sep: str) -> Any:

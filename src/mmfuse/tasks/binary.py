@@ -14,6 +14,7 @@ from mmfuse.tasks.base import Task
 class Binary(Task):
     name = "binary"
     head = "binary"
+    metric_names = (*Task.metric_names, "f1")
 
     def fit_classes(self, targets: list[Any]) -> list[str] | None:
         classes = sorted(set(targets))

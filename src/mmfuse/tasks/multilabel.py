@@ -14,6 +14,8 @@ class Multilabel(Task):
     name = "multilabel"
     head = "multilabel"
     headline_metric = "macro_f1"
+    metric_names = ("subset_accuracy", "macro_f1", "micro_f1", "macro_precision",
+                    "macro_recall", "auroc")
     stratified = False
     single_label = False
 

@@ -15,6 +15,7 @@ class Regression(Task):
     name = "regression"
     head = "regression"
     selection_metric = headline_metric = "rmse"
+    metric_names = ("rmse", "mae", "r2")
     stratified = False
     single_label = False
 

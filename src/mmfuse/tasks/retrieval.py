@@ -11,6 +11,8 @@ class Retrieval(Task):
     name = "retrieval"
     head = ""  # projection heads of the dual encoder, not a registered head
     selection_metric = headline_metric = "mean_recall"
+    metric_names = ("mean_recall", *(f"{d}_r{k}" for d in ("t2i", "i2t") for k in (1, 5, 10)),
+                    *(f"{d}_{s}_rank" for d in ("t2i", "i2t") for s in ("median", "mean")))
     predicts = False
     model_kind = "dual_encoder"
     paired = True
