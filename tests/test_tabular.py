@@ -280,7 +280,7 @@ def test_robustness_blanks_and_shuffles_the_tabular_columns(tmp_path: Path) -> N
     cells = list(range(1000))
     assert sum(c is None for c in blanked(cells, 5, rng)) == pytest.approx(900, abs=40)
     mixed = shuffled(cells, 3, rng)
-    assert sorted(mixed) == cells and sum(a != b for a, b in zip(mixed, cells)) > 400
+    assert sorted(mixed) == cells and sum(a != b for a, b in zip(mixed, cells, strict=True)) > 400
     cfg = config(tmp_path)
     rows = read_rows(listing(300, seed=7), cfg, tmp_path)
     targets = torch.tensor([CLASSES.index(t) for t in rows["_target"]])
