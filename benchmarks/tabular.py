@@ -29,10 +29,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
 
 from benchmarks.common import write_result
 from benchmarks.datasets import math_vision
+from benchmarks.quality import frozen_features
 from benchmarks.tabular_data import listing_table
 from mmfuse import Config, DataConfig
 from mmfuse.auto import AutoSearch
@@ -65,7 +66,9 @@ def math_vision_table(folder: str | None) -> tuple[pd.DataFrame, pd.DataFrame, d
 
 
 def anchors(train: pd.DataFrame, test: pd.DataFrame, columns: dict) -> dict[str, float]:
-    """scikit-learn alone: trees on the tabular columns, TF-IDF LR on the text, their stack."""
+    """scikit-learn alone, each modality by itself and together: trees on the tabular
+    columns, TF-IDF LR on the text, LR on frozen Lite0 features of the image, and the 5-fold
+    stack of trees and text."""
     label, text = columns["label_col"], columns["text_cols"][0]
     nums, cats = columns["num_cols"], columns["cat_cols"]
 
@@ -90,6 +93,12 @@ def anchors(train: pd.DataFrame, test: pd.DataFrame, columns: dict) -> dict[str,
                         ("sklearn 5-fold stack of both", stack)):
         model.fit(x_train, train[label].astype(str))
         out[name] = macro_f1(test[label], model.predict(x_test))
+    images = [frozen_features(part, columns, ("image",)) for part in (train, test)]
+    scaler = StandardScaler().fit(images[0])
+    image_model = LogisticRegression(C=0.01, max_iter=2000).fit(scaler.transform(images[0]),
+                                                                train[label].astype(str))
+    out["sklearn LR on frozen Lite0 features (image)"] = macro_f1(
+        test[label], image_model.predict(scaler.transform(images[1])))
     return out
 
 

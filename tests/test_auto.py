@@ -167,7 +167,7 @@ def test_when_both_modalities_are_needed_a_fusion_wins(tmp_path: Path) -> None:
     auto = search(tmp_path, make_rows(tmp_path, 240, seed=5), text_col="caption")
     board = scores(auto)
     best_single = max(v for k, v in board.items() if k.startswith(("image:", "text:")))
-    assert auto.best_.config.model.modalities == ["image", "text"]
+    assert set(auto.best_.modality_kinds_.values()) == {"image", "text"}
     assert board[auto.best_name_] >= best_single + 0.15
     assert_guarantee(auto)
     # Small single-label data: the ensemble of all candidates stands in for the stack fusion.

@@ -9,7 +9,7 @@ import torch
 from mmfuse.config import EncoderConfig
 from mmfuse.data.images import ImageTransform
 from mmfuse.data.vocabulary import Vocabulary
-from mmfuse.encoders import IMAGE_ENCODERS, TEXT_ENCODERS, create_encoder
+from mmfuse.encoders import IMAGE_ENCODERS, TABULAR_ENCODERS, TEXT_ENCODERS, create_encoder
 from mmfuse.fusion import FUSIONS
 from mmfuse.heads import HEADS
 from mmfuse.types import EncoderOutput
@@ -84,6 +84,28 @@ def test_late_fusion_averages_per_modality_logits() -> None:
                 for m in ("image", "text")}
         expected = weights[:, :1] * head(only["image"]) + weights[:, 1:] * head(only["text"])
     assert torch.allclose(head(fused), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", TABULAR_ENCODERS.names())
+def test_tabular_encoder_forward_backward_with_missing_and_unseen_cells(name: str) -> None:
+    import pandas as pd
+
+    encoder = create_encoder("tabular", EncoderConfig(name), num_cols=["price"],
+                             cat_cols=["brand", "colour"])
+    train = pd.DataFrame({"price": [1.0, 2.0, None, 4.0] * 3, "brand": ["a", "b", "a", None] * 3,
+                          "colour": ["red"] * 12})
+    encoder.fit(train)
+    rows = pd.DataFrame({"price": [None, 3.5], "brand": ["never seen", None],
+                         "colour": [None, "red"]})
+    out = encoder(**encoder.prepare(rows))
+    assert out.pooled.shape == (2, encoder.output_dim) and torch.isfinite(out.pooled).all()
+    out.pooled.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+    restored = create_encoder("tabular", EncoderConfig(name), num_cols=["price"],
+                              cat_cols=["brand", "colour"])
+    restored.load_fitted_state(encoder.fitted_state())
+    for key, value in encoder.prepare(rows).items():
+        assert torch.equal(value, restored.prepare(rows)[key])
 
 
 HEAD_TARGETS = {

@@ -293,3 +293,44 @@ def test_robustness_blanks_and_shuffles_the_tabular_columns(tmp_path: Path) -> N
     assert set(tabular) == {"blanked", "shuffled"}
     assert tabular["shuffled"]["5"] < result["clean"] - 0.1  # the price x brand signal is gone
     assert result["ablation"]["tabular missing"] < result["clean"] - 0.1
+
+
+def network_config(tmp_path: Path, fusion: str, modalities: list[str]) -> Config:
+    from mmfuse import EncoderConfig, ModelConfig, TrainConfig
+
+    return Config(
+        data=DataConfig(image_cols=[], text_cols=["title"], num_cols=["price"],
+                        cat_cols=["brand"], label_col="label"),
+        model=ModelConfig(text_encoder=EncoderConfig("gru", options={"embed_dim": 8,
+                                                                     "hidden": 8}),
+                          modalities=modalities, fusion=fusion, hidden_dim=16),
+        train=TrainConfig(epochs=2, batch_size=32, num_workers=0, lr=3e-3, seed=0),
+        cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("fusion", ["bilinear", "concat", "cross-attention", "gated", "late",
+                                    "stack", "weighted"])
+def test_every_fusion_takes_the_tabular_tower_and_reloads_to_the_same_predictions(
+        tmp_path: Path, fusion: str) -> None:
+    listing(120, seed=9).to_csv(tmp_path / "train.csv", index=False)
+    test = listing(30, seed=10)
+    test.loc[0, ["price", "brand"]] = ["", "zephyr"]
+    test.to_csv(tmp_path / "test.csv", index=False)
+    fitted = Predictor(network_config(tmp_path, fusion, ["text", "tabular"])).fit(
+        tmp_path / "train.csv", run_dir=tmp_path / "run")
+    assert fitted.model_.modalities == ["tabular", "title"]
+    loaded = Predictor.load(tmp_path / "run")
+    np.testing.assert_allclose(loaded.predict_proba(tmp_path / "test.csv").to_numpy(),
+                               fitted.predict_proba(tmp_path / "test.csv").to_numpy(), atol=1e-6)
+
+
+def test_the_tabular_tower_learns_what_the_text_alone_cannot(tmp_path: Path) -> None:
+    listing(400, seed=11).to_csv(tmp_path / "train.csv", index=False)
+    listing(200, seed=12).to_csv(tmp_path / "test.csv", index=False)
+    accuracy = {}
+    for modalities in (["text"], ["text", "tabular"]):
+        cfg = network_config(tmp_path, "concat", modalities)
+        cfg.train.epochs, cfg.train.patience = 30, 8
+        predictor = Predictor(cfg).fit(tmp_path / "train.csv")
+        accuracy["+".join(modalities)] = predictor.evaluate(tmp_path / "test.csv")["accuracy"]
+    assert accuracy["text+tabular"] > accuracy["text"] + 0.15, accuracy

@@ -34,12 +34,13 @@ def load(directory: str | Path) -> Estimator:
 def list_components() -> dict[str, dict[str, str]]:
     """Every registered component, by kind: name -> one-line summary."""
     from mmfuse.data.builtin import DATASETS
-    from mmfuse.encoders import IMAGE_ENCODERS, TEXT_ENCODERS
+    from mmfuse.encoders import IMAGE_ENCODERS, TABULAR_ENCODERS, TEXT_ENCODERS
     from mmfuse.fusion import FUSIONS
     from mmfuse.heads import HEADS
 
     registries = {
         "image encoders": IMAGE_ENCODERS, "text encoders": TEXT_ENCODERS,
+        "tabular encoders": TABULAR_ENCODERS,
         "fusions": FUSIONS, "heads": HEADS, "datasets": DATASETS,
     }
     return {kind: {n: r.summary(n) for n in r.names()} for kind, r in registries.items()}

@@ -14,7 +14,7 @@ from mmfuse.errors import ConfigError
 from mmfuse.io import atomic_write_text
 from mmfuse.tasks import get_task
 
-MODALITY_KINDS = ("image", "text")
+MODALITY_KINDS = ("image", "text", "tabular")  # tabular: the --num-col/--cat-col columns
 
 
 INF = float("inf")
@@ -56,6 +56,7 @@ class ModelConfig:
         default_factory=lambda: EncoderConfig("efficientnet-lite0")
     )
     text_encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig("minilm"))
+    tabular_encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig("tabular-mlp"))
     fusion: str = "concat"  # the only fusion above both baselines on both benchmark sets (README)
     modalities: list[str] = field(default_factory=lambda: list(MODALITY_KINDS))
     hidden_dim: int = 256
@@ -111,11 +112,17 @@ class Config:
             raise ConfigError("modality 'image' is selected but no image column is named")
         if "text" in self.model.modalities and not self.data.text_cols:
             raise ConfigError("modality 'text' is selected but no text column is named")
+        # A selected tabular modality without columns reads nothing (it is in the default);
+        # alone, it must have some.
+        if self.model.modalities == ["tabular"] and not (self.data.num_cols or self.data.cat_cols):
+            raise ConfigError("modality 'tabular' is selected but no --num-col or --cat-col is named")
         if task.paired and (
             len(self.data.image_cols) != 1 or len(self.data.text_cols) != 1
-            or self.model.modalities != list(MODALITY_KINDS)
+            or not {"image", "text"} <= set(self.model.modalities)
+            or self.data.num_cols or self.data.cat_cols
         ):
-            raise ConfigError(f"task '{self.data.task}' needs exactly one image and one text column")
+            raise ConfigError(f"task '{self.data.task}' needs exactly one image and one text column "
+                              "(and no numeric or categorical columns)")
         roles = [*self.data.image_cols, *self.data.text_cols, *self.data.num_cols,
                  *self.data.cat_cols, self.data.label_col]
         repeated = sorted({c for c in roles if roles.count(c) > 1})

@@ -169,6 +169,11 @@ class Estimator:
     metrics_ = property(lambda self: self._fitted().metrics)
     skipped_rows_ = property(lambda self: self._fitted().skipped)
 
+    @property
+    def modality_kinds_(self) -> dict[str, str]:
+        """The input modalities the model reads -> "image" | "text" | "tabular"."""
+        return self._fitted().modality_kinds
+
     def _fitted(self) -> Fitted:
         self._check_fitted()
         return self.fitted_

@@ -21,11 +21,11 @@ from mmfuse.config import Config
 from mmfuse.data.validate import cells, problems_frame
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.deadline import Deadline
-from mmfuse.errors import ConfigError, Problem
+from mmfuse.errors import CheckpointError, ConfigError, Problem
 from mmfuse.features.batches import MultimodalDataset
 from mmfuse.features.cache import FeatureCache, HoldsFeatureCache, Together, make_dataset
 from mmfuse.features.items import Item, items_batch
-from mmfuse.model_folder import Definition, ModelFolder
+from mmfuse.model_folder import FITTED_STATE_FILE, Definition, ModelFolder
 from mmfuse.model_kinds import KINDS, ModelKind, kind_for
 from mmfuse.progress import CONSOLE
 from mmfuse.scoring import fit_temperature
@@ -78,6 +78,9 @@ class FittedModel(HoldsFeatureCache):
         torch.manual_seed(config.train.seed)
         model = kind.build(config, classes, None, train_rows)
         for name, encoder in model.encoders.items():
+            if encoder.kind == "tabular":  # a row's cells, missing ones included
+                encoder.fit(train_rows[encoder.columns])
+                continue
             columns = config.data.text_cols if name == "text" else config.data.image_cols
             encoder.fit([v for c in columns if c in train_rows
                          for v in cells(train_rows, c) if v is not None])
@@ -214,9 +217,11 @@ class FittedModel(HoldsFeatureCache):
 
     # ------------------------------------------------------------------ folder
     def definition(self) -> Definition:
+        encoders = self.model.encoders.items()
         return Definition(self.config, self.kind.name, self.classes,
                           self.kind.n_outputs(self.classes), self.vocabulary,
-                          {k: e.fingerprint for k, e in self.model.encoders.items()})
+                          {k: e.fingerprint for k, e in encoders},
+                          {k: state for k, e in encoders if (state := e.fitted_state())})
 
     def save(self, directory: str | Path) -> Path:
         self.folder = ModelFolder(directory).save(self.definition(), self.model, self.metrics)
@@ -229,6 +234,12 @@ class FittedModel(HoldsFeatureCache):
         definition = folder.definition()
         kind = KINDS[definition.kind]
         model = kind.build(definition.config, definition.classes, definition.vocabulary, None)
+        for name, state in definition.fitted_state.items():
+            try:
+                model.encoders[name].load_fitted_state(state)
+            except (KeyError, TypeError, ValueError) as error:
+                raise CheckpointError(f"{folder.path / FITTED_STATE_FILE} does not fit the model "
+                                      f"of config.yaml ({error}); re-save or retrain") from error
         folder.load_weights(model, definition)
         return cls(definition.config, kind, model, definition.classes, definition.vocabulary,
                    folder.metrics(), folder.history(), folder=folder.path)

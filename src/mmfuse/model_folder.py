@@ -10,7 +10,7 @@ a folder from a stranger runs no code.
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from mmfuse.training.trainer import BEST_FILE as WEIGHTS_FILE
 from mmfuse.training.trainer import STATE_FILE
 
 VERSION = "0.1.0"
+FITTED_STATE_FILE = "fitted_state.json"  # encoders' fitted state beside the weights
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Definition:
     n_outputs: int
     vocabulary: Vocabulary | None
     fingerprints: dict[str, str]
+    # encoder kind -> what its ``fit`` learned beside the weights (a tabular tower's scaling)
+    fitted_state: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelFolder:
@@ -61,6 +64,8 @@ class ModelFolder:
         })
         if definition.vocabulary is not None:
             write_json(self.path / "vocabulary.json", definition.vocabulary.to_dict())
+        if definition.fitted_state:
+            write_json(self.path / FITTED_STATE_FILE, definition.fitted_state)
         write_json(self.path / "meta.json", {
             "kind": definition.kind,
             "mmfuse_version": VERSION,
@@ -123,8 +128,12 @@ class ModelFolder:
             raise CheckpointError(f"{vocabulary_file} is not a vocabulary ({error}); re-save "
                                   "or retrain") from error
         kind = meta.get("kind") or ("dual_encoder" if labels["n_outputs"] == 0 else "single")
+        state_file = self.path / FITTED_STATE_FILE
+        fitted_state = read_json(state_file) if state_file.exists() else {}
+        if not isinstance(fitted_state, dict):
+            raise CheckpointError(f"{state_file} must be a JSON object; re-save or retrain")
         return Definition(config, kind, labels["classes"], labels["n_outputs"], vocabulary,
-                          meta.get("encoders", {}))
+                          meta.get("encoders", {}), fitted_state)
 
     def _labels(self) -> dict[str, Any]:
         """labels.json, checked: an object whose ``classes`` (names, or null) agree with its

@@ -100,11 +100,6 @@ class Predictor(Estimator):
         self._check_fitted()
         return self.fitted_.predict(rows)
 
-    @property
-    def modality_kinds_(self) -> dict[str, str]:
-        """The input columns the model reads -> "image" | "text"."""
-        return self._fitted().modality_kinds
-
     def logits(self, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw logits (N, C) and modality weights (N, M) or None for rows from ``read``."""
         self._check_fitted()

@@ -196,14 +196,19 @@ def fusion_candidates(
     base: Config, preset: Preset, image: EncoderConfig | None, text: EncoderConfig | None,
     small_data: bool = False,
 ) -> list[Candidate]:
-    """Each fusion over the best image and text encoders; none when a modality is lacking.
+    """Each fusion over the best image and text encoders and, where the table has numeric or
+    categorical columns, the tabular tower; none with fewer than two modalities.
     ``small_data`` (judged by k folds): with the preset's fusion regularisation."""
-    if image is None or text is None:
+    tabular = bool(base.data.num_cols or base.data.cat_cols)
+    modalities = [m for m, encoder in (("image", image), ("text", text)) if encoder is not None]
+    modalities += ["tabular"] if tabular else []
+    if len(modalities) < 2:
         return []
-    pair = f"{encoder_label(image)} + {encoder_label(text)}"
+    pair = " + ".join([encoder_label(e) for e in (image, text) if e is not None]
+                      + (["tabular"] if tabular else []))
     candidates = []
     for fusion in preset.fusions:
-        config = _variant(base, preset, ["image", "text"], fusion, image, text)
+        config = _variant(base, preset, modalities, fusion, image, text)
         if small_data:
             _regularised(config, preset)
         candidates.append(Candidate(f"{fusion} ({pair})", config, single=False))

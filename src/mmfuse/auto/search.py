@@ -139,8 +139,10 @@ class AutoSearch:
             preset = beside_the_ensemble(preset)
         self._encode_frozen(preset)
         singles = single_candidates(self.config, preset)
-        both = bool(self.config.data.image_cols and self.config.data.text_cols)
-        self._planned = len(singles) + (len(preset.fusions) if both else 0)
+        data = self.config.data
+        tabular = bool(data.num_cols or data.cat_cols)
+        fuses = bool(data.image_cols) + bool(data.text_cols) + tabular >= 2
+        self._planned = len(singles) + (len(preset.fusions) if fuses else 0)
         self._planned += self.bag_ is not None
         if linear.applies(self.config):
             self._planned += 1
@@ -150,8 +152,10 @@ class AutoSearch:
         # Encoders whose single-modality scores are close are all tried in the first fusion:
         # alone, a modality may be weak whichever encoder reads it (easy-VQA's questions), and
         # a cached frozen encoder trains many more epochs in the same time than one that is not.
-        pairs = [(i, t) for i in self._contenders("image", preset)
-                 for t in self._contenders("text", preset)]
+        # A table without images (or texts) fuses its other modality with the tabular tower.
+        absent: list[EncoderConfig | None] = [None] if tabular else []
+        pairs = [(i, t) for i in self._contenders("image", preset) or absent
+                 for t in self._contenders("text", preset) or absent]
         self._planned += max(0, len(pairs) - 1)
         small = len(self._splits) > 1
         firsts = [fusion_candidates(self.config, preset, i, t, small)[:1] for i, t in pairs]
@@ -371,7 +375,8 @@ class AutoSearch:
         if candidate.single:
             return None
         singles = singles_of(self.leaderboard_, dataclasses.asdict(model))
-        if len(singles) < len(model.modalities):
+        # the tabular tower, a small MLP, adds little to a fusion's time and has no single
+        if len(singles) < len([m for m in model.modalities if m != "tabular"]):
             return None
         seconds = sum(r["fit_s"] for r in singles)
         fusion = FUSIONS.get(model.fusion)
@@ -554,12 +559,15 @@ class AutoSearch:
         return pretrained is None or (is_better(self._metric, tfidf, pretrained) and abs(
             tfidf - pretrained) > CLOSE * max(abs(pretrained), 1e-12))
 
-    def _best_pair(self, tried: list[Candidate]) -> tuple[EncoderConfig, EncoderConfig] | None:
-        """The image and text encoders of the best of ``tried`` that finished."""
+    def _best_pair(self, tried: list[Candidate]
+                   ) -> tuple[EncoderConfig | None, EncoderConfig | None] | None:
+        """The image and text encoders (None: a modality it does not read) of the best of
+        ``tried`` that finished."""
         names = {c.name: c for c in tried}
         rows = ranked([r for r in self.leaderboard_ if r["candidate"] in names
                        and r["val_metric"] is not None], self._metric)
         if not rows:
             return None
         model = names[rows[0]["candidate"]].config.model
-        return model.image_encoder, model.text_encoder
+        return (model.image_encoder if "image" in model.modalities else None,
+                model.text_encoder if "text" in model.modalities else None)

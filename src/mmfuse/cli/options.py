@@ -92,7 +92,8 @@ MODEL_FLAGS: dict[str, tuple[type, str, Callable[[Config, Any], None]]] = {
     "finetune-image": (bool, "Train the pretrained image encoder too", _finetune("image")),
     "finetune-text": (bool, "Train the pretrained text encoder too", _finetune("text")),
     "image-size": (int, "Image side in pixels", _image_size),
-    "modalities": (str, "image,text | image | text", _modalities),
+    "modalities": (str, "image,text,tabular (default: all named) | image | text | ...",
+                   _modalities),
 }
 
 

@@ -140,6 +140,15 @@ class TabularEncoding:
             raise ValueError("the tabular scaling does not fit its columns")
         return encoding
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, as JSON (a network's tabular tower keeps it beside its weights)."""
+        return {**self.entry(), "median": self.median.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TabularEncoding:
+        return cls.from_saved(values, {k: np.asarray(values[k], np.float32)
+                                       for k in ("median", "scale")})
+
     # ------------------------------------------------------------------ cells
     def _numbers(self, frame: pd.DataFrame) -> np.ndarray:
         """(N, n_num) float64, NaN where missing. Cells were checked by validation; one that

@@ -31,6 +31,7 @@ class Encoder(nn.Module):
     fingerprint: str = ""
     not_exportable: str = ""  # why ONNX cannot express it; "" when it can
     vocabulary: Vocabulary | None = None  # fitted from training texts (saved as vocabulary.json)
+    columns: list[str] = []  # a tabular encoder: the numeric and categorical columns it reads
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,6 +63,16 @@ class Encoder(nn.Module):
         before training starts; most encoders have none. Returns self."""
         return self
 
+    def fitted_state(self) -> dict[str, Any] | None:
+        """What ``fit`` learned that the weights do not hold, as JSON (saved in the model
+        folder's ``fitted_state.json``); None when there is none (or it is saved elsewhere:
+        a text encoder's vocabulary)."""
+        return None
+
+    def load_fitted_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``fitted_state`` returned. ValueError when it does not fit."""
+        raise ValueError(f"encoder {type(self).__name__} keeps no fitted state")
+
 
 class ImageEncoder(Encoder):
     """An encoder over (B, 3, S, S) pixels whose last feature map gives the region tokens.
@@ -90,17 +101,19 @@ class ImageEncoder(Encoder):
 
 IMAGE_ENCODERS: Registry[Encoder] = Registry("image encoder")
 TEXT_ENCODERS: Registry[Encoder] = Registry("text encoder")
+TABULAR_ENCODERS: Registry[Encoder] = Registry("tabular encoder")
+REGISTRIES = {"image": IMAGE_ENCODERS, "text": TEXT_ENCODERS, "tabular": TABULAR_ENCODERS}
 
 
 def create_encoder(kind: str, cfg: EncoderConfig, **context: Any) -> Encoder:
-    """Build and freeze (or not) an encoder from its config. ``hf:/path`` names a local HF folder."""
-    registry = IMAGE_ENCODERS if kind == "image" else TEXT_ENCODERS
+    """Build and freeze (or not) an encoder from its config. ``hf:/path`` names a local HF folder.
+    ``context``: a text encoder's fitted vocabulary; a tabular encoder's ``num_cols`` and
+    ``cat_cols``."""
+    registry = REGISTRIES[kind]
     name, argument = cfg.name, None
     if kind == "text" and cfg.name.startswith("hf:"):
         name, argument = "hf", cfg.name[3:]
     factory = registry.get(name)
-    if kind == "image":
-        context = {}  # only text encoders take fitted state (a vocabulary)
     encoder = factory(cfg, argument, **context) if argument else factory(cfg, **context)
     frozen = encoder.pretrained if cfg.frozen is None else cfg.frozen
     if frozen and not encoder.pretrained:

@@ -67,6 +67,8 @@ def explain_batch(
             continue
         if "pixels" in inputs:
             result["images"][m] = _image_heatmap(predictor, batch, m, target, steps)
+        elif "numbers" in inputs:
+            result["tokens"][m] = _column_attributions(predictor, batch, m, target)
         elif "ngram_weights" in inputs:
             result["tokens"][m] = _ngram_attributions(predictor, batch, m, target, steps,
                                                       (texts or {}).get(m, ""))
@@ -81,6 +83,28 @@ def explain_batch(
             words = encoder.token_strings(inputs["input_ids"][0][mask])
             result["tokens"][m] = list(zip(words, per_token[mask].tolist(), strict=True))
     return result
+
+
+def _column_attributions(predictor: Predictor, batch: Batch, modality: str, target: int
+                         ) -> list[tuple[str, float]]:
+    """Each numeric and categorical column's part in the explained score: how far it falls
+    when that one cell is made missing (a value the tower learned), largest first."""
+    encoding = predictor.model_.encoder_for(modality).encoding  # type: ignore[attr-defined]
+    numbers, categories = batch[modality]["numbers"], batch[modality]["categories"]
+    with torch.no_grad():
+        full = float(_evidence(predictor, batch)[0, target])
+        drops = []
+        for j, column in enumerate(encoding.num_cols):
+            hidden = numbers.clone()
+            hidden[0, 2 * j:2 * j + 2] = torch.tensor([0.0, 1.0])  # at the median, flagged
+            drops.append((column, full - float(_evidence(
+                predictor, _with(batch, modality, numbers=hidden))[0, target])))
+        for k, column in enumerate(encoding.cat_cols):
+            hidden = categories.clone()
+            hidden[0, k] = len(encoding.levels[column]) + 1  # the "missing" row
+            drops.append((column, full - float(_evidence(
+                predictor, _with(batch, modality, categories=hidden))[0, target])))
+    return sorted(drops, key=lambda item: -abs(item[1]))
 
 
 def _ngram_attributions(
@@ -142,6 +166,14 @@ def ablation_shares(
     return shares_by_hiding(predictor.model_.modalities, full, score_without)
 
 
+def shown_cells(row: pd.Series, modality: str, predictor: Predictor) -> str:
+    """A modality's input as a person reads it: the text, or ``price=12.5, brand=acme``."""
+    if modality in row:
+        return row[modality]
+    data = predictor.config.data
+    return ", ".join(f"{c}={row[c]}" for c in data.num_cols + data.cat_cols)
+
+
 def shares_by_hiding(modalities: list[str], full: float,
                      score_without: Callable[[str], float]) -> dict[str, float]:
     """How much the predicted class's score (``full``) falls when each modality is hidden,
@@ -180,7 +212,7 @@ def explain(
             "fusion_weights": explained.get("fusion_weights"),
             "ablation_shares": explained["ablation_shares"],
             "tokens": explained["tokens"],
-            "texts": {m: row[m] for m in explained["tokens"]},
+            "texts": {m: shown_cells(row, m, predictor) for m in explained["tokens"]},
             "images": {m: row[m] for m in explained["images"]},
         }
         if "_target" in row and isinstance(row["_target"], str):

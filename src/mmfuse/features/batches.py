@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -76,7 +77,21 @@ class RawTexts:
         return out
 
 
-Source = FeatureTable | StoredTable | RawImages | RawTexts
+@dataclass
+class RawTable:
+    """The numeric and categorical columns of the rows (missing cells are values), mapped to
+    the tabular encoder's inputs per batch."""
+
+    frame: pd.DataFrame
+    prepare: Callable[[Any], dict[str, torch.Tensor]]
+
+    def fetch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.prepare(self.frame.iloc[rows.numpy()])
+        out["present"] = torch.ones(len(rows), dtype=torch.bool)
+        return out
+
+
+Source = FeatureTable | StoredTable | RawImages | RawTexts | RawTable
 
 
 @dataclass
@@ -157,6 +172,8 @@ def _source_length(source: Source) -> int:
         return len(source.paths)
     if isinstance(source, RawTexts):
         return len(source.texts)
+    if isinstance(source, RawTable):
+        return len(source.frame)
     return len(source.index)
 
 

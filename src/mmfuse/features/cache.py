@@ -27,7 +27,14 @@ from mmfuse.data.images import open_image
 from mmfuse.data.validate import cells
 from mmfuse.encoders.base import Encoder
 from mmfuse.errors import MmfuseError
-from mmfuse.features.batches import FeatureTable, MultimodalDataset, RawImages, RawTexts, Source
+from mmfuse.features.batches import (
+    FeatureTable,
+    MultimodalDataset,
+    RawImages,
+    RawTable,
+    RawTexts,
+    Source,
+)
 from mmfuse.features.stored import (
     CorruptShard,
     Locations,
@@ -353,6 +360,9 @@ def make_dataset(
     raw inputs decoded per batch."""
     sources: dict[str, Source] = {}
     for m, encoder in encoders.items():
+        if encoder.kind == "tabular":  # several columns, read as they are: never cached
+            sources[m] = RawTable(frame[encoder.columns], encoder.prepare)
+            continue
         values = cells(frame, m)
         if encoder.frozen and use_cache:
             sources[m] = cache.table(encoder, values, with_tokens, together)

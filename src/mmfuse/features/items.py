@@ -6,6 +6,7 @@ An item maps an input column to a decoded image, a string, or None (missing).
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -34,9 +35,20 @@ def encoder_inputs(encoder: Encoder, values: list[Image.Image | str | None]
 
 
 def items_batch(encoders: dict[str, Encoder], items: list[Item]) -> Batch:
-    """A network's batch for B items; ``encoders`` maps each modality (column) to its encoder."""
-    return {m: encoder_inputs(encoder, [item.get(m) for item in items])
+    """A network's batch for B items; ``encoders`` maps each modality (column, or the
+    tabular modality of several) to its encoder."""
+    return {m: tabular_inputs(encoder, items) if encoder.kind == "tabular"
+            else encoder_inputs(encoder, [item.get(m) for item in items])
             for m, encoder in encoders.items()}
+
+
+def tabular_inputs(encoder: Encoder, items: list[Item]) -> dict[str, torch.Tensor]:
+    """The tabular encoder's inputs for B items' numeric and categorical cells (an absent or
+    empty one is a missing value)."""
+    columns = encoder.columns
+    frame = pd.DataFrame([{c: v if is_present(v := item.get(c)) else None for c in columns}
+                          for item in items], columns=columns, dtype=object)
+    return {**encoder.prepare(frame), "present": torch.ones(len(items), dtype=torch.bool)}
 
 
 @torch.inference_mode()

@@ -13,9 +13,13 @@ from mmfuse.heads import HEADS
 from mmfuse.models.multimodal import MultimodalModel
 from mmfuse.tasks import get_task
 
+TABULAR = "tabular"  # the one modality of every numeric and categorical column
+
 
 def modality_kinds(cfg: Config) -> dict[str, str]:
-    """Modality name (column) -> kind, for the kinds selected in ``cfg.model.modalities``."""
+    """Modality name -> kind, for the kinds selected in ``cfg.model.modalities``: each image
+    and text column is a modality; the numeric and categorical columns together are one,
+    ``tabular``, where any are named."""
     kinds: dict[str, str] = {}
     for kind, columns in (("image", cfg.data.image_cols), ("text", cfg.data.text_cols)):
         if kind in cfg.model.modalities:
@@ -23,6 +27,11 @@ def modality_kinds(cfg: Config) -> dict[str, str]:
                 if column in kinds:
                     raise ConfigError(f"column '{column}' is named as both image and text")
                 kinds[column] = kind
+    if TABULAR in cfg.model.modalities and (cfg.data.num_cols or cfg.data.cat_cols):
+        if TABULAR in kinds:
+            raise ConfigError(f"a column may not be named '{TABULAR}' beside --num-col/--cat-col"
+                              " columns: rename it")
+        kinds[TABULAR] = TABULAR
     return kinds
 
 
@@ -35,11 +44,12 @@ def build_model(
     """Encoders, fusion and head from a config; every input size is computed, never hand-wired."""
     cfg.validate()
     kinds = modality_kinds(cfg)
-    encoder_cfgs = {"image": cfg.model.image_encoder, "text": cfg.model.text_encoder}
-    encoders = {
-        kind: create_encoder(kind, encoder_cfgs[kind], vocabulary=vocabulary)
-        for kind in sorted(set(kinds.values()))
-    }
+    encoder_cfgs = {"image": cfg.model.image_encoder, "text": cfg.model.text_encoder,
+                    TABULAR: cfg.model.tabular_encoder}
+    context = {"image": {}, "text": {"vocabulary": vocabulary},
+               TABULAR: {"num_cols": cfg.data.num_cols, "cat_cols": cfg.data.cat_cols}}
+    encoders = {kind: create_encoder(kind, encoder_cfgs[kind], **context[kind])
+                for kind in sorted(set(kinds.values()))}
     input_dims = {m: encoders[kind].output_dim for m, kind in kinds.items()}
     try:
         fusion_class = FUSIONS.get(cfg.model.fusion)

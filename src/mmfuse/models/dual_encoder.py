@@ -64,6 +64,12 @@ class DualEncoder(nn.Module):
     def modalities(self) -> list[str]:
         return sorted(self.columns.values())
 
+    @property
+    def modality_kinds(self) -> dict[str, str]:
+        """Column -> "image" | "text", as a fusion model's."""
+        return {column: kind for kind, column in sorted(self.columns.items(),
+                                                         key=lambda item: item[1])}
+
     def encoder_for(self, column: str) -> Encoder:
         kind = "image" if column == self.columns["image"] else "text"
         return self.encoders[kind]  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Tabular encoders: the numeric and categorical columns of a row as one modality."""
