@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from mmfuse.config import Config, EncoderConfig
+from mmfuse.data.photos import photos
 from mmfuse.data.validate import cells
 from mmfuse.errors import ConfigError
 from mmfuse.tasks import get_task
@@ -129,7 +130,8 @@ def _image_side_suited(preset: Preset, frame: pd.DataFrame, config: Config) -> P
     128 px and show the encoder nothing new: encode at twice the typical side, within
     IMAGE_SIDES, rounded up to a multiple of 32.
     """
-    paths = [p for c in config.data.image_cols for p in frame[c] if p is not None][:SIZE_SAMPLE]
+    paths = [photos(cell)[0] for c in config.data.image_cols for cell in cells(frame, c)
+             if cell is not None][:SIZE_SAMPLE]
     sides = []
     for path in paths:
         with contextlib.suppress(OSError), Image.open(path) as image:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from mmfuse.config import DataConfig
 from mmfuse.data.images import ImageDecodeError, open_image
+from mmfuse.data.photos import joined, parse_photos
 from mmfuse.data.tabular import as_category, as_number
 from mmfuse.errors import DataValidationError, Problem
 from mmfuse.progress import track
@@ -25,7 +26,8 @@ SKIP_HINT = (
 
 
 def is_blank(value: Any) -> bool:
-    return _missing(value) or (isinstance(value, str) and not value.strip())
+    return _missing(value) or (isinstance(value, str | list) and not (
+        value.strip() if isinstance(value, str) else value))
 
 
 def cells(frame: pd.DataFrame, column: str) -> list[Any]:
@@ -183,10 +185,19 @@ def _numbers(frame: pd.DataFrame, column: str, found: Findings) -> list[float]:
 
 
 def _image_read(base_dir: Path, errors: dict[str, str]) -> Callable[[Any], tuple[str, str | None]]:
-    """An image cell -> its absolute path, and why it cannot be decoded (if so)."""
+    """An image cell (one photo, or several: ``data/photos.py``) -> its absolute path(s) as
+    one cell, and why it cannot be read (if so), naming the photo."""
     def read(value: Any) -> tuple[str, str | None]:
-        path = _resolve(value, base_dir)
-        return path, errors.get(path)
+        try:
+            paths = [_resolve(p, base_dir) for p in parse_photos(value)]
+        except ValueError as error:
+            return str(value), f"cannot read the photos of this cell: {error}"
+        if not paths:
+            return str(value), "the cell names no photo"
+        problems = [(i, errors[p]) for i, p in enumerate(paths) if p in errors]
+        if len(paths) > 1:
+            problems = [(i, f"photo {i + 1} of {len(paths)}: {e}") for i, e in problems]
+        return joined(paths), "; ".join(e for _, e in problems) or None
     return read
 
 
@@ -230,9 +241,18 @@ def _resolve(value: Any, base_dir: Path) -> str:
     return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
+def _photos_or_none(value: Any) -> list[str]:
+    """The photos a cell names; none where it cannot be read (reported with its row)."""
+    try:
+        return parse_photos(value)
+    except ValueError:
+        return []
+
+
 def _check_images(frame: pd.DataFrame, columns: list[str], base_dir: Path) -> dict[str, str]:
     """Decode each distinct image once (threads: Pillow releases the GIL while decoding)."""
-    paths = sorted({_resolve(v, base_dir) for c in columns for v in frame[c] if not is_blank(v)})
+    paths = sorted({_resolve(p, base_dir) for c in columns for v in frame[c] if not is_blank(v)
+                    for p in _photos_or_none(v)})
 
     def check(path: str) -> tuple[str, str | None]:
         try:

@@ -13,6 +13,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
 
 from mmfuse.data.images import open_image
+from mmfuse.data.photos import photos
 from mmfuse.data.validate import cells
 from mmfuse.evaluation import plots
 from mmfuse.features.batches import Batch
@@ -281,7 +282,7 @@ def explanation_figure(record: dict[str, Any], heatmaps: dict[str, np.ndarray]) 
     figure, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.6), squeeze=False)
     for axis, (m, heat) in zip(axes[0], heatmaps.items(), strict=False):
         # a pale grey copy of the image keeps the heat colours readable on any colour
-        image = open_image(record["images"][m]).convert("L").resize(heat.shape[::-1])
+        image = open_image(photos(record["images"][m])[0]).convert("L").resize(heat.shape[::-1])
         axis.imshow(np.asarray(image) * 0.5 + 127, cmap="gray", vmin=0, vmax=255)
         overlay = plt.cm.jet(heat)  # (S, S, 4): opaque where the evidence is, clear elsewhere
         overlay[..., 3] = 0.75 * heat

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.data.images import open_image
+from mmfuse.data.photos import joined, photos
 from mmfuse.data.validate import as_object_column, cells
 from mmfuse.evaluation.corruptions import IMAGE_CORRUPTIONS, TABULAR_CORRUPTIONS, TEXT_CORRUPTIONS
 from mmfuse.features.cache import FeatureCache
@@ -38,15 +39,16 @@ def corrupt_rows(
         function = IMAGE_CORRUPTIONS[name]
         for column in data.image_cols:
             paths = {}
-            for path in {p for p in cells(corrupted, column) if p is not None}:
+            for path in {p for cell in cells(corrupted, column) if cell is not None
+                         for p in photos(cell)}:
                 target = folder / f"{name}-{severity}-{zlib.crc32(path.encode()):08x}.png"
                 if not target.exists():
                     function(open_image(path), severity, _rng(seed, name, severity, path)).save(
                         target)
                 paths[path] = str(target)
             corrupted[column] = as_object_column(
-                [paths[p] if p is not None else None for p in cells(corrupted, column)],
-                corrupted.index)
+                [joined([paths[p] for p in photos(cell)]) if cell is not None else None
+                 for cell in cells(corrupted, column)], corrupted.index)
     elif kind == "tabular":
         for column in data.num_cols + data.cat_cols:
             changed = TABULAR_CORRUPTIONS[name](cells(corrupted, column), severity,

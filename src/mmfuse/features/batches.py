@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmfuse.data.images import ImageTransform, open_image
+from mmfuse.data.photos import photos
 from mmfuse.features.stored import StoredTable
 
 Batch = dict[str, dict[str, torch.Tensor]]
@@ -57,7 +58,10 @@ class RawImages:
     def fetch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         blank = torch.zeros(3, self.transform.size, self.transform.size)
         picked = [self.paths[i] for i in rows.tolist()]
-        images = [self.transform(open_image(p)) if p is not None else blank for p in picked]
+        # A cell of several photos: a trained encoder reads the first (a frozen one, through
+        # the feature cache, their mean)
+        images = [self.transform(open_image(photos(p)[0])) if p is not None else blank
+                  for p in picked]
         out = self.prepare(images)
         out["present"] = torch.tensor([p is not None for p in picked])
         return out

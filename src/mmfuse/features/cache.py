@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmfuse.config import Config
 from mmfuse.data.images import open_image
+from mmfuse.data.photos import PHOTO_SEP, photos
 from mmfuse.data.validate import cells
 from mmfuse.encoders.base import Encoder
 from mmfuse.errors import MmfuseError
@@ -143,6 +144,8 @@ class FeatureCache:
               together: Together | None = None) -> FeatureTable | StoredTable:
         """Features of ``values`` (None: missing) row by row; with ``together``, every
         process of the run must call this with the same values."""
+        if encoder.kind == "image" and any(v is not None and PHOTO_SEP in v for v in values):
+            return self._pooled_photos(encoder, values, with_tokens, together)
         distinct = sorted({v for v in values if v is not None})
         # Items are distinct contents: two files with the same bytes are one item.
         digests, first, item_of = np.unique(
@@ -169,6 +172,33 @@ class FeatureCache:
             return StoredTable(stored, index, present)
         pooled, tokens, mask = stored.load()
         stored.close()
+        return FeatureTable(pooled, tokens, mask, index, present)
+
+    def _pooled_photos(self, encoder: Encoder, values: list[str | None], with_tokens: bool,
+                       together: Together | None) -> FeatureTable:
+        """Cells of several photos (``data/photos.py``): each photo is encoded and cached on
+        its own; a cell's pooled features are its photos' mean, its tokens theirs side by
+        side. Held in memory (a cell's mean is not stored on disk)."""
+        cells = sorted({v for v in values if v is not None})
+        singles = sorted({p for cell in cells for p in photos(cell)})
+        where = {p: i for i, p in enumerate(singles)}
+        parts = self.table(encoder, list(singles), with_tokens, together).fetch(
+            torch.arange(len(singles)))  # pooled (S, D), tokens (S, T, D), token_mask (S, T)
+        members = [torch.tensor([where[p] for p in photos(cell)]) for cell in cells]
+        pooled = torch.zeros(len(cells) + 1, encoder.output_dim)
+        for j, rows in enumerate(members):
+            pooled[j] = parts["pooled"][rows].mean(0)
+        tokens = mask = None
+        if with_tokens:
+            width = max(int(parts["token_mask"][rows].sum()) for rows in members)
+            tokens = torch.zeros(len(cells) + 1, width, encoder.output_dim, dtype=torch.float16)
+            mask = torch.zeros(len(cells) + 1, width, dtype=torch.bool)
+            for j, rows in enumerate(members):
+                kept = parts["tokens"][rows][parts["token_mask"][rows]]  # (photos x T, D)
+                tokens[j, : len(kept)], mask[j, : len(kept)] = kept.half(), True
+        slot = {cell: j for j, cell in enumerate(cells)}
+        index = torch.tensor([slot[v] if v is not None else len(cells) for v in values])
+        present = torch.tensor([v is not None for v in values], dtype=torch.bool)
         return FeatureTable(pooled, tokens, mask, index, present)
 
     def stored(self, encoder: Encoder, digests: np.ndarray, with_tokens: bool,

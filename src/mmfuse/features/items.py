@@ -1,7 +1,8 @@
 """Model inputs for in-memory items (what the server receives): decoded images and strings,
 no file is read and nothing is cached; encoders run live.
 
-An item maps an input column to a decoded image, a string, or None (missing).
+An item maps an input column to a decoded image (or a list of them: several photos of one
+item), a string, a number, or None (missing).
 """
 
 from __future__ import annotations
@@ -13,21 +14,32 @@ from PIL import Image
 from mmfuse.encoders.base import Encoder
 from mmfuse.features.batches import Batch
 
-Item = dict[str, Image.Image | str | None]
+Value = Image.Image | list[Image.Image] | str | float | None
+Item = dict[str, Value]
 
 
-def is_present(value: Image.Image | str | None) -> bool:
-    return value is not None and value != ""
+def is_present(value: Value) -> bool:
+    return value is not None and value != "" and value != []
 
 
-def encoder_inputs(encoder: Encoder, values: list[Image.Image | str | None]
-                   ) -> dict[str, torch.Tensor]:
+def first_image(value: Value) -> Image.Image | None:
+    """A value's image; of several photos, the first (what a trained encoder reads)."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value if isinstance(value, Image.Image) else None
+
+
+def encoder_inputs(encoder: Encoder, values: list[Value]) -> dict[str, torch.Tensor]:
     """The keyword inputs of ``encoder`` for B values, with ``present`` (B,): a missing image
-    is zeros, a missing text empty (the model replaces both by its placeholder)."""
+    is zeros, a missing text empty (the model replaces both by its placeholder). Several
+    photos: a frozen encoder's features pooled over them (as the feature cache holds them),
+    the first photo for one being trained (as training read it)."""
+    if encoder.kind == "image" and encoder.frozen and any(isinstance(v, list) for v in values):
+        return photo_features(encoder, values)
     if encoder.kind == "image":
         size = encoder.transform.size
-        pixels = [encoder.transform(v) if isinstance(v, Image.Image) else torch.zeros(3, size, size)
-                  for v in values]
+        pixels = [encoder.transform(image) if (image := first_image(v)) is not None
+                  else torch.zeros(3, size, size) for v in values]
         inputs = encoder.prepare(pixels)
     else:
         inputs = encoder.prepare([v if isinstance(v, str) else "" for v in values])
@@ -52,9 +64,38 @@ def tabular_inputs(encoder: Encoder, items: list[Item]) -> dict[str, torch.Tenso
 
 
 @torch.inference_mode()
-def pooled_features(encoder: Encoder, values: list[Image.Image | str | None]) -> torch.Tensor:
+def photo_features(encoder: Encoder, values: list[Value]) -> dict[str, torch.Tensor]:
+    """A frozen image encoder's features of B values of one or several photos: ``pooled``
+    (B, D) their mean, ``tokens`` (B, T, D) side by side with ``token_mask`` (B, T), and
+    ``present`` (B,): what the feature cache holds for cells of several photos."""
+    images = [v if isinstance(v, list) else [v] if isinstance(v, Image.Image) else []
+              for v in values]
+    flat = [image for row in images for image in row]
+    out = encoder.eval()(**encoder.prepare([encoder.transform(image) for image in flat])) \
+        if flat else None
+    width = max([len(row) for row in images] or [0]) * (out.tokens.shape[1] if out else 0)
+    pooled = torch.zeros(len(values), encoder.output_dim)
+    tokens = torch.zeros(len(values), max(width, 1), encoder.output_dim)
+    mask = torch.zeros(len(values), max(width, 1), dtype=torch.bool)
+    start = 0
+    for i, row in enumerate(images):
+        if not row or out is None:
+            continue
+        rows = slice(start, start + len(row))
+        pooled[i] = out.pooled[rows].float().mean(0)
+        kept = out.tokens[rows][out.token_mask[rows]].float()  # (photos x T, D)
+        tokens[i, : len(kept)], mask[i, : len(kept)] = kept, True
+        start += len(row)
+    return {"pooled": pooled, "tokens": tokens, "token_mask": mask,
+            "present": torch.tensor([bool(row) for row in images])}
+
+
+@torch.inference_mode()
+def pooled_features(encoder: Encoder, values: list[Value]) -> torch.Tensor:
     """(B, D) pooled features of a frozen encoder, zeros where a value is missing: the same
     numbers the feature cache holds for the same inputs."""
+    if encoder.kind == "image" and any(isinstance(v, list) for v in values):
+        return photo_features(encoder, values)["pooled"]
     inputs = encoder_inputs(encoder, values)
     present = inputs.pop("present")
     pooled = encoder.eval()(**inputs).pooled.float()

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from PIL import Image
 
+from mmfuse.data.photos import MAX_PHOTOS
 from mmfuse.data.tabular import as_number
 from mmfuse.serving.engine import InferenceEngine, Item, MissingModalityError
 from mmfuse.serving.protocol import ApiError, decode_upload, json_object
@@ -17,8 +18,16 @@ from mmfuse.serving.protocol import ApiError, decode_upload, json_object
 MAX_TEXT_CHARS = 10_000
 
 
-async def image_value(value: Any, field: str) -> Image.Image | None:
-    """A decoded image from an uploaded file or a base64 string; None when empty."""
+async def image_value(value: Any, field: str) -> Image.Image | list[Image.Image] | None:
+    """A decoded image from an uploaded file or a base64 string; several photos of one item
+    from a list of them (JSON) or repeated parts (multipart); None when empty."""
+    if isinstance(value, list):
+        if len(value) > MAX_PHOTOS:
+            raise ApiError(422, "invalid_request", f"{field}: {len(value)} photos; at most "
+                           f"{MAX_PHOTOS} are read")
+        images = [image for i, v in enumerate(value)
+                  if (image := await image_value(v, f"{field}[{i}]")) is not None]
+        return images if len(images) > 1 else (images[0] if images else None)
     if value is None or value == "":
         return None
     if hasattr(value, "read"):  # an uploaded file
@@ -78,7 +87,9 @@ class ItemReader:
             # Starlette caps each text part at 1 MiB with a 400 of its own; the body limit
             # (413) already caps the whole request, and texts answer as over JSON (413).
             form = await request.form(max_part_size=2**62)
-            raw = {key: form.get(key) for key in form}
+            # a repeated part (several photos of one item) arrives as a list
+            raw = {key: values if len(values := form.getlist(key)) > 1 else values[0]
+                   for key in form}
         elif content_type.startswith("application/json"):
             raw = await json_object(request)
         else:

@@ -1,0 +1,131 @@
+"""Several photos in one image cell: parsing, validation findings that name the photo, and
+features pooled over the photos against the untouched encoder."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import COLOURS, draw
+
+from mmfuse import Config, DataConfig, EncoderConfig, Predictor
+from mmfuse.data.images import open_image
+from mmfuse.data.photos import MAX_PHOTOS, parse_photos, photos
+from mmfuse.data.rows import read_rows
+from mmfuse.encoders import create_encoder
+from mmfuse.errors import DataValidationError
+from mmfuse.features.cache import FeatureCache
+from mmfuse.features.items import pooled_features
+
+
+def test_a_cell_names_photos_as_a_json_list_or_separated_by_semicolons() -> None:
+    assert parse_photos("a.jpg") == ["a.jpg"]
+    assert parse_photos(" a.jpg ; b.png;; ") == ["a.jpg", "b.png"]
+    assert parse_photos('["a.jpg", "dir/b c.png"]') == ["a.jpg", "dir/b c.png"]
+    assert parse_photos(["a.jpg", "b.jpg"]) == ["a.jpg", "b.jpg"]  # a JSONL list
+    with pytest.raises(ValueError, match="not one"):
+        parse_photos('["a.jpg", ')
+    with pytest.raises(ValueError, match="at most"):
+        parse_photos(";".join(f"{i}.jpg" for i in range(MAX_PHOTOS + 1)))
+
+
+def photo_rows(folder: Path, n: int, seed: int) -> pd.DataFrame:
+    """One, two or three photos of a row's colour per cell; the label is the colour."""
+    rng = random.Random(seed)
+    (folder / "photos").mkdir(exist_ok=True)
+    rows = []
+    for i in range(n):
+        colour = rng.choice(list(COLOURS))
+        names = []
+        for k in range(1 + i % 3):
+            name = f"photos/{seed}-{i}-{k}.png"
+            draw(folder / name, colour, rng)
+            names.append(name)
+        cell = names[0] if len(names) == 1 else (
+            ";".join(names) if i % 2 else str(names).replace("'", '"'))
+        rows.append({"photos": cell, "text": "an item", "label": colour})
+    return pd.DataFrame(rows)
+
+
+def config(tmp_path: Path) -> Config:
+    cfg = Config(data=DataConfig(image_cols=["photos"], text_cols=["text"], label_col="label"),
+                 cache_dir=str(tmp_path / "cache"))
+    cfg.train.num_workers = 0
+    return cfg
+
+
+def test_a_photo_that_cannot_be_read_is_named_with_its_row(tmp_path: Path) -> None:
+    frame = photo_rows(tmp_path, 6, seed=0)
+    frame.loc[4, "photos"] = "photos/0-4-0.png;photos/nowhere.png"
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataValidationError) as error:
+        read_rows(tmp_path / "t.csv", config(tmp_path), tmp_path)
+    [problem] = error.value.problems
+    assert (problem.row, problem.column) == (5, "photos")
+    assert "photo 2 of 2: image not found" in problem.message and "nowhere.png" in problem.message
+
+
+def test_a_cells_features_are_the_mean_of_its_photos_as_the_encoder_sees_them(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    frame = photo_rows(tmp_path, 9, seed=1)
+    frame.loc[3, "photos"] = ""  # no photo at all: a missing modality
+    cfg.data.allow_missing = True
+    rows = read_rows(frame, cfg, tmp_path, base_dir=tmp_path)
+    assert [len(photos(c)) if c else 0 for c in rows["photos"]] == [1, 2, 3, 0, 2, 3, 1, 2, 3]
+    encoder = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=32))
+    table = FeatureCache(tmp_path / "cache").table(encoder, list(rows["photos"].where(
+        rows["photos"].notna(), None)), with_tokens=True)
+    got = table.fetch(torch.arange(len(rows)))
+    for i, cell in enumerate(rows["photos"]):
+        if cell is None:
+            assert not got["present"][i]
+            continue
+        # the untouched encoder, one photo at a time
+        each = pooled_features(encoder, [open_image(p) for p in photos(cell)])
+        torch.testing.assert_close(got["pooled"][i], each.mean(0), atol=1e-4, rtol=1e-4)
+        tokens_per_photo = 1  # 32 px -> a 1 x 1 feature map
+        assert int(got["token_mask"][i].sum()) == len(photos(cell)) * tokens_per_photo
+
+
+def test_a_model_trained_on_cells_of_several_photos_predicts_and_reloads(tmp_path: Path) -> None:
+    from mmfuse import ModelConfig, TrainConfig
+
+    photo_rows(tmp_path, 60, seed=2).to_csv(tmp_path / "train.csv", index=False)
+    photo_rows(tmp_path, 12, seed=3).to_csv(tmp_path / "test.csv", index=False)
+    cfg = Config(data=DataConfig(image_cols=["photos"], text_cols=["text"], label_col="label"),
+                 model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0",
+                                                               image_size=32),
+                                   modalities=["image"], hidden_dim=16),
+                 train=TrainConfig(epochs=15, num_workers=0, lr=3e-3),
+                 cache_dir=str(tmp_path / "cache"))
+    fitted = Predictor(cfg).fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
+    assert fitted.evaluate(tmp_path / "test.csv")["accuracy"] >= 0.75  # chance: 1/3
+    loaded = Predictor.load(tmp_path / "run")
+    np.testing.assert_allclose(loaded.predict_proba(tmp_path / "test.csv").to_numpy(),
+                               fitted.predict_proba(tmp_path / "test.csv").to_numpy(), atol=1e-6)
+    # Served: the photos of a row as a JSON list of base64 strings, or as repeated parts
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from mmfuse.serving.app import create_app
+
+    test = pd.read_csv(tmp_path / "test.csv")
+    expected = loaded.predict_proba(tmp_path / "test.csv").to_numpy()
+    with TestClient(create_app(loaded)) as client:
+        for i in (1, 2):  # two and three photos
+            names = parse_photos(test.loc[i, "photos"])
+            body = {"photos": [base64.b64encode((tmp_path / n).read_bytes()).decode()
+                               for n in names], "text": "an item"}
+            served = client.post("/v1/predict", json=body).json()["probabilities"]
+            np.testing.assert_allclose([served[c] for c in loaded.classes_], expected[i],
+                                       atol=1e-4)
+            parts = [("photos", (n, (tmp_path / n).read_bytes(), "image/png")) for n in names]
+            served = client.post("/v1/predict", files=parts, data={"text": "an item"}).json()
+            np.testing.assert_allclose([served["probabilities"][c] for c in loaded.classes_],
+                                       expected[i], atol=1e-4)
