@@ -334,3 +334,64 @@ def test_the_tabular_tower_learns_what_the_text_alone_cannot(tmp_path: Path) -> 
         predictor = Predictor(cfg).fit(tmp_path / "train.csv")
         accuracy["+".join(modalities)] = predictor.evaluate(tmp_path / "test.csv")["accuracy"]
     assert accuracy["text+tabular"] > accuracy["text"] + 0.15, accuracy
+
+
+def conflicting(weight_a: float, weight_b: float) -> pd.DataFrame:
+    """The same rows labelled both ways; the weights say which labelling counts."""
+    frame = listing(40, seed=13)
+    a, b = frame.assign(label="bad", w=weight_a), frame.assign(label="good", w=weight_b)
+    return pd.concat([a, b], ignore_index=True)
+
+
+@pytest.mark.parametrize("heavy", ["bad", "good"])
+def test_a_heavier_row_outweighs_its_twin_in_every_member(tmp_path: Path, heavy: str) -> None:
+    cfg = config(tmp_path)
+    cfg.data.weight_col = "w"
+    frame = conflicting(10.0, 1.0) if heavy == "bad" else conflicting(1.0, 10.0)
+    rows = read_rows(frame, cfg, tmp_path)
+    y = np.array([CLASSES.index(t) for t in rows["_target"]])
+    test = read_rows(listing(20, seed=14), cfg, tmp_path)
+    for member in (LinearMember(View("tfidf-word"), CLASSES), LinearMember(View("tabular"),
+                                                                          CLASSES),
+                   TreeMember(CLASSES)):
+        predicted = member.fit(inputs_of(rows, cfg), y).predict_proba(inputs_of(test, cfg))
+        assert (predicted.argmax(1) == CLASSES.index(heavy)).all(), member.name
+
+
+
+def test_a_network_draws_each_row_in_proportion_to_its_weight(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """The weights reach the sampler (times the class balance's own), which draws rows with
+    replacement in proportion to them (``features/loaders.Shuffled``)."""
+    from mmfuse import fitted_model
+
+    drawn = {}
+
+    def recording_train(model, train_set, validate, cfg, metric, run, resume, weights,
+                        **kwargs):
+        drawn["weights"] = weights
+        raise SystemExit  # nothing more to see
+
+    monkeypatch.setattr(fitted_model, "train", recording_train)
+    net = network_config(tmp_path, "concat", ["text", "tabular"])
+    net.data.weight_col, net.data.val_fraction, net.train.imbalance = "w", 0.2, "sample"
+    frame = conflicting(10.0, 1.0)
+    frame.to_csv(tmp_path / "w.csv", index=False)
+    with pytest.raises(SystemExit):
+        Predictor(net).fit(tmp_path / "w.csv")
+    weights = drawn["weights"].numpy()  # the training split: 80 % of 80 rows, both labels
+    assert len(weights) == 64 and set(np.round(weights / weights.min(), 6)) == {1.0, 10.0}
+
+
+def test_weights_that_are_not_numbers_of_at_least_0_are_findings(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg.data.weight_col = "w"
+    frame = listing(5, seed=15).assign(w=["1", "-2", "x", "", "0.5"])
+    with pytest.raises(DataValidationError) as error:
+        read_rows(frame, cfg, tmp_path)
+    assert [(p.row, p.column) for p in error.value.problems] == [(2, "w"), (3, "w"), (4, "w")]
+    with pytest.raises(DataValidationError, match="every row weight is 0"):
+        read_rows(listing(5, seed=15).assign(w="0"), cfg, tmp_path)
+    rows = read_rows(listing(5, seed=15), cfg, tmp_path)  # no weights to predict: fine
+    with pytest.raises(DataValidationError, match="--weight-col"):
+        TreeMember(CLASSES).fit(inputs_of(rows, cfg), np.zeros(5, dtype=int))

@@ -30,6 +30,7 @@ class DataConfig:
     label_col: str = "label"
     num_cols: list[str] = field(default_factory=list)  # numbers (scaled; missing is a value)
     cat_cols: list[str] = field(default_factory=list)  # categories (rare and unseen pooled)
+    weight_col: str | None = None  # each row's weight in every loss and fit (>= 0)
     task: str = "classification"
     label_sep: str = "|"  # multilabel targets are written "a|b|c" in one cell
     val_fraction: float = 0.1
@@ -124,11 +125,12 @@ class Config:
             raise ConfigError(f"task '{self.data.task}' needs exactly one image and one text column "
                               "(and no numeric or categorical columns)")
         roles = [*self.data.image_cols, *self.data.text_cols, *self.data.num_cols,
-                 *self.data.cat_cols, self.data.label_col]
+                 *self.data.cat_cols, self.data.label_col,
+                 *([self.data.weight_col] if self.data.weight_col else [])]
         repeated = sorted({c for c in roles if roles.count(c) > 1})
         if repeated:
             raise ConfigError(f"column(s) {', '.join(map(repr, repeated))} named in more than one "
-                              "role (image, text, number, category, label); give each one role")
+                              "role (image, text, number, category, label, weight); give each one role")
         if self.train.metric is not None and self.train.metric not in task.metric_names:
             close = difflib.get_close_matches(self.train.metric, task.metric_names, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""

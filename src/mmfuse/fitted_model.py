@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mmfuse.config import Config
+from mmfuse.data.rows import row_weights
 from mmfuse.data.validate import cells, problems_frame
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.deadline import Deadline
@@ -120,6 +121,11 @@ class FittedModel(HoldsFeatureCache):
         else:
             weights = (self.task.sample_weights(train_rows["_target"].tolist(), cfg.train.imbalance)
                        if "_target" in train_rows and self.classes is not None else None)
+            # Row weights draw each row in proportion to its weight: in expectation, its loss
+            # times its weight (with the class balance's own weights, their product).
+            given = row_weights(train_rows, cfg.data)
+            if given is not None:
+                weights = torch.tensor(given) * (weights if weights is not None else 1.0)
             state = train(self.model, train_set, validate, cfg.train, self.metric, run, resume,
                           weights, deadline=deadline)
         self.history = state.history

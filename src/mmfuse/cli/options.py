@@ -29,6 +29,7 @@ HELP = {
     "data.label_col": "Target column",
     "data.num_cols": "Numeric column, e.g. a price (repeat for several; empty cells are missing)",
     "data.cat_cols": "Categorical column, e.g. a brand (repeat for several)",
+    "data.weight_col": "Column of row weights (>= 0): each row's share of every loss and fit",
     "data.task": "classification|multilabel|regression|binary|matching|retrieval",
     "data.label_sep": "Separator of labels in one multilabel cell",
     "data.val_fraction": "Share of rows held out for validation (without --val-data)",

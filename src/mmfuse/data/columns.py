@@ -24,7 +24,8 @@ WORDS_OF_TEXT = 3  # cells of three or more words on average: a text
 
 
 def used_columns(data: DataConfig) -> set[str]:
-    return {*data.image_cols, *data.text_cols, *data.num_cols, *data.cat_cols, data.label_col}
+    return {*data.image_cols, *data.text_cols, *data.num_cols, *data.cat_cols, data.label_col,
+            *([data.weight_col] if data.weight_col else [])}
 
 
 def unused_column_hints(frame: pd.DataFrame, data: DataConfig) -> list[str]:

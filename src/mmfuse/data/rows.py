@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from mmfuse.config import Config
+from mmfuse.config import Config, DataConfig
 from mmfuse.data.manifest import as_frame
 from mmfuse.data.pairs import make_matching_pairs
 from mmfuse.data.shards import is_shard_spec, read_shards, shard_folder
 from mmfuse.data.split import split_by_group, split_frame
-from mmfuse.data.validate import validate_frame
+from mmfuse.data.validate import check_columns, validate_frame
 from mmfuse.tasks import get_task
 
 Data = pd.DataFrame | str | Path  # a table, a manifest file, or tar shards (data/shards.py)
@@ -61,3 +62,12 @@ def with_pairs(rows: pd.DataFrame, config: Config, seed: int) -> pd.DataFrame:
         return rows
     return make_matching_pairs(rows, data.image_cols[0], data.text_cols[0], data.negatives,
                                data.hard_negative_fraction, seed)
+
+
+def row_weights(rows: pd.DataFrame, data: DataConfig) -> np.ndarray | None:
+    """(N,) each training row's weight (``--weight-col``), or None when none is named."""
+    if not data.weight_col:
+        return None
+    if "_weight" not in rows:
+        check_columns(rows, {data.weight_col: "--weight-col"})  # says which columns there are
+    return rows["_weight"].to_numpy(dtype=np.float64)

@@ -117,6 +117,9 @@ def validate_frame(
     for column in data.cat_cols:
         frame[column] = as_object_column([as_category(v) for v in cells(frame, column)],
                                          frame.index)
+    if data.weight_col and data.weight_col in frame.columns:  # needed to fit only: rows.py
+        frame["_weight"] = pd.Series(_weights(frame, data.weight_col, found), index=frame.index,
+                                     dtype=float)
     if data.allow_missing:
         columns = image_cols + text_cols
         empty = frame[columns].isna().all(axis=1) if columns else pd.Series(dtype=bool)
@@ -181,6 +184,23 @@ def _numbers(frame: pd.DataFrame, column: str, found: Findings) -> list[float]:
                          "empty for a missing value, or name the column with --cat-col)")
             number = None
         out.append(np.nan if number is None else number)
+    return out
+
+
+def _weights(frame: pd.DataFrame, column: str, found: Findings) -> list[float]:
+    """Row weights: numbers of at least 0, none missing, not all 0 (each bad one reported)."""
+    out = []
+    for index, value in enumerate(cells(frame, column)):
+        try:
+            weight = as_number(value)
+        except ValueError:
+            weight = None
+        if weight is None or weight < 0:
+            found.report(index, column, f"the row weight {str(value)[:40]!r} is not a number of "
+                         "at least 0")
+        out.append(weight if weight is not None and weight >= 0 else 0.0)
+    if out and not any(out) and not found.problems:
+        found.report(0, column, "every row weight is 0: nothing would be learned")
     return out
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from mmfuse.config import Config, EncoderConfig
+from mmfuse.data.rows import row_weights
 from mmfuse.data.validate import cells
 from mmfuse.encoders import create_encoder
 from mmfuse.encoders.base import Encoder
@@ -107,6 +108,10 @@ class MemberInputs:
                 {c: pd.Series(self.column(c), dtype=object) for c in data.num_cols + data.cat_cols})
         table = self.memo["table"]
         return table if self.positions is None else table.iloc[self.positions]  # type: ignore
+
+    def weights(self) -> np.ndarray | None:
+        """(N,) the rows' weights (``--weight-col``) for fitting; None without."""
+        return None if self.rows is None else row_weights(self.rows, self.config.data)
 
     def dense(self, view: View) -> np.ndarray:
         """(N, D x columns) frozen features of the view's encoder, per column side by side

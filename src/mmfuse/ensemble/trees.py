@@ -65,7 +65,8 @@ class TreeMember:
             n_iter_no_change=20, categorical_features=self.tabular.categorical_mask or None,
             random_state=self.seed)
         with threadpool_limits(2, user_api="openmp"):
-            self.model.fit(self.tabular.codes(inputs.table()), y)
+            self.model.fit(self.tabular.codes(inputs.table()), y,
+                           sample_weight=inputs.weights())
         return self
 
     def predict_proba(self, inputs: MemberInputs) -> np.ndarray:
