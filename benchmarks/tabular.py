@@ -77,8 +77,10 @@ def anchors(train: pd.DataFrame, test: pd.DataFrame, columns: dict) -> dict[str,
 
     tabular = ColumnTransformer([
         ("num", FunctionTransformer(numbers), nums),
+        # rare levels pooled, as HistGradientBoosting takes at most 255 categories
         ("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
-                               encoded_missing_value=np.nan), cats)])
+                               encoded_missing_value=np.nan, min_frequency=3,
+                               max_categories=254), cats)])
     trees = make_pipeline(tabular, HistGradientBoostingClassifier(
         categorical_features=[False] * len(nums) + [True] * len(cats), random_state=0))
     words = make_pipeline(ColumnTransformer([("text", TfidfVectorizer(
@@ -167,9 +169,9 @@ def main() -> None:
             extra = "" if isinstance(value, float) else (
                 f"  chose {value['chosen']}, {value['wall_s']} s, cold cache")
             print(f"  {model:<48}{score:.4f}{extra}")
+        path = write_result("tabular_smoke" if args.smoke else "tabular", results)  # each set
         if args.smoke:
             break
-    path = write_result("tabular_smoke" if args.smoke else "tabular", results)
     print(f"\nwritten to {path}")
 
 

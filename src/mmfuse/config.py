@@ -48,6 +48,9 @@ class EncoderConfig:
     frozen: bool | None = None
     image_size: int | None = None  # None: the encoder's own default
     max_length: int = 64
+    # text: a longer text is read in up to this many overlapping windows of max_length tokens,
+    # their features averaged (frozen encoders; one being trained reads the first window)
+    max_windows: int = 4
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -180,6 +183,7 @@ class Config:
         for kind in ("image", "text"):
             encoder = getattr(model, f"{kind}_encoder")
             ranges.append((f"model.{kind}_encoder.max_length", encoder.max_length, 1, 8192))
+            ranges.append((f"model.{kind}_encoder.max_windows", encoder.max_windows, 1, 256))
             if encoder.image_size is not None:
                 ranges.append((f"model.{kind}_encoder.image_size", encoder.image_size, 8, 4096))
         return ranges

@@ -11,6 +11,7 @@ from torch import nn
 
 from mmfuse.config import EncoderConfig
 from mmfuse.data.images import ImageTransform
+from mmfuse.data.photos import photos
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.errors import ConfigError
 from mmfuse.registry import Registry
@@ -63,6 +64,12 @@ class Encoder(nn.Module):
         before training starts; most encoders have none. Returns self."""
         return self
 
+    def parts_of(self, values: list[str]) -> list[list[str]]:
+        """Each cell as the items this encoder reads and the feature cache keeps, whose
+        features are averaged: a cell of several photos (``data/photos.py``), a text longer
+        than a transformer's window (its windows); most cells are one item."""
+        return [[value] for value in values]
+
     def fitted_state(self) -> dict[str, Any] | None:
         """What ``fit`` learned that the weights do not hold, as JSON (saved in the model
         folder's ``fitted_state.json``); None when there is none (or it is saved elsewhere:
@@ -86,6 +93,10 @@ class ImageEncoder(Encoder):
     @property
     def preprocessing(self) -> str:
         return self.transform.describe()
+
+    def parts_of(self, values: list[str]) -> list[list[str]]:
+        """A cell's photos (one, or several)."""
+        return [photos(value) for value in values]
 
     def prepare(self, values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"pixels": torch.stack(values)}  # (B, 3, S, S)

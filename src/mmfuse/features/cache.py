@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmfuse.config import Config
 from mmfuse.data.images import open_image
-from mmfuse.data.photos import PHOTO_SEP, photos
 from mmfuse.data.validate import cells
 from mmfuse.encoders.base import Encoder
 from mmfuse.errors import MmfuseError
@@ -144,9 +143,11 @@ class FeatureCache:
               together: Together | None = None) -> FeatureTable | StoredTable:
         """Features of ``values`` (None: missing) row by row; with ``together``, every
         process of the run must call this with the same values."""
-        if encoder.kind == "image" and any(v is not None and PHOTO_SEP in v for v in values):
-            return self._pooled_photos(encoder, values, with_tokens, together)
         distinct = sorted({v for v in values if v is not None})
+        parts = dict(zip(distinct, encoder.parts_of(distinct), strict=True))
+        if any(len(p) > 1 for p in parts.values()):
+            return self._pooled_parts(encoder, values, parts, with_tokens, together)
+        del parts
         # Items are distinct contents: two files with the same bytes are one item.
         digests, first, item_of = np.unique(
             digest_array([content_hash(encoder.kind, v) for v in distinct]),
@@ -174,27 +175,28 @@ class FeatureCache:
         stored.close()
         return FeatureTable(pooled, tokens, mask, index, present)
 
-    def _pooled_photos(self, encoder: Encoder, values: list[str | None], with_tokens: bool,
-                       together: Together | None) -> FeatureTable:
-        """Cells of several photos (``data/photos.py``): each photo is encoded and cached on
-        its own; a cell's pooled features are its photos' mean, its tokens theirs side by
-        side. Held in memory (a cell's mean is not stored on disk)."""
-        cells = sorted({v for v in values if v is not None})
-        singles = sorted({p for cell in cells for p in photos(cell)})
-        where = {p: i for i, p in enumerate(singles)}
-        parts = self.table(encoder, list(singles), with_tokens, together).fetch(
+    def _pooled_parts(self, encoder: Encoder, values: list[str | None],
+                      parts: dict[str, list[str]], with_tokens: bool, together: Together | None
+                      ) -> FeatureTable:
+        """Cells of several items (``parts``: a cell's photos, or a long text's windows):
+        each item is encoded and cached on its own; a cell's pooled features are its items'
+        mean, its tokens theirs side by side. Held in memory (a cell's mean is not stored)."""
+        cells = sorted(parts)
+        singles = sorted({item for cell in cells for item in parts[cell]})
+        where = {item: i for i, item in enumerate(singles)}
+        found = self.table(encoder, list(singles), with_tokens, together).fetch(
             torch.arange(len(singles)))  # pooled (S, D), tokens (S, T, D), token_mask (S, T)
-        members = [torch.tensor([where[p] for p in photos(cell)]) for cell in cells]
+        members = [torch.tensor([where[item] for item in parts[cell]]) for cell in cells]
         pooled = torch.zeros(len(cells) + 1, encoder.output_dim)
         for j, rows in enumerate(members):
-            pooled[j] = parts["pooled"][rows].mean(0)
+            pooled[j] = found["pooled"][rows].mean(0)
         tokens = mask = None
         if with_tokens:
-            width = max(int(parts["token_mask"][rows].sum()) for rows in members)
+            width = max(int(found["token_mask"][rows].sum()) for rows in members)
             tokens = torch.zeros(len(cells) + 1, width, encoder.output_dim, dtype=torch.float16)
             mask = torch.zeros(len(cells) + 1, width, dtype=torch.bool)
             for j, rows in enumerate(members):
-                kept = parts["tokens"][rows][parts["token_mask"][rows]]  # (photos x T, D)
+                kept = found["tokens"][rows][found["token_mask"][rows]]  # (items x T, D)
                 tokens[j, : len(kept)], mask[j, : len(kept)] = kept.half(), True
         slot = {cell: j for j, cell in enumerate(cells)}
         index = torch.tensor([slot[v] if v is not None else len(cells) for v in values])

