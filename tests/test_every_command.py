@@ -14,7 +14,9 @@ from mmfuse.cli import app
 from mmfuse.retrieval.predictor import RetrievalPredictor
 
 TASKS = ("classification", "multilabel", "binary", "regression", "matching", "retrieval")
-KINDS = (*TASKS, "ensemble")  # every task's model, and an auto-mode ensemble
+# every task's model, an auto-mode ensemble, and both on a whole table: numbers, categories,
+# several photos in some cells, row weights
+KINDS = (*TASKS, "ensemble", "table", "table-ensemble")
 # What a task cannot do, and the sentence that says so.
 REFUSALS = {
     ("retrieval", "predict"): "ranks, it does not classify",
@@ -23,6 +25,8 @@ REFUSALS = {
     ("retrieval", "report"): "ranks, it does not classify",
     **{("ensemble", command): "ensemble of members"
        for command in ("export",)},
+    ("table", "export"): "not in the ONNX graph",
+    ("table-ensemble", "export"): "ensemble of members",
 }
 
 
@@ -43,7 +47,8 @@ def task_table(folder: Path, task: str):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """One tiny trained run per task: (run folder, its manifest)."""
-    made = {"ensemble": ensemble_run(tmp_path_factory.mktemp("ensemble"))}
+    made = {"ensemble": ensemble_run(tmp_path_factory.mktemp("ensemble")),
+            **table_runs(tmp_path_factory.mktemp("table"))}
     for task in TASKS:
         folder = tmp_path_factory.mktemp(task)
         task_table(folder, task).to_csv(folder / "data.csv", index=False)
@@ -85,6 +90,45 @@ def ensemble_run(folder: Path) -> tuple[Path, Path]:
     EnsembleModel(cfg, linear.classes, members, "selection", weights,
                   encoders=linear.encoders).save(folder / "run")
     return folder / "run", folder / "data.csv"
+
+
+def whole_table(folder: Path):
+    """Classification rows with a price, a brand (some missing), row weights and, in every
+    fourth row, two photos in the image cell."""
+    frame = task_table(folder, "classification")
+    frame["price"] = [("" if i % 9 == 0 else f"{1.5 * i:.1f}") for i in range(len(frame))]
+    frame["brand"] = [("" if i % 7 == 0 else "abc"[i % 3]) for i in range(len(frame))]
+    frame["w"] = [1.0 + i % 3 for i in range(len(frame))]
+    frame["image"] = [f"{image};{frame['image'][(i + 1) % len(frame)]}" if i % 4 == 0 else image
+                      for i, image in enumerate(frame["image"])]
+    return frame
+
+
+def table_runs(folder: Path) -> dict[str, tuple[Path, Path]]:
+    """A network with the tabular tower and an ensemble with tabular members, on one table."""
+    import numpy as np
+
+    from mmfuse.data.rows import read_rows
+    from mmfuse.ensemble.inputs import View
+    from mmfuse.ensemble.model import EnsembleModel
+    from mmfuse.features.cache import FeatureCache
+
+    whole_table(folder).to_csv(folder / "data.csv", index=False)
+    cfg = tiny_config(folder, fusion="concat")
+    cfg.model.text_encoder = EncoderConfig("ngram", options={"dim": 8, "buckets": 512})
+    cfg.data.num_cols, cfg.data.cat_cols, cfg.data.weight_col = ["price"], ["brand"], "w"
+    cfg.train.epochs = 1
+    Predictor(cfg).fit(folder / "data.csv", run_dir=folder / "net")
+    rows = read_rows(folder / "data.csv", cfg, folder)
+    halves = np.arange(len(rows)) % 2
+    folds = [(np.flatnonzero(halves != k), np.flatnonzero(halves == k)) for k in (0, 1)]
+    views = [View("tfidf-word"), View("image", EncoderConfig("efficientnet-lite0",
+                                                             image_size=32)),
+             View("tabular"), View("tabular-trees")]
+    ensemble, _ = EnsembleModel.fit(cfg, rows, views, folds, FeatureCache(folder / "cache"))
+    ensemble.save(folder / "ensemble")
+    return {"table": (folder / "net", folder / "data.csv"),
+            "table-ensemble": (folder / "ensemble", folder / "data.csv")}
 
 
 def command_line(command: str, run: Path, data: Path, out: Path) -> tuple[list[str], Path]:
@@ -140,10 +184,12 @@ def test_serve_answers_every_task(runs, task) -> None:
     from mmfuse.serving.app import create_app
 
     run, data = runs[task]
-    table_task = "classification" if task == "ensemble" else task
+    table_task = task if task in TASKS else "classification"
     row = task_table(data.parent, table_task).iloc[0]
     body = {"image": base64.b64encode((data.parent / row["image"]).read_bytes()).decode(),
             "text": row["caption"]}
+    if task.startswith("table"):  # two photos, a number and a category by column name
+        body |= {"image": [body["image"], body["image"]], "price": 3.5, "brand": "b"}
     with TestClient(create_app(load(run))) as client:
         assert client.get("/v1/model").json()["task"] == table_task
         response = client.post("/v1/predict", json=body)
@@ -155,7 +201,10 @@ def test_serve_answers_every_task(runs, task) -> None:
         assert "prediction" in response.json()
         assert explained.status_code == 200, explained.text
         shares = explained.json()["ablation_shares"]
-        assert set(shares) == {"image", "caption"} and sum(shares.values()) == pytest.approx(1)
+        expected = {"table": {"image", "caption"},  # the tabular tower is never missing
+                    "table-ensemble": {"image", "caption", "price", "brand"}}
+        assert set(shares) == expected.get(task, {"image", "caption"})
+        assert sum(shares.values()) == pytest.approx(1)
 
 
 def test_the_command_table_covers_every_registered_task() -> None:

@@ -66,3 +66,18 @@ def test_a_long_texts_features_are_the_mean_of_its_windows(tmp_path: Path) -> No
     # in memory (the server): the same features
     torch.testing.assert_close(pooled_features(encoder, texts[:2]), got["pooled"][:2],
                                atol=2e-4, rtol=1e-3)
+
+
+def test_max_text_windows_is_a_reading_flag_that_keeps_auto_mode() -> None:
+    import pandas as pd
+
+    from mmfuse import Config
+    from mmfuse.auto.portfolio import PRESETS, suited_to
+    from mmfuse.cli.options import apply_flags, model_flags_given
+
+    flags = {"max_text_windows": 2}
+    cfg = apply_flags(Config(), flags)
+    assert cfg.model.text_encoder.max_windows == 2 and model_flags_given(flags) == []
+    frame = pd.DataFrame({"image": [None], "text": ["a text"]})
+    preset = suited_to(PRESETS["fast"], frame, cfg)
+    assert {e.max_windows for e in preset.text_encoders} == {2}

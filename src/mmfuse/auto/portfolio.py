@@ -91,8 +91,12 @@ DEFAULT_MAX_LENGTH = EncoderConfig("x").max_length
 
 def suited_to(preset: Preset, frame: pd.DataFrame, config: Config) -> Preset:
     """The preset with its pretrained encoders' inputs suited to the data: image side and
-    text length."""
-    return _text_length_suited(_image_side_suited(preset, frame, config), frame, config)
+    text length; texts read in as many windows as the config's text encoder
+    (``--max-text-windows``)."""
+    preset = _text_length_suited(_image_side_suited(preset, frame, config), frame, config)
+    windows = config.model.text_encoder.max_windows
+    return dataclasses.replace(preset, text_encoders=tuple(
+        dataclasses.replace(e, max_windows=windows) for e in preset.text_encoders))
 
 
 def _text_length_suited(preset: Preset, frame: pd.DataFrame, config: Config) -> Preset:

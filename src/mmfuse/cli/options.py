@@ -98,6 +98,18 @@ MODEL_FLAGS: dict[str, tuple[type, str, Callable[[Config, Any], None]]] = {
 }
 
 
+def _max_text_windows(cfg: Config, windows: int) -> None:
+    cfg.model.text_encoder.max_windows = windows
+
+
+# Flags inside an encoder that say how to read the data, not which model: auto mode stays on.
+READING_FLAGS: dict[str, tuple[type, str, Callable[[Config, Any], None]]] = {
+    "max-text-windows": (int, "A longer text is read in up to N overlapping windows of the "
+                              "text encoder's length, their features averaged (default 4)",
+                         _max_text_windows),
+}
+
+
 @dataclass(frozen=True)
 class ConfigFlag:
     name: str  # without the dashes
@@ -134,6 +146,8 @@ def config_flags() -> list[ConfigFlag]:
                                 fixes_model=section == "model"))
     for name, (kind, text, setter) in MODEL_FLAGS.items():
         flags.append(ConfigFlag(name, kind, text, setter, fixes_model=True))
+    for name, (kind, text, setter) in READING_FLAGS.items():
+        flags.append(ConfigFlag(name, kind, text, setter, fixes_model=False))
     return flags
 
 

@@ -47,7 +47,10 @@ class InferenceEngine:
         self.modalities = list(kinds)
         self.image_columns = [m for m, k in kinds.items() if k == "image"]
         self.text_columns = [m for m, k in kinds.items() if k == "text"]
-        self.tabular_columns = [m for m, k in kinds.items() if k == "tabular"]
+        # a network's one tabular modality reads every numeric and categorical column; an
+        # ensemble names the columns its members read
+        self.tabular_columns = sorted(config.data.num_cols + config.data.cat_cols) if \
+            "tabular" in kinds.values() else []
         # Missing inputs are answered only by models that learned to predict without them.
         self.accepts_missing = config.data.allow_missing or config.train.modality_dropout > 0
         self.card = ModelCard(
@@ -72,12 +75,11 @@ class InferenceEngine:
     def check(self, item: Item) -> None:
         """A missing image or text is refused unless the model learned without one; an
         empty number or category is a value the model has seen."""
-        missing = [m for m in self.modalities if not is_present(item.get(m))
-                   and m not in self.tabular_columns]
-        if len(missing) + len(self.tabular_columns) == len(self.modalities) and not any(
-                is_present(item.get(m)) for m in self.tabular_columns):
+        reads = self.image_columns + self.text_columns
+        missing = [m for m in reads if not is_present(item.get(m))]
+        if not any(is_present(item.get(c)) for c in reads + self.tabular_columns):
             raise MissingModalityError("the request has neither an image nor a text; this "
-                                       f"model reads: {', '.join(self.modalities)}")
+                                       f"model reads: {', '.join(reads + self.tabular_columns)}")
         if missing and not self.accepts_missing:
             raise MissingModalityError(
                 f"this model needs every input; missing: {', '.join(missing)}. Train with "
