@@ -25,7 +25,6 @@ REFUSALS = {
     ("retrieval", "report"): "ranks, it does not classify",
     **{("ensemble", command): "ensemble of members"
        for command in ("export",)},
-    ("table", "export"): "not in the ONNX graph",
     ("table-ensemble", "export"): "ensemble of members",
 }
 

@@ -53,6 +53,14 @@ def config(tmp_path: Path) -> Config:
     return cfg
 
 
+def fitted_ensemble(cfg: Config, rows: pd.DataFrame, views: list[View], folds: int
+                    ) -> tuple[EnsembleModel, dict[str, float]]:
+    """An ensemble of members on ``views`` judged on ``folds`` stratified folds."""
+    targets = torch.tensor([CLASSES.index(t) for t in rows["_target"]])
+    splits = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, folds, 0)]
+    return EnsembleModel.fit(cfg, rows, views, splits, FeatureCache(None))
+
+
 def inputs_of(rows: pd.DataFrame, cfg: Config) -> MemberInputs:
     return MemberInputs.from_rows(rows, cfg, FeatureCache(None), {})
 
@@ -124,10 +132,8 @@ def test_trees_draw_the_interaction_a_linear_member_cannot(tmp_path: Path) -> No
 def test_an_ensemble_on_text_and_tabular_columns_is_a_model_folder(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     rows = read_rows(listing(300, seed=3), cfg, tmp_path)
-    targets = torch.tensor([CLASSES.index(t) for t in rows["_target"]])
-    folds = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, 3, 0)]
     views = [View("tfidf-word"), View("tabular"), View("tabular-trees")]
-    model, scores = EnsembleModel.fit(cfg, rows, views, folds, FeatureCache(None))
+    model, scores = fitted_ensemble(cfg, rows, views, folds=3)
     assert scores["ensemble"] > max(scores["LR on tfidf-word"], scores["LR on tabular"])
     assert model.modality_kinds == {"brand": "tabular", "price": "tabular", "title": "text"}
     model.save(tmp_path / "run")
@@ -246,10 +252,7 @@ def test_a_served_ensemble_reads_numbers_and_categories_by_column(tmp_path: Path
 
     cfg = config(tmp_path)
     rows = read_rows(listing(200, seed=5), cfg, tmp_path)
-    targets = torch.tensor([CLASSES.index(t) for t in rows["_target"]])
-    folds = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, 2, 0)]
-    model, _ = EnsembleModel.fit(cfg, rows, [View("tfidf-word"), View("tabular-trees")], folds,
-                                 FeatureCache(None))
+    model, _ = fitted_ensemble(cfg, rows, [View("tfidf-word"), View("tabular-trees")], folds=2)
     model.save(tmp_path / "run")
     predictor = Predictor.load(tmp_path / "run")
     test = listing(4, seed=6)
@@ -283,10 +286,7 @@ def test_robustness_blanks_and_shuffles_the_tabular_columns(tmp_path: Path) -> N
     assert sorted(mixed) == cells and sum(a != b for a, b in zip(mixed, cells, strict=True)) > 400
     cfg = config(tmp_path)
     rows = read_rows(listing(300, seed=7), cfg, tmp_path)
-    targets = torch.tensor([CLASSES.index(t) for t in rows["_target"]])
-    folds = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, 2, 0)]
-    model, _ = EnsembleModel.fit(cfg, rows, [View("tfidf-word"), View("tabular-trees")], folds,
-                                 FeatureCache(None))
+    model, _ = fitted_ensemble(cfg, rows, [View("tfidf-word"), View("tabular-trees")], folds=2)
     listing(200, seed=8).to_csv(tmp_path / "test.csv", index=False)
     result = robustness(Predictor.of(model), tmp_path / "test.csv", severities=(5,))
     tabular = result["corruptions"]["tabular"]

@@ -21,10 +21,13 @@ from mmfuse.tasks import get_task
 class ExportableModel(nn.Module):
     """Positional tensors in; probabilities and the prediction out (the decided class id,
     0/1 indicators or values, as `mmfuse predict` decodes them). Inputs per modality (sorted):
-    ``pixels`` (B, 3, S, S) for images, and for texts what the text encoder's ``prepare``
-    returns (``input_ids``, ``attention_mask`` (B, T); ``ngram_ids``, ``ngram_weights`` (B, K)).
-    Every input is present.
-    Tokenising (or hashing n-grams) stays outside the graph, as decoding images does."""
+    ``pixels`` (B, 3, S, S) for images, for texts what the text encoder's ``prepare`` returns
+    (``input_ids``, ``attention_mask`` (B, T); ``ngram_ids``, ``ngram_weights`` (B, K)), and
+    for the tabular tower ``numbers`` (B, 2 x numeric columns: each scaled, then its missing
+    flag) and ``categories`` (B, categorical columns) ids, as its ``prepare`` maps a row with
+    the scaling and levels of the run folder's ``fitted_state.json``. Every input is present.
+    Tokenising (or hashing n-grams, or scaling) stays outside the graph, as decoding images
+    does."""
 
     def __init__(self, predictor: Predictor) -> None:
         super().__init__()
@@ -48,6 +51,8 @@ class ExportableModel(nn.Module):
 
 def input_keys(encoder: nn.Module) -> list[str]:
     """The names of an encoder's inputs, in the order its ``prepare`` gives them."""
+    if encoder.kind == "tabular":
+        return ["numbers", "categories"]
     return ["pixels"] if encoder.kind == "image" else list(encoder.prepare(["x"]))
 
 
@@ -61,8 +66,9 @@ def parity_rows(predictor: Predictor, data: Data, base_dir: str | Path | None,
                 max_rows: int) -> pd.DataFrame:
     """Real rows with every input present (the exported graph takes no missing modality)."""
     rows = predictor.read(data, base_dir=base_dir, require_labels=False)
+    columns = [m for m in predictor.model_.modalities if m in rows]  # tabular: never missing
     complete = rows[[all(v is not None for v in values) for values in
-                     zip(*(cells(rows, m) for m in predictor.model_.modalities), strict=True)]]
+                     zip(*(cells(rows, m) for m in columns), strict=True)]]
     if len(complete) == 0:
         raise MmfuseError("the parity check needs rows with every input present "
                           f"({', '.join(predictor.model_.modalities)}); none has them all")
@@ -92,7 +98,8 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = wrapper.input_names()
-    dynamic = {name: ({0: "batch"} if name.endswith("pixels") else {0: "batch", 1: "tokens"})
+    fixed_width = ("pixels", "numbers", "categories")
+    dynamic = {name: ({0: "batch"} if name.endswith(fixed_width) else {0: "batch", 1: "tokens"})
                for name in names}
     dynamic |= {"probabilities": {0: "batch"}, "prediction": {0: "batch"}}
     try:

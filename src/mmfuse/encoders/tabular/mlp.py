@@ -29,8 +29,6 @@ class TabularMLP(Encoder):
 
     kind = "tabular"
     pretrained = False
-    not_exportable = ("the tabular tower's scaling and category ids are not in the ONNX graph "
-                      "yet; export a model without --num-col/--cat-col")
 
     def __init__(self, num_cols: list[str], cat_cols: list[str], embed_dim: int = 8,
                  hidden: int = 64, dropout: float = 0.1) -> None:
