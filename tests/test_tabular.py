@@ -395,3 +395,28 @@ def test_weights_that_are_not_numbers_of_at_least_0_are_findings(tmp_path: Path)
     rows = read_rows(listing(5, seed=15), cfg, tmp_path)  # no weights to predict: fine
     with pytest.raises(DataValidationError, match="--weight-col"):
         TreeMember(CLASSES).fit(inputs_of(rows, cfg), np.zeros(5, dtype=int))
+
+
+def test_metrics_are_reported_plain_and_weighted_as_scikit_learn_weighs_them(
+        tmp_path: Path) -> None:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    cfg = config(tmp_path)
+    cfg.data.weight_col = "w"
+    rows = read_rows(listing(200, seed=16).assign(w=[1.0, 3.0] * 100), cfg, tmp_path)
+    model, _ = fitted_ensemble(cfg, rows, [View("tfidf-word")], folds=2)  # text alone: errs
+    test = listing(80, seed=17).assign(w=[0.5, 4.0] * 40)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    predictor = Predictor.of(model)
+    metrics = predictor.evaluate(tmp_path / "test.csv")
+    truth = test["label"].to_numpy()
+    predicted = np.asarray(predictor.predict(tmp_path / "test.csv"))
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    weighted = metrics["weighted"]
+    assert weighted["accuracy"] == pytest.approx(accuracy_score(truth, predicted,
+                                                                sample_weight=test["w"]))
+    assert weighted["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro",
+                                                          sample_weight=test["w"]))
+    assert weighted["accuracy"] != pytest.approx(metrics["accuracy"])
+    test.drop(columns="w").to_csv(tmp_path / "plain.csv", index=False)
+    assert "weighted" not in predictor.evaluate(tmp_path / "plain.csv")

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -101,9 +102,19 @@ class Estimator:
         return with_pairs(rows, self.config, self.config.train.seed + 2)
 
     def evaluate_rows(self, rows: pd.DataFrame) -> dict[str, Any]:
-        """Metrics on rows from ``read`` (possibly altered: corrupted files, removed modalities)."""
+        """Metrics on rows from ``read`` (possibly altered: corrupted files, removed
+        modalities); where the rows carry weights (``--weight-col``), the same metrics
+        weighted too, under ``weighted``."""
         self._check_fitted()
-        return self.fitted_.evaluate(rows)
+        metrics = self.fitted_.evaluate(rows)
+        if "_weight" in rows and get_task(self.config.data.task).predicts:
+            scores, decoded = self.fitted_.predict(rows)[:2]
+            weighted = get_task(self.config.data.task).metrics(
+                self.targets(rows).numpy(), decoded, scores, self.classes_ or [],
+                sample_weight=rows["_weight"].to_numpy(dtype=np.float64))
+            metrics["weighted"] = {k: v for k, v in weighted.items()
+                                   if isinstance(v, float) and k != "n"}
+        return metrics
 
     def targets(self, rows: pd.DataFrame) -> torch.Tensor:
         """Encoded targets of rows from ``read``: class ids (N,), indicators (N, C), values (N,)."""

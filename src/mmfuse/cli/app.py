@@ -49,6 +49,8 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
             table.add_row(name, f"{value:.4f}")
         elif isinstance(value, int):
             table.add_row(name, str(value))
+    for name, value in metrics.get("weighted", {}).items():  # --weight-col: rows weighted
+        table.add_row(f"{name} (weighted)", f"{value:.4f}")
     out.print(table)
 
 

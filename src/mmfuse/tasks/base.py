@@ -119,10 +119,11 @@ class Task:
 
     # -------------------------------------------------------------- what applies
     def metrics(self, y_true: np.ndarray, decoded: np.ndarray, scores: np.ndarray,
-                classes: list[str]) -> dict[str, Any]:
+                classes: list[str], sample_weight: np.ndarray | None = None) -> dict[str, Any]:
+        """Metrics of the outputs; with ``sample_weight`` (N,), each row counted that often."""
         from mmfuse.tasks.metrics import class_metrics
 
-        return class_metrics(y_true, decoded, scores, classes)
+        return class_metrics(y_true, decoded, scores, classes, sample_weight=sample_weight)
 
     def require_predictions(self, action: str) -> None:
         """Refuse ``action`` (predict, explain, export, report) on a task that only ranks."""

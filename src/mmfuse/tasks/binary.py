@@ -33,7 +33,8 @@ class Binary(Task):
         return torch.cat([-logits, logits], dim=-1)  # (B, 1) -> log-odds of (no, yes)
 
     def metrics(self, y_true: np.ndarray, decoded: np.ndarray, scores: np.ndarray,
-                classes: list[str]) -> dict[str, Any]:
+                classes: list[str], sample_weight: np.ndarray | None = None) -> dict[str, Any]:
         from mmfuse.tasks.metrics import class_metrics
 
-        return class_metrics(y_true, decoded, scores, classes, positive_only=True)
+        return class_metrics(y_true, decoded, scores, classes, positive_only=True,
+                             sample_weight=sample_weight)

@@ -11,50 +11,60 @@ from mmfuse.scoring import top_label_reliability
 
 
 def class_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray,
-                  classes: list[str], positive_only: bool = False) -> dict[str, Any]:
-    """Single-label metrics; ``positive_only``: binary F1 and AUROC of the second class."""
-    labels = list(range(len(classes)))
+                  classes: list[str], positive_only: bool = False,
+                  sample_weight: np.ndarray | None = None) -> dict[str, Any]:
+    """Single-label metrics; ``positive_only``: binary F1 and AUROC of the second class.
+    With ``sample_weight`` (N,), each row counts that many times (calibration, a property of
+    the probabilities, is then left out)."""
+    labels, w = list(range(len(classes))), sample_weight
     result: dict[str, Any] = {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred, sample_weight=w)),
         "n": int(len(y_true)),
     }
     for average in ("macro", "micro"):
         p, r, f, _ = skm.precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=average, zero_division=0
+            y_true, y_pred, labels=labels, average=average, zero_division=0, sample_weight=w
         )
         result |= {f"{average}_precision": float(p), f"{average}_recall": float(r),
                    f"{average}_f1": float(f)}
     indicators = np.eye(len(classes))[y_true]
-    result["ece"] = top_label_reliability(scores, y_true)["ece"]
-    result["auroc"] = macro_auroc(indicators, scores)
+    if w is None:
+        result["ece"] = top_label_reliability(scores, y_true)["ece"]
+    result["auroc"] = macro_auroc(indicators, scores, w)
     if positive_only:
-        result["f1"] = float(skm.f1_score(y_true, y_pred, zero_division=0))
-        result["auroc"] = macro_auroc(indicators[:, 1:], scores[:, 1:])
-    result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
-    result["per_class"] = per_class(y_true, y_pred, classes, multilabel=False)
+        result["f1"] = float(skm.f1_score(y_true, y_pred, zero_division=0, sample_weight=w))
+        result["auroc"] = macro_auroc(indicators[:, 1:], scores[:, 1:], w)
+    result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels,
+                                                      sample_weight=w).tolist()
+    result["per_class"] = per_class(y_true, y_pred, classes, multilabel=False, sample_weight=w)
     return result
 
 
 def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray,
-                       classes: list[str]) -> dict[str, Any]:
+                       classes: list[str], sample_weight: np.ndarray | None = None
+                       ) -> dict[str, Any]:
+    w = {"sample_weight": sample_weight, "zero_division": 0}
     return {
-        "subset_accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "micro_f1": float(skm.f1_score(y_true, y_pred, average="micro", zero_division=0)),
-        "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "macro_precision": float(
-            skm.precision_score(y_true, y_pred, average="macro", zero_division=0)),
-        "macro_recall": float(skm.recall_score(y_true, y_pred, average="macro", zero_division=0)),
-        "auroc": macro_auroc(y_true, scores),
-        "per_class": per_class(y_true, y_pred, classes, multilabel=True),
+        "subset_accuracy": float(skm.accuracy_score(y_true, y_pred, sample_weight=sample_weight)),
+        "micro_f1": float(skm.f1_score(y_true, y_pred, average="micro", **w)),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", **w)),
+        "macro_precision": float(skm.precision_score(y_true, y_pred, average="macro", **w)),
+        "macro_recall": float(skm.recall_score(y_true, y_pred, average="macro", **w)),
+        "auroc": macro_auroc(y_true, scores, sample_weight),
+        "per_class": per_class(y_true, y_pred, classes, multilabel=True,
+                               sample_weight=sample_weight),
         "n": int(len(y_true)),
     }
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray,
+                       sample_weight: np.ndarray | None = None) -> dict[str, Any]:
+    w = sample_weight
     return {
-        "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
-        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
-        "r2": float(skm.r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan"),
+        "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred, sample_weight=w))),
+        "mae": float(skm.mean_absolute_error(y_true, y_pred, sample_weight=w)),
+        "r2": float(skm.r2_score(y_true, y_pred, sample_weight=w)) if len(y_true) > 1
+        else float("nan"),
         "n": int(len(y_true)),
     }
 
@@ -79,7 +89,8 @@ LABEL_METRICS = {
 }
 
 
-def macro_auroc(indicators: np.ndarray, scores: np.ndarray) -> float:
+def macro_auroc(indicators: np.ndarray, scores: np.ndarray,
+                sample_weight: np.ndarray | None = None) -> float:
     """Mean one-vs-rest AUROC over the classes that have both positives and negatives.
 
     One scikit-learn call for all of them: its input checks per class cost more than the
@@ -88,14 +99,17 @@ def macro_auroc(indicators: np.ndarray, scores: np.ndarray) -> float:
     if not scored:
         return float("nan")
     if len(scored) == 1:  # one column reads as a binary target
-        return float(skm.roc_auc_score(indicators[:, scored[0]], scores[:, scored[0]]))
-    return float(np.mean(skm.roc_auc_score(indicators[:, scored], scores[:, scored], average=None)))
+        return float(skm.roc_auc_score(indicators[:, scored[0]], scores[:, scored[0]],
+                                       sample_weight=sample_weight))
+    return float(np.mean(skm.roc_auc_score(indicators[:, scored], scores[:, scored],
+                                           average=None, sample_weight=sample_weight)))
 
 
-def per_class(y_true, y_pred, classes: list[str], multilabel: bool) -> dict[str, dict]:
+def per_class(y_true, y_pred, classes: list[str], multilabel: bool,
+              sample_weight: np.ndarray | None = None) -> dict[str, dict]:
     labels = None if multilabel else list(range(len(classes)))
     p, r, f, s = skm.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average=None, zero_division=0
+        y_true, y_pred, labels=labels, average=None, zero_division=0, sample_weight=sample_weight
     )
     return {
         name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),

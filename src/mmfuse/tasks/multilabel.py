@@ -54,7 +54,7 @@ class Multilabel(Task):
         return logits  # each label's own log-odds
 
     def metrics(self, y_true: np.ndarray, decoded: np.ndarray, scores: np.ndarray,
-                classes: list[str]) -> dict[str, Any]:
+                classes: list[str], sample_weight: np.ndarray | None = None) -> dict[str, Any]:
         from mmfuse.tasks.metrics import multilabel_metrics
 
-        return multilabel_metrics(y_true, decoded, scores, classes)
+        return multilabel_metrics(y_true, decoded, scores, classes, sample_weight)

@@ -56,7 +56,7 @@ class Regression(Task):
         return logits
 
     def metrics(self, y_true: np.ndarray, decoded: np.ndarray, scores: np.ndarray,
-                classes: list[str]) -> dict[str, Any]:
+                classes: list[str], sample_weight: np.ndarray | None = None) -> dict[str, Any]:
         from mmfuse.tasks.metrics import regression_metrics
 
-        return regression_metrics(y_true, decoded)
+        return regression_metrics(y_true, decoded, sample_weight)
