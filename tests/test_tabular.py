@@ -23,6 +23,7 @@ from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.ensemble.trees import TREES_FILE, TreeMember
 from mmfuse.errors import CheckpointError, DataValidationError
 from mmfuse.features.cache import FeatureCache
+from mmfuse.tasks import get_task
 from mmfuse.training.stacking import fold_splits
 
 CLASSES = ["bad", "good"]
@@ -420,3 +421,48 @@ def test_metrics_are_reported_plain_and_weighted_as_scikit_learn_weighs_them(
     assert weighted["accuracy"] != pytest.approx(metrics["accuracy"])
     test.drop(columns="w").to_csv(tmp_path / "plain.csv", index=False)
     assert "weighted" not in predictor.evaluate(tmp_path / "plain.csv")
+
+
+def tags(n: int, seed: int) -> pd.DataFrame:
+    """Labels "cheap" (price under 20), "premium" (acme or bolt) and "gift" (the title says
+    so): any subset per row."""
+    frame = listing(n, seed)
+    rng = np.random.default_rng(seed)
+    gift = rng.random(n) < 0.4
+    frame["title"] = [("gift " if g else "") + t for g, t in zip(gift, frame["title"], strict=True)]
+    price = pd.to_numeric(frame["price"], errors="coerce")
+    frame["label"] = ["|".join(t for t, on in (("cheap", p < 20), ("premium", b in ("acme", "bolt")),
+                                               ("gift", g)) if on)
+                      for p, b, g in zip(price, frame["brand"], gift, strict=True)]
+    return frame[frame["label"] != ""].reset_index(drop=True)
+
+
+def test_a_multilabel_ensemble_reads_text_and_tabular_columns(tmp_path: Path) -> None:
+    """One binary LR per label and view, blended by selection; each label checked against
+    scikit-learn's LogisticRegression on the same features."""
+    from sklearn.linear_model import LogisticRegression
+
+    cfg = config(tmp_path)
+    cfg.data.task = "multilabel"
+    rows = read_rows(tags(300, seed=18), cfg, tmp_path)
+    labels = ["cheap", "gift", "premium"]
+    y = np.asarray(get_task("multilabel").encode(rows["_target"].tolist(), labels))
+    member = LinearMember(View("tabular"), labels).fit(inputs_of(rows, cfg), y)
+    x = TabularEncoding(["price"], ["brand"]).fit(rows).dense(rows)
+    for k in range(3):
+        reference = LogisticRegression(C=1.0, max_iter=300, tol=1e-3).fit(x, y[:, k])
+        np.testing.assert_allclose(member.predict_proba(inputs_of(rows, cfg))[:, k],
+                                   reference.predict_proba(x)[:, 1], atol=1e-3)
+    splits = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(torch.tensor(y), 3, 0)]
+    model, scores = EnsembleModel.fit(cfg, rows, [View("tfidf-word"), View("tabular")], splits,
+                                      FeatureCache(None))
+    assert model.classes == labels and model.out_of_fold_labels.shape == (len(rows), 3)
+    assert scores["ensemble"] > max(scores["per-label LR on tfidf-word"],
+                                    scores["per-label LR on tabular"])
+    model.save(tmp_path / "run")
+    tags(60, seed=19).to_csv(tmp_path / "test.csv", index=False)
+    loaded = Predictor.load(tmp_path / "run")
+    assert loaded.evaluate(tmp_path / "test.csv")["macro_f1"] > 0.8
+    np.testing.assert_array_equal(loaded.predict_proba(tmp_path / "test.csv").to_numpy(),
+                                  Predictor.of(model).predict_proba(tmp_path / "test.csv")
+                                  .to_numpy())

@@ -30,10 +30,11 @@ LARGE_DATA_FOLDS = 3
 
 
 def applies(config: Config) -> bool:
-    """Single-label tasks (classification, binary: members are multinomial LRs and boosted
-    classifiers) and regression (ridge regressions and boosted regressors)."""
+    """Every task that predicts one row at a time: classification and binary (members are
+    multinomial LRs and boosted classifiers), multilabel (a binary LR per label) and
+    regression (ridge regressions and boosted regressors)."""
     task = get_task(config.data.task)
-    return (task.single_label or task.name == "regression") and not task.paired
+    return task.predicts and not task.paired
 
 
 def linear_views(config: Config, preset: Preset) -> list[View]:
@@ -43,7 +44,9 @@ def linear_views(config: Config, preset: Preset) -> list[View]:
     if config.data.text_cols:
         views += [View("tfidf-char"), View("tfidf-word")]
     if config.data.num_cols or config.data.cat_cols:
-        views += [View("tabular"), View("tabular-trees")]
+        views.append(View("tabular"))
+        if not get_task(config.data.task).multilabel:
+            views.append(View("tabular-trees"))  # boosted trees: one output per row
     for kind, encoders in (("image", preset.image_encoders), ("text", preset.text_encoders)):
         if not getattr(config.data, f"{kind}_cols"):
             continue

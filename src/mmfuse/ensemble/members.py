@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
@@ -44,10 +45,12 @@ class LinearMember:
     vocabulary: list[str] = field(default_factory=list)  # TF-IDF views
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # idf/mean/scale, coef, intercept
     tabular: TabularEncoding | None = None  # the tabular view's scaling and category levels
+    multilabel: bool = False  # each class its own yes or no: a binary LR per class
 
     @property
     def name(self) -> str:
-        return f"{'ridge' if self.classes is None else 'LR'} on {self.view.name}"
+        kind = "ridge" if self.classes is None else "per-label LR" if self.multilabel else "LR"
+        return f"{kind} on {self.view.name}"
 
     @property
     def modalities(self) -> set[str]:
@@ -57,7 +60,8 @@ class LinearMember:
         """What ensemble.json keeps of the member (its arrays go to safetensors)."""
         return {"view": self.view.kind, "vocabulary": self.vocabulary,
                 "encoder": vars(self.view.encoder) if self.view.encoder is not None else None,
-                "tabular": self.tabular.entry() if self.tabular is not None else None}
+                "tabular": self.tabular.entry() if self.tabular is not None else None,
+                "multilabel": self.multilabel}
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any], classes: list[str] | None,
@@ -68,7 +72,8 @@ class LinearMember:
         encoder = EncoderConfig(**entry["encoder"]) if entry["encoder"] else None
         tabular = entry.get("tabular")  # absent from folders saved before tabular columns
         member = cls(View(entry["view"], encoder), classes, entry["vocabulary"], arrays,
-                     TabularEncoding.from_saved(tabular, arrays) if tabular else None)
+                     TabularEncoding.from_saved(tabular, arrays) if tabular else None,
+                     bool(entry.get("multilabel", False)))
         n = 1 if classes is None else len(classes)
         if arrays["coef"].shape[0] != n or arrays["intercept"].shape != (n,):
             raise ValueError(f"{member.name}: its coefficients are not for {n} outputs")
@@ -82,10 +87,14 @@ class LinearMember:
         return int(self.arrays["coef"].size + self.arrays["intercept"].size)
 
     def fit(self, inputs: MemberInputs, y: np.ndarray) -> LinearMember:
-        """``y``: class ids (N,) into ``classes``, or values (N,) for regression."""
+        """``y``: class ids (N,) into ``classes``, label indicators (N, C) (multilabel), or
+        values (N,) (regression)."""
         x, weights = self._fit_view(inputs), inputs.weights()
+        self.multilabel = y.ndim == 2
         if self.classes is None:
             coef, intercept = fit_ridge(x, y, weights)
+        elif self.multilabel:
+            coef, intercept = label_weights(x, y, C_BY_VIEW[self.view.kind], weights)
         else:
             model = fit_logistic_regression(x, y, C_BY_VIEW[self.view.kind], weights)
             coef, intercept = class_weights(model, len(self.classes))
@@ -93,9 +102,11 @@ class LinearMember:
         return self
 
     def predict_proba(self, inputs: MemberInputs) -> np.ndarray:
-        """(N, C) probabilities; regression: (N, 1) values."""
+        """(N, C) probabilities (multilabel: each label's own); regression: (N, 1) values."""
         outputs = np.asarray(self._view(inputs) @ self.arrays["coef"].T) + self.arrays["intercept"]
-        return outputs if self.classes is None else softmax(outputs)
+        if self.classes is None:
+            return outputs
+        return expit(outputs) if self.multilabel else softmax(outputs)
 
     # ------------------------------------------------------------------ views
     def _fit_view(self, inputs: MemberInputs) -> Any:
@@ -140,6 +151,23 @@ def fit_logistic_regression(x: Any, y: np.ndarray, c: float,
     with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # tol is loose on purpose
         return model.fit(x, y, sample_weight=sample_weight)
+
+
+def label_weights(x: Any, y: np.ndarray, c: float, sample_weight: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(C, F) weights and (C,) biases of one binary LR per label of indicators ``y`` (N, C):
+    sigmoid(x W^T + b) are the labels' probabilities. A label that is always (or never) on
+    in these rows gets a bias that says so."""
+    coef = np.zeros((y.shape[1], x.shape[1]), dtype=np.float32)
+    intercept = np.zeros(y.shape[1], dtype=np.float32)
+    for label in range(y.shape[1]):
+        column = y[:, label].astype(int)
+        if column.min() == column.max():
+            intercept[label] = 30.0 if column[0] else -30.0
+            continue
+        model = fit_logistic_regression(x, column, c, sample_weight)
+        coef[label], intercept[label] = model.coef_[0], model.intercept_[0]
+    return coef, intercept
 
 
 def fit_ridge(x: Any, y: np.ndarray, sample_weight: np.ndarray | None = None

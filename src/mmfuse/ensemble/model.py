@@ -131,10 +131,14 @@ class EnsembleModel(HoldsFeatureCache):
         task = get_task(config.data.task)
         score = metric_score(task, config, classes)
         n_classes = None if classes is None else len(classes)
-        by_labels = label_score(selection_metric(config), n_classes) if n_classes else None
+        by_labels = label_score(selection_metric(config), len(classes)) if \
+            task.single_label and classes else None
         seed = config.train.seed
         selection, selected, weights = nested_selection(oof, y, score, seed)
-        stacking, stacked, stacker = nested_stacking(oof, y, n_classes, score, seed)
+        if not task.multilabel:
+            stacking, stacked, stacker = nested_stacking(oof, y, n_classes, score, seed)
+        else:  # multilabel: blended by selection (a stacker would be one per label)
+            stacking, stacked, stacker = -np.inf, selected, None
         alone = [score(y, p) for p in oof]
         best = int(np.argmax(alone))  # the best member alone: a blend must earn its place
         scores = {"ensemble selection": selection, "stacking": stacking, "best member": alone[best]}
@@ -149,7 +153,8 @@ class EnsembleModel(HoldsFeatureCache):
                 weights[kept]
         model = cls(config, classes, members, method, weights,
                     stacker if method == "stacking" else None,
-                    1.0 if classes is None else calibrated_temperature(combined, y), **fields)
+                    calibrated_temperature(combined, y) if task.single_label else 1.0,
+                    **fields)
         model.out_of_fold = model.calibrated(combined)
         model.members_out_of_fold = oof
         alpha, model.out_of_fold_labels = 0.0, model.decide(model.out_of_fold)
@@ -176,15 +181,15 @@ class EnsembleModel(HoldsFeatureCache):
         return self.calibrated(combined)
 
     def calibrated(self, combined: np.ndarray) -> np.ndarray:
-        """Combined probabilities with the temperature; values (regression) as they are."""
-        return combined if self.classes is None else tempered(combined, self.temperature)
+        """Combined probabilities with the temperature (single-label tasks); labels'
+        probabilities (multilabel) and values (regression) as they are."""
+        return tempered(combined, self.temperature) if self.task.single_label else combined
 
     def decide(self, probabilities: np.ndarray) -> np.ndarray:
         """Class ids (N,) for probabilities (N, C): the arg-max, shifted for the metric;
-        regression: the values (N,)."""
-        if self.classes is None:
-            return probabilities[:, 0]
-        return decide(probabilities, self.decision_shift)
+        multilabel: indicators (N, C) of the labels at 0.5 or above; regression: the values
+        (N,)."""
+        return decided(self.task, self.classes, probabilities, self.decision_shift)
 
     def predict(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, None]:
         """Probabilities (N, C), class ids (N,), no modality weights."""
@@ -288,6 +293,17 @@ class EnsembleModel(HoldsFeatureCache):
                 if isinstance(m, LinearMember) and m.view.encoder is not None}
 
 
+def decided(task: Task, classes: list[str] | None, probabilities: np.ndarray,
+            shift: np.ndarray | None) -> np.ndarray:
+    """What ``predict`` answers for the combined outputs: class ids (N,), label indicators
+    (N, C) or values (N,)."""
+    if classes is None:
+        return probabilities[:, 0]
+    if task.multilabel:
+        return (probabilities >= 0.5).astype(np.int64)
+    return decide(probabilities, shift)
+
+
 def new_member(view: View, classes: list[str] | None, seed: int) -> LinearMember | TreeMember:
     """An unfitted member reading ``view``: trees for "tabular-trees", else a linear model."""
     return TreeMember(classes, seed) if view.kind == "tabular-trees" else LinearMember(view,
@@ -311,13 +327,13 @@ def metric_score(task: Task, config: Config, classes: list[str] | None):
 
     metric = selection_metric(config)
     sign = 1.0 if greater_is_better(metric) else -1.0
-    by_labels = label_score(metric, len(classes)) if classes is not None else None
+    by_labels = label_score(metric, len(classes)) if task.single_label and classes else None
 
     def score(y: np.ndarray, probabilities: np.ndarray, labels: np.ndarray | None = None
               ) -> float:
         """``labels`` (N,): the decided class ids, when not the arg-max."""
         if labels is None:
-            labels = probabilities[:, 0] if classes is None else probabilities.argmax(axis=1)
+            labels = decided(task, classes, probabilities, None)
         if by_labels is not None:  # called thousands of times by ensemble selection
             return by_labels(y, labels)
         values = task.metrics(y, labels, probabilities, classes)

@@ -41,6 +41,7 @@ class Task:
     draws_negatives = False  # mismatched pairs are drawn from the true ones (matching)
     stratified = True  # validation split stratified by label
     single_label = True  # one label per row with a confidence: temperature and reliability apply
+    multilabel = False  # any subset of the labels per row
     why_not = ""  # the sentence that refuses what does not apply
     # what ``metrics`` reports and ``train.metric`` may select (scoring.METRICS says which way)
     metric_names: tuple[str, ...] = (

@@ -18,6 +18,7 @@ class Multilabel(Task):
                     "macro_recall", "auroc")
     stratified = False
     single_label = False
+    multilabel = True
 
     def parse_label(self, value: Any, sep: str) -> list[str]:
         return sorted({part.strip() for part in str(value).split(sep) if part.strip()})
