@@ -17,6 +17,7 @@ from mmfuse.cli.app import (
     writable_file,
     writable_folder,
 )
+from mmfuse.cli.columns import fit_columns_to_manifest
 from mmfuse.cli.options import apply_flags, model_flags_given, with_config_flags
 from mmfuse.config import Config
 from mmfuse.errors import ConfigError
@@ -94,7 +95,7 @@ def train(
     cfg.cache_dir = cache_dir or cfg.cache_dir
 
     train_data = splits.get("train") if dataset else dataset_or_path(data)
-    _fit_columns_to_manifest(train_data, cfg, flags)
+    fit_columns_to_manifest(train_data, cfg, flags)
     cfg.validate()
     test = splits.get("test") if dataset and test_data is None else dataset_or_path(test_data)
     if auto and not get_task(cfg.data.task).paired:  # auto mode searches labelled tasks
@@ -153,35 +154,6 @@ def _auto(cfg: Config, train_data, val_data, out_dir: Path, resume: bool, preset
                                                             resume=resume)
     out.print(leaderboard_table(read_leaderboard(out_dir)))
     return predictor
-
-
-def _fit_columns_to_manifest(train_data: Any, cfg: Config, flags: dict[str, Any]) -> None:
-    """Look at the manifest's first rows: a default image or text column (``image``,
-    ``text``) that the table lacks and no flag named is dropped with the modality that reads
-    it (a table of text and numbers needs no image column); then one line names the columns
-    that nothing reads, and the flag for each."""
-    import pandas as pd
-
-    from mmfuse.data.columns import SAMPLE_ROWS, unused_column_hints
-    from mmfuse.data.manifest import READERS, iter_manifest
-
-    if isinstance(train_data, Path) and train_data.suffix.lower() in READERS \
-            and train_data.is_file():
-        train_data = next(iter_manifest(train_data, SAMPLE_ROWS), None)
-    if not isinstance(train_data, pd.DataFrame):
-        return
-    for kind, other in (("image", "text"), ("text", "image")):
-        chosen = flags.get(f"{kind}_cols") is not None or flags.get("modalities") is not None
-        others = [c for c in getattr(cfg.data, f"{other}_cols") if c in train_data.columns]
-        if chosen or getattr(cfg.data, f"{kind}_cols") != [kind] or kind in train_data.columns \
-                or not others:
-            continue
-        setattr(cfg.data, f"{kind}_cols", [])
-        cfg.model.modalities = [m for m in cfg.model.modalities if m != kind]
-        out.print(f"no '{kind}' column: this run reads no {kind} (name one with --{kind}-col)")
-    hints = unused_column_hints(train_data, cfg.data)
-    if hints:
-        out.print(f"columns not used: {'; '.join(hints)}")
 
 
 def _has_model_section(config: Path) -> bool:

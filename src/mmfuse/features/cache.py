@@ -35,6 +35,7 @@ from mmfuse.features.batches import (
     RawTexts,
     Source,
 )
+from mmfuse.features.pooled import pooled_parts
 from mmfuse.features.stored import (
     CorruptShard,
     Locations,
@@ -146,7 +147,8 @@ class FeatureCache:
         distinct = sorted({v for v in values if v is not None})
         parts = dict(zip(distinct, encoder.parts_of(distinct), strict=True))
         if any(len(p) > 1 for p in parts.values()):
-            return self._pooled_parts(encoder, values, parts, with_tokens, together)
+            return pooled_parts(lambda items: self.table(encoder, items, with_tokens, together),
+                                encoder.output_dim, values, parts, with_tokens)
         del parts
         # Items are distinct contents: two files with the same bytes are one item.
         digests, first, item_of = np.unique(
@@ -173,34 +175,6 @@ class FeatureCache:
             return StoredTable(stored, index, present)
         pooled, tokens, mask = stored.load()
         stored.close()
-        return FeatureTable(pooled, tokens, mask, index, present)
-
-    def _pooled_parts(self, encoder: Encoder, values: list[str | None],
-                      parts: dict[str, list[str]], with_tokens: bool, together: Together | None
-                      ) -> FeatureTable:
-        """Cells of several items (``parts``: a cell's photos, or a long text's windows):
-        each item is encoded and cached on its own; a cell's pooled features are its items'
-        mean, its tokens theirs side by side. Held in memory (a cell's mean is not stored)."""
-        cells = sorted(parts)
-        singles = sorted({item for cell in cells for item in parts[cell]})
-        where = {item: i for i, item in enumerate(singles)}
-        found = self.table(encoder, list(singles), with_tokens, together).fetch(
-            torch.arange(len(singles)))  # pooled (S, D), tokens (S, T, D), token_mask (S, T)
-        members = [torch.tensor([where[item] for item in parts[cell]]) for cell in cells]
-        pooled = torch.zeros(len(cells) + 1, encoder.output_dim)
-        for j, rows in enumerate(members):
-            pooled[j] = found["pooled"][rows].mean(0)
-        tokens = mask = None
-        if with_tokens:
-            width = max(int(found["token_mask"][rows].sum()) for rows in members)
-            tokens = torch.zeros(len(cells) + 1, width, encoder.output_dim, dtype=torch.float16)
-            mask = torch.zeros(len(cells) + 1, width, dtype=torch.bool)
-            for j, rows in enumerate(members):
-                kept = found["tokens"][rows][found["token_mask"][rows]]  # (items x T, D)
-                tokens[j, : len(kept)], mask[j, : len(kept)] = kept.half(), True
-        slot = {cell: j for j, cell in enumerate(cells)}
-        index = torch.tensor([slot[v] if v is not None else len(cells) for v in values])
-        present = torch.tensor([v is not None for v in values], dtype=torch.bool)
         return FeatureTable(pooled, tokens, mask, index, present)
 
     def stored(self, encoder: Encoder, digests: np.ndarray, with_tokens: bool,
