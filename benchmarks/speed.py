@@ -32,6 +32,7 @@ from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, Tr
 from mmfuse.data.builtin import DATASETS
 from mmfuse.data.images import open_image
 from mmfuse.features.cache import FeatureCache
+from mmfuse.features.items import items_batch
 from mmfuse.serving.engine import InferenceEngine
 
 EPOCHS = 6
@@ -156,8 +157,8 @@ def main() -> None:
         row = new.head(1)
         engine = InferenceEngine(predictor)
         item = {"image": open_image(row["image"].iloc[0]), "question": row["question"].iloc[0]}
-        batch = engine.batch([item])
         model = predictor.model_
+        batch = items_batch({m: model.encoder_for(m) for m in model.modalities}, [item])
         with torch.inference_mode():
             bare = [timed(model, batch)[1] for _ in range(30)]
         served = [timed(engine.predict, [item])[1] for _ in range(30)]
