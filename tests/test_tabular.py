@@ -466,3 +466,14 @@ def test_a_multilabel_ensemble_reads_text_and_tabular_columns(tmp_path: Path) ->
     np.testing.assert_array_equal(loaded.predict_proba(tmp_path / "test.csv").to_numpy(),
                                   Predictor.of(model).predict_proba(tmp_path / "test.csv")
                                   .to_numpy())
+
+
+def test_numbers_are_read_as_tables_write_them() -> None:
+    from mmfuse.data.tabular import as_number
+
+    assert [as_number(v) for v in ("$1,299.00", "12 %", "€ 30", "-2,000", "1e3", 7, "")] == [
+        1299.0, 12.0, 30.0, -2000.0, 1000.0, 7.0, None]
+    assert [as_number(v) for v in ("NA", "n/a", "null", "-", "?", "nan")] == [None] * 6
+    for bad in ("1,5", "12 EUR", "abc", "inf", True):  # a decimal comma is ambiguous: refused
+        with pytest.raises(ValueError):
+            as_number(bad)

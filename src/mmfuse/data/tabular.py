@@ -10,6 +10,7 @@ are values, never errors.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +24,16 @@ CLIP = 5.0  # scaled numbers beyond +-5 IQRs are clipped: one outlier cannot own
 OTHER, MISSING = "<other>", "<missing>"
 
 
+# How tables write a missing number (read case-insensitively); anything else that is not a
+# number is a finding.
+MISSING_NUMBERS = {"", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a"}
+CURRENCY = "$€£¥₹"
+THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")  # 1,234,567.89 (not 1,5)
+
+
 def as_number(value: Any) -> float | None:
-    """A cell as a float; None where empty; ValueError where it is not a number."""
+    """A cell as a float; None where empty (or written as missing: "NA", "-", ...);
+    ValueError where it is not a number. Read as tables write them: "$1,299.00", "12 %"."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     if isinstance(value, bool):
@@ -33,8 +42,11 @@ def as_number(value: Any) -> float | None:
         number = float(value)
     else:
         text = str(value).strip().replace("_", "")
-        if not text:
+        if text.lower() in MISSING_NUMBERS:
             return None
+        text = text.strip(CURRENCY).rstrip("%").strip()
+        if THOUSANDS.match(text):
+            text = text.replace(",", "")
         number = float(text)  # "1e3", "-2.5", "nan" (missing) and "inf" (refused below)
     if np.isnan(number):
         return None
