@@ -81,3 +81,27 @@ def test_max_text_windows_is_a_reading_flag_that_keeps_auto_mode() -> None:
     frame = pd.DataFrame({"image": [None], "text": ["a text"]})
     preset = suited_to(PRESETS["fast"], frame, cfg)
     assert {e.max_windows for e in preset.text_encoders} == {2}
+
+
+def test_a_model_saved_before_windows_reads_texts_as_it_was_trained(tmp_path: Path) -> None:
+    """Its config.yaml has no max_windows: it keeps reading the first window."""
+    import yaml
+
+    from mmfuse import Config, DataConfig, Predictor
+    from mmfuse.model_folder import ModelFolder
+
+    rows = [{"text": f"{word} thing", "label": word} for word in ("red", "blue") * 10]
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    cfg = Config(data=DataConfig(image_cols=[], text_cols=["text"]), cache_dir=str(tmp_path))
+    cfg.model.modalities, cfg.train.epochs = ["text"], 1
+    cfg.model.text_encoder = EncoderConfig("minilm", max_length=16)
+    Predictor(cfg).fit(tmp_path / "t.csv", run_dir=tmp_path / "run")
+    assert ModelFolder(tmp_path / "run").definition().config.model.text_encoder.max_windows == 4
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    del saved["model"]["text_encoder"]["max_windows"]
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    loaded = Predictor.load(tmp_path / "run")
+    assert loaded.config.model.text_encoder.max_windows == 1
+    assert loaded.model_.encoders["text"].max_windows == 1

@@ -44,6 +44,16 @@ class Definition:
     fitted_state: dict[str, Any] = field(default_factory=dict)
 
 
+def read_as_trained(config: Config, path: Path) -> None:
+    """A model saved before texts were read in windows was trained on each text's first
+    window: it keeps reading them so (``max_windows`` 1), not in the new default's windows."""
+    saved = yaml.safe_load(path.read_text()) or {}
+    for kind in ("image", "text"):
+        encoder = (saved.get("model") or {}).get(f"{kind}_encoder") or {}
+        if "max_windows" not in encoder:
+            getattr(config.model, f"{kind}_encoder").max_windows = 1
+
+
 class ModelFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -116,6 +126,7 @@ class ModelFolder:
             config = Config.from_yaml(self.path / "config.yaml")
         except ConfigError as error:
             raise CheckpointError(f"{self.path / 'config.yaml'}: {error}") from error
+        read_as_trained(config, self.path / "config.yaml")
         labels = self._labels()
         meta = read_json(self.path / "meta.json")
         if not isinstance(meta, dict):

@@ -69,7 +69,9 @@ class LinearMember:
         """The member ``entry`` describes, with its ``arrays``; ValueError if they disagree."""
         if entry["view"] not in C_BY_VIEW:
             raise ValueError(f"unknown view {entry['view']!r}")
-        encoder = EncoderConfig(**entry["encoder"]) if entry["encoder"] else None
+        # an entry saved before texts were read in windows: its member read the first one
+        encoder = EncoderConfig(**{"max_windows": 1, **entry["encoder"]}) if entry["encoder"] \
+            else None
         tabular = entry.get("tabular")  # absent from folders saved before tabular columns
         member = cls(View(entry["view"], encoder), classes, entry["vocabulary"], arrays,
                      TabularEncoding.from_saved(tabular, arrays) if tabular else None,
