@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from mmfuse import EncoderConfig
@@ -69,8 +70,6 @@ def test_a_long_texts_features_are_the_mean_of_its_windows(tmp_path: Path) -> No
 
 
 def test_max_text_windows_is_a_reading_flag_that_keeps_auto_mode() -> None:
-    import pandas as pd
-
     from mmfuse import Config
     from mmfuse.auto.portfolio import PRESETS, suited_to
     from mmfuse.cli.options import apply_flags, model_flags_given
@@ -91,8 +90,6 @@ def test_a_model_saved_before_windows_reads_texts_as_it_was_trained(tmp_path: Pa
     from mmfuse.model_folder import ModelFolder
 
     rows = [{"text": f"{word} thing", "label": word} for word in ("red", "blue") * 10]
-    import pandas as pd
-
     pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
     cfg = Config(data=DataConfig(image_cols=[], text_cols=["text"]), cache_dir=str(tmp_path))
     cfg.model.modalities, cfg.train.epochs = ["text"], 1
