@@ -129,3 +129,26 @@ def test_a_model_trained_on_cells_of_several_photos_predicts_and_reloads(tmp_pat
             served = client.post("/v1/predict", files=parts, data={"text": "an item"}).json()
             np.testing.assert_allclose([served["probabilities"][c] for c in loaded.classes_],
                                        expected[i], atol=1e-4)
+
+
+def test_cells_of_several_photos_are_stored_and_read_from_disk_like_any_item(
+        tmp_path: Path) -> None:
+    """Past the memory budget the table stays on disk (out of core), with the same features
+    as in memory; a second table computes nothing (the cells were stored)."""
+    from mmfuse.features.stored import StoredTable
+
+    cfg = config(tmp_path)
+    rows = read_rows(photo_rows(tmp_path, 9, seed=4), cfg, tmp_path, base_dir=tmp_path)
+    values = list(rows["photos"])
+    encoder = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=32))
+    in_memory = FeatureCache(tmp_path / "cache").table(encoder, values, with_tokens=True)
+    on_disk = FeatureCache(tmp_path / "cache", in_memory_bytes=0).table(encoder, values,
+                                                                          with_tokens=True)
+    assert isinstance(on_disk, StoredTable)
+    shards = sorted((tmp_path / "cache").rglob("shard-*.safetensors"))
+    rows_all = torch.arange(len(values))
+    expected, got = in_memory.fetch(rows_all), on_disk.fetch(rows_all)
+    torch.testing.assert_close(got["pooled"], expected["pooled"])
+    torch.testing.assert_close(got["token_mask"].sum(1), expected["token_mask"].sum(1))
+    FeatureCache(tmp_path / "cache").table(encoder, values, with_tokens=True)
+    assert sorted((tmp_path / "cache").rglob("shard-*.safetensors")) == shards

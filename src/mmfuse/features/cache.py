@@ -35,7 +35,7 @@ from mmfuse.features.batches import (
     RawTexts,
     Source,
 )
-from mmfuse.features.pooled import pooled_parts
+from mmfuse.features.pooled import pool, pooled_hash, pooled_parts
 from mmfuse.features.stored import (
     CorruptShard,
     Locations,
@@ -116,6 +116,10 @@ class Together:
     wait: Callable[[], None]
 
 
+# Cells -> (position among them, their features), computed from stored items (pooled cells).
+Computed = Callable[[list[str]], Iterator[tuple[int, dict[str, torch.Tensor]]]]
+
+
 class FeatureCache:
     """``table(encoder, values, with_tokens)`` returns a table of features, encoding only what
     is new.
@@ -146,14 +150,36 @@ class FeatureCache:
         process of the run must call this with the same values."""
         distinct = sorted({v for v in values if v is not None})
         parts = dict(zip(distinct, encoder.parts_of(distinct), strict=True))
-        if any(len(p) > 1 for p in parts.values()):
+        if not any(len(p) > 1 for p in parts.values()):
+            hashes = [content_hash(encoder.kind, v) for v in distinct]
+            return self._table(encoder, values, distinct, hashes, with_tokens, together)
+        if self.folder(encoder) is None:
             return pooled_parts(lambda items: self.table(encoder, items, with_tokens, together),
                                 encoder.output_dim, values, parts, with_tokens)
-        del parts
+        # Cells of several items (features/pooled.py): the items first, then each cell as
+        # an item of its own, computed from them
+        singles = sorted({item for items in parts.values() for item in items})
+        item_hashes = [content_hash(encoder.kind, v) for v in singles]
+        items = self._table(encoder, singles, singles, item_hashes, with_tokens, together)
+        where = {item: i for i, item in enumerate(singles)}
+
+        def computed(cells: list[str]) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+            for k, cell in enumerate(cells):
+                found = items.fetch(torch.tensor([where[item] for item in parts[cell]]))
+                yield k, pool(found, with_tokens)
+
+        hashes = [pooled_hash([item_hashes[where[item]] for item in parts[cell]])
+                  for cell in distinct]
+        return self._table(encoder, values, distinct, hashes, with_tokens, together, computed)
+
+    def _table(self, encoder: Encoder, values: list[str | None], distinct: list[str],
+               hashes: list[str], with_tokens: bool, together: Together | None,
+               computed: Computed | None = None) -> FeatureTable | StoredTable:
+        """The table of ``values`` whose ``distinct`` ones have content ``hashes``; what is
+        not stored yet is encoded (or ``computed`` from stored items)."""
         # Items are distinct contents: two files with the same bytes are one item.
-        digests, first, item_of = np.unique(
-            digest_array([content_hash(encoder.kind, v) for v in distinct]),
-            return_index=True, return_inverse=True)
+        digests, first, item_of = np.unique(digest_array(hashes), return_index=True,
+                                            return_inverse=True)
         slot = {v: int(item_of[i]) for i, v in enumerate(distinct)}
         index = torch.tensor([slot[v] if v is not None else len(digests) for v in values],
                              dtype=torch.long)
@@ -170,7 +196,8 @@ class FeatureCache:
         # table lies in the table's order for every modality (see features/loaders.Shuffled).
         first_row = np.full(len(digests), len(values), dtype=np.int64)
         np.minimum.at(first_row, index[present].numpy(), np.flatnonzero(present.numpy()))
-        stored = self.stored(encoder, digests, with_tokens, values_of, together, first_row)
+        stored = self.stored(encoder, digests, with_tokens, values_of, together, first_row,
+                             computed)
         if stored.nbytes > self.in_memory_bytes:
             return StoredTable(stored, index, present)
         pooled, tokens, mask = stored.load()
@@ -180,7 +207,7 @@ class FeatureCache:
     def stored(self, encoder: Encoder, digests: np.ndarray, with_tokens: bool,
                values_of: Callable[[np.ndarray], list[str]],
                together: Together | None = None, priority: np.ndarray | None = None,
-               ) -> StoredFeatures:
+               computed: Computed | None = None) -> StoredFeatures:
         """The stored features of the items with these (U,) digests, encoding those not yet
         in the cache (``values_of(positions)`` gives their inputs) in the order of ``priority``
         (U,), if given."""
@@ -196,10 +223,11 @@ class FeatureCache:
             mine = todo[together.rank::together.processes]
             if len(mine):
                 self._encode(encoder, folder, values_of(mine), digests[mine], with_tokens,
-                             together.rank)
+                             together.rank, computed)
             together.wait()
         elif len(todo):
-            self._encode(encoder, folder, values_of(todo), digests[todo], with_tokens, 0)
+            self._encode(encoder, folder, values_of(todo), digests[todo], with_tokens, 0,
+                         computed)
         if len(todo):
             stored.close()
             stored = self._locate(encoder, folder, digests, with_tokens)
@@ -268,8 +296,9 @@ class FeatureCache:
         return pooled, tokens, mask
 
     def _encode(self, encoder: Encoder, folder: Path, values: list[str], digests: np.ndarray,
-                with_tokens: bool, process: int) -> None:
-        """Encode ``values`` into new shards of ``folder`` (``SHARD_ITEMS`` at a time)."""
+                with_tokens: bool, process: int, computed: Computed | None = None) -> None:
+        """Encode ``values`` (or compute them from stored items: ``computed``) into new
+        shards of ``folder`` (``SHARD_ITEMS`` at a time)."""
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "key.txt", encoder.cache_key + "\n")
         # Before any work: the pooled vectors alone must fit; after the first shard, what its
@@ -277,7 +306,9 @@ class FeatureCache:
         room_for(folder, encoder.kind, len(values), encoder.output_dim * 4 + ENTRY_BYTES)
         pending: dict[str, torch.Tensor] = {}
         measured = False
-        for position, parts in self._encoded(encoder, values, with_tokens):
+        produced = computed(values) if computed is not None else self._encoded(
+            encoder, values, with_tokens)
+        for position, parts in produced:
             digest = digests[position].hex()
             pending.update({f"{digest}.{k}": v for k, v in parts.items()})
             if len(pending) >= SHARD_ITEMS:

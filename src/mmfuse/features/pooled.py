@@ -1,13 +1,15 @@
 """Cells of several items, pooled: a cell's photos, or a long text's windows.
 
-Each item is encoded and cached on its own, as any cell of one item is; a cell's pooled
-features are its items' mean and its tokens theirs side by side, so a fusion reads a listing
-of five photos, or a description of three windows, as one input. The pooled table is held in
-memory: a cell's mean is not written to the feature cache.
+Each item is encoded and cached on its own, as any cell of one item is; a cell's features are
+its items' mean (pooled) and theirs side by side (tokens), so a fusion reads a listing of five
+photos, or a description of three windows, as one input. With a feature cache, a cell's
+features are stored as an item of their own, keyed by its items' digests, so a table of such
+cells stays on disk like any other; without one, they are held in memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import torch
@@ -15,26 +17,42 @@ import torch
 from mmfuse.features.batches import FeatureTable, Source
 
 
+def pooled_hash(item_hashes: list[str]) -> str:
+    """A cell's digest from its items' (in order): the same items, the same stored cell."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(("pool:" + ",".join(item_hashes)).encode())
+    return digest.hexdigest()
+
+
+def pool(found: dict[str, torch.Tensor], with_tokens: bool) -> dict[str, torch.Tensor]:
+    """One cell from its K items' features (``found``: pooled (K, D), tokens (K, T, D) and
+    token_mask (K, T)): pooled (D,) their mean; tokens (L, D) float16, theirs side by side."""
+    out = {"pooled": found["pooled"].float().mean(0)}
+    if with_tokens:
+        out["tokens"] = found["tokens"][found["token_mask"]].half()  # (items x T, D)
+    return out
+
+
 def pooled_parts(table_of: Callable[[list[str]], Source], dim: int, values: list[str | None],
                  parts: dict[str, list[str]], with_tokens: bool) -> FeatureTable:
-    """The table of ``values`` (None: missing) whose cells are made of ``parts`` (cell ->
-    its items); ``table_of(items)`` gives the items' own features (the cache's table)."""
+    """In memory: the table of ``values`` (None: missing) whose cells are made of ``parts``
+    (cell -> its items); ``table_of(items)`` gives the items' own features."""
     cells = sorted(parts)
     singles = sorted({item for cell in cells for item in parts[cell]})
     where = {item: i for i, item in enumerate(singles)}
-    found = table_of(singles).fetch(torch.arange(len(singles)))  # pooled (S, D), tokens (S, T, D)
-    members = [torch.tensor([where[item] for item in parts[cell]]) for cell in cells]
+    found = table_of(singles)
+    pooled_cells = [pool(found.fetch(torch.tensor([where[i] for i in parts[cell]])), with_tokens)
+                    for cell in cells]
     pooled = torch.zeros(len(cells) + 1, dim)  # the last row: a missing cell
-    for j, rows in enumerate(members):
-        pooled[j] = found["pooled"][rows].mean(0)
+    for j, cell in enumerate(pooled_cells):
+        pooled[j] = cell["pooled"]
     tokens = mask = None
     if with_tokens:
-        width = max(int(found["token_mask"][rows].sum()) for rows in members)
+        width = max(len(cell["tokens"]) for cell in pooled_cells)
         tokens = torch.zeros(len(cells) + 1, width, dim, dtype=torch.float16)
         mask = torch.zeros(len(cells) + 1, width, dtype=torch.bool)
-        for j, rows in enumerate(members):
-            kept = found["tokens"][rows][found["token_mask"][rows]]  # (items x T, D)
-            tokens[j, : len(kept)], mask[j, : len(kept)] = kept.half(), True
+        for j, cell in enumerate(pooled_cells):
+            tokens[j, : len(cell["tokens"])], mask[j, : len(cell["tokens"])] = cell["tokens"], True
     slot = {cell: j for j, cell in enumerate(cells)}
     index = torch.tensor([slot[v] if v is not None else len(cells) for v in values])
     present = torch.tensor([v is not None for v in values], dtype=torch.bool)
