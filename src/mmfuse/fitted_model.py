@@ -23,8 +23,9 @@ from mmfuse.data.validate import cells, problems_frame
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.deadline import Deadline
 from mmfuse.errors import CheckpointError, ConfigError, Problem
+from mmfuse.features.assembly import HoldsFeatureCache, make_dataset
 from mmfuse.features.batches import MultimodalDataset
-from mmfuse.features.cache import FeatureCache, HoldsFeatureCache, Together, make_dataset
+from mmfuse.features.cache import FeatureCache, Together
 from mmfuse.features.items import Item, items_batch
 from mmfuse.model_folder import FITTED_STATE_FILE, Definition, ModelFolder
 from mmfuse.model_kinds import KINDS, ModelKind, kind_for

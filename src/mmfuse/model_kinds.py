@@ -21,8 +21,8 @@ from mmfuse.data.validate import cells
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.encoders import create_encoder
 from mmfuse.errors import DataValidationError, Problem
+from mmfuse.features.assembly import make_dataset
 from mmfuse.features.batches import MultimodalDataset
-from mmfuse.features.cache import make_dataset
 from mmfuse.features.loaders import make_loader
 from mmfuse.models.build import build_model
 from mmfuse.models.dual_encoder import DualEncoder

@@ -46,7 +46,8 @@ from mmfuse.encoders import create_encoder
 from mmfuse.ensemble.members import TFIDF
 from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.errors import ConfigError, MmfuseError
-from mmfuse.features.cache import cache_for, cache_root
+from mmfuse.features.assembly import cache_for
+from mmfuse.features.cache import cache_root
 from mmfuse.fusion import FUSIONS
 from mmfuse.fusion.stack import FOLDS as STACK_FOLDS
 from mmfuse.io import load_tensors, save_tensors

@@ -38,7 +38,8 @@ from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.networks import NetworkMember
 from mmfuse.ensemble.trees import TreeMember
 from mmfuse.errors import CheckpointError, MmfuseError
-from mmfuse.features.cache import FeatureCache, HoldsFeatureCache
+from mmfuse.features.assembly import HoldsFeatureCache
+from mmfuse.features.cache import FeatureCache
 from mmfuse.features.items import Item
 from mmfuse.model_folder import ModelFolder
 from mmfuse.progress import CONSOLE

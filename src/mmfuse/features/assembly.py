@@ -1,0 +1,71 @@
+"""Dataset assembly: which source serves each modality of a model's rows (the feature cache
+for frozen encoders, raw inputs for the rest) and which feature cache a fitted model uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pandas as pd
+import torch
+
+from mmfuse.config import Config
+from mmfuse.data.validate import cells
+from mmfuse.encoders.base import Encoder
+from mmfuse.features.batches import MultimodalDataset, RawImages, RawTable, RawTexts, Source
+from mmfuse.features.cache import FeatureCache, Together, cache_root
+
+
+def make_dataset(
+    frame: pd.DataFrame,
+    encoders: dict[str, Encoder],
+    cache: FeatureCache,
+    with_tokens: bool,
+    targets: torch.Tensor | None = None,
+    use_cache: bool = True,
+    together: Together | None = None,
+) -> MultimodalDataset:
+    """Rows of a validated frame, each modality (column) served by its encoder's source:
+    frozen encoders from the feature cache, trainable ones (or all, ``use_cache=False``) as
+    raw inputs decoded per batch."""
+    sources: dict[str, Source] = {}
+    for m, encoder in encoders.items():
+        if encoder.kind == "tabular":  # several columns, read as they are: never cached
+            sources[m] = RawTable(frame[encoder.columns], encoder.prepare)
+            continue
+        values = cells(frame, m)
+        if encoder.frozen and use_cache:
+            sources[m] = cache.table(encoder, values, with_tokens, together)
+        elif encoder.kind == "image":
+            sources[m] = RawImages(values, encoder.transform, encoder.prepare)  # type: ignore[arg-type]
+        else:
+            sources[m] = RawTexts(values, encoder.prepare)
+    return MultimodalDataset(sources, targets)
+
+
+def cache_for(config: Config) -> FeatureCache:
+    """The feature cache a config names (``cache_dir``; "none": off)."""
+    root = None if config.cache_dir == "none" else cache_root(config.cache_dir)
+    return FeatureCache(root, num_workers=config.train.num_workers)
+
+
+class HoldsFeatureCache:
+    """For fitted models: one feature cache, made from ``config`` when first needed, so
+    features read once serve every split and prediction; swappable for a while."""
+
+    config: Config
+    cache: FeatureCache | None
+
+    def feature_cache(self) -> FeatureCache:
+        if self.cache is None:
+            self.cache = cache_for(self.config)
+        return self.cache
+
+    @contextmanager
+    def using_cache(self, cache: FeatureCache) -> Iterator[None]:
+        """Use another feature cache for a while (e.g. a throw-away one for corrupted inputs)."""
+        previous, self.cache = self.cache, cache
+        try:
+            yield
+        finally:
+            self.cache = previous
