@@ -152,3 +152,29 @@ def test_cells_of_several_photos_are_stored_and_read_from_disk_like_any_item(
     torch.testing.assert_close(got["token_mask"].sum(1), expected["token_mask"].sum(1))
     FeatureCache(tmp_path / "cache").table(encoder, values, with_tokens=True)
     assert sorted((tmp_path / "cache").rglob("shard-*.safetensors")) == shards
+
+
+def test_explain_says_which_photo_of_a_cell_mattered(tmp_path: Path) -> None:
+    """A cell of a red and a blue photo predicted red: without its red photo the red score
+    falls; without the blue one it does not."""
+    from mmfuse import ModelConfig, TrainConfig
+    from mmfuse.evaluation.explain import explain
+
+    photo_rows(tmp_path, 60, seed=5).to_csv(tmp_path / "train.csv", index=False)
+    cfg = Config(data=DataConfig(image_cols=["photos"], text_cols=["text"], label_col="label"),
+                 model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0",
+                                                               image_size=32),
+                                   modalities=["image"], hidden_dim=16),
+                 train=TrainConfig(epochs=15, num_workers=0, lr=3e-3),
+                 cache_dir=str(tmp_path / "cache"))
+    predictor = Predictor(cfg).fit(tmp_path / "train.csv")
+    rng = random.Random(0)
+    draw(tmp_path / "photos" / "red.png", "red", rng)
+    draw(tmp_path / "photos" / "red2.png", "red", rng)
+    draw(tmp_path / "photos" / "blue.png", "blue", rng)
+    mixed = pd.DataFrame([{"photos": "photos/red.png;photos/red2.png;photos/blue.png",
+                           "text": "an item", "label": "red"}])
+    [record] = explain(predictor, mixed, base_dir=tmp_path, max_rows=1, steps=2)
+    assert record["prediction"] == "red"
+    drops = [drop for _, drop in record["photos"]["photos"]]
+    assert drops[2] < min(drops[:2])  # the blue photo is the one that did not help red

@@ -457,6 +457,9 @@ def explain(
     for record in results:
         shares = ", ".join(f"{m} {v:.0%}" for m, v in record["ablation_shares"].items())
         out.print(f"row {record['row']}: {record['prediction']} ({record['score']:.2f}); {shares}")
+        for column, drops in record["photos"].items():  # which of a cell's photos mattered
+            out.print(f"  {column}: " + ", ".join(f"photo {k + 1} {drop:+.2f}"
+                                                  for k, (_, drop) in enumerate(drops)))
     out.print(f"{len(results)} explanations in {out_dir}")
 
 

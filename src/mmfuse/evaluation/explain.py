@@ -13,8 +13,8 @@ import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
 
 from mmfuse.data.images import open_image
-from mmfuse.data.photos import photos
-from mmfuse.data.validate import cells
+from mmfuse.data.photos import joined, photos
+from mmfuse.data.validate import as_object_column, cells
 from mmfuse.evaluation import plots
 from mmfuse.features.batches import Batch
 from mmfuse.io import write_json
@@ -218,6 +218,7 @@ def explain(
         }
         if "_target" in row and isinstance(row["_target"], str):
             record["truth"] = row["_target"]
+        record["photos"] = photo_parts(predictor, rows.iloc[[i]])
         if folder is not None:
             png = folder / f"row-{record['row']}.png"
             png.write_bytes(explanation_figure(record, explained["images"]))
@@ -228,6 +229,27 @@ def explain(
         write_json(folder / "explanations.json",
                    [{k: v for k, v in r.items() if k != "heatmaps"} for r in results])
     return results
+
+
+def photo_parts(predictor: Predictor, row: pd.DataFrame) -> dict[str, list[tuple[str, float]]]:
+    """Which photo mattered, for each image cell of several photos in ``row`` (one row):
+    each photo with how far the predicted outcome's score falls without it, as ``predict``
+    scores the cell (its other photos' mean). Empty where every cell is one photo."""
+    scores, decoded, _ = predictor.outputs(row)
+    target = explained_class(scores[0], decoded[0])
+    out = {}
+    for column, kind in predictor.modality_kinds_.items():
+        cell = cells(row, column)[0] if column in row else None
+        if kind != "image" or cell is None or len(photos(cell)) < 2:
+            continue
+        parts = photos(cell)
+        drops = []
+        for k, path in enumerate(parts):
+            without = row.copy()
+            without[column] = as_object_column([joined(parts[:k] + parts[k + 1:])], row.index)
+            drops.append((path, float(scores[0, target] - predictor.outputs(without)[0][0, target])))
+        out[column] = drops
+    return out
 
 
 def _network_explainer(predictor: Predictor, rows: pd.DataFrame, steps: int
