@@ -188,15 +188,14 @@ def test_search_endpoint_serves_only_indexed_images(tmp_path) -> None:
                                 headers={"content-type": "application/json"}), 400, "bad_json")
 
 
-def test_web_page_in_a_real_browser(served, tmp_path) -> None:
+def headless_chrome(tmp_path):
+    """Debian's chromium, driven headless on loopback (fails in CI when it is missing)."""
     if shutil.which("chromedriver") is None:
         if os.environ.get("CI"):
             pytest.fail("chromium-driver is not installed; .ci/run installs it")
         pytest.skip("chromium-driver is not installed (apt-get install chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
@@ -205,9 +204,16 @@ def test_web_page_in_a_real_browser(served, tmp_path) -> None:
                  "--disable-component-update", "--window-size=1200,900",
                  f"--user-data-dir={tmp_path / 'chrome'}"):
         options.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def test_web_page_in_a_real_browser(served, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     picture = tmp_path / "blue.png"
     picture.write_bytes(png("blue"))
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = headless_chrome(tmp_path)
     try:
         driver.get(served["url"] + "/")
         wait = WebDriverWait(driver, 30)

@@ -477,3 +477,37 @@ def test_numbers_are_read_as_tables_write_them() -> None:
     for bad in ("1,5", "12 EUR", "abc", "inf", True):  # a decimal comma is ambiguous: refused
         with pytest.raises(ValueError):
             as_number(bad)
+
+
+def test_the_web_page_asks_for_the_tabular_columns(tmp_path: Path) -> None:
+    """In a real browser: a field per numeric and categorical column, sent by name; the page
+    answers what predict does for the same row."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_serving import Server, headless_chrome
+
+    from mmfuse.serving.app import create_app
+
+    cfg = config(tmp_path)
+    rows = read_rows(listing(300, seed=22), cfg, tmp_path)
+    model, _ = fitted_ensemble(cfg, rows, [View("tfidf-word"), View("tabular-trees")], folds=2)
+    model.save(tmp_path / "run")
+    predictor = Predictor.load(tmp_path / "run")
+    pd.DataFrame([{"title": "lamp for sale", "price": "90", "brand": "dyna", "label": "bad"}]
+                 ).to_csv(tmp_path / "one.csv", index=False)
+    expected = predictor.predict(tmp_path / "one.csv")[0]
+    driver = headless_chrome(tmp_path)
+    try:
+        with Server(create_app(predictor)) as url:
+            driver.get(url + "/")
+            wait = WebDriverWait(driver, 30)
+            wait.until(lambda d: d.find_elements(By.ID, "column-price"))
+            driver.find_element(By.ID, "text").send_keys("lamp for sale")
+            driver.find_element(By.ID, "column-price").send_keys("90")
+            driver.find_element(By.ID, "column-brand").send_keys("dyna")
+            driver.find_element(By.ID, "predict").click()
+            wait.until(lambda d: d.find_element(By.ID, "prediction").text not in ("", "–"))
+            assert driver.find_element(By.ID, "prediction").text == expected
+            assert driver.find_element(By.ID, "error").text == ""
+    finally:
+        driver.quit()
