@@ -92,17 +92,22 @@ def test_a_cells_features_are_the_mean_of_its_photos_as_the_encoder_sees_them(
         assert int(got["token_mask"][i].sum()) == len(photos(cell)) * tokens_per_photo
 
 
-def test_a_model_trained_on_cells_of_several_photos_predicts_and_reloads(tmp_path: Path) -> None:
+def image_network_config(tmp_path: Path) -> Config:
+    """A network on frozen Lite0 features of 32 px photos alone."""
     from mmfuse import ModelConfig, TrainConfig
 
+    return Config(data=DataConfig(image_cols=["photos"], text_cols=["text"], label_col="label"),
+                  model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0",
+                                                                image_size=32),
+                                    modalities=["image"], hidden_dim=16),
+                  train=TrainConfig(epochs=15, num_workers=0, lr=3e-3),
+                  cache_dir=str(tmp_path / "cache"))
+
+
+def test_a_model_trained_on_cells_of_several_photos_predicts_and_reloads(tmp_path: Path) -> None:
     photo_rows(tmp_path, 60, seed=2).to_csv(tmp_path / "train.csv", index=False)
     photo_rows(tmp_path, 12, seed=3).to_csv(tmp_path / "test.csv", index=False)
-    cfg = Config(data=DataConfig(image_cols=["photos"], text_cols=["text"], label_col="label"),
-                 model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0",
-                                                               image_size=32),
-                                   modalities=["image"], hidden_dim=16),
-                 train=TrainConfig(epochs=15, num_workers=0, lr=3e-3),
-                 cache_dir=str(tmp_path / "cache"))
+    cfg = image_network_config(tmp_path)
     fitted = Predictor(cfg).fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
     assert fitted.evaluate(tmp_path / "test.csv")["accuracy"] >= 0.75  # chance: 1/3
     loaded = Predictor.load(tmp_path / "run")
@@ -155,18 +160,12 @@ def test_cells_of_several_photos_are_stored_and_read_from_disk_like_any_item(
 
 
 def test_explain_says_which_photo_of_a_cell_mattered(tmp_path: Path) -> None:
-    """A cell of a red and a blue photo predicted red: without its red photo the red score
-    falls; without the blue one it does not."""
-    from mmfuse import ModelConfig, TrainConfig
+    """A cell of two red photos and a blue one, predicted red: without the blue photo the
+    red score falls least."""
     from mmfuse.evaluation.explain import explain
 
     photo_rows(tmp_path, 60, seed=5).to_csv(tmp_path / "train.csv", index=False)
-    cfg = Config(data=DataConfig(image_cols=["photos"], text_cols=["text"], label_col="label"),
-                 model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0",
-                                                               image_size=32),
-                                   modalities=["image"], hidden_dim=16),
-                 train=TrainConfig(epochs=15, num_workers=0, lr=3e-3),
-                 cache_dir=str(tmp_path / "cache"))
+    cfg = image_network_config(tmp_path)
     predictor = Predictor(cfg).fit(tmp_path / "train.csv")
     rng = random.Random(0)
     draw(tmp_path / "photos" / "red.png", "red", rng)
