@@ -193,6 +193,12 @@ def test_calibration_decides_labels_for_macro_f1_and_every_path_keeps_them(
     assert f1_score(truth, decided, average="macro") > f1_score(
         truth, probabilities.argmax(axis=1), average="macro")
 
+    # a network's explanation is about the label predict gives, on a row the shift moved
+    moved = int(np.flatnonzero(decided != probabilities.argmax(axis=1))[0])
+    [record] = explain(biased, pd.read_csv(test).iloc[[moved]], base_dir=test.parent,
+                       max_rows=1, steps=2)
+    assert record["prediction"] == labels[moved]
+
     biased.save(tmp_path / "biased")
     assert list(Predictor.load(tmp_path / "biased").predict(test)) == list(labels)
     # The export checks its "prediction" output against `predict` on every row, some of

@@ -55,7 +55,9 @@ def explain_batch(
     with torch.no_grad():
         output = model(batch)
         scores = model.head.probabilities(output.logits)[0]
-    target = int(scores.argmax()) if scores.numel() > 1 else 0
+        decoded = model.head.decode(output.logits)[0]
+    # the predicted class (a decision rule may name another than the most probable one)
+    target = explained_class(scores.numpy(), decoded.numpy()) if scores.numel() > 1 else 0
     result: dict[str, Any] = {"target_index": target, "score": float(scores[target])}
     if output.modality_weights is not None:
         result["fusion_weights"] = dict(zip(model.modalities,
