@@ -511,3 +511,29 @@ def test_the_web_page_asks_for_the_tabular_columns(tmp_path: Path) -> None:
             assert driver.find_element(By.ID, "error").text == ""
     finally:
         driver.quit()
+
+
+def test_the_ensembles_combination_counts_each_row_by_its_weight(tmp_path: Path) -> None:
+    """Two members, each right on its own half of the rows: ensemble selection picks the one
+    whose half the weights make count (its score is scikit-learn's weighted macro-F1)."""
+    from sklearn.metrics import f1_score
+
+    from mmfuse.ensemble.model import metric_score
+
+    cfg = config(tmp_path)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    first = np.arange(400) < 200
+    right = np.eye(2)[y] * 0.8 + 0.1
+    wrong = right[:, ::-1]
+    a = np.where(first[:, None], right, wrong)  # right on the first half
+    b = np.where(first[:, None], wrong, right)  # right on the second half
+    score = metric_score(get_task("classification"), cfg, CLASSES)
+    for heavy, chosen in ((first, 0), (~first, 1)):
+        weights = np.where(heavy, 10.0, 1.0)
+        assert score(y, a, weights=weights) == pytest.approx(
+            f1_score(y, a.argmax(1), average="macro", sample_weight=weights))
+        model, _ = EnsembleModel.combine(cfg, CLASSES, [LinearMember(View("tfidf-word"), CLASSES),
+                                                        LinearMember(View("tabular"), CLASSES)],
+                                         [a, b], y, sample_weight=weights)
+        assert model.method == "selection" and int(np.argmax(model.weights)) == chosen

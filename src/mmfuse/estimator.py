@@ -112,8 +112,8 @@ class Estimator:
             weighted = get_task(self.config.data.task).metrics(
                 self.targets(rows).numpy(), decoded, scores, self.classes_ or [],
                 sample_weight=rows["_weight"].to_numpy(dtype=np.float64))
-            metrics["weighted"] = {k: v for k, v in weighted.items()
-                                   if isinstance(v, float) and k != "n"}
+            metrics["weighted"] = {k: v for k, v in weighted.items()  # ece: unweighted
+                                   if isinstance(v, float) and k not in ("n", "ece")}
         return metrics
 
     def targets(self, rows: pd.DataFrame) -> torch.Tensor:

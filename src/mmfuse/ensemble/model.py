@@ -112,13 +112,16 @@ class EnsembleModel(HoldsFeatureCache):
         if not kept:
             raise MmfuseError("no linear member could be fitted on these rows")
         members = [new_member(v, classes, config.train.seed).fit(inputs, y) for v in kept]
-        model, scores = cls.combine(config, classes, members, oof, y, cache=cache,
-                                    encoders=encoders)
-        return model, {m.name: score(y, p) for m, p in zip(members, oof, strict=True)} | scores
+        weights = inputs.weights()
+        model, scores = cls.combine(config, classes, members, oof, y, sample_weight=weights,
+                                    cache=cache, encoders=encoders)
+        return model, {m.name: score(y, p, weights=weights)
+                       for m, p in zip(members, oof, strict=True)} | scores
 
     @classmethod
     def combine(cls, config: Config, classes: list[str] | None, members: list[Member],
                 oof: list[np.ndarray], y: np.ndarray, prune: bool = False,
+                sample_weight: np.ndarray | None = None,
                 **fields: Any) -> tuple[EnsembleModel, dict[str, float]]:
         """Fitted ``members`` combined on their out-of-fold probabilities ``oof`` (one (N, C)
         per member) for the class ids ``y`` (N,): ensemble selection, a stacked learner or
@@ -128,19 +131,23 @@ class EnsembleModel(HoldsFeatureCache):
         member keeps costs prediction time and disk). Returns the model (its ``out_of_fold``
         and ``out_of_fold_labels`` set: the nested probabilities and labels, so that it is
         judged as fairly as any candidate) and each way's out-of-fold score. Regression
-        (``classes`` None): values (N, 1) instead of probabilities, and no temperature."""
+        (``classes`` None): values (N, 1) instead of probabilities, and no temperature.
+        ``sample_weight`` (N,) (``--weight-col``): each row counts that often in every score
+        and in the stacker's fit (the temperature and the label decision are not weighted)."""
         task = get_task(config.data.task)
         score = metric_score(task, config, classes)
         n_classes = None if classes is None else len(classes)
         by_labels = label_score(selection_metric(config), len(classes)) if \
             task.single_label and classes else None
         seed = config.train.seed
-        selection, selected, weights = nested_selection(oof, y, score, seed)
+        w = sample_weight
+        selection, selected, weights = nested_selection(oof, y, score, seed, weights=w)
         if not task.multilabel:
-            stacking, stacked, stacker = nested_stacking(oof, y, n_classes, score, seed)
+            stacking, stacked, stacker = nested_stacking(oof, y, n_classes, score, seed,
+                                                         weights=w)
         else:  # multilabel: blended by selection (a stacker would be one per label)
             stacking, stacked, stacker = -np.inf, selected, None
-        alone = [score(y, p) for p in oof]
+        alone = [score(y, p, weights=w) for p in oof]
         best = int(np.argmax(alone))  # the best member alone: a blend must earn its place
         scores = {"ensemble selection": selection, "stacking": stacking, "best member": alone[best]}
         method, combined = "selection", selected
@@ -163,7 +170,7 @@ class EnsembleModel(HoldsFeatureCache):
             model.decision_shift, alpha = fit_shift(model.out_of_fold, y, by_labels)
             model.out_of_fold_labels = nested_decisions(model.out_of_fold, y, by_labels,
                                                         nested_splits(y, NESTED_FOLDS, seed))
-        scores["ensemble"] = score(y, model.out_of_fold, model.out_of_fold_labels)
+        scores["ensemble"] = score(y, model.out_of_fold, model.out_of_fold_labels, weights=w)
         shifted = f"; labels favour rare classes, alpha {alpha:g}" if alpha else ""
         CONSOLE.print(f"ensemble: {model.describe()} (out of fold: {scores['ensemble']:.4f}"
                       f"{shifted})")
@@ -330,14 +337,15 @@ def metric_score(task: Task, config: Config, classes: list[str] | None):
     sign = 1.0 if greater_is_better(metric) else -1.0
     by_labels = label_score(metric, len(classes)) if task.single_label and classes else None
 
-    def score(y: np.ndarray, probabilities: np.ndarray, labels: np.ndarray | None = None
-              ) -> float:
-        """``labels`` (N,): the decided class ids, when not the arg-max."""
+    def score(y: np.ndarray, probabilities: np.ndarray, labels: np.ndarray | None = None,
+              weights: np.ndarray | None = None) -> float:
+        """``labels`` (N,): the decided class ids, when not the arg-max; ``weights`` (N,):
+        each row counted that often."""
         if labels is None:
             labels = decided(task, classes, probabilities, None)
         if by_labels is not None:  # called thousands of times by ensemble selection
-            return by_labels(y, labels)
-        values = task.metrics(y, labels, probabilities, classes)
+            return by_labels(y, labels, weights)
+        values = task.metrics(y, labels, probabilities, classes, sample_weight=weights)
         return sign * float(values[metric])
 
     return score

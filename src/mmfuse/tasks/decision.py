@@ -40,7 +40,7 @@ def label_score(metric: str, n_classes: int) -> LabelScore | None:
     (``LABEL_METRICS``: macro-F1, accuracy); None where it reads probabilities."""
     if metric not in LABEL_METRICS:
         return None
-    return lambda y, labels: LABEL_METRICS[metric](y, labels, n_classes)
+    return lambda y, labels, weights=None: LABEL_METRICS[metric](y, labels, n_classes, weights)
 
 
 def decide(probabilities: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
