@@ -537,3 +537,31 @@ def test_the_ensembles_combination_counts_each_row_by_its_weight(tmp_path: Path)
                                                         LinearMember(View("tabular"), CLASSES)],
                                          [a, b], y, sample_weight=weights)
         assert model.method == "selection" and int(np.argmax(model.weights)) == chosen
+
+
+def test_a_networks_validation_metric_counts_each_row_by_its_weight(tmp_path: Path) -> None:
+    """What early stopping reads: scikit-learn's weighted macro-F1 of the network's labels."""
+    from sklearn.metrics import f1_score
+
+    net = network_config(tmp_path, "concat", ["text", "tabular"])
+    net.data.weight_col = "w"
+    frame = listing(120, seed=23).assign(w=[1.0, 5.0, 0.5] * 40)
+    predictor = Predictor(net).fit(frame)
+    rows = predictor.read(frame)
+    fitted = predictor.fitted_
+    weights = rows["_weight"].to_numpy()
+    weighted = fitted.kind.score(fitted, fitted.model, rows, fitted.dataset(rows), weights)
+    truth = [predictor.classes_.index(t) for t in rows["_target"]]
+    decoded = fitted.predict(rows)[1]
+    assert weighted["macro_f1"] == pytest.approx(f1_score(truth, decoded, average="macro",
+                                                          sample_weight=weights))
+    plain = fitted.kind.score(fitted, fitted.model, rows, fitted.dataset(rows))
+    assert plain["macro_f1"] == pytest.approx(f1_score(truth, decoded, average="macro"))
+    # and early stopping read it: the best epoch's recorded score is the weighted one
+    from mmfuse.data.rows import split_rows
+
+    _, val = split_rows(rows, net)
+    val_truth = [predictor.classes_.index(t) for t in val["_target"]]
+    best = max(row["val_macro_f1"] for row in fitted.history)
+    assert best == pytest.approx(f1_score(val_truth, fitted.predict(val)[1], average="macro",
+                                          sample_weight=val["_weight"].to_numpy()))

@@ -111,8 +111,13 @@ class FittedModel(HoldsFeatureCache):
         train_set = self.dataset(train_rows, together=together)
         val_set = self.dataset(val_rows, together=together)
 
+        # Early stopping counts each validation row by its weight (--weight-col), as the
+        # training loss does.
+        val_weights = val_rows["_weight"].to_numpy(dtype=float) if "_weight" in val_rows \
+            else None
+
         def validate(model: nn.Module) -> dict[str, float]:
-            scores = self.kind.score(self, model, val_rows, val_set)
+            scores = self.kind.score(self, model, val_rows, val_set, val_weights)
             return {k: v for k, v in scores.items() if isinstance(v, int | float)}
 
         if self.model.trained_by_stacking:

@@ -53,7 +53,9 @@ class ModelKind(Protocol):
     def needs_tokens(self, model: nn.Module) -> bool: ...
 
     def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
-              dataset: MultimodalDataset) -> dict[str, Any]: ...
+              dataset: MultimodalDataset, weights: np.ndarray | None = None
+              ) -> dict[str, Any]:
+        """Metrics on ``rows``; ``weights`` (N,): each row counted that often."""
 
 
 class SingleModel:
@@ -86,12 +88,14 @@ class SingleModel:
         return bool(model.fusion.needs_tokens)
 
     def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
-              dataset: MultimodalDataset) -> dict[str, Any]:
+              dataset: MultimodalDataset, weights: np.ndarray | None = None
+              ) -> dict[str, Any]:
         logits, _ = run_model(model, dataset, num_workers=fitted.config.train.num_workers)
         scores = model.head.probabilities(logits).numpy()
         decoded = model.head.decode(logits).numpy()
         y_true = self.targets(fitted, rows).numpy()
-        result = fitted.task.metrics(y_true, decoded, scores, fitted.classes or [])
+        result = fitted.task.metrics(y_true, decoded, scores, fitted.classes or [],
+                                     sample_weight=weights)
         if dataset.targets is not None:
             device = model.head.linear.weight.device  # the GPU, right after training on one
             result["loss"] = float(model.head.loss(logits.to(device), dataset.targets.to(device)))
@@ -131,7 +135,9 @@ class DualEncoderModel:
         return False
 
     def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
-              dataset: MultimodalDataset) -> dict[str, Any]:
+              dataset: MultimodalDataset, weights: np.ndarray | None = None
+              ) -> dict[str, Any]:
+        """Recall of the pairs (retrieval takes no row weights)."""
         data = fitted.config.data
         image_of_row, images = pd.factorize(pd.Series(cells(rows, data.image_cols[0])))
         text_of_row, texts = pd.factorize(pd.Series(cells(rows, data.text_cols[0])))
