@@ -565,3 +565,21 @@ def test_a_networks_validation_metric_counts_each_row_by_its_weight(tmp_path: Pa
     best = max(row["val_macro_f1"] for row in fitted.history)
     assert best == pytest.approx(f1_score(val_truth, fitted.predict(val)[1], average="macro",
                                           sample_weight=val["_weight"].to_numpy()))
+
+
+def test_auto_modes_judge_counts_each_row_by_its_weight() -> None:
+    """Two candidates, each right on its own half of the judging rows: the weights decide
+    which the judge calls better."""
+    from mmfuse.auto.judge import Judge
+
+    y = np.array([0, 1] * 50)
+    first = np.arange(100) < 50
+    a, b = np.where(first, y, 1 - y), np.where(first, 1 - y, y)
+    for heavy, winner in ((first, "a"), (~first, "b")):
+        judge = Judge(get_task("classification"), "macro_f1", y, CLASSES,
+                      np.where(heavy, 10.0, 1.0))
+        evidence = {name: judge.evidence_of(np.arange(100), np.eye(2)[decoded], decoded, CLASSES)
+                    for name, decoded in (("a", a), ("b", b))}
+        loser = "b" if winner == "a" else "a"
+        assert judge.better(evidence[winner], evidence[loser])
+        assert not judge.better(evidence[loser], evidence[winner])

@@ -39,10 +39,13 @@ class Evidence:
 
 
 class Judge:
-    """Scores evidence on the judging rows whose targets are ``y`` (N,) or (N, C)."""
+    """Scores evidence on the judging rows whose targets are ``y`` (N,) or (N, C), each row
+    counted ``weights`` (N,) times where given (``--weight-col``)."""
 
-    def __init__(self, task: Task, metric: str, y: np.ndarray, classes: list[str] | None) -> None:
+    def __init__(self, task: Task, metric: str, y: np.ndarray, classes: list[str] | None,
+                 weights: np.ndarray | None = None) -> None:
         self.task, self.metric, self.y, self.classes = task, metric, y, classes
+        self.weights = weights
 
     def evidence_of(self, positions: np.ndarray, scores: np.ndarray, decoded: np.ndarray,
                     classes: list[str] | None, evidence: Evidence | None = None) -> Evidence:
@@ -75,14 +78,15 @@ class Judge:
         """The selection metric on the covered rows (or on ``rows``: a boolean mask, or
         positions)."""
         mask = evidence.covered if rows is None else rows
+        weights = None if self.weights is None else self.weights[mask]
         if self.classes is not None and self.y.ndim == 1 and self.metric in LABEL_METRICS:
             return LABEL_METRICS[self.metric](self.y[mask], evidence.decoded[mask],
-                                              len(self.classes))
+                                              len(self.classes), weights)
         scores = evidence.scores[mask]
         if self.classes is None:  # regression: one value per row
             scores = scores[:, 0]
         values: dict[str, Any] = self.task.metrics(self.y[mask], evidence.decoded[mask], scores,
-                                                   self.classes or [])
+                                                   self.classes or [], sample_weight=weights)
         return float(values[self.metric])
 
     def better(self, new: Evidence, best: Evidence | None) -> bool:

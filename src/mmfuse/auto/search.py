@@ -273,7 +273,9 @@ class AutoSearch:
                 held.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
                 folds.append(Fold(rows.iloc[fit_index], held, np.asarray(held_index)))
         self._judge = Judge(task, self._metric,
-                            task.encode(judged["_target"].tolist(), classes).numpy(), classes)
+                            task.encode(judged["_target"].tolist(), classes).numpy(), classes,
+                            judged["_weight"].to_numpy(dtype=float) if "_weight" in judged
+                            else None)
         return folds
 
     def _encode_frozen(self, preset: Preset) -> None:
