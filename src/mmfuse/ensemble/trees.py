@@ -1,9 +1,9 @@
 """Tree members: gradient-boosted trees on the numeric and categorical columns.
 
 scikit-learn's ``HistGradientBoostingClassifier`` (``...Regressor`` for regression) with
-native categorical splits: what wins
-on the tabular part of a table (interactions such as price x category that a linear model
-cannot draw), fitted to convergence with early stopping in seconds. The trees are saved with
+native categorical splits: what wins on the tabular part of a table (interactions such as
+price x category that a linear model cannot draw), fitted to convergence with early stopping
+in seconds. The trees are saved with
 skops, which rebuilds them from JSON and plain arrays, never with pickle; loading trusts
 exactly the types a fitted booster holds, so a tampered file cannot run code.
 """
