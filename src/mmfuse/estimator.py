@@ -159,13 +159,13 @@ class Estimator:
     @property
     def is_network(self) -> bool:
         """One trained network (not an ensemble of members)."""
-        return not isinstance(self._fitted(), EnsembleModel)
+        return self._fitted().is_network
 
     def require_network(self, action: str) -> nn.Module:
         """The fitted network, or a one-sentence refusal of ``action`` for an ensemble
         (which is many models, not one network)."""
         fitted = self._fitted()
-        if isinstance(fitted, EnsembleModel):
+        if not fitted.is_network:
             raise MmfuseError(
                 f"cannot {action}: this model is an ensemble of members "
                 f"({fitted.describe()}), not one network. Every other command works on it; "

@@ -64,6 +64,14 @@ class FittedModel(HoldsFeatureCache):
         return (f"fusion {model.fusion} · {model.image_encoder.name} + "
                 f"{model.text_encoder.name}")
 
+    is_network = True  # one trained network: gradients, ONNX, its modules (``model_``)
+
+    def components(self) -> dict[str, Any]:
+        """What the model is made of, for its card (the server's ``/v1/model``)."""
+        model = self.config.model
+        return {"fusion": model.fusion, "image_encoder": model.image_encoder.name,
+                "text_encoder": model.text_encoder.name}
+
     @property
     def metric(self) -> str:
         """What model selection optimises."""

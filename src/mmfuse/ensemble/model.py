@@ -80,6 +80,13 @@ class EnsembleModel(HoldsFeatureCache):
     def task(self) -> Task:
         return get_task(self.config.data.task)
 
+    is_network = False  # many models: no one network to explain by gradients or export
+
+    def components(self) -> dict[str, Any]:
+        """What the model is made of, for its card: each member names its own view."""
+        return {"fusion": "ensemble", "ensemble": self.describe(),
+                "members": [m.name for m in self.members]}
+
     def describe(self) -> str:
         if self.method == "stacking":
             return f"stacked LR over {', '.join(m.name for m in self.members)}"

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.errors import MmfuseError
 from mmfuse.features.items import Item, is_present
 from mmfuse.predictor import Predictor
@@ -58,19 +57,12 @@ class InferenceEngine:
             image_columns=self.image_columns, text_columns=self.text_columns,
             tabular_columns=self.tabular_columns,
             accepts_missing=self.accepts_missing,
-            description={**self._description(),
+            description={**self.fitted.components(),
                          "modalities": self.modalities,
                          "metrics": {k: v for k, v in predictor.metrics_.get(
                              "validation", {}).items() if isinstance(v, int | float)}},
         )
 
-    def _description(self) -> dict[str, Any]:
-        model = self.predictor.config.model
-        if isinstance(self.fitted, EnsembleModel):  # each member names its own view
-            return {"fusion": "ensemble", "ensemble": self.fitted.describe(),
-                    "members": [m.name for m in self.fitted.members]}
-        return {"fusion": model.fusion, "image_encoder": model.image_encoder.name,
-                "text_encoder": model.text_encoder.name}
 
     def check(self, item: Item) -> None:
         """A missing image or text is refused unless the model learned without one; an
