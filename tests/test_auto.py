@@ -143,7 +143,7 @@ def test_made_up_script_is_read_by_character_ngrams(tmp_path: Path) -> None:
     # The n-gram network alone is left to the TF-IDF members; it still reads the text in a
     # fusion, since n-grams read it best.
     status = {r["candidate"]: r["status"] for r in auto.leaderboard_}
-    assert status["text: ngram"] == "skipped: read by the LR members on TF-IDF n-grams"
+    assert status["text: ngram"] == "skipped: read by the linear members on TF-IDF n-grams"
     assert "concat (efficientnet-lite0 + ngram)" in board
     assert reads_text_by_ngrams(auto.best_)
     assert_guarantee(auto)

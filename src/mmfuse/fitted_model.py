@@ -69,8 +69,11 @@ class FittedModel(HoldsFeatureCache):
     def components(self) -> dict[str, Any]:
         """What the model is made of, for its card (the server's ``/v1/model``)."""
         model = self.config.model
-        return {"fusion": model.fusion, "image_encoder": model.image_encoder.name,
-                "text_encoder": model.text_encoder.name}
+        parts = {"fusion": model.fusion, "image_encoder": model.image_encoder.name,
+                 "text_encoder": model.text_encoder.name}
+        if "tabular" in self.modality_kinds.values():
+            parts["tabular_encoder"] = model.tabular_encoder.name
+        return parts
 
     @property
     def metric(self) -> str:

@@ -300,7 +300,7 @@ class AutoSearch:
         if candidate.name in done:
             return
         if self._read_by_linear_members(candidate):
-            self._record(self._row(candidate.name, None, "skipped: read by the LR members on "
+            self._record(self._row(candidate.name, None, "skipped: read by the linear members on "
                                    "TF-IDF n-grams") | {"single_modality": True})
             return
         left = max(1, self._planned - len(done))
