@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from test_auto import config, quick_preset
 
 from mmfuse import Predictor
-from mmfuse.auto import AutoSearch, bagging
+from mmfuse.auto import AutoSearch, bagging, search
 from mmfuse.auto.bagging import BAG_DIR, NAME, OOF_FILE, SHARED_NAME
 from mmfuse.ensemble.model import MEMBERS_DIR, EnsembleModel
 from mmfuse.ensemble.networks import NetworkMember
@@ -132,8 +132,8 @@ def test_a_network_judged_on_one_fold_joins_an_ensemble_on_the_rows_it_covers(
     would not fit): it is left out of the ensemble weighed on every row, and joins a second
     one weighed and judged on that fold's rows, which scores at least what it does there."""
     monkeypatch.setattr(bagging, "MIN_SHARED_ROWS", 10)
-    monkeypatch.setattr(AutoSearch, "_can_finish",
-                        lambda self, candidate, *args: candidate.single)
+    monkeypatch.setattr(search, "can_finish",  # singles finish, the fusion stops after one fold
+                        lambda name, *args: name.startswith(("image:", "text:")))
     make_rows(tmp_path, 75, seed=14).to_csv(tmp_path / "train.csv", index=False)
     auto = AutoSearch(config(tmp_path, "caption"), quick_preset(300, folds=3, fusions=("concat",)),
                       keep_candidates=True)

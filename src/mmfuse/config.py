@@ -39,6 +39,16 @@ class DataConfig:
     negatives: int = 1  # matching: mismatched captions drawn per true pair
     hard_negative_fraction: float = 0.5  # matching: share of negatives that are look-alikes
 
+    @property
+    def tabular_cols(self) -> list[str]:
+        """The numeric, then the categorical columns: what the tabular modality reads."""
+        return [*self.num_cols, *self.cat_cols]
+
+    def named_columns(self) -> list[str]:
+        """Every column a role names (image, text, number, category, label, weight)."""
+        return [*self.image_cols, *self.text_cols, *self.tabular_cols, self.label_col,
+                *([self.weight_col] if self.weight_col else [])]
+
 
 @dataclass
 class EncoderConfig:
@@ -118,18 +128,16 @@ class Config:
             raise ConfigError("modality 'text' is selected but no text column is named")
         # A selected tabular modality without columns reads nothing (it is in the default);
         # alone, it must have some.
-        if self.model.modalities == ["tabular"] and not (self.data.num_cols or self.data.cat_cols):
+        if self.model.modalities == ["tabular"] and not self.data.tabular_cols:
             raise ConfigError("modality 'tabular' is selected but no --num-col or --cat-col is named")
         if task.paired and (
             len(self.data.image_cols) != 1 or len(self.data.text_cols) != 1
             or not {"image", "text"} <= set(self.model.modalities)
-            or self.data.num_cols or self.data.cat_cols
+            or self.data.tabular_cols
         ):
             raise ConfigError(f"task '{self.data.task}' needs exactly one image and one text column "
                               "(and no numeric or categorical columns)")
-        roles = [*self.data.image_cols, *self.data.text_cols, *self.data.num_cols,
-                 *self.data.cat_cols, self.data.label_col,
-                 *([self.data.weight_col] if self.data.weight_col else [])]
+        roles = self.data.named_columns()
         repeated = sorted({c for c in roles if roles.count(c) > 1})
         if repeated:
             raise ConfigError(f"column(s) {', '.join(map(repr, repeated))} named in more than one "

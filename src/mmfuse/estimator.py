@@ -10,13 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from mmfuse.config import Config
-from mmfuse.data.rows import Data, read_rows, split_rows, with_pairs
+from mmfuse.data.rows import Data, given_weights, read_rows, split_rows, with_pairs
 from mmfuse.data.shards import shard_folder
 from mmfuse.deadline import Deadline
 from mmfuse.ensemble.model import EnsembleModel
@@ -107,11 +106,12 @@ class Estimator:
         weighted too, under ``weighted``."""
         self._check_fitted()
         metrics = self.fitted_.evaluate(rows)
-        if "_weight" in rows and get_task(self.config.data.task).predicts:
+        weights = given_weights(rows)
+        if weights is not None and get_task(self.config.data.task).predicts:
             scores, decoded = self.fitted_.predict(rows)[:2]
             weighted = get_task(self.config.data.task).metrics(
                 self.targets(rows).numpy(), decoded, scores, self.classes_ or [],
-                sample_weight=rows["_weight"].to_numpy(dtype=np.float64))
+                sample_weight=weights)
             metrics["weighted"] = {k: v for k, v in weighted.items()  # ece: unweighted
                                    if isinstance(v, float) and k not in ("n", "ece")}
         return metrics

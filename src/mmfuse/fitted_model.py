@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mmfuse.config import Config
-from mmfuse.data.rows import row_weights
+from mmfuse.data.rows import given_weights, row_weights
 from mmfuse.data.validate import cells, problems_frame
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.deadline import Deadline
@@ -124,8 +124,7 @@ class FittedModel(HoldsFeatureCache):
 
         # Early stopping counts each validation row by its weight (--weight-col), as the
         # training loss does.
-        val_weights = val_rows["_weight"].to_numpy(dtype=float) if "_weight" in val_rows \
-            else None
+        val_weights = given_weights(val_rows)
 
         def validate(model: nn.Module) -> dict[str, float]:
             scores = self.kind.score(self, model, val_rows, val_set, val_weights)

@@ -23,8 +23,8 @@ from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.errors import CheckpointError, ConfigError
 from mmfuse.io import load_tensors, read_json, save_tensors, write_json
 from mmfuse.models.multimodal import load_persistent_state, persistent_state
-from mmfuse.training.trainer import BEST_FILE as WEIGHTS_FILE
-from mmfuse.training.trainer import STATE_FILE
+from mmfuse.training.checkpoints import BEST_FILE as WEIGHTS_FILE
+from mmfuse.training.checkpoints import STATE_FILE
 
 VERSION = "0.1.0"
 FITTED_STATE_FILE = "fitted_state.json"  # encoders' fitted state beside the weights

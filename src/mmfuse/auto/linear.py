@@ -43,7 +43,7 @@ def linear_views(config: Config, preset: Preset) -> list[View]:
     views = []
     if config.data.text_cols:
         views += [View("tfidf-char"), View("tfidf-word")]
-    if config.data.num_cols or config.data.cat_cols:
+    if config.data.tabular_cols:
         views.append(View("tabular"))
         if not get_task(config.data.task).multilabel:
             views.append(View("tabular-trees"))  # boosted trees: one output per row

@@ -205,7 +205,7 @@ def fusion_candidates(
     """Each fusion over the best image and text encoders and, where the table has numeric or
     categorical columns, the tabular tower; none with fewer than two modalities.
     ``small_data`` (judged by k folds): with the preset's fusion regularisation."""
-    tabular = bool(base.data.num_cols or base.data.cat_cols)
+    tabular = bool(base.data.tabular_cols)
     modalities = [m for m, encoder in (("image", image), ("text", text)) if encoder is not None]
     modalities += ["tabular"] if tabular else []
     if len(modalities) < 2:

@@ -22,12 +22,12 @@ import torch
 
 from mmfuse import deadline as clocks
 from mmfuse.auto import bagging, linear
+from mmfuse.auto.budget import can_finish, expected_seconds
+from mmfuse.auto.contenders import best_pair, contenders, read_by_linear_members
 from mmfuse.auto.judge import Evidence, Judge
 from mmfuse.auto.leaderboard import (
     LEADERBOARD_FILE,
-    ranked,
     read_leaderboard,
-    singles_of,
     write_leaderboard,
 )
 from mmfuse.auto.portfolio import (
@@ -40,21 +40,17 @@ from mmfuse.auto.portfolio import (
     suited_to,
 )
 from mmfuse.config import Config, EncoderConfig
-from mmfuse.data.rows import read_rows, split_rows
+from mmfuse.data.rows import given_weights, read_rows, split_rows
 from mmfuse.deadline import Deadline
 from mmfuse.encoders import create_encoder
-from mmfuse.ensemble.members import TFIDF
 from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.features.assembly import cache_for
 from mmfuse.features.cache import cache_root
-from mmfuse.fusion import FUSIONS
-from mmfuse.fusion.stack import FOLDS as STACK_FOLDS
 from mmfuse.io import load_tensors, save_tensors
 from mmfuse.model_kinds import kind_for
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
-from mmfuse.scoring import is_better
 from mmfuse.tasks import get_task, selection_metric
 from mmfuse.training.stacking import fold_splits
 
@@ -68,7 +64,6 @@ FINISH_RESERVE = 0.035
 # (MATH-V: ~2 s to weigh 8-12 members on nested folds, then their fold models are saved; the
 # first run, with no reserve, ended at 186 s of 180; with 5 % in all, at 166-174 s).
 ENSEMBLE_RESERVE = 0.015
-CLOSE = 0.1  # single-modality scores within 10 % of the best: worth trying in a fusion too
 SMALL_DATA_ROWS = 5000  # up to this many rows, candidates are judged by k-fold validation
 EVIDENCE_FILE = "auto-evidence.safetensors"  # the choice's out-of-fold outputs (--resume)
 # A fusion starts only with at least this share of the seconds it is expected to need (most
@@ -141,7 +136,7 @@ class AutoSearch:
         self._encode_frozen(preset)
         singles = single_candidates(self.config, preset)
         data = self.config.data
-        tabular = bool(data.num_cols or data.cat_cols)
+        tabular = bool(data.tabular_cols)
         fuses = bool(data.image_cols) + bool(data.text_cols) + tabular >= 2
         self._planned = len(singles) + (len(preset.fusions) if fuses else 0)
         self._planned += self.bag_ is not None
@@ -155,14 +150,15 @@ class AutoSearch:
         # a cached frozen encoder trains many more epochs in the same time than one that is not.
         # A table without images (or texts) fuses its other modality with the tabular tower.
         absent: list[EncoderConfig | None] = [None] if tabular else []
-        pairs = [(i, t) for i in self._contenders("image", preset) or absent
-                 for t in self._contenders("text", preset) or absent]
+        pairs = [(i, t) for i in contenders(self.leaderboard_, self._metric, "image", preset)
+                 or absent
+                 for t in contenders(self.leaderboard_, self._metric, "text", preset) or absent]
         self._planned += max(0, len(pairs) - 1)
         small = len(self._splits) > 1
         firsts = [fusion_candidates(self.config, preset, i, t, small)[:1] for i, t in pairs]
         for candidate in [c for first in firsts for c in first]:
             self._try(candidate)
-        pair = self._best_pair([c for first in firsts for c in first])
+        pair = best_pair(self.leaderboard_, self._metric, [c for first in firsts for c in first])
         if pair is not None:
             for candidate in fusion_candidates(self.config, preset, *pair, small)[1:]:
                 self._try(candidate)
@@ -274,8 +270,7 @@ class AutoSearch:
                 folds.append(Fold(rows.iloc[fit_index], held, np.asarray(held_index)))
         self._judge = Judge(task, self._metric,
                             task.encode(judged["_target"].tolist(), classes).numpy(), classes,
-                            judged["_weight"].to_numpy(dtype=float) if "_weight" in judged
-                            else None)
+                            given_weights(judged))
         return folds
 
     def _encode_frozen(self, preset: Preset) -> None:
@@ -299,7 +294,7 @@ class AutoSearch:
         done = {r["candidate"] for r in self.leaderboard_ if not r.get("member")}
         if candidate.name in done:
             return
-        if self._read_by_linear_members(candidate):
+        if read_by_linear_members(self.leaderboard_, candidate):
             self._record(self._row(candidate.name, None, "skipped: read by the linear members on "
                                    "TF-IDF n-grams") | {"single_modality": True})
             return
@@ -317,7 +312,7 @@ class AutoSearch:
             CONSOLE.print("[bold yellow]auto: reading the data and encoding features used the "
                           "whole time limit[/]; one candidate trains briefly. Raise --time-limit.")
         budget = min(remaining, BUDGET_SHARES * remaining / left)
-        needed = self._expected_seconds(candidate)
+        needed = expected_seconds(self.leaderboard_, candidate)
         if needed is not None and budget < START_SHARE * needed and self.leaderboard_:
             row["status"] = f"skipped: needs about {needed:.0f} s, {budget:.0f} s left to it"
             CONSOLE.print(f"auto: {candidate.name} {row['status'][len('skipped: '):]}; skipped")
@@ -348,7 +343,8 @@ class AutoSearch:
                 if self.bag_ is not None:
                     fold_models.append(self.bag_.share(fitted_fold.fitted_))
                 folds += 1
-                if folds == 1 and not self._can_finish(candidate, started, deadline):
+                if folds == 1 and not can_finish(candidate.name, len(self._splits) - 1, started,
+                                                 deadline):
                     break
         except (MmfuseError, RuntimeError) as error:  # one bad candidate must not end the search
             row["status"] = f"failed: {error}"
@@ -368,37 +364,6 @@ class AutoSearch:
         CONSOLE.print(f"auto: {candidate.name}: val {self._metric} {row['val_metric']:.4f} "
                       f"in {row['fit_s']:.1f} s")
         self._record(row)
-
-    def _expected_seconds(self, candidate: Candidate) -> float | None:
-        """What a fusion should take, before it starts: the fit seconds of the single-modality
-        candidates on its encoders, summed (it trains a tower's worth per modality), times
-        (folds + 1) for a fusion trained by stacking (its towers out of fold, then on every
-        row). None for a single modality, or when its singles did not run."""
-        model = candidate.config.model
-        if candidate.single:
-            return None
-        singles = singles_of(self.leaderboard_, dataclasses.asdict(model))
-        # the tabular tower, a small MLP, adds little to a fusion's time and has no single
-        if len(singles) < len([m for m in model.modalities if m != "tabular"]):
-            return None
-        seconds = sum(r["fit_s"] for r in singles)
-        fusion = FUSIONS.get(model.fusion)
-        return seconds * (STACK_FOLDS + 1 if fusion.trained_by_stacking else 1)
-
-    def _can_finish(self, candidate: Candidate, started: float, deadline: Deadline) -> bool:
-        """Whether the candidate's other folds, each costing what its first did, fit in its
-        time. If not, it stops after one fold (judged on that fold's rows; it joins the
-        ensemble on the shared rows only) and its time goes to the candidates after it, instead
-        of to folds the limit would cut (MATH-V: `late` spent 43 s of its 44 s on two folds and
-        a third the limit cut, and `gated`, after it, had 22 s: one fold and a cut one)."""
-        others = len(self._splits) - 1
-        needed = (clocks.clock() - started) * others
-        if others == 0 or needed <= deadline.remaining():
-            return True
-        CONSOLE.print(f"auto: {candidate.name}: its other {others} folds would need about "
-                      f"{needed:.0f} s of the {deadline.remaining():.0f} s left to it; judged on "
-                      "one fold, its time goes to the candidates after it")
-        return False
 
     def _try_linear(self, preset: Preset) -> None:
         """The ensemble of linear members, first: cheap, and strong on small tables. Its
@@ -511,66 +476,3 @@ class AutoSearch:
         self._run.mkdir(parents=True, exist_ok=True)
         write_leaderboard(self._run, self._metric, self.leaderboard_, preset=self.preset.name,
                           time_limit_s=self.time_limit, elapsed_s=round(self._elapsed(), 2))
-
-    def _read_by_linear_members(self, candidate: Candidate) -> bool:
-        """The n-gram text network alone is left out where the linear members read TF-IDF
-        n-grams: fitted to convergence in seconds, they read them better than the network in
-        its time (test macro-F1 of scikit-learn's TF-IDF LR vs the network, benchmarks/auto.py:
-        MATH-V 0.521 vs 0.476, emoji 0.675 vs 0.582, easy-VQA 0.240 vs 0.207; issue 16's
-        Chinese news 0.806 vs 0.691), and the network's 35-41 s, a fifth of preset medium's
-        limit, go to the fusions. It still joins a fusion where n-grams read the text best."""
-        model = candidate.config.model
-        return (candidate.single and model.modalities == ["text"]
-                and model.text_encoder.name == "ngram" and bool(self._member_scores(*TFIDF)))
-
-    def _member_scores(self, *views: str) -> list[float]:
-        """Out-of-fold scores of the linear members on ``views`` (kinds: "tfidf-char", ...)."""
-        return [r["val_metric"] for r in self.leaderboard_ if r.get("member")
-                and r.get("view") in views and r["val_metric"] is not None]
-
-    def _contenders(self, kind: str, preset: Preset) -> list[EncoderConfig]:
-        """Encoders of the finished single-modality candidates of ``kind`` scoring within
-        ``CLOSE`` (relative) of the best one, best first; fine-tuned ones only where the
-        preset lets fusions fine-tune (a fusion around one costs its fine-tuning again). The
-        n-gram encoder, which the linear members stood in for alone, where they show n-grams
-        read the text best."""
-        rows = [r for r in self.leaderboard_ if r.get("single_modality")
-                and r["val_metric"] is not None and r["model"]["modalities"] == [kind]
-                and (preset.finetuned_fusions or r["model"][f"{kind}_encoder"]["frozen"] is not False)]
-        rows = ranked(rows, self._metric)
-        best = rows[0]["val_metric"] if rows else None
-        contenders = [EncoderConfig(**r["model"][f"{kind}_encoder"]) for r in rows
-                      if abs(r["val_metric"] - best) <= CLOSE * max(abs(best), 1e-12)]
-        ngram = [e for e in preset.text_encoders if e.name == "ngram"]
-        if kind == "text" and ngram and ngram[0] not in contenders and self._ngrams_read_best():
-            contenders.append(ngram[0])
-        return contenders
-
-    def _ngrams_read_best(self) -> bool:
-        """A TF-IDF member beats every member on a pretrained text encoder's features by more
-        than ``CLOSE`` (relative): the text is in a script or language the encoder does not
-        know. (Merely as good is not enough: on MATH-V, where they are close, concat with the
-        n-gram network scored 0.500 out of fold against 0.556 with MiniLM, and its 25 s were
-        lost to the fusions after it.)"""
-        def best(*views: str) -> float | None:
-            scores = ranked([{"val_metric": v} for v in self._member_scores(*views)], self._metric)
-            return scores[0]["val_metric"] if scores else None
-
-        tfidf, pretrained = best(*TFIDF), best("text")
-        if tfidf is None:
-            return False
-        return pretrained is None or (is_better(self._metric, tfidf, pretrained) and abs(
-            tfidf - pretrained) > CLOSE * max(abs(pretrained), 1e-12))
-
-    def _best_pair(self, tried: list[Candidate]
-                   ) -> tuple[EncoderConfig | None, EncoderConfig | None] | None:
-        """The image and text encoders (None: a modality it does not read) of the best of
-        ``tried`` that finished."""
-        names = {c.name: c for c in tried}
-        rows = ranked([r for r in self.leaderboard_ if r["candidate"] in names
-                       and r["val_metric"] is not None], self._metric)
-        if not rows:
-            return None
-        model = names[rows[0]["candidate"]].config.model
-        return (model.image_encoder if "image" in model.modalities else None,
-                model.text_encoder if "text" in model.modalities else None)

@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+Opt = typer.Option  # the commands' option declarations, short
 F = TypeVar("F", bound=Callable[..., Any])
 
 

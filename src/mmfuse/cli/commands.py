@@ -1,4 +1,6 @@
-"""train, evaluate, predict, list, demo."""
+"""Training and the commands on one trained model: train, leaderboard, evaluate, predict,
+list, demo, robustness, profile, explain, report. Retrieval (`retrieval_commands.py`) and
+serving and export (`serving_commands.py`) live beside."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import typer
 from rich.table import Table
 
 from mmfuse.cli.app import (
+    Opt,
     app,
     err,
     friendly,
@@ -24,8 +27,6 @@ from mmfuse.errors import ConfigError
 from mmfuse.io import write_json
 from mmfuse.progress import CONSOLE
 from mmfuse.tasks import get_task
-
-Opt = typer.Option
 
 
 def dataset_or_path(value: str | Path | None):
@@ -243,130 +244,6 @@ def demo(
     out.print(f"runs and summary.json in {out_dir}")
 
 
-def _retrieval_model(run: Path):
-    from mmfuse import load
-    from mmfuse.retrieval.predictor import RetrievalPredictor
-
-    model = load(run)
-    if not isinstance(model, RetrievalPredictor):
-        raise ConfigError(f"{run} is not a retrieval model (train one with --task retrieval)")
-    return model
-
-
-@app.command()
-@friendly
-def index(
-    run: Annotated[Path, typer.Argument(help="Retrieval model folder")],
-    out_path: Annotated[Path, Opt("--out", help="Index folder to write", callback=writable_folder)],
-    images: Annotated[Path | None, Opt(help="Folder of images (recursive)")] = None,
-    data: Annotated[Path | None, Opt(help="Manifest whose image column is indexed")] = None,
-    texts: Annotated[Path | None, Opt(help="Manifest whose text column is indexed")] = None,
-) -> None:
-    """Embed a folder of images (or a manifest's images or texts) once, for search."""
-    from mmfuse.data.manifest import read_manifest
-    from mmfuse.retrieval.predictor import list_images
-
-    model = _retrieval_model(run)
-    if sum(x is not None for x in (images, data, texts)) != 1:
-        raise ConfigError("name exactly one of --images DIR, --data MANIFEST, --texts MANIFEST")
-    if images is not None:
-        kind, values = "image", list_images(images)
-    elif data is not None:
-        frame = read_manifest(data)
-        base = Path(frame.attrs["base_dir"])
-        kind, values = "image", [base / p for p in frame[model.image_col]]
-    else:
-        kind, values = "text", _texts_of(model, texts)  # type: ignore[arg-type]
-    count = model.write_index(kind, values, out_path)
-    out.print(f"{count} {kind}s indexed in {out_path}")
-
-
-def _texts_of(model, manifest: Path) -> list[str]:
-    from mmfuse.data.manifest import read_manifest
-    from mmfuse.data.validate import check_columns
-
-    frame = read_manifest(manifest)
-    check_columns(frame, {model.text_col: "the model's text column"})
-    return [str(t) for t in frame[model.text_col].dropna().unique()]
-
-
-@app.command()
-@friendly
-def search(
-    index_path: Annotated[Path, typer.Argument(help="Index folder from `mmfuse index`")],
-    query: Annotated[str | None, typer.Argument(help="Text query")] = None,
-    image: Annotated[Path | None, Opt(help="Query by an image instead of text")] = None,
-    texts: Annotated[Path | None, Opt(help="Search these texts (manifest) instead")] = None,
-    top: Annotated[int, Opt(help="How many results")] = 5,
-    model_dir: Annotated[Path | None, Opt("--model", help="Model folder (default: the "
-                                          "index's)")] = None,
-    as_json: Annotated[bool, Opt("--json", help="Print JSON")] = False,
-) -> None:
-    """Search an index by text (or by image), best matches first."""
-    import json
-
-    from mmfuse.retrieval.index import EmbeddingIndex
-
-    built = EmbeddingIndex.load(index_path)
-    model = _retrieval_model(model_dir or Path(built.model_dir))
-    if (query is None) == (image is None):
-        raise ConfigError('give a text query or --image PATH (not both)')
-    if texts is not None:
-        built = model.index_texts(_texts_of(model, texts))
-    else:
-        model.check_index(built)
-    vector = model.embed_images([image]) if image is not None else model.embed_texts([query])
-    wanted = "image" if image is None else "text"
-    if built.kind != wanted:
-        raise ConfigError(f"this index holds {built.kind}s; a {'text' if image is None else 'image'}"
-                          f" query searches {wanted}s (for images by image, search --texts)")
-    hits = built.search(vector, top)[0]
-    if as_json:
-        typer.echo(json.dumps([{"rank": i + 1, "item": item, "score": score}
-                               for i, (item, score) in enumerate(hits)], indent=2))
-        return
-    table = Table(title=f"top {len(hits)} for {query or image}")
-    for column in ("rank", "score", built.kind):
-        table.add_column(column)
-    for rank, (item, score) in enumerate(hits, 1):
-        table.add_row(str(rank), f"{score:.3f}", item)
-    out.print(table)
-
-
-@app.command("zero-shot")
-@friendly
-def zero_shot(
-    run: Annotated[Path, typer.Argument(help="Retrieval model folder")],
-    data: Annotated[Path, Opt(help="Manifest of images (and optionally true labels); no "
-                                   "text column needed")],
-    labels: Annotated[str, Opt(help="Comma-separated label names")],
-    template: Annotated[str, Opt(help="Prompt, {} is the label")] = "{}",
-    image_col: Annotated[str | None, Opt(help="Image column (default: the model's)")] = None,
-    label_col: Annotated[str | None, Opt(help="Column of true labels, to score against "
-                                              "(default: the model's label column)")] = None,
-    output: Annotated[Path, Opt(help="CSV of predictions", callback=writable_file)] = Path("zero_shot.csv"),
-) -> None:
-    """Classify images by text prompts in the shared space (no training on these labels)."""
-    from mmfuse.data.manifest import read_manifest
-    from mmfuse.data.validate import check_columns
-
-    model = _retrieval_model(run)
-    names = [x.strip() for x in labels.split(",") if x.strip()]
-    manifest = read_manifest(data)
-    if image_col is not None and image_col != model.image_col:
-        check_columns(manifest, {image_col: "--image-col"})
-        manifest = manifest.drop(columns=model.image_col, errors="ignore").rename(
-            columns={image_col: model.image_col})
-    frame = model.zero_shot(manifest, names, template)
-    frame.to_csv(output, index=False)
-    label_col = label_col or model.config.data.label_col
-    if label_col in manifest.columns:
-        truth = manifest[label_col].astype(str).to_numpy()[frame["row"].to_numpy() - 1]
-        accuracy = float((truth == frame["prediction"].to_numpy()).mean())
-        out.print(f"zero-shot accuracy against column '{label_col}': {accuracy:.4f}")
-    out.print(f"{len(frame)} predictions written to {output}")
-
-
 def _severities(text: str) -> tuple[int, ...]:
     values = tuple(int(x) for x in text.split(",") if x.strip())
     if not values or any(v not in range(1, 6) for v in values):
@@ -482,69 +359,3 @@ def report(
                           explain_rows=explain_rows)
     print_metrics("report metrics", result["metrics"])
     out.print(f"report written to {out_file} (data in {out_file}.json)")
-
-
-@app.command()
-@friendly
-def serve(
-    run: Annotated[Path, typer.Argument(help="Run or model folder")],
-    host: Annotated[str, Opt(help="Interface; 0.0.0.0 exposes it to the network")] = "127.0.0.1",
-    port: Annotated[int, Opt()] = 8000,
-    index_path: Annotated[Path | None, Opt("--index", help="Index for /v1/search (retrieval)")] = None,
-    max_upload_mb: Annotated[float, Opt(help="Largest request body")] = 10.0,
-    max_batch: Annotated[int, Opt(help="Requests fused into one model call")] = 32,
-    max_wait_ms: Annotated[float, Opt(help="How long a request waits for company")] = 5.0,
-    timeout_s: Annotated[float, Opt(help="Answer within this or return 504")] = 30.0,
-    api_key: Annotated[str | None, Opt(
-        envvar="MMFUSE_API_KEY", show_envvar=True,
-        help="Require 'Authorization: Bearer KEY' (better set in $MMFUSE_API_KEY: it stays "
-             "out of process lists and shell history)")] = None,
-    insecure: Annotated[bool, Opt(help="Serve a non-loopback --host without an API key")] = False,
-) -> None:
-    """HTTP API and web page (/), OpenAPI at /docs."""
-    import ipaddress
-    import logging
-
-    import uvicorn
-
-    from mmfuse import load
-    from mmfuse.serving.app import create_app
-
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        loopback = False
-    if not loopback and not api_key and not insecure:
-        raise ConfigError(f"--host {host} exposes the model to the network: set an API key "
-                          "($MMFUSE_API_KEY or --api-key), or pass --insecure to serve "
-                          "without one")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    api = create_app(load(run), max_upload_bytes=int(max_upload_mb * 2**20), max_batch=max_batch,
-                     max_wait_ms=max_wait_ms, timeout_s=timeout_s, index=index_path,
-                     api_key=api_key)
-    out.print(f"serving {run} on http://{host}:{port}/ (API docs: /docs)")
-    uvicorn.run(api, host=host, port=port, log_level="info")
-
-
-@app.command()
-@friendly
-def export(
-    run: Annotated[Path, typer.Argument(help="Run or model folder")],
-    data: Annotated[Path, Opt(help="Manifest of real rows to check the export on (labels "
-                                   "not needed)")],
-    out_file: Annotated[Path, Opt("--out", help="Output file", callback=writable_file)] = Path("model.onnx"),
-    export_format: Annotated[str, Opt("--format", help="onnx")] = "onnx",
-    tolerance: Annotated[float, Opt(help="Largest allowed difference from `mmfuse predict`")] = 1e-4,
-    max_rows: Annotated[int, Opt(help="Rows of --data checked")] = 32,
-) -> None:
-    """Export the whole model to ONNX; onnxruntime must match `mmfuse predict` on real rows."""
-    from mmfuse import load
-    from mmfuse.serving.export import export_onnx
-
-    if export_format != "onnx":
-        raise ConfigError(f"unknown export format '{export_format}'; supported: onnx")
-    result = export_onnx(load(run), out_file, dataset_or_path(data), tolerance=tolerance,
-                         max_rows=max_rows)
-    out.print(f"exported to {out_file} ({result['size_mb']:.1f} MB); inputs: "
-              f"{', '.join(result['inputs'])}; largest difference from `mmfuse predict` "
-              f"{result['max_abs_difference']:.2e} on {result['checked_rows']} rows")

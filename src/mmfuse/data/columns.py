@@ -23,14 +23,9 @@ MAX_CATEGORY_SHARE = 0.05  # distinct values at most 5 % of the rows (or 20): a 
 WORDS_OF_TEXT = 3  # cells of three or more words on average: a text
 
 
-def used_columns(data: DataConfig) -> set[str]:
-    return {*data.image_cols, *data.text_cols, *data.num_cols, *data.cat_cols, data.label_col,
-            *([data.weight_col] if data.weight_col else [])}
-
-
 def unused_column_hints(frame: pd.DataFrame, data: DataConfig) -> list[str]:
     """One phrase per column the config does not use, in the frame's order."""
-    used = used_columns(data)
+    used = set(data.named_columns())
     sample = frame.head(SAMPLE_ROWS)
     return [_hint(str(c), sample[c]) for c in frame.columns
             if c not in used and not str(c).startswith("_")]

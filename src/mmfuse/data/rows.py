@@ -64,10 +64,16 @@ def with_pairs(rows: pd.DataFrame, config: Config, seed: int) -> pd.DataFrame:
                                data.hard_negative_fraction, seed)
 
 
+def given_weights(rows: pd.DataFrame) -> np.ndarray | None:
+    """(N,) the rows' weights (``--weight-col``) where they carry them (validation and test
+    rows may not), else None: each row then counts once."""
+    return rows["_weight"].to_numpy(dtype=np.float64) if "_weight" in rows else None
+
+
 def row_weights(rows: pd.DataFrame, data: DataConfig) -> np.ndarray | None:
     """(N,) each training row's weight (``--weight-col``), or None when none is named."""
     if not data.weight_col:
         return None
     if "_weight" not in rows:
         check_columns(rows, {data.weight_col: "--weight-col"})  # says which columns there are
-    return rows["_weight"].to_numpy(dtype=np.float64)
+    return given_weights(rows)

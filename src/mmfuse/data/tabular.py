@@ -79,11 +79,6 @@ class TabularEncoding:
     scale: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     levels: dict[str, list[str]] = field(default_factory=dict)
 
-    @property
-    def n_features(self) -> int:
-        """Width of ``dense``: two per number, levels + other + missing per category."""
-        return 2 * len(self.num_cols) + sum(len(self.levels[c]) + 2 for c in self.cat_cols)
-
     def fit(self, frame: pd.DataFrame) -> TabularEncoding:
         numbers = self._numbers(frame)  # (N, n_num), NaN missing
         with warnings.catch_warnings():  # an all-missing column: median 0, scale 1
@@ -103,7 +98,7 @@ class TabularEncoding:
         return self
 
     def dense(self, frame: pd.DataFrame) -> np.ndarray:
-        """(N, ``n_features``) float32."""
+        """(N, F) float32: two columns per number, levels + other + missing per category."""
         numbers = self._numbers(frame)
         missing = np.isnan(numbers)
         scaled = np.clip((np.where(missing, self.median, numbers) - self.median) / self.scale,

@@ -16,6 +16,7 @@ import torch
 
 from mmfuse.config import Config, EncoderConfig
 from mmfuse.data.rows import row_weights
+from mmfuse.data.tabular import TabularEncoding
 from mmfuse.data.validate import cells
 from mmfuse.encoders import create_encoder
 from mmfuse.encoders.base import Encoder
@@ -101,13 +102,19 @@ class MemberInputs:
         return self._select(self.memo["texts"]).tolist()
 
     def table(self) -> pd.DataFrame:
-        """The rows' numeric and categorical columns, as read (None where missing)."""
+        """The rows' numeric and categorical columns, as read (missing: None, or NaN in a
+        column of numbers: validated rows keep theirs as floats, so no cell is parsed
+        again)."""
         if "table" not in self.memo:
-            data = self.config.data
             self.memo["table"] = pd.DataFrame(
-                {c: pd.Series(self.column(c), dtype=object) for c in data.num_cols + data.cat_cols})
+                {c: pd.Series(self.column(c)) for c in self.config.data.tabular_cols})
         table = self.memo["table"]
         return table if self.positions is None else table.iloc[self.positions]  # type: ignore
+
+    def tabular_encoding(self) -> TabularEncoding:
+        """The numeric and categorical columns' scaling and levels, fitted on these rows."""
+        data = self.config.data
+        return TabularEncoding(data.num_cols, data.cat_cols).fit(self.table())
 
     def weights(self) -> np.ndarray | None:
         """(N,) the rows' weights (``--weight-col``) for fitting; None without."""

@@ -121,8 +121,7 @@ class LinearMember:
             self.arrays["idf"] = vectorizer.idf_.astype(np.float32)
             return x
         if self.view.kind == "tabular":
-            data = inputs.config.data
-            self.tabular = TabularEncoding(data.num_cols, data.cat_cols).fit(inputs.table())
+            self.tabular = inputs.tabular_encoding()
             self.arrays |= self.tabular.arrays()
             return self.tabular.dense(inputs.table())
         x = inputs.dense(self.view)

@@ -222,7 +222,7 @@ class EnsembleModel(HoldsFeatureCache):
         read = set().union(*(m.modalities for m in self.members))
         data = self.config.data
         columns = {"image": data.image_cols, "text": data.text_cols,
-                   "tabular": data.num_cols + data.cat_cols}
+                   "tabular": data.tabular_cols}
         return dict(sorted((c, kind) for kind in read for c in columns[kind]))
 
     def targets(self, rows: pd.DataFrame) -> torch.Tensor:

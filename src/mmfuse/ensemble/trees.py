@@ -55,8 +55,7 @@ class TreeMember:
 
     def fit(self, inputs: MemberInputs, y: np.ndarray) -> TreeMember:
         """``y``: class ids (N,) into ``classes``, or values (N,) for regression."""
-        data = inputs.config.data
-        self.tabular = TabularEncoding(data.num_cols, data.cat_cols).fit(inputs.table())
+        self.tabular = inputs.tabular_encoding()
         self.arrays = self.tabular.arrays()
         booster = HistGradientBoostingRegressor if self.classes is None else \
             HistGradientBoostingClassifier

@@ -174,7 +174,7 @@ def shown_cells(row: pd.Series, modality: str, predictor: Predictor) -> str:
     if modality in row:
         return row[modality]
     data = predictor.config.data
-    return ", ".join(f"{c}={row[c]}" for c in data.num_cols + data.cat_cols)
+    return ", ".join(f"{c}={row[c]}" for c in data.tabular_cols)
 
 
 def shares_by_hiding(modalities: list[str], full: float,

@@ -50,7 +50,7 @@ def corrupt_rows(
                 [joined([paths[p] for p in photos(cell)]) if cell is not None else None
                  for cell in cells(corrupted, column)], corrupted.index)
     elif kind == "tabular":
-        for column in data.num_cols + data.cat_cols:
+        for column in data.tabular_cols:
             changed = TABULAR_CORRUPTIONS[name](cells(corrupted, column), severity,
                                                 _rng(seed, name, severity, column))
             corrupted[column] = (pd.Series(changed, index=corrupted.index, dtype=float)
@@ -118,7 +118,7 @@ def modality_ablation(predictor: Predictor, rows: pd.DataFrame, metric: str) -> 
     if not get_task(data.task).predicts:
         return result
     for kind, columns in (("image", data.image_cols), ("text", data.text_cols),
-                          ("tabular", data.num_cols + data.cat_cols)):
+                          ("tabular", data.tabular_cols)):
         if kind in kinds and len(kinds) > 1:
             removed = rows.copy()
             for column in columns:

@@ -23,9 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmfuse.data.images import open_image
 from mmfuse.encoders.base import Encoder
 from mmfuse.errors import MmfuseError
-from mmfuse.features.batches import (
-    FeatureTable,
-)
+from mmfuse.features.batches import FeatureTable
 from mmfuse.features.pooled import pool, pooled_hash, pooled_parts
 from mmfuse.features.stored import (
     CorruptShard,

@@ -13,6 +13,7 @@ from PIL import Image
 
 from mmfuse.encoders.base import Encoder
 from mmfuse.features.batches import Batch
+from mmfuse.features.pooled import pool, stacked
 
 Value = Image.Image | list[Image.Image] | str | float | None
 Item = dict[str, Value]
@@ -86,19 +87,14 @@ def part_features(encoder: Encoder, parts: list[list]) -> dict[str, torch.Tensor
     flat = [part for row in parts for part in row]
     prepared = [encoder.transform(p) for p in flat] if encoder.kind == "image" else flat
     out = encoder.eval()(**encoder.prepare(prepared)) if flat else None
-    width = max([len(row) for row in parts] or [0]) * (out.tokens.shape[1] if out else 0)
-    pooled = torch.zeros(len(parts), encoder.output_dim)
-    tokens = torch.zeros(len(parts), max(width, 1), encoder.output_dim)
-    mask = torch.zeros(len(parts), max(width, 1), dtype=torch.bool)
-    start = 0
-    for i, row in enumerate(parts):
-        if not row or out is None:
-            continue
+    cells, start = [], 0
+    for row in parts:
         rows = slice(start, start + len(row))
-        pooled[i] = out.pooled[rows].float().mean(0)
-        kept = out.tokens[rows][out.token_mask[rows]].float()  # (parts x T, D)
-        tokens[i, : len(kept)], mask[i, : len(kept)] = kept, True
+        cells.append(pool({"pooled": out.pooled[rows], "tokens": out.tokens[rows],
+                           "token_mask": out.token_mask[rows]}, True, torch.float32)
+                     if row and out is not None else None)
         start += len(row)
+    pooled, tokens, mask = stacked(cells, encoder.output_dim, True, torch.float32)
     return {"pooled": pooled, "tokens": tokens, "token_mask": mask,
             "present": torch.tensor([bool(row) for row in parts])}
 

@@ -24,13 +24,35 @@ def pooled_hash(item_hashes: list[str]) -> str:
     return digest.hexdigest()
 
 
-def pool(found: dict[str, torch.Tensor], with_tokens: bool) -> dict[str, torch.Tensor]:
+def pool(found: dict[str, torch.Tensor], with_tokens: bool,
+         dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
     """One cell from its K items' features (``found``: pooled (K, D), tokens (K, T, D) and
-    token_mask (K, T)): pooled (D,) their mean; tokens (L, D) float16, theirs side by side."""
+    token_mask (K, T)): pooled (D,) their mean; tokens (L, D) of ``dtype`` (the cache stores
+    float16), theirs side by side."""
     out = {"pooled": found["pooled"].float().mean(0)}
     if with_tokens:
-        out["tokens"] = found["tokens"][found["token_mask"]].half()  # (items x T, D)
+        out["tokens"] = found["tokens"][found["token_mask"]].to(dtype)  # (items x T, D)
     return out
+
+
+def stacked(cells: list[dict[str, torch.Tensor] | None], dim: int, with_tokens: bool,
+            dtype: torch.dtype = torch.float16
+            ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """N cells from ``pool`` (None: a missing one, all zeros) side by side: pooled (N, D),
+    and tokens (N, T, D) of ``dtype`` with token_mask (N, T), padded to the longest."""
+    pooled = torch.zeros(len(cells), dim)
+    for j, cell in enumerate(cells):
+        if cell is not None:
+            pooled[j] = cell["pooled"]
+    if not with_tokens:
+        return pooled, None, None
+    width = max((len(cell["tokens"]) for cell in cells if cell is not None), default=1)
+    tokens = torch.zeros(len(cells), width, dim, dtype=dtype)
+    mask = torch.zeros(len(cells), width, dtype=torch.bool)
+    for j, cell in enumerate(cells):
+        if cell is not None:
+            tokens[j, : len(cell["tokens"])], mask[j, : len(cell["tokens"])] = cell["tokens"], True
+    return pooled, tokens, mask
 
 
 def pooled_parts(table_of: Callable[[list[str]], Source], dim: int, values: list[str | None],
@@ -43,16 +65,8 @@ def pooled_parts(table_of: Callable[[list[str]], Source], dim: int, values: list
     found = table_of(singles)
     pooled_cells = [pool(found.fetch(torch.tensor([where[i] for i in parts[cell]])), with_tokens)
                     for cell in cells]
-    pooled = torch.zeros(len(cells) + 1, dim)  # the last row: a missing cell
-    for j, cell in enumerate(pooled_cells):
-        pooled[j] = cell["pooled"]
-    tokens = mask = None
-    if with_tokens:
-        width = max(len(cell["tokens"]) for cell in pooled_cells)
-        tokens = torch.zeros(len(cells) + 1, width, dim, dtype=torch.float16)
-        mask = torch.zeros(len(cells) + 1, width, dtype=torch.bool)
-        for j, cell in enumerate(pooled_cells):
-            tokens[j, : len(cell["tokens"])], mask[j, : len(cell["tokens"])] = cell["tokens"], True
+    # the last row: a missing cell
+    pooled, tokens, mask = stacked([*pooled_cells, None], dim, with_tokens)
     slot = {cell: j for j, cell in enumerate(cells)}
     index = torch.tensor([slot[v] if v is not None else len(cells) for v in values])
     present = torch.tensor([v is not None for v in values], dtype=torch.bool)

@@ -27,7 +27,7 @@ def modality_kinds(cfg: Config) -> dict[str, str]:
                 if column in kinds:
                     raise ConfigError(f"column '{column}' is named as both image and text")
                 kinds[column] = kind
-    if TABULAR in cfg.model.modalities and (cfg.data.num_cols or cfg.data.cat_cols):
+    if TABULAR in cfg.model.modalities and cfg.data.tabular_cols:
         if TABULAR in kinds:
             raise ConfigError(f"a column may not be named '{TABULAR}' beside --num-col/--cat-col"
                               " columns: rename it")

@@ -16,7 +16,7 @@ from mmfuse.estimator import Estimator
 from mmfuse.features.cache import cache_root
 from mmfuse.model_kinds import embed, embed_chunks
 from mmfuse.retrieval.index import EmbeddingIndex
-from mmfuse.training.trainer import BEST_FILE
+from mmfuse.training.checkpoints import BEST_FILE
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 

@@ -48,7 +48,7 @@ class InferenceEngine:
         self.text_columns = [m for m, k in kinds.items() if k == "text"]
         # a network's one tabular modality reads every numeric and categorical column; an
         # ensemble names the columns its members read
-        self.tabular_columns = sorted(config.data.num_cols + config.data.cat_cols) if \
+        self.tabular_columns = sorted(config.data.tabular_cols) if \
             "tabular" in kinds.values() else []
         # Missing inputs are answered only by models that learned to predict without them.
         self.accepts_missing = config.data.allow_missing or config.train.modality_dropout > 0

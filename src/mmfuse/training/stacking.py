@@ -27,9 +27,10 @@ from mmfuse.features.loaders import make_loader
 from mmfuse.heads.base import Head
 from mmfuse.models.multimodal import MultimodalModel, load_persistent_state
 from mmfuse.progress import CONSOLE
+from mmfuse.training.checkpoints import TrainState, snapshot
 from mmfuse.training.distributed import is_distributed
 from mmfuse.training.privacy import is_private
-from mmfuse.training.trainer import TrainState, snapshot, train
+from mmfuse.training.trainer import train
 
 META_L2 = 1e-3  # keeps the meta-learner near "average the towers" when OOF rows are few
 
