@@ -177,3 +177,72 @@ def test_explain_says_which_photo_of_a_cell_mattered(tmp_path: Path) -> None:
     assert record["prediction"] == "red"
     drops = [drop for _, drop in record["photos"]["photos"]]
     assert drops[2] < min(drops[:2])  # the blue photo is the one that did not help red
+
+
+def test_photos_read_by_a_trained_encoder_are_each_the_untouched_encoders_and_pooled_by_weight(
+        ) -> None:
+    """Cells of 2, 0 and 1 photos: each real photo's features equal the encoder's on that
+    photo alone; the attention starts as the mean, its weights are zero on padding and on a
+    cell with no photo (no NaN)."""
+    from mmfuse.encoders.base import photo_features
+    from mmfuse.features.batches import photo_batch
+    from mmfuse.models.photo_pooling import PhotoPooling
+
+    torch.manual_seed(0)
+    encoder = create_encoder("image", EncoderConfig("small-cnn", image_size=32)).eval()
+    photos_of = [torch.rand(3, 32, 32) for _ in range(3)]
+    inputs = photo_batch([photos_of[:2], [], photos_of[2:]], 32)
+    assert inputs["pixels"].shape == (3, 2, 3, 32, 32)
+    assert inputs["present"].tolist() == [True, False, True]
+    with torch.no_grad():
+        per_photo, out = photo_features(encoder, inputs["pixels"], inputs["photo_mask"])
+        alone = encoder(pixels=torch.stack(photos_of))
+    torch.testing.assert_close(per_photo[inputs["photo_mask"]], alone.pooled, atol=1e-5, rtol=1e-5)
+    assert out.token_mask.sum(1).tolist() == [2 * alone.tokens.shape[1], 0, alone.tokens.shape[1]]
+    pooling = PhotoPooling(encoder.output_dim)
+    torch.testing.assert_close(pooling(per_photo, inputs["photo_mask"])[0],
+                               alone.pooled[:2].mean(0))
+    with torch.no_grad():
+        pooling.score.weight.normal_()
+    weights = pooling.weights(per_photo, inputs["photo_mask"])
+    assert torch.isfinite(weights).all() and weights[1].sum() == 0 and weights[2, 1] == 0
+    torch.testing.assert_close(weights[[0, 2]].sum(1), torch.ones(2))
+
+
+def test_a_fine_tuned_encoder_reads_every_photo_of_a_cell_in_every_command(tmp_path: Path
+                                                                          ) -> None:
+    """A CNN trained on cells of one to three photos (dropout on): it learns, reloads with
+    the same predictions, serves them, exports them to ONNX and explains them."""
+    from mmfuse import ModelConfig, TrainConfig
+    from mmfuse.evaluation.explain import explain
+    from mmfuse.serving.export import export_onnx
+
+    photo_rows(tmp_path, 60, seed=6).to_csv(tmp_path / "train.csv", index=False)
+    test = photo_rows(tmp_path, 12, seed=7)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    cfg = Config(data=DataConfig(image_cols=["photos"], text_cols=["text"], label_col="label"),
+                 model=ModelConfig(image_encoder=EncoderConfig("small-cnn", image_size=32),
+                                   modalities=["image"], hidden_dim=16, dropout=0.2),
+                 train=TrainConfig(epochs=12, num_workers=0, lr=3e-3, batch_size=16),
+                 cache_dir=str(tmp_path / "cache"))
+    fitted = Predictor(cfg).fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
+    assert not fitted.model_.encoder_for("photos").frozen
+    assert fitted.evaluate(tmp_path / "test.csv")["accuracy"] >= 0.75  # chance: 1/3
+    expected = fitted.predict_proba(tmp_path / "test.csv").to_numpy()
+    loaded = Predictor.load(tmp_path / "run")
+    np.testing.assert_allclose(loaded.predict_proba(tmp_path / "test.csv").to_numpy(), expected,
+                               atol=1e-6)
+    from fastapi.testclient import TestClient
+
+    from mmfuse.serving.app import create_app
+
+    with TestClient(create_app(loaded)) as client:
+        names = parse_photos(test.loc[2, "photos"])  # three photos
+        parts = [("photos", (n, (tmp_path / n).read_bytes(), "image/png")) for n in names]
+        served = client.post("/v1/predict", files=parts, data={"text": "an item"}).json()
+        np.testing.assert_allclose([served["probabilities"][c] for c in loaded.classes_],
+                                   expected[2], atol=1e-4)
+    result = export_onnx(loaded, tmp_path / "m.onnx", tmp_path / "test.csv")
+    assert result["inputs"] == ["photos.pixels", "photos.photo_mask"]
+    [record] = explain(loaded, test.iloc[[2]], base_dir=tmp_path, max_rows=1, steps=2)
+    assert len(record["photos"]["photos"]) == 3 and len(record["heatmaps"]["photos"]) == 32

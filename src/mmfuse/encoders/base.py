@@ -15,7 +15,7 @@ from mmfuse.data.photos import photos
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.errors import ConfigError
 from mmfuse.registry import Registry
-from mmfuse.types import EncoderOutput
+from mmfuse.types import EncoderOutput, masked_mean
 
 
 class Encoder(nn.Module):
@@ -148,7 +148,8 @@ def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def run_encoder(encoder: Encoder, inputs: dict[str, torch.Tensor]) -> EncoderOutput:
-    """Features of one modality's batch: looked up (``pooled`` from the cache) or computed."""
+    """Features of one modality's batch: looked up (``pooled`` from the cache) or computed;
+    cells of several photos pooled by their mean (as the feature cache pools them)."""
     if "pooled" in inputs:
         tokens = inputs.get("tokens")
         return EncoderOutput(
@@ -156,4 +157,26 @@ def run_encoder(encoder: Encoder, inputs: dict[str, torch.Tensor]) -> EncoderOut
             tokens.float() if tokens is not None else None,  # type: ignore[arg-type]
             inputs.get("token_mask"),  # type: ignore[arg-type]
         )
+    if "photo_mask" in inputs:
+        per_photo, out = photo_features(encoder, inputs["pixels"], inputs["photo_mask"])
+        return out._replace(pooled=masked_mean(per_photo, inputs["photo_mask"]))
     return encoder(**{k: v for k, v in inputs.items() if k != "present"})
+
+
+def photo_features(encoder: Encoder, pixels: torch.Tensor, photo_mask: torch.Tensor
+                   ) -> tuple[torch.Tensor, EncoderOutput]:
+    """Cells of up to K photos each: ``pixels`` (B, K, 3, S, S), ``photo_mask`` (B, K) True
+    where a photo is real. Only real photos are encoded (a batch-norm sees no blank ones).
+    Returns each photo's pooled features (B, K, D), zeros where none, and the cells' output
+    whose tokens are their photos' side by side: (B, K x T, D) with token_mask (B, K x T);
+    its ``pooled`` is left for the caller to pool from the photos' (mean or attention)."""
+    batch, photos = photo_mask.shape
+    out = encoder(pixels=pixels[photo_mask])  # (N real photos, ...)
+    dim, width = out.pooled.shape[-1], out.tokens.shape[1]
+    per_photo = out.pooled.new_zeros(batch, photos, dim)
+    per_photo[photo_mask] = out.pooled
+    tokens = out.tokens.new_zeros(batch, photos, width, dim)
+    tokens[photo_mask] = out.tokens
+    token_mask = torch.zeros(batch, photos, width, dtype=torch.bool, device=pixels.device)
+    token_mask[photo_mask] = out.token_mask
+    return per_photo, EncoderOutput(per_photo[:, 0], tokens.flatten(1, 2), token_mask.flatten(1))

@@ -135,12 +135,14 @@ def _image_heatmap(
     cast), so attribution lands on objects and their edges rather than on everything that
     differs from a grey or black image.
     """
-    pixels = batch[modality]["pixels"]  # (1, 3, S, S)
-    baseline = _blur(pixels, sigma=pixels.shape[-1] / 8)
+    pixels = batch[modality]["pixels"]  # (1, 3, S, S), or (1, K, 3, S, S): a cell of photos
+    one_each = pixels.reshape(-1, *pixels.shape[-3:])  # (K, 3, S, S)
+    baseline = _blur(one_each, sigma=pixels.shape[-1] / 8).reshape(pixels.shape)
     forward = lambda p: _evidence(predictor, _with(batch, modality, pixels=p))  # noqa: E731
     attribution = IntegratedGradients(forward).attribute(
         pixels, baselines=baseline, target=target, n_steps=steps, internal_batch_size=16)
-    heat = attribution.abs().sum(1, keepdim=True).detach()  # (1, 1, S, S)
+    # the first photo's map, as the figure shows it (``photo_parts`` ranks a cell's photos)
+    heat = attribution.abs().reshape(one_each.shape)[:1].sum(1, keepdim=True).detach()  # (1, 1, S, S)
     heat = _blur(heat, sigma=max(1.0, pixels.shape[-1] / 64))[0, 0]  # per-pixel IG is speckled
     return (heat / heat.max().clamp_min(1e-12)).numpy()
 

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmfuse.data.images import ImageTransform, open_image
-from mmfuse.data.photos import photos
+from mmfuse.data.photos import PHOTO_SEP, photos
 from mmfuse.features.stored import StoredTable
 
 Batch = dict[str, dict[str, torch.Tensor]]
@@ -49,22 +49,40 @@ class FeatureTable:
 
 @dataclass
 class RawImages:
-    """Image paths (None = missing), decoded and transformed per batch."""
+    """Image paths (None = missing), decoded and transformed per batch. Where some cell of
+    the column holds several photos, every batch is laid out as cells of photos (``photo_batch``),
+    so that one dataset's batches share one layout."""
 
     paths: list[str | None]
     transform: ImageTransform
     prepare: Callable[[list[Any]], dict[str, torch.Tensor]]
 
+    def __post_init__(self) -> None:
+        self.several = any(p is not None and PHOTO_SEP in p for p in self.paths)
+
     def fetch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        blank = torch.zeros(3, self.transform.size, self.transform.size)
         picked = [self.paths[i] for i in rows.tolist()]
-        # A cell of several photos: a trained encoder reads the first (a frozen one, through
-        # the feature cache, their mean)
-        images = [self.transform(open_image(photos(p)[0])) if p is not None else blank
-                  for p in picked]
-        out = self.prepare(images)
+        if self.several:
+            return photo_batch([[self.transform(open_image(f)) for f in photos(p)]
+                                if p is not None else [] for p in picked], self.transform.size)
+        blank = torch.zeros(3, self.transform.size, self.transform.size)
+        out = self.prepare([self.transform(open_image(p)) if p is not None else blank
+                            for p in picked])
         out["present"] = torch.tensor([p is not None for p in picked])
         return out
+
+
+def photo_batch(cells: list[list[torch.Tensor]], size: int) -> dict[str, torch.Tensor]:
+    """B cells of 0 to K transformed photos (3, S, S) each -> ``pixels`` (B, K, 3, S, S),
+    zeros where a cell has fewer, ``photo_mask`` (B, K) and ``present`` (B,): what a trained
+    image encoder reads of cells of several photos (``encoders.base.photo_features``)."""
+    width = max(1, *(len(cell) for cell in cells))
+    pixels = torch.zeros(len(cells), width, 3, size, size)
+    mask = torch.zeros(len(cells), width, dtype=torch.bool)
+    for j, cell in enumerate(cells):
+        if cell:
+            pixels[j, : len(cell)], mask[j, : len(cell)] = torch.stack(cell), True
+    return {"pixels": pixels, "photo_mask": mask, "present": mask.any(1)}
 
 
 @dataclass

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from mmfuse.encoders.base import Encoder
-from mmfuse.features.batches import Batch
+from mmfuse.features.batches import Batch, photo_batch
 from mmfuse.features.pooled import pool, stacked
 
 Value = Image.Image | list[Image.Image] | str | float | None
@@ -23,23 +23,21 @@ def is_present(value: Value) -> bool:
     return value is not None and value != "" and value != []
 
 
-def first_image(value: Value) -> Image.Image | None:
-    """A value's image; of several photos, the first (what a trained encoder reads)."""
-    if isinstance(value, list):
-        return value[0] if value else None
-    return value if isinstance(value, Image.Image) else None
-
-
 def encoder_inputs(encoder: Encoder, values: list[Value]) -> dict[str, torch.Tensor]:
     """The keyword inputs of ``encoder`` for B values, with ``present`` (B,): a missing image
     is zeros, a missing text empty (the model replaces both by its placeholder). Several
     photos: a frozen encoder's features pooled over them (as the feature cache holds them),
-    the first photo for one being trained (as training read it)."""
-    if encoder.frozen and (parts := several(encoder, values)) is not None:
-        return part_features(encoder, parts)
+    the photos themselves for one being trained (``photo_batch``, as training read them)."""
+    if (parts := several(encoder, values)) is not None:
+        if encoder.frozen:
+            return part_features(encoder, parts)
+        if encoder.kind == "image":
+            return photo_batch([[encoder.transform(p) for p in cell] for cell in parts],
+                               encoder.transform.size)
     if encoder.kind == "image":
         size = encoder.transform.size
-        pixels = [encoder.transform(image) if (image := first_image(v)) is not None
+        pixels = [encoder.transform(v) if isinstance(v, Image.Image)
+                  else encoder.transform(v[0]) if isinstance(v, list) and v
                   else torch.zeros(3, size, size) for v in values]
         inputs = encoder.prepare(pixels)
     else:

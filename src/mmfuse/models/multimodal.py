@@ -7,9 +7,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mmfuse.encoders.base import Encoder, run_encoder
+from mmfuse.encoders.base import Encoder, photo_features, run_encoder
 from mmfuse.fusion.base import Fusion
 from mmfuse.heads.base import Head
+from mmfuse.models.photo_pooling import PhotoPooling
 from mmfuse.types import EncoderOutput
 
 ENCODED_KEYS = ("pooled", "tokens", "token_mask")
@@ -28,7 +29,8 @@ class MultimodalModel(nn.Module):
     and either the encoder's inputs (``pixels`` or ``input_ids``/``attention_mask``) or
     precomputed features (``pooled`` and, for token fusions, ``tokens``/``token_mask``) from the
     feature cache. Absent modalities get a learned placeholder vector, so every fusion can
-    predict from what is there.
+    predict from what is there. Cells of several photos read by a trained image encoder
+    (``pixels`` (B, K, 3, S, S) with ``photo_mask`` (B, K)) are pooled by learned attention.
     """
 
     def __init__(
@@ -49,6 +51,11 @@ class MultimodalModel(nn.Module):
                 for m, kind in self.modality_kinds.items()
             }
         )
+        # for image encoders being trained (a frozen one's cells are pooled in the cache)
+        self.photo_pool = nn.ModuleDict(
+            {module_key(m): PhotoPooling(encoders[kind].output_dim)
+             for m, kind in self.modality_kinds.items()
+             if kind == "image" and not encoders[kind].frozen})
 
     @property
     def modalities(self) -> list[str]:
@@ -66,11 +73,27 @@ class MultimodalModel(nn.Module):
         encoded = {}
         for m in self.modalities:
             inputs = batch[m]
-            out = run_encoder(self.encoder_for(m), inputs)
+            if module_key(m) in self.photo_pool and "pixels" in inputs:
+                out = self._photos(m, inputs)
+            else:
+                out = run_encoder(self.encoder_for(m), inputs)
             present = inputs["present"].unsqueeze(-1)  # (B, 1)
             placeholder = self.missing[module_key(m)].to(out.pooled.dtype)
             encoded[m] = out._replace(pooled=torch.where(present, out.pooled, placeholder))
         return encoded
+
+    def _photos(self, modality: str, inputs: dict[str, torch.Tensor]) -> EncoderOutput:
+        """A trained image encoder's output for cells of photos, pooled by attention."""
+        pool = self.photo_pool[module_key(modality)]
+        if "photo_mask" not in inputs:
+            # one photo per cell: pooling is the identity, kept in the graph so that every
+            # parameter takes part in each step (DDP requires it)
+            out = self.encoder_for(modality)(pixels=inputs["pixels"])
+            return out._replace(pooled=pool(out.pooled.unsqueeze(1), torch.ones_like(
+                inputs["present"]).unsqueeze(1)))
+        per_photo, out = photo_features(self.encoder_for(modality), inputs["pixels"],
+                                        inputs["photo_mask"])
+        return out._replace(pooled=pool(per_photo, inputs["photo_mask"]))
 
     def forward(self, batch: dict[str, dict[str, torch.Tensor]]) -> ModelOutput:
         encoded = self.encode(batch)
@@ -93,8 +116,9 @@ def frozen_pretrained_prefixes(model: MultimodalModel) -> list[str]:
     ]
 
 
-# State that older checkpoints lack; a model loading one keeps the value it was built with.
-ADDED_LATER = ("head.decision_shift",)
+# State that older checkpoints lack (names or prefixes); a model loading one keeps the value
+# it was built with (photo pooling: the mean).
+ADDED_LATER = ("head.decision_shift", "photo_pool.")
 
 
 def persistent_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
@@ -116,7 +140,7 @@ def load_persistent_state(model: MultimodalModel, state: dict[str, torch.Tensor]
             "run?")
     missing, unexpected = model.load_state_dict(state, strict=False)
     skip = tuple(frozen_pretrained_prefixes(model))
-    missing = [k for k in missing if not k.startswith(skip) and k not in ADDED_LATER]
+    missing = [k for k in missing if not k.startswith(skip) and not k.startswith(ADDED_LATER)]
     if missing or unexpected:
         raise CheckpointError(
             "the saved weights do not fit the model built from config.yaml "

@@ -21,7 +21,8 @@ from mmfuse.tasks import get_task
 class ExportableModel(nn.Module):
     """Positional tensors in; probabilities and the prediction out (the decided class id,
     0/1 indicators or values, as `mmfuse predict` decodes them). Inputs per modality (sorted):
-    ``pixels`` (B, 3, S, S) for images, for texts what the text encoder's ``prepare`` returns
+    ``pixels`` (B, 3, S, S) for images (where cells hold several photos: (B, K, 3, S, S) with
+    ``photo_mask`` (B, K), True where a photo is real), for texts what the text encoder's ``prepare`` returns
     (``input_ids``, ``attention_mask`` (B, T); ``ngram_ids``, ``ngram_weights`` (B, K)), and
     for the tabular tower ``numbers`` (B, 2 x numeric columns: each scaled, then its missing
     flag) and ``categories`` (B, categorical columns) ids, as its ``prepare`` maps a row with
@@ -29,10 +30,12 @@ class ExportableModel(nn.Module):
     Tokenising (or hashing n-grams, or scaling) stays outside the graph, as decoding images
     does."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, batch: Batch) -> None:
         super().__init__()
         self.model = predictor.model_
-        self.layout = [(m, input_keys(self.model.encoder_for(m))) for m in self.model.modalities]
+        # each modality's inputs as the Predictor's own path lays them out for these rows
+        self.layout = [(m, [key for key in batch[m] if key != "present"])
+                       for m in self.model.modalities]
 
     def input_names(self) -> list[str]:
         return [f"{m}.{key}" for m, keys in self.layout for key in keys]
@@ -47,13 +50,6 @@ class ExportableModel(nn.Module):
             position += len(keys)
         logits = self.model(batch).logits
         return self.model.head.probabilities(logits), self.model.head.decode(logits)
-
-
-def input_keys(encoder: nn.Module) -> list[str]:
-    """The names of an encoder's inputs, in the order its ``prepare`` gives them."""
-    if encoder.kind == "tabular":
-        return ["numbers", "categories"]
-    return ["pixels"] if encoder.kind == "image" else list(encoder.prepare(["x"]))
 
 
 def documented_inputs(wrapper: ExportableModel, batch: Batch) -> list[torch.Tensor]:
@@ -89,9 +85,10 @@ def export_onnx(
             raise MmfuseError(encoder.not_exportable)
     rows = parity_rows(predictor, data, base_dir, max_rows)
     expected = predictor.fitted_.predict(rows)[:2]  # what `mmfuse predict` says
-    wrapper = ExportableModel(predictor).eval()
     dataset = predictor.dataset(rows, use_cache=False)
-    inputs = documented_inputs(wrapper, dataset.__getitems__(list(range(len(rows))))[0])
+    batch = dataset.__getitems__(list(range(len(rows))))[0]
+    wrapper = ExportableModel(predictor, batch).eval()
+    inputs = documented_inputs(wrapper, batch)
     # Traced on the first rows alone (their own text length): parity is then checked at
     # another batch size and token count.
     traced = documented_inputs(wrapper, dataset.__getitems__(list(range(min(2, len(rows)))))[0])
@@ -101,6 +98,9 @@ def export_onnx(
     fixed_width = ("pixels", "numbers", "categories")
     dynamic = {name: ({0: "batch"} if name.endswith(fixed_width) else {0: "batch", 1: "tokens"})
                for name in names}
+    for name, tensor in zip(names, inputs, strict=True):
+        if name.endswith(("photo_mask", "pixels")) and tensor.dim() in (2, 5):  # cells of photos
+            dynamic[name] = {0: "batch", 1: "photos"}
     dynamic |= {"probabilities": {0: "batch"}, "prediction": {0: "batch"}}
     try:
         with warnings.catch_warnings(), torch.no_grad():
