@@ -29,6 +29,7 @@ bench: $(STAMP)
 		{ [ "$$(id -u)" = 0 ] && apt-get install -y -q fonts-noto-color-emoji >/dev/null; } || \
 		sudo apt-get install -y -q fonts-noto-color-emoji
 	$(BIN)/python -m benchmarks.quality
+	$(BIN)/python -m benchmarks.encode
 	$(BIN)/python -m benchmarks.speed
 	$(BIN)/python -m benchmarks.retrieval
 	$(BIN)/python -m benchmarks.serve_load

@@ -112,3 +112,10 @@ def make_captions(folder: Path, seed: int = 0, per_concept: int = 2) -> pd.DataF
                     rows.append({"image": name, "caption": f"{colour} {shape}, {size}",
                                  "colour": colour})
     return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frozen encoders in float32 eager PyTorch (no fast path): for tests that compare stored
+    features with the untouched model exactly (tests/test_fast_path.py checks the fast one)."""
+    monkeypatch.setenv("MMFUSE_FAST_PATH", "0")

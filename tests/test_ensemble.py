@@ -203,7 +203,8 @@ def test_a_served_ensemble_answers_as_predict_does(tmp_path) -> None:
     cached = predictor.fitted_.inputs(predictor.read(tmp_path / "test.csv"))
     live = MemberInputs.from_items(
         [{"image": Image.open(tmp_path / i).convert("RGB"), "caption": c if isinstance(c, str)
-          else None} for i, c in zip(test["image"], test["caption"], strict=True)], cfg, {})
+          else None} for i, c in zip(test["image"], test["caption"], strict=True)], cfg, {},
+        predictor.fitted_.live)
     for member in predictor.fitted_.members:
         np.testing.assert_allclose(member.predict_proba(live), member.predict_proba(cached),
                                    atol=1e-5, err_msg=member.view.name)

@@ -21,7 +21,7 @@ from mmfuse.features.loaders import Prefetched
 from mmfuse.features.stored import StoredTable
 
 
-def test_a_table_on_disk_reads_what_memory_holds(tmp_path: Path) -> None:
+def test_a_table_on_disk_reads_what_memory_holds(tmp_path: Path, float32: None) -> None:
     encoder = create_encoder("text", EncoderConfig("minilm", max_length=16))
     texts = ["a red square", None, "a blue circle", "a red square",
              "a much longer sentence about a green triangle on the left", "x"]

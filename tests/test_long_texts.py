@@ -51,7 +51,7 @@ def test_a_long_text_is_read_in_overlapping_windows_up_to_the_limit() -> None:
     assert len(encoder.parts_of([huge])[0]) == 4
 
 
-def test_a_long_texts_features_are_the_mean_of_its_windows(tmp_path: Path) -> None:
+def test_a_long_texts_features_are_the_mean_of_its_windows(tmp_path: Path, float32: None) -> None:
     encoder = create_encoder("text", EncoderConfig("minilm", max_length=32, max_windows=3))
     texts = ["one short text", long_text(150), None]
     table = FeatureCache(tmp_path / "cache").table(encoder, texts, with_tokens=True)

@@ -219,6 +219,7 @@ class FittedModel(HoldsFeatureCache):
     def predict_items(self, items: list[Item]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The same for in-memory items (decoded images, strings): encoders run live."""
         encoders = {m: self.model.encoder_for(m) for m in self.model.modalities}
+        self.live(encoders.values())
         output = self.model.eval()(items_batch(encoders, items))
         return self._outputs(output.logits, output.modality_weights)
 

@@ -83,18 +83,18 @@ def log_of(probabilities: np.ndarray) -> np.ndarray:
 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor, binary: bool = False) -> float:
-    """The temperature T > 0 minimising validation NLL of logits / T (Guo et al., 2017)."""
-    logits, target = logits.clone(), target.clone()  # inference-mode tensors cannot be saved
-    log_t = torch.zeros(1, requires_grad=True)
-    optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+    """The temperature T in [0.05, 20] minimising validation NLL of logits / T (Guo et al.,
+    2017): a bounded one-dimensional search over log T (Brent's), which cannot diverge where
+    the loss is flat (an L-BFGS step there gave NaN)."""
+    from scipy.optimize import minimize_scalar
 
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        scaled = logits / log_t.exp()
-        loss = (F.binary_cross_entropy_with_logits(scaled.squeeze(-1), target.float()) if binary
-                else F.cross_entropy(scaled, target.long()))
-        loss.backward()
-        return loss
+    logits, target = logits.detach().float().clone(), target.clone()
 
-    optimiser.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    def nll(log_t: float) -> float:
+        scaled = logits / float(np.exp(log_t))
+        return float(F.binary_cross_entropy_with_logits(scaled.squeeze(-1), target.float())
+                     if binary else F.cross_entropy(scaled, target.long()))
+
+    found = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded",
+                            options={"xatol": 1e-4})
+    return float(np.exp(found.x))

@@ -133,7 +133,9 @@ class AutoSearch:
         preset = suited_to(self.preset, self._train, self.config)
         if self.bag_ is not None:
             preset = beside_the_ensemble(preset)
+        encoding = clocks.clock()
         self._encode_frozen(preset)
+        self.encoding_s_ = clocks.clock() - encoding
         singles = single_candidates(self.config, preset)
         data = self.config.data
         tabular = bool(data.tabular_cols)
@@ -175,7 +177,8 @@ class AutoSearch:
         if len(self._splits) > 1:
             self._refit_best()
         self.best_.metrics_["auto"] = {"preset": self.preset.name, "chosen": self.best_name_,
-                                       "time_limit_s": self.time_limit}
+                                       "time_limit_s": self.time_limit,
+                                       "frozen_features_s": round(self.encoding_s_, 1)}
         if run is not None:
             self.best_.save(run)
             self._write()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ class Encoder(nn.Module):
     not_exportable: str = ""  # why ONNX cannot express it; "" when it can
     vocabulary: Vocabulary | None = None  # fitted from training texts (saved as vocabulary.json)
     columns: list[str] = []  # a tabular encoder: the numeric and categorical columns it reads
+    # a frozen encoder's faster way to the same features (encoders/fast_path.py), or None
+    fast: Callable[..., EncoderOutput] | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -160,7 +163,16 @@ def run_encoder(encoder: Encoder, inputs: dict[str, torch.Tensor]) -> EncoderOut
     if "photo_mask" in inputs:
         per_photo, out = photo_features(encoder, inputs["pixels"], inputs["photo_mask"])
         return out._replace(pooled=masked_mean(per_photo, inputs["photo_mask"]))
-    return encoder(**{k: v for k, v in inputs.items() if k != "present"})
+    return forward_of(encoder)(**{k: v for k, v in inputs.items() if k != "present"})
+
+
+def forward_of(encoder: Encoder) -> Callable[..., EncoderOutput]:
+    """The encoder's fast path where it has one and nothing needs gradients or a trace
+    (explanations, ONNX export); the encoder itself otherwise."""
+    if (encoder.fast is None or torch.is_grad_enabled() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export() or next(encoder.parameters()).is_cuda):
+        return encoder
+    return encoder.fast
 
 
 def photo_features(encoder: Encoder, pixels: torch.Tensor, photo_mask: torch.Tensor
@@ -171,7 +183,7 @@ def photo_features(encoder: Encoder, pixels: torch.Tensor, photo_mask: torch.Ten
     whose tokens are their photos' side by side: (B, K x T, D) with token_mask (B, K x T);
     its ``pooled`` is left for the caller to pool from the photos' (mean or attention)."""
     batch, photos = photo_mask.shape
-    out = encoder(pixels=pixels[photo_mask])  # (N real photos, ...)
+    out = forward_of(encoder)(pixels=pixels[photo_mask])  # (N real photos, ...)
     dim, width = out.pooled.shape[-1], out.tokens.shape[1]
     per_photo = out.pooled.new_zeros(batch, photos, dim)
     per_photo[photo_mask] = out.pooled

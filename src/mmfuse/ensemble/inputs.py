@@ -73,9 +73,11 @@ class MemberInputs:
         return cls(config, encoders, features, lambda column: cells(rows, column), rows=rows)
 
     @classmethod
-    def from_items(cls, items: list[Item], config: Config,
-                   encoders: dict[str, Encoder]) -> MemberInputs:
+    def from_items(cls, items: list[Item], config: Config, encoders: dict[str, Encoder],
+                   live: Callable[[list[Encoder]], None]) -> MemberInputs:
+        """``live`` readies encoders that run on items (``HoldsFeatureCache.live``)."""
         def features(encoder: Encoder, column: str) -> torch.Tensor:
+            live([encoder])
             return pooled_features(encoder, [item.get(column) for item in items])
 
         return cls(config, encoders, features,

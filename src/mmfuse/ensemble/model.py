@@ -213,7 +213,8 @@ class EnsembleModel(HoldsFeatureCache):
 
     def predict_items(self, items: list[Item]) -> tuple[np.ndarray, np.ndarray, None]:
         """The same for in-memory items (decoded images, strings): encoders run live."""
-        scores = self.probabilities(MemberInputs.from_items(items, self.config, self.encoders))
+        scores = self.probabilities(MemberInputs.from_items(items, self.config, self.encoders,
+                                                            self.live))
         return scores, self.decide(scores), None
 
     @property

@@ -3,7 +3,7 @@ for frozen encoders, raw inputs for the rest) and which feature cache a fitted m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import pandas as pd
@@ -12,6 +12,7 @@ import torch
 from mmfuse.config import Config
 from mmfuse.data.validate import cells
 from mmfuse.encoders.base import Encoder
+from mmfuse.encoders.fast_path import attach
 from mmfuse.features.batches import MultimodalDataset, RawImages, RawTable, RawTexts, Source
 from mmfuse.features.cache import FeatureCache, Together, cache_root
 
@@ -60,6 +61,12 @@ class HoldsFeatureCache:
         if self.cache is None:
             self.cache = cache_for(self.config)
         return self.cache
+
+    def live(self, encoders: Iterable[Encoder]) -> None:
+        """Ready encoders that run on items (no cache): frozen ones take their fast path,
+        with its graphs kept beside this model's feature cache."""
+        for encoder in encoders:
+            attach(encoder, self.feature_cache().root)
 
     @contextmanager
     def using_cache(self, cache: FeatureCache) -> Iterator[None]:

@@ -1,8 +1,9 @@
 """On-disk cache of frozen-encoder features, keyed by encoder fingerprint + input content hash.
 
 Each encoder gets a folder named by a hash of its ``cache_key`` (weights fingerprint plus
-preprocessing). Features are appended as safetensors shards written atomically, so a killed
-run keeps every shard it finished and concurrent writers never clobber each other.
+preprocessing) and the arithmetic its features are computed in (``stored_key``). Features
+are appended as safetensors shards written atomically, so a killed run keeps every shard it
+finished and concurrent writers never clobber each other.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset
 
 from mmfuse.data.images import open_image
-from mmfuse.encoders.base import Encoder
+from mmfuse.encoders.base import Encoder, forward_of
+from mmfuse.encoders.fast_path import arithmetic, attach
 from mmfuse.errors import MmfuseError
 from mmfuse.features.batches import FeatureTable
 from mmfuse.features.pooled import pool, pooled_hash, pooled_parts
@@ -40,11 +42,12 @@ from mmfuse.io import atomic_write_text, save_tensors
 from mmfuse.progress import CONSOLE, make_progress
 
 SHARD_ITEMS = 2048
-# Measured on 2 CPU cores (EfficientNet-Lite0, 224 px): batches of 16 in channels-last layout
-# encode 2.7x faster per image than batches of 64 in the default layout (0.275 s vs 0.756 s
-# per 16 images): a batch of 16 stays in cache. Text encoders do not care (MiniLM: 0.075 s).
+# Image batches of 16 stay in the CPU's cache (eager, channels-last: 2.7x faster per image
+# than batches of 64 on 2 cores).
 IMAGE_BATCH = 16
-TEXT_BATCH = 64
+# MiniLM on length-sorted texts: batches of 16-32 go faster than 64 (benchmarks/encode.py)
+TEXT_BATCH = 32
+SORT_WINDOW = 1024  # texts sorted by length within windows of this many (``by_length``)
 # A table up to this size is read into memory to train from; a larger one stays on disk.
 IN_MEMORY_BYTES = 512 * 2**20
 ENTRY_BYTES = 80  # a shard's header entry for one tensor (name, dtype, shape, offsets)
@@ -130,7 +133,7 @@ class FeatureCache:
     def folder(self, encoder: Encoder) -> Path | None:
         if self.root is None:
             return None
-        key = hashlib.blake2b(encoder.cache_key.encode(), digest_size=10).hexdigest()
+        key = hashlib.blake2b(stored_key(encoder).encode(), digest_size=10).hexdigest()
         return self.root / key
 
     def table(self, encoder: Encoder, values: list[str | None], with_tokens: bool,
@@ -270,7 +273,9 @@ class FeatureCache:
     def _in_memory(self, encoder: Encoder, values: list[str], with_tokens: bool
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """pooled (U + 1, D), tokens (U + 1, T, D) and mask (U + 1, T), computed now."""
-        encoded = [parts for _, parts in self._encoded(encoder, values, with_tokens)]
+        encoded: list[dict[str, torch.Tensor]] = [{}] * len(values)
+        for position, parts in self._encoded(encoder, values, with_tokens):
+            encoded[position] = parts
         pooled = torch.zeros(len(values) + 1, encoder.output_dim)
         for i, parts in enumerate(encoded):
             pooled[i] = parts["pooled"]
@@ -289,7 +294,7 @@ class FeatureCache:
         """Encode ``values`` (or compute them from stored items: ``computed``) into new
         shards of ``folder`` (``SHARD_ITEMS`` at a time)."""
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "key.txt", encoder.cache_key + "\n")
+        atomic_write_text(folder / "key.txt", stored_key(encoder) + "\n")
         # Before any work: the pooled vectors alone must fit; after the first shard, what its
         # items took on disk (token matrices included) must fit for the rest.
         room_for(folder, encoder.kind, len(values), encoder.output_dim * 4 + ENTRY_BYTES)
@@ -320,10 +325,12 @@ class FeatureCache:
         encoder.to(memory_format=layout)
         workers = self.num_workers if worth_workers(images, len(values)) else 0
         batch_size = self.batch_size or (IMAGE_BATCH if images else TEXT_BATCH)
+        order = np.arange(len(values)) if images else by_length(values)
         loader = DataLoader(
-            _Inputs(encoder.kind, values, encoder), batch_size=batch_size,
+            _Inputs(encoder.kind, [values[i] for i in order], encoder), batch_size=batch_size,
             num_workers=workers, collate_fn=list,
         )
+        attach(encoder, self.root)
         done = 0
         try:
             with make_progress() as progress:
@@ -339,13 +346,13 @@ class FeatureCache:
                     # inference mode, would be inference tensors that autograd (explanations)
                     # cannot use.
                     with torch.inference_mode():
-                        out = encoder(**inputs)
+                        out = forward_of(encoder)(**inputs)
                     for row in range(len(batch)):
                         parts = {"pooled": out.pooled[row].float().cpu().clone()}
                         if with_tokens:
                             length = int(out.token_mask[row].sum())
                             parts["tokens"] = out.tokens[row, :length].half().cpu().clone()
-                        yield done + row, parts
+                        yield int(order[done + row]), parts
                     done += len(batch)
                     progress.advance(task, len(batch))
         finally:
@@ -359,6 +366,22 @@ class FeatureCache:
             write_index(shard, header_entries(shard))
         pending.clear()
         return shard
+
+
+def stored_key(encoder: Encoder) -> str:
+    """What a folder of features is keyed by: the encoder's weights and preprocessing
+    (``cache_key``) and, where it is not float32, the arithmetic of its fast path."""
+    computed_in = arithmetic(encoder)
+    return encoder.cache_key + ("" if computed_in == "float32" else f"|{computed_in}")
+
+
+def by_length(texts: list[str], window: int = SORT_WINDOW) -> np.ndarray:
+    """The texts' order for encoding: by length within each ``window`` of them, so that a
+    batch pads little (a transformer's cost grows with its longest text) while items still
+    reach the shards near their place in the table (``FeatureCache._table``)."""
+    lengths = np.array([len(t) for t in texts])
+    return np.concatenate([start + np.argsort(lengths[start:start + window], kind="stable")
+                           for start in range(0, len(texts), window)] or [np.arange(0)])
 
 
 def room_for(folder: Path, kind: str, items: int, item_bytes: int) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from mmfuse.encoders.base import Encoder
+from mmfuse.encoders.base import Encoder, forward_of
 from mmfuse.features.batches import Batch, photo_batch
 from mmfuse.features.pooled import pool, stacked
 
@@ -84,7 +84,7 @@ def part_features(encoder: Encoder, parts: list[list]) -> dict[str, torch.Tensor
     (B, T), and ``present`` (B,): what the feature cache holds for such cells."""
     flat = [part for row in parts for part in row]
     prepared = [encoder.transform(p) for p in flat] if encoder.kind == "image" else flat
-    out = encoder.eval()(**encoder.prepare(prepared)) if flat else None
+    out = forward_of(encoder.eval())(**encoder.prepare(prepared)) if flat else None
     cells, start = [], 0
     for row in parts:
         rows = slice(start, start + len(row))
@@ -105,5 +105,5 @@ def pooled_features(encoder: Encoder, values: list[Value]) -> torch.Tensor:
         return part_features(encoder, parts)["pooled"]
     inputs = encoder_inputs(encoder, values)
     present = inputs.pop("present")
-    pooled = encoder.eval()(**inputs).pooled.float()
+    pooled = forward_of(encoder.eval())(**inputs).pooled.float()
     return pooled * present.unsqueeze(1)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mmfuse.data.validate import cells
+from mmfuse.encoders import fast_path
 from mmfuse.errors import MmfuseError
 from mmfuse.features.batches import Batch
 from mmfuse.predictor import Data, Predictor
@@ -84,7 +85,10 @@ def export_onnx(
         if encoder.not_exportable:
             raise MmfuseError(encoder.not_exportable)
     rows = parity_rows(predictor, data, base_dir, max_rows)
-    expected = predictor.fitted_.predict(rows)[:2]  # what `mmfuse predict` says
+    # what `mmfuse predict` says, computed in float32 as the graph is (its fast path may read
+    # text in bfloat16: encoders/fast_path.py)
+    with fast_path.disabled():
+        expected = predictor.fitted_.predict(rows)[:2]
     dataset = predictor.dataset(rows, use_cache=False)
     batch = dataset.__getitems__(list(range(len(rows))))[0]
     wrapper = ExportableModel(predictor, batch).eval()
