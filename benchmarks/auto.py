@@ -241,7 +241,7 @@ def main() -> None:
             "train_rows": len(train), "test_rows": len(test), "chosen": search.best_name_,
             "time_limit_s": search.time_limit, "search_wall_s": round(wall, 1),
             "feature_cache": "cold (empty at the start)",
-            "frozen_features_s": round(search.encoding_s_, 1),
+            "frozen_features_s": round(search.encoding_.seconds, 1),
             "time_limit_honoured": wall <= 1.1 * search.time_limit,
             "skipped": [r["candidate"] for r in search.leaderboard_ if r["val_metric"] is None],
             "auto_test_macro_f1": auto["macro_f1"],
@@ -276,7 +276,7 @@ def main() -> None:
         shutil.rmtree(cold, ignore_errors=True)
         print(f"\n{name} ({len(train)} train / {len(test)} test rows); auto chose "
               f"{search.best_name_} in {wall:.0f} s (limit {search.time_limit:.0f} s; cold "
-              f"cache, frozen features {search.encoding_s_:.0f} s of it)")
+              f"cache, frozen features {search.encoding_.seconds:.0f} s of it)")
         print(f"{'model':<48}{'val':>8}{'test acc':>10}{'test F1':>10}{'train s':>10}")
         for model, values in rows.items():
             val = values.get("val_metric")

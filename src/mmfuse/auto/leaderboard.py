@@ -63,8 +63,11 @@ def leaderboard_table(board: dict[str, Any]) -> Table:
     metric = board["metric"]
     folds = max([row.get("folds") or 1 for row in board["rows"]] or [1])
     judged = f"out of fold over {folds} folds" if folds > 1 else "validation split"
+    encoding = (f"; frozen features {board['frozen_features_s']:.0f} s of them: "
+                f"{board['frozen_features']}" if "frozen_features_s" in board else "")
     table = Table(title=f"leaderboard ({metric}, {judged}; preset {board.get('preset')}, "
-                        f"{board.get('elapsed_s', 0):.0f} s of {board.get('time_limit_s', 0):.0f} s)")
+                        f"{board.get('elapsed_s', 0):.0f} s of {board.get('time_limit_s', 0):.0f} s"
+                        f"{encoding})")
     table.add_column("#", justify="right")
     table.add_column("candidate")
     table.add_column(metric, justify="right")

@@ -24,6 +24,7 @@ from mmfuse import deadline as clocks
 from mmfuse.auto import bagging, linear
 from mmfuse.auto.budget import can_finish, expected_seconds
 from mmfuse.auto.contenders import best_pair, contenders, read_by_linear_members
+from mmfuse.auto.frozen_features import EncodingPlan, encode_frozen
 from mmfuse.auto.judge import Evidence, Judge
 from mmfuse.auto.leaderboard import (
     LEADERBOARD_FILE,
@@ -42,7 +43,6 @@ from mmfuse.auto.portfolio import (
 from mmfuse.config import Config, EncoderConfig
 from mmfuse.data.rows import given_weights, read_rows, split_rows
 from mmfuse.deadline import Deadline
-from mmfuse.encoders import create_encoder
 from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.features.assembly import cache_for
@@ -115,6 +115,7 @@ class AutoSearch:
         self.best_name_: str | None = None
         self.candidates_: dict[str, Predictor] = {}
         self._best_evidence: Evidence | None = None
+        self.encoding_ = EncodingPlan()  # ``encode_frozen``'s, once it has run
         spent_before = self._restore(run) if resume else 0.0
         self._elapsed = lambda: spent_before + clocks.clock() - started
         self._read(data, validation, base_dir)
@@ -133,9 +134,8 @@ class AutoSearch:
         preset = suited_to(self.preset, self._train, self.config)
         if self.bag_ is not None:
             preset = beside_the_ensemble(preset)
-        encoding = clocks.clock()
-        self._encode_frozen(preset)
-        self.encoding_s_ = clocks.clock() - encoding
+        preset, self.encoding_ = encode_frozen(preset, self.config, [self._train, self._val],
+                                               self._cache, self._deadline)
         singles = single_candidates(self.config, preset)
         data = self.config.data
         tabular = bool(data.tabular_cols)
@@ -178,7 +178,7 @@ class AutoSearch:
             self._refit_best()
         self.best_.metrics_["auto"] = {"preset": self.preset.name, "chosen": self.best_name_,
                                        "time_limit_s": self.time_limit,
-                                       "frozen_features_s": round(self.encoding_s_, 1)}
+                                       "frozen_features_s": round(self.encoding_.seconds, 1)}
         if run is not None:
             self.best_.save(run)
             self._write()
@@ -275,23 +275,6 @@ class AutoSearch:
                             task.encode(judged["_target"].tolist(), classes).numpy(), classes,
                             given_weights(judged))
         return folds
-
-    def _encode_frozen(self, preset: Preset) -> None:
-        """Features of every frozen encoder of the portfolio, computed once before any
-        candidate starts, so that candidates share the time that is left fairly."""
-        frames = (self._train, self._val)
-        for kind, configs in (("image", preset.image_encoders), ("text", preset.text_encoders)):
-            columns = getattr(self.config.data, f"{kind}_cols")
-            for encoder_config in configs if columns else ():
-                if encoder_config.frozen is False:
-                    continue  # fine-tuned: nothing to cache
-                try:
-                    encoder = create_encoder(kind, encoder_config)
-                except ConfigError:  # trained from scratch on fitted state (gru): never cached
-                    continue
-                if encoder.frozen:
-                    values = [v for f in frames for c in columns for v in f[c]]
-                    self._cache.table(encoder, values, with_tokens=False)
 
     def _try(self, candidate: Candidate) -> None:
         done = {r["candidate"] for r in self.leaderboard_ if not r.get("member")}
@@ -478,4 +461,5 @@ class AutoSearch:
     def _write(self) -> None:
         self._run.mkdir(parents=True, exist_ok=True)
         write_leaderboard(self._run, self._metric, self.leaderboard_, preset=self.preset.name,
-                          time_limit_s=self.time_limit, elapsed_s=round(self._elapsed(), 2))
+                          time_limit_s=self.time_limit, elapsed_s=round(self._elapsed(), 2),
+                          **self.encoding_.info())

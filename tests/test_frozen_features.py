@@ -1,0 +1,71 @@
+"""Auto mode's frozen features planned against the deadline (auto/frozen_features.py), on a
+clock that moves as encoding would: by a cost per input that grows with the image side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_rows
+
+from mmfuse import Config, DataConfig, EncoderConfig, deadline
+from mmfuse.auto.frozen_features import encode_frozen
+from mmfuse.auto.portfolio import Preset
+from mmfuse.data.rows import read_rows
+from mmfuse.features.cache import FeatureCache
+
+SECONDS_AT_128 = 0.5  # per image; a side S costs (S / 128)^2 of it, a text a tenth of it
+
+
+def encoding_clock(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Each cache table moves the clock by what encoding its new inputs costs; returns the
+    (encoder, inputs) it was asked for."""
+    now, asked = [0.0], []
+    monkeypatch.setattr(deadline, "clock", lambda: now[0])
+    table = FeatureCache.table
+
+    def timed(self, encoder, values, *args, **kwargs):
+        asked.append((encoder.preprocessing, len(values)))
+        cost = (SECONDS_AT_128 * (encoder.transform.size / 128) ** 2 if encoder.kind == "image"
+                else SECONDS_AT_128 / 10)
+        now[0] += cost * len({v for v in values if v is not None})
+        return table(self, encoder, values, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureCache, "table", timed)
+    return asked
+
+
+def setup(tmp_path: Path, side: int) -> tuple[Preset, Config, list]:
+    config = Config(data=DataConfig(image_cols=["image"], text_cols=["caption"],
+                                    label_col="label"), cache_dir=str(tmp_path / "cache"))
+    rows = read_rows(make_rows(tmp_path, 80, seed=1), config, tmp_path, base_dir=tmp_path)
+    preset = Preset("test", 100, (EncoderConfig("efficientnet-lite0", image_size=side),),
+                    (EncoderConfig("minilm", max_length=16),), ("concat",))
+    return preset, config, [rows.iloc[:60], rows.iloc[60:]]
+
+
+def test_encoding_that_would_take_the_candidates_time_reads_images_at_the_smallest_side(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = encoding_clock(monkeypatch)
+    preset, config, frames = setup(tmp_path, side=224)
+    limit = deadline.Deadline(100)
+    # 40 distinct images: about 61 s at 224 px, over 40 % of 100 s; 20 s at 128 px
+    planned, plan = encode_frozen(preset, config, frames, FeatureCache(tmp_path / "c"), limit)
+    assert planned.image_encoders[0].image_size == 128
+    assert planned.text_encoders == preset.text_encoders
+    assert "images at 128 px" in plan.note and "about 61 s" in plan.note
+    assert plan.projected_s == pytest.approx(40 * 0.5, rel=0.05)  # at 128 px
+    # every row's features computed once, at the planned side (at 224 px: the sample alone)
+    assert [p.split("/")[0] for p, n in asked if n == 80 and "px" in p] == ["128px"]
+    assert plan.info()["frozen_features"].startswith(f"{plan.items:,} inputs; images at 128")
+
+
+def test_encoding_that_fits_keeps_the_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    encoding_clock(monkeypatch)
+    preset, config, frames = setup(tmp_path, side=160)
+    planned, plan = encode_frozen(preset, config, frames, FeatureCache(tmp_path / "c"),
+                                  deadline.Deadline(1000))
+    assert planned == preset and plan.note == ""
+    assert plan.projected_s == pytest.approx(40 * 0.5 * (160 / 128) ** 2, rel=0.05)
+    assert plan.items == 40 + 3  # distinct images and captions
