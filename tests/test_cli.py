@@ -138,7 +138,7 @@ def test_train_flags_are_the_config_fields(tmp_path: Path, tiny_csv: Path) -> No
     """Each flag lands in the YAML key of the same meaning (flags are made from the config)."""
     import yaml
 
-    from mmfuse.cli.options import HELP, MODEL_FLAGS, READING_FLAGS, config_flags
+    from mmfuse.cli.options import ENCODER_FLAGS, HELP, MODEL_FLAGS, READING_FLAGS, config_flags
 
     run = tmp_path / "run"
     code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--epochs", "1",
@@ -157,7 +157,7 @@ def test_train_flags_are_the_config_fields(tmp_path: Path, tiny_csv: Path) -> No
                              "imbalance": "sample", "epochs": 1} == saved["train"]
     names = [flag.name for flag in config_flags()]
     assert len(names) == len(set(names))
-    assert len(HELP) + len(MODEL_FLAGS) + len(READING_FLAGS) == len(names)
+    assert len(HELP) + len(ENCODER_FLAGS) + len(MODEL_FLAGS) + len(READING_FLAGS) == len(names)
     # A model flag with auto mode's own flags is refused, naming the model flag.
     code, output = cli("train", "--data", str(tiny_csv), "--out", str(tmp_path / "x"),
                        "--preset", "fast", "--hidden-dim", "8")

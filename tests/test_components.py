@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mmfuse.config import EncoderConfig
-from mmfuse.data.images import ImageTransform
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.encoders import IMAGE_ENCODERS, TABULAR_ENCODERS, TEXT_ENCODERS, create_encoder
 from mmfuse.fusion import FUSIONS
@@ -158,9 +160,14 @@ def test_text_encoder_forward_backward(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", IMAGE_ENCODERS.names())
-def test_image_encoder_forward_backward(name: str) -> None:
+def test_image_encoder_forward_backward(name: str, tmp_path: Path) -> None:
+    if name == "hf":  # any local Hugging Face vision folder: a tiny ViT made here
+        from test_hf_vision import vit_folder
+
+        name = f"hf:{vit_folder(tmp_path / 'vit')}"
     encoder = create_encoder("image", EncoderConfig(name, frozen=False, image_size=32))
-    assert isinstance(encoder.transform, ImageTransform)
+    assert encoder.transform.size == 32 and encoder.transform.describe()
+    assert isinstance(encoder.transform(Image.new("RGB", (20, 47))), torch.Tensor)
     pixels = torch.randn(B, 3, 32, 32)
     out = encoder(**encoder.prepare(list(pixels)))
     assert out.pooled.shape == (B, encoder.output_dim)

@@ -85,7 +85,7 @@ def encode_frozen(preset: Preset, config: Config, frames: list[pd.DataFrame],
     allowed = ENCODING_SHARE * deadline.remaining()
     if plan.projected_s > allowed and any(
             job.kind == "image" and (job.config.image_size or 0) > IMAGE_SIDES[0]
-            for job in jobs):
+            and not job.config.name.startswith("hf:") for job in jobs):
         preset = at_smallest_side(preset)
         jobs = frozen_jobs(preset, config, frames)
         before, plan.projected_s = plan.projected_s, projected_seconds(jobs, cache)
@@ -143,5 +143,6 @@ def projected_seconds(jobs: list[Job], cache: FeatureCache) -> float:
 def at_smallest_side(preset: Preset) -> Preset:
     """The preset with its frozen image encoders at the smallest side."""
     images = tuple(dataclasses.replace(e, image_size=IMAGE_SIDES[0])
-                   if e.frozen is not False else e for e in preset.image_encoders)
+                   if e.frozen is not False and not e.name.startswith("hf:") else e
+                   for e in preset.image_encoders)
     return dataclasses.replace(preset, image_encoders=images)

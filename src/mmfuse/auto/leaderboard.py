@@ -54,7 +54,7 @@ def read_leaderboard(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise MmfuseError(
             f"{run_dir} has no {LEADERBOARD_FILE}: it was not trained in auto mode "
-            "(`mmfuse train` without --fusion/--text-encoder/--image-encoder/--modalities)"
+            "(`mmfuse train` without --fusion/--modalities/--finetune-*)"
         )
     return read_json(path)
 

@@ -39,7 +39,8 @@ def applies(config: Config) -> bool:
 
 def linear_views(config: Config, preset: Preset) -> list[View]:
     """TF-IDF views of the texts, the numeric and categorical columns (a linear model and
-    boosted trees) and one view per frozen pretrained encoder of the preset."""
+    boosted trees) and one view per frozen pretrained encoder of the preset (the packaged
+    ones, or a local Hugging Face folder)."""
     views = []
     if config.data.text_cols:
         views += [View("tfidf-char"), View("tfidf-word")]
@@ -51,7 +52,8 @@ def linear_views(config: Config, preset: Preset) -> list[View]:
         if not getattr(config.data, f"{kind}_cols"):
             continue
         for encoder in encoders:
-            if encoder.frozen is not False and encoder.name in ("efficientnet-lite0", "minilm"):
+            if encoder.frozen is not False and (encoder.name in ("efficientnet-lite0", "minilm")
+                                                or encoder.name.startswith("hf:")):
                 views.append(View(kind, dataclasses.replace(encoder)))
     return views
 

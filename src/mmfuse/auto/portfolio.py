@@ -74,6 +74,18 @@ PRESETS = {
 }
 
 
+def with_encoders(preset: Preset, image: EncoderConfig | None = None,
+                  text: EncoderConfig | None = None) -> Preset:
+    """The preset with the user's encoders in place of its image or text encoders; beside a
+    named text encoder the n-grams stay (the TF-IDF members read them with no encoder)."""
+    if image is not None:
+        preset = dataclasses.replace(preset, image_encoders=(image,))
+    if text is not None:
+        preset = dataclasses.replace(preset, text_encoders=(text,) if text.name == NGRAM.name
+                                     else (text, NGRAM))
+    return preset
+
+
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'. Known: {', '.join(PRESETS)}")
@@ -143,9 +155,9 @@ def _image_side_suited(preset: Preset, frame: pd.DataFrame, config: Config) -> P
     if not sides:
         return preset
     side = int(min(IMAGE_SIDES[1], max(IMAGE_SIDES[0], math.ceil(2 * np.median(sides) / 32) * 32)))
-    images = tuple(
-        dataclasses.replace(e, image_size=side) if e.image_size is None else e
-        for e in preset.image_encoders
+    images = tuple(  # a Hugging Face folder's processor sets its own side
+        dataclasses.replace(e, image_size=side) if e.image_size is None
+        and not e.name.startswith("hf:") else e for e in preset.image_encoders
     )
     return dataclasses.replace(preset, image_encoders=images)
 

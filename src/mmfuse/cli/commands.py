@@ -21,7 +21,12 @@ from mmfuse.cli.app import (
     writable_folder,
 )
 from mmfuse.cli.columns import fit_columns_to_manifest
-from mmfuse.cli.options import apply_flags, model_flags_given, with_config_flags
+from mmfuse.cli.options import (
+    apply_flags,
+    encoders_given,
+    model_flags_given,
+    with_config_flags,
+)
 from mmfuse.config import Config
 from mmfuse.errors import ConfigError
 from mmfuse.io import write_json
@@ -101,7 +106,7 @@ def train(
     test = splits.get("test") if dataset and test_data is None else dataset_or_path(test_data)
     if auto and not get_task(cfg.data.task).paired:  # auto mode searches labelled tasks
         predictor = _auto(cfg, train_data, dataset_or_path(val_data), out_dir, resume, preset,
-                          time_limit, flags.get("epochs"))
+                          time_limit, flags.get("epochs"), encoders_given(flags))
     else:
         predictor = estimator_for(cfg)(cfg).fit(train_data, dataset_or_path(val_data),
                                                 run_dir=out_dir, resume=resume)
@@ -141,14 +146,16 @@ def _runs_auto_mode(out_dir: Path, model_flags: bool, resume: bool) -> bool:
 
 
 def _auto(cfg: Config, train_data, val_data, out_dir: Path, resume: bool, preset: str | None,
-          time_limit: float | None, epochs: int | None):
+          time_limit: float | None, epochs: int | None, encoders: list[str]):
+    """``encoders``: the kinds whose encoder the user named, used in place of the preset's."""
     import dataclasses
 
     from mmfuse.auto import AutoSearch
     from mmfuse.auto.leaderboard import leaderboard_table, read_leaderboard
-    from mmfuse.auto.portfolio import get_preset
+    from mmfuse.auto.portfolio import get_preset, with_encoders
 
-    portfolio = get_preset(preset or "medium")
+    portfolio = with_encoders(get_preset(preset or "medium"),
+                              **{kind: getattr(cfg.model, f"{kind}_encoder") for kind in encoders})
     if epochs is not None:  # the user's cap wins over the preset's
         portfolio = dataclasses.replace(portfolio, epochs=epochs)
     predictor = AutoSearch(cfg, portfolio, time_limit).fit(train_data, val_data, run_dir=out_dir,

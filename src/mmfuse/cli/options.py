@@ -2,8 +2,8 @@
 
 One table names the fields that are flags (with their help); each flag's type comes from its
 field, so a new config field becomes a flag by adding one line here, and a flag always means
-exactly what the YAML key means. Model flags (the encoders, fusion, modalities) also switch
-auto mode off.
+exactly what the YAML key means. Model flags (fusion, modalities, fine-tuning) also switch
+auto mode off; encoder flags keep it on, with the named encoders in its portfolio.
 """
 
 from __future__ import annotations
@@ -88,8 +88,6 @@ def _modalities(cfg: Config, text: str) -> None:
 
 # Flags that set more than one field, or a field inside an encoder: name -> (type, help, setter).
 MODEL_FLAGS: dict[str, tuple[type, str, Callable[[Config, Any], None]]] = {
-    "image-encoder": (str, "See `mmfuse list`", _set_encoder("image")),
-    "text-encoder": (str, "See `mmfuse list`; or hf:/local/folder", _set_encoder("text")),
     "finetune-image": (bool, "Train the pretrained image encoder too", _finetune("image")),
     "finetune-text": (bool, "Train the pretrained text encoder too", _finetune("text")),
     "image-size": (int, "Image side in pixels", _image_size),
@@ -102,6 +100,15 @@ def _max_text_windows(cfg: Config, windows: int) -> None:
     cfg.model.text_encoder.max_windows = windows
 
 
+# Flags that name the encoders: auto mode stays on, with them in place of its packaged ones.
+# Set before the model flags, which change what they name (--image-size, --finetune-*).
+ENCODER_FLAGS: dict[str, tuple[type, str, Callable[[Config, Any], None]]] = {
+    "image-encoder": (str, "See `mmfuse list`; or hf:/local/folder (a vision model, or a CLIP "
+                           "folder's vision tower) or hf:org/name from the local HF cache",
+                      _set_encoder("image")),
+    "text-encoder": (str, "See `mmfuse list`; or hf:/local/folder or hf:org/name",
+                     _set_encoder("text")),
+}
 # Flags inside an encoder that say how to read the data, not which model: auto mode stays on.
 READING_FLAGS: dict[str, tuple[type, str, Callable[[Config, Any], None]]] = {
     "max-text-windows": (int, "A longer text is read in up to N overlapping windows of the "
@@ -144,6 +151,8 @@ def config_flags() -> list[ConfigFlag]:
         name = FLAG_NAMES.get(path, field.replace("_", "-"))
         flags.append(ConfigFlag(name, hint, text, _field_setter(section, field),
                                 fixes_model=section == "model"))
+    for name, (kind, text, setter) in ENCODER_FLAGS.items():
+        flags.append(ConfigFlag(name, kind, text, setter, fixes_model=False))
     for name, (kind, text, setter) in MODEL_FLAGS.items():
         flags.append(ConfigFlag(name, kind, text, setter, fixes_model=True))
     for name, (kind, text, setter) in READING_FLAGS.items():
@@ -158,6 +167,12 @@ def apply_flags(cfg: Config, values: dict[str, Any]) -> Config:
         if value is not None and value is not False:
             flag.setter(cfg, value)
     return cfg
+
+
+def encoders_given(values: dict[str, Any]) -> list[str]:
+    """The kinds ("image", "text") whose encoder the user named."""
+    return [name.split("-")[0] for name in sorted(ENCODER_FLAGS)
+            if values.get(name.replace("-", "_")) is not None]
 
 
 def model_flags_given(values: dict[str, Any]) -> list[str]:

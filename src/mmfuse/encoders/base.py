@@ -125,7 +125,7 @@ def create_encoder(kind: str, cfg: EncoderConfig, **context: Any) -> Encoder:
     ``cat_cols``."""
     registry = REGISTRIES[kind]
     name, argument = cfg.name, None
-    if kind == "text" and cfg.name.startswith("hf:"):
+    if kind in ("image", "text") and cfg.name.startswith("hf:"):
         name, argument = "hf", cfg.name[3:]
     factory = registry.get(name)
     encoder = factory(cfg, argument, **context) if argument else factory(cfg, **context)

