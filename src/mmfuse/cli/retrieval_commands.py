@@ -20,9 +20,12 @@ from mmfuse.errors import ConfigError
 
 
 def _retrieval_model(run: Path):
+    """A saved retrieval model, or a CLIP-style folder named as hf:DIR (used untrained)."""
     from mmfuse import load
     from mmfuse.retrieval.predictor import RetrievalPredictor
 
+    if str(run).startswith("hf:"):
+        return RetrievalPredictor.from_backbone(str(run))
     model = load(run)
     if not isinstance(model, RetrievalPredictor):
         raise ConfigError(f"{run} is not a retrieval model (train one with --task retrieval)")
@@ -32,7 +35,8 @@ def _retrieval_model(run: Path):
 @app.command()
 @friendly
 def index(
-    run: Annotated[Path, typer.Argument(help="Retrieval model folder")],
+    run: Annotated[Path, typer.Argument(help="Retrieval model folder, or hf:DIR (a CLIP-style "
+                                              "folder, used as it is)")],
     out_path: Annotated[Path, Opt("--out", help="Index folder to write", callback=writable_folder)],
     images: Annotated[Path | None, Opt(help="Folder of images (recursive)")] = None,
     data: Annotated[Path | None, Opt(help="Manifest whose image column is indexed")] = None,
@@ -112,7 +116,8 @@ def search(
 @app.command("zero-shot")
 @friendly
 def zero_shot(
-    run: Annotated[Path, typer.Argument(help="Retrieval model folder")],
+    run: Annotated[Path, typer.Argument(help="Retrieval model folder, or hf:DIR (a CLIP-style "
+                                              "folder, used as it is)")],
     data: Annotated[Path, Opt(help="Manifest of images (and optionally true labels); no "
                                    "text column needed")],
     labels: Annotated[str, Opt(help="Comma-separated label names")],

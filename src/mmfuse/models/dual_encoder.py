@@ -45,11 +45,19 @@ class DualEncoder(nn.Module):
 
     def __init__(
         self, encoders: dict[str, Encoder], image_col: str, text_col: str, embed_dim: int,
-        dropout: float,
+        dropout: float, *, logit_scale: float | None = None,
     ) -> None:
+        """``logit_scale``: towers that already share one space (a CLIP-style folder's,
+        trained together) with their log scale: no projection heads are added."""
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
         self.columns = {"image": image_col, "text": text_col}
+        self.head = ContrastiveLoss()
+        if logit_scale is not None:
+            self.project = nn.ModuleDict({kind: nn.Identity() for kind in encoders})
+            self.embed_dim = encoders["image"].output_dim
+            self.head.log_scale.data.fill_(logit_scale)
+            return
         self.project = nn.ModuleDict({
             kind: nn.Sequential(
                 projection(encoder.output_dim, embed_dim), nn.GELU(), nn.Dropout(dropout),
@@ -57,7 +65,6 @@ class DualEncoder(nn.Module):
             )
             for kind, encoder in encoders.items()
         })
-        self.head = ContrastiveLoss()
         self.embed_dim = embed_dim
 
     @property

@@ -11,6 +11,7 @@ import torch
 from mmfuse.data.rows import Data, read_rows
 from mmfuse.data.validate import cells
 from mmfuse.encoders.base import file_fingerprint
+from mmfuse.encoders.hf_folder import folder_fingerprint, local_folder
 from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.estimator import Estimator
 from mmfuse.features.cache import cache_root
@@ -28,6 +29,35 @@ class RetrievalPredictor(Estimator):
     ``embed_images``/``embed_texts`` give unit vectors; ``index``/``search`` and
     ``zero_shot`` use the shared space. It ranks: it has no ``predict``.
     """
+
+    backbone: str | None = None  # hf:DIR of a CLIP-style folder used as it is (``from_backbone``)
+
+    @classmethod
+    def from_backbone(cls, name: str) -> RetrievalPredictor:
+        """A CLIP-style folder (``hf:DIR``: CLIP, SigLIP) as a ready dual encoder with its own
+        towers, projections and logit scale; nothing is trained, so zero-shot, index and
+        search work at once."""
+        from mmfuse.config import Config, DataConfig, EncoderConfig, ModelConfig
+        from mmfuse.encoders import create_encoder
+        from mmfuse.fitted_model import FittedModel
+        from mmfuse.model_kinds import kind_for
+        from mmfuse.models.dual_encoder import DualEncoder
+
+        encoder = EncoderConfig(name)
+        config = Config(data=DataConfig(image_cols=["image"], text_cols=["text"],
+                                        task="retrieval"),
+                        model=ModelConfig(image_encoder=encoder, text_encoder=encoder))
+        image = create_encoder("image", encoder)
+        if getattr(image, "logit_scale", None) is None:
+            raise ConfigError(f"{name} is not a CLIP-style folder (an image and a text tower "
+                              "trained together, with a logit scale): zero-shot and search "
+                              "need one, or a model trained with --task retrieval")
+        model = DualEncoder({"image": image, "text": create_encoder("text", encoder)},
+                            "image", "text", image.output_dim, 0.0,
+                            logit_scale=image.logit_scale)
+        predictor = cls.of(FittedModel(config, kind_for(config), model.eval()))
+        predictor.backbone = name
+        return predictor
 
     @property
     def image_col(self) -> str:
@@ -48,12 +78,17 @@ class RetrievalPredictor(Estimator):
     # index, search, zero-shot -------------------------------------------------
     @property
     def source_dir_(self) -> str:
-        """The model folder this model was saved to or loaded from (an index points at it)."""
+        """The model folder this model was saved to or loaded from (an index points at it),
+        or the CLIP-style folder it is (``hf:DIR``)."""
+        if self.backbone is not None:
+            return self.backbone
         if self._fitted().folder is None:
             raise MmfuseError("save or load the model first: an index must point at a saved model")
         return str(Path(self.fitted_.folder).resolve())
 
     def fingerprint(self) -> str:
+        if self.backbone is not None:
+            return folder_fingerprint(local_folder(self.backbone.removeprefix("hf:")))
         return file_fingerprint(Path(self.source_dir_) / BEST_FILE)
 
     def index_images(self, paths: list[str | Path]) -> EmbeddingIndex:

