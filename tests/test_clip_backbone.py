@@ -102,3 +102,41 @@ def test_a_folder_without_a_text_tower_is_not_a_dual_encoder(tmp_path: Path) -> 
 
     with pytest.raises(ConfigError, match="not a CLIP-style folder"):
         RetrievalPredictor.from_backbone(f"hf:{vit_folder(tmp_path / 'vit')}")
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["locked-image", "full"])
+def test_a_retrieval_model_fine_tuned_from_the_folder_reloads_with_the_same_vectors(
+        tmp_path: Path, full: bool) -> None:
+    """--backbone: the folder's towers and scale to start from; LiT (image tower locked,
+    text tower tuned) by default, both tuned with --finetune-image."""
+    from conftest import make_captions
+
+    from mmfuse import load
+
+    folder = clip_folder(tmp_path / "clip")
+    make_captions(tmp_path, seed=0, per_concept=2).to_csv(tmp_path / "train.csv", index=False)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "train", "--task", "retrieval", "--data", str(tmp_path / "train.csv"), "--image-col",
+        "image", "--text-col", "caption", "--backbone", f"hf:{folder}", "--epochs", "2",
+        "--num-workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(run),
+        *(["--finetune-image"] if full else [])])
+    assert result.exit_code == 0, result.output
+    fitted = load(run)
+    encoders = fitted.model_.encoders
+    assert encoders["image"].frozen is not full and not encoders["text"].frozen
+    assert isinstance(fitted.model_.project["text"], torch.nn.Identity)  # the folder's space
+    texts = ["a red square", "a blue circle"]
+    untouched = RetrievalPredictor.from_backbone(f"hf:{folder}").embed_texts(texts)
+    tuned = fitted.embed_texts(texts)
+    assert not torch.allclose(tuned, untouched, atol=1e-4)  # the text tower learned
+    again = load(run).embed_texts(texts)
+    torch.testing.assert_close(again, tuned, atol=1e-5, rtol=1e-5)
+
+
+def test_a_backbone_is_refused_for_a_task_that_is_not_retrieval(tmp_path: Path) -> None:
+    from mmfuse import Config, DataConfig, ModelConfig
+
+    with pytest.raises(ConfigError, match="--backbone starts a retrieval model"):
+        Config(data=DataConfig(image_cols=["image"], text_cols=["caption"]),
+               model=ModelConfig(backbone="hf:/x")).validate()

@@ -20,7 +20,7 @@ from mmfuse.config import Config
 from mmfuse.data.validate import cells
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.encoders import create_encoder
-from mmfuse.errors import DataValidationError, Problem
+from mmfuse.errors import ConfigError, DataValidationError, Problem
 from mmfuse.features.assembly import make_dataset
 from mmfuse.features.batches import MultimodalDataset
 from mmfuse.features.loaders import make_loader
@@ -116,12 +116,18 @@ class DualEncoderModel:
     def build(self, config: Config, classes: list[str] | None, vocabulary: Vocabulary | None,
               rows: pd.DataFrame | None) -> nn.Module:
         model_cfg = config.model
-        encoders = {
-            "image": create_encoder("image", model_cfg.image_encoder),
-            "text": create_encoder("text", model_cfg.text_encoder, vocabulary=vocabulary),
-        }
+        image = create_encoder("image", model_cfg.image_encoder)
+        scale = None
+        if model_cfg.backbone is not None:  # towers already in one space: its scale, no heads
+            scale = getattr(image, "logit_scale", None)
+            if scale is None:
+                raise ConfigError(
+                    f"{model_cfg.backbone} is not a CLIP-style folder (an image and a text "
+                    "tower trained together, with a logit scale)")
+        encoders = {"image": image, "text": create_encoder("text", model_cfg.text_encoder,
+                                                           vocabulary=vocabulary)}
         return DualEncoder(encoders, config.data.image_cols[0], config.data.text_cols[0],
-                           model_cfg.hidden_dim, model_cfg.dropout)
+                           model_cfg.hidden_dim, model_cfg.dropout, logit_scale=scale)
 
     def targets(self, fitted: FittedModel, rows: pd.DataFrame) -> torch.Tensor | None:
         """(N, 2): which image and which text each pair has (pairs sharing one are not

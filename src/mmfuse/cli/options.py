@@ -71,6 +71,12 @@ def _set_encoder(kind: str) -> Callable[[Config, Any], None]:
     return setter
 
 
+def _backbone(cfg: Config, name: str) -> None:
+    cfg.model.backbone = name
+    cfg.model.image_encoder = EncoderConfig(name)  # locked (frozen: its features cached)
+    cfg.model.text_encoder = EncoderConfig(name, frozen=False)
+
+
 def _finetune(kind: str) -> Callable[[Config, Any], None]:
     def setter(cfg: Config, on: bool) -> None:
         if on:
@@ -88,6 +94,9 @@ def _modalities(cfg: Config, text: str) -> None:
 
 # Flags that set more than one field, or a field inside an encoder: name -> (type, help, setter).
 MODEL_FLAGS: dict[str, tuple[type, str, Callable[[Config, Any], None]]] = {
+    "backbone": (str, "--task retrieval: start from a CLIP-style folder (hf:DIR): its image "
+                      "tower locked, its text tower tuned (LiT); --finetune-image tunes both",
+                 _backbone),
     "finetune-image": (bool, "Train the pretrained image encoder too", _finetune("image")),
     "finetune-text": (bool, "Train the pretrained text encoder too", _finetune("text")),
     "image-size": (int, "Image side in pixels", _image_size),

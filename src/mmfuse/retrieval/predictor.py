@@ -38,24 +38,17 @@ class RetrievalPredictor(Estimator):
         towers, projections and logit scale; nothing is trained, so zero-shot, index and
         search work at once."""
         from mmfuse.config import Config, DataConfig, EncoderConfig, ModelConfig
-        from mmfuse.encoders import create_encoder
         from mmfuse.fitted_model import FittedModel
         from mmfuse.model_kinds import kind_for
-        from mmfuse.models.dual_encoder import DualEncoder
 
-        encoder = EncoderConfig(name)
+        encoder = EncoderConfig(name)  # both towers frozen: nothing is trained
         config = Config(data=DataConfig(image_cols=["image"], text_cols=["text"],
                                         task="retrieval"),
-                        model=ModelConfig(image_encoder=encoder, text_encoder=encoder))
-        image = create_encoder("image", encoder)
-        if getattr(image, "logit_scale", None) is None:
-            raise ConfigError(f"{name} is not a CLIP-style folder (an image and a text tower "
-                              "trained together, with a logit scale): zero-shot and search "
-                              "need one, or a model trained with --task retrieval")
-        model = DualEncoder({"image": image, "text": create_encoder("text", encoder)},
-                            "image", "text", image.output_dim, 0.0,
-                            logit_scale=image.logit_scale)
-        predictor = cls.of(FittedModel(config, kind_for(config), model.eval()))
+                        model=ModelConfig(image_encoder=encoder, text_encoder=encoder,
+                                          backbone=name))
+        kind = kind_for(config)
+        model = kind.build(config, None, None, None)
+        predictor = cls.of(FittedModel(config, kind, model.eval()))
         predictor.backbone = name
         return predictor
 
