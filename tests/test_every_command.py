@@ -15,8 +15,13 @@ from mmfuse.retrieval.predictor import RetrievalPredictor
 
 TASKS = ("classification", "multilabel", "binary", "regression", "matching", "retrieval")
 # every task's model, an auto-mode ensemble, and both on a whole table: numbers, categories,
-# several photos in some cells, row weights
-KINDS = (*TASKS, "ensemble", "table", "table-ensemble")
+# several photos in some cells, row weights; a local Hugging Face vision folder as the image
+# encoder, and a retrieval model fine-tuned from a CLIP-style folder (--backbone)
+KINDS = (*TASKS, "ensemble", "table", "table-ensemble", "hf-image", "clip-retrieval")
+# the task each kind that is not a task trains
+KIND_TASK = {"ensemble": "classification", "table": "classification",
+             "table-ensemble": "classification", "hf-image": "classification",
+             "clip-retrieval": "retrieval"}
 # What a task cannot do, and the sentence that says so.
 REFUSALS = {
     ("retrieval", "predict"): "ranks, it does not classify",
@@ -26,6 +31,8 @@ REFUSALS = {
     **{("ensemble", command): "ensemble of members"
        for command in ("export",)},
     ("table-ensemble", "export"): "ensemble of members",
+    **{("clip-retrieval", command): "ranks, it does not classify"
+       for command in ("predict", "explain", "export", "report")},
 }
 
 
@@ -47,7 +54,8 @@ def task_table(folder: Path, task: str):
 def runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """One tiny trained run per task: (run folder, its manifest)."""
     made = {"ensemble": ensemble_run(tmp_path_factory.mktemp("ensemble")),
-            **table_runs(tmp_path_factory.mktemp("table"))}
+            **table_runs(tmp_path_factory.mktemp("table")),
+            **backbone_runs(tmp_path_factory.mktemp("backbones"))}
     for task in TASKS:
         folder = tmp_path_factory.mktemp(task)
         task_table(folder, task).to_csv(folder / "data.csv", index=False)
@@ -130,6 +138,29 @@ def table_runs(folder: Path) -> dict[str, tuple[Path, Path]]:
             "table-ensemble": (folder / "ensemble", folder / "data.csv")}
 
 
+def backbone_runs(folder: Path) -> dict[str, tuple[Path, Path]]:
+    """A classifier reading images through a tiny local ViT folder (frozen), and a retrieval
+    model fine-tuned from a tiny CLIP folder (its text tower tuned)."""
+    from test_clip_backbone import clip_folder
+    from test_hf_vision import vit_folder
+
+    task_table(folder, "classification").to_csv(folder / "data.csv", index=False)
+    cfg = tiny_config(folder, fusion="concat")
+    cfg.model.image_encoder = EncoderConfig(f"hf:{vit_folder(folder / 'vit')}")
+    cfg.model.text_encoder = EncoderConfig("ngram", options={"dim": 8, "buckets": 512})
+    cfg.train.epochs = 1
+    Predictor(cfg).fit(folder / "data.csv", run_dir=folder / "hf-image")
+    task_table(folder, "retrieval").to_csv(folder / "pairs.csv", index=False)
+    clip = f"hf:{clip_folder(folder / 'clip')}"
+    cfg = tiny_config(folder, fusion="concat")
+    cfg.data.task, cfg.train.epochs, cfg.model.backbone = "retrieval", 1, clip
+    cfg.model.image_encoder = EncoderConfig(clip)
+    cfg.model.text_encoder = EncoderConfig(clip, frozen=False)
+    RetrievalPredictor(cfg).fit(folder / "pairs.csv", run_dir=folder / "clip-retrieval")
+    return {"hf-image": (folder / "hf-image", folder / "data.csv"),
+            "clip-retrieval": (folder / "clip-retrieval", folder / "pairs.csv")}
+
+
 def command_line(command: str, run: Path, data: Path, out: Path) -> tuple[list[str], Path]:
     """The arguments of ``command`` and the file it must write."""
     lines = {
@@ -183,7 +214,7 @@ def test_serve_answers_every_task(runs, task) -> None:
     from mmfuse.serving.app import create_app
 
     run, data = runs[task]
-    table_task = task if task in TASKS else "classification"
+    table_task = KIND_TASK.get(task, task)
     row = task_table(data.parent, table_task).iloc[0]
     body = {"image": base64.b64encode((data.parent / row["image"]).read_bytes()).decode(),
             "text": row["caption"]}
@@ -193,7 +224,7 @@ def test_serve_answers_every_task(runs, task) -> None:
         assert client.get("/v1/model").json()["task"] == table_task
         response = client.post("/v1/predict", json=body)
         explained = client.post("/v1/explain", json=body)
-    if task == "retrieval":
+    if table_task == "retrieval":
         assert response.status_code == 404 and "/v1/search" in response.json()["error"]["message"]
     else:
         assert response.status_code == 200, response.text
