@@ -134,9 +134,21 @@ def test_a_retrieval_model_fine_tuned_from_the_folder_reloads_with_the_same_vect
     torch.testing.assert_close(again, tuned, atol=1e-5, rtol=1e-5)
 
 
-def test_a_backbone_is_refused_for_a_task_that_is_not_retrieval(tmp_path: Path) -> None:
-    from mmfuse import Config, DataConfig, ModelConfig
+def test_a_backbone_keeps_auto_mode_on_for_classification_with_its_towers(
+        tmp_path: Path, tiny_csv: Path) -> None:
+    """--backbone names both encoders: auto mode searches with the folder's image and text
+    towers in place of the packaged encoders."""
+    from test_cli import cli
 
-    with pytest.raises(ConfigError, match="--backbone starts a retrieval model"):
-        Config(data=DataConfig(image_cols=["image"], text_cols=["caption"]),
-               model=ModelConfig(backbone="hf:/x")).validate()
+    from mmfuse.auto.leaderboard import read_leaderboard
+
+    folder = clip_folder(tmp_path / "clip")
+    run = tmp_path / "run"
+    code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--preset", "fast",
+                       "--time-limit", "90", "--epochs", "2", "--cache-dir", str(tmp_path / "c"),
+                       "--image-col", "image", "--text-col", "caption", "--num-workers", "0",
+                       "--backbone", f"hf:{folder}")
+    assert code == 0, output
+    tried = {r["candidate"] for r in read_leaderboard(run)["rows"]}
+    assert {f"image: hf:{folder}", f"text: hf:{folder}"} <= tried, tried
+    assert "text: minilm" not in tried

@@ -76,8 +76,8 @@ class ModelConfig:
     hidden_dim: int = 256
     dropout: float = 0.1
     fusion_options: dict[str, Any] = field(default_factory=dict)
-    # retrieval / matching: a CLIP-style folder (hf:DIR) whose towers, projections and logit
-    # scale the dual encoder starts from, instead of projection heads trained from scratch
+    # a CLIP-style folder (hf:DIR), named as both encoders too: a retrieval model starts from
+    # its towers, projections and logit scale instead of heads trained from scratch
     backbone: str | None = None
 
 
@@ -140,10 +140,6 @@ class Config:
         ):
             raise ConfigError(f"task '{self.data.task}' needs exactly one image and one text column "
                               "(and no numeric or categorical columns)")
-        if self.model.backbone is not None and task.model_kind != "dual_encoder":
-            raise ConfigError(f"--backbone starts a retrieval model (--task retrieval) from a "
-                              f"CLIP-style folder; for task '{task.name}' name its towers as "
-                              "--image-encoder / --text-encoder instead")
         roles = self.data.named_columns()
         repeated = sorted({c for c in roles if roles.count(c) > 1})
         if repeated:

@@ -8,6 +8,7 @@ build its network, what its targets are and how it is scored.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -124,8 +125,10 @@ class DualEncoderModel:
                 raise ConfigError(
                     f"{model_cfg.backbone} is not a CLIP-style folder (an image and a text "
                     "tower trained together, with a logit scale)")
-        encoders = {"image": image, "text": create_encoder("text", model_cfg.text_encoder,
-                                                           vocabulary=vocabulary)}
+        text = model_cfg.text_encoder
+        if model_cfg.backbone is not None and text.frozen is None:
+            text = dataclasses.replace(text, frozen=False)  # LiT: the text tower is tuned
+        encoders = {"image": image, "text": create_encoder("text", text, vocabulary=vocabulary)}
         return DualEncoder(encoders, config.data.image_cols[0], config.data.text_cols[0],
                            model_cfg.hidden_dim, model_cfg.dropout, logit_scale=scale)
 

@@ -73,8 +73,7 @@ def _set_encoder(kind: str) -> Callable[[Config, Any], None]:
 
 def _backbone(cfg: Config, name: str) -> None:
     cfg.model.backbone = name
-    cfg.model.image_encoder = EncoderConfig(name)  # locked (frozen: its features cached)
-    cfg.model.text_encoder = EncoderConfig(name, frozen=False)
+    cfg.model.image_encoder, cfg.model.text_encoder = EncoderConfig(name), EncoderConfig(name)
 
 
 def _finetune(kind: str) -> Callable[[Config, Any], None]:
@@ -94,9 +93,6 @@ def _modalities(cfg: Config, text: str) -> None:
 
 # Flags that set more than one field, or a field inside an encoder: name -> (type, help, setter).
 MODEL_FLAGS: dict[str, tuple[type, str, Callable[[Config, Any], None]]] = {
-    "backbone": (str, "--task retrieval: start from a CLIP-style folder (hf:DIR): its image "
-                      "tower locked, its text tower tuned (LiT); --finetune-image tunes both",
-                 _backbone),
     "finetune-image": (bool, "Train the pretrained image encoder too", _finetune("image")),
     "finetune-text": (bool, "Train the pretrained text encoder too", _finetune("text")),
     "image-size": (int, "Image side in pixels", _image_size),
@@ -117,6 +113,10 @@ ENCODER_FLAGS: dict[str, tuple[type, str, Callable[[Config, Any], None]]] = {
                       _set_encoder("image")),
     "text-encoder": (str, "See `mmfuse list`; or hf:/local/folder or hf:org/name",
                      _set_encoder("text")),
+    "backbone": (str, "A CLIP-style folder (hf:DIR) for both towers: a retrieval model starts "
+                      "from it (image tower locked, text tower tuned: LiT; --finetune-image "
+                      "tunes both); other tasks read images and texts through it",
+                 _backbone),
 }
 # Flags inside an encoder that say how to read the data, not which model: auto mode stays on.
 READING_FLAGS: dict[str, tuple[type, str, Callable[[Config, Any], None]]] = {
@@ -179,9 +179,10 @@ def apply_flags(cfg: Config, values: dict[str, Any]) -> Config:
 
 
 def encoders_given(values: dict[str, Any]) -> list[str]:
-    """The kinds ("image", "text") whose encoder the user named."""
-    return [name.split("-")[0] for name in sorted(ENCODER_FLAGS)
-            if values.get(name.replace("-", "_")) is not None]
+    """The kinds ("image", "text") whose encoder the user named (--backbone names both)."""
+    if values.get("backbone") is not None:
+        return ["image", "text"]
+    return [kind for kind in ("image", "text") if values.get(f"{kind}_encoder") is not None]
 
 
 def model_flags_given(values: dict[str, Any]) -> list[str]:

@@ -69,7 +69,9 @@ def attach(encoder: Encoder, cache_root: Path | None) -> Encoder:
 def arithmetic(encoder: Encoder) -> str:
     """What a frozen encoder's features are computed in, which the feature cache keys them by
     (features of two arithmetics are never mixed): "bfloat16" where its fast path reads text
-    so, "float32" otherwise."""
+    so, "float32" otherwise. Should the first batch's check drop the bfloat16 path, the
+    features stored under "bfloat16" are float32 ones: closer to the encoder, never mixed
+    with the path's."""
     bf16 = (encoder.kind == "text" and encoder.frozen and encoder.pretrained and enabled()
             and bf16_capable() and not torch.cuda.is_available())
     return "bfloat16" if bf16 else "float32"

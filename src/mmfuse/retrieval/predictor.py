@@ -41,7 +41,7 @@ class RetrievalPredictor(Estimator):
         from mmfuse.fitted_model import FittedModel
         from mmfuse.model_kinds import kind_for
 
-        encoder = EncoderConfig(name)  # both towers frozen: nothing is trained
+        encoder = EncoderConfig(name, frozen=True)  # both towers frozen: nothing is trained
         config = Config(data=DataConfig(image_cols=["image"], text_cols=["text"],
                                         task="retrieval"),
                         model=ModelConfig(image_encoder=encoder, text_encoder=encoder,
