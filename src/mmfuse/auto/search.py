@@ -1,10 +1,8 @@
 """Auto mode: try a portfolio of candidates under a time limit, keep the best on validation.
 
-Every candidate is judged on the same held-out rows by the same statistic (``judge.py``): its
-pooled out-of-fold outputs. A network is fitted on a fold's training rows, stopped early on an
-inner split of them (never on the rows it is judged on) and predicts the held-out fold; the
-ensemble of linear members does the same on the same folds. Frozen-encoder features are
-computed once into the shared feature cache and read by every candidate after the first.
+Every candidate is judged on the same held-out rows (``folds.py``) by the same statistic
+(``judge.py``): its pooled out-of-fold outputs. Frozen features are computed once, planned
+against the deadline (``frozen_features.py``); an interrupted search resumes (``resume.py``).
 Ties go to the candidate tried first (single modalities before fusions), so the choice is
 never worse, on validation, than the best single-modality candidate that ran.
 """
@@ -12,25 +10,19 @@ never worse, on validation, than the best single-modality candidate that ran.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import torch
 
 from mmfuse import deadline as clocks
 from mmfuse.auto import bagging, linear
 from mmfuse.auto.budget import can_finish, expected_seconds
 from mmfuse.auto.contenders import best_pair, contenders, read_by_linear_members
+from mmfuse.auto.folds import validation_folds
 from mmfuse.auto.frozen_features import EncodingPlan, encode_frozen
-from mmfuse.auto.judge import Evidence, Judge
-from mmfuse.auto.leaderboard import (
-    LEADERBOARD_FILE,
-    read_leaderboard,
-    write_leaderboard,
-)
+from mmfuse.auto.judge import Evidence
+from mmfuse.auto.leaderboard import write_leaderboard
 from mmfuse.auto.portfolio import (
     Candidate,
     Preset,
@@ -40,19 +32,18 @@ from mmfuse.auto.portfolio import (
     single_candidates,
     suited_to,
 )
+from mmfuse.auto.resume import choice_evidence, resumed, save_choice
 from mmfuse.config import Config, EncoderConfig
-from mmfuse.data.rows import given_weights, read_rows, split_rows
+from mmfuse.data.rows import read_rows, split_rows
 from mmfuse.deadline import Deadline
 from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.features.assembly import cache_for
 from mmfuse.features.cache import cache_root
-from mmfuse.io import load_tensors, save_tensors
 from mmfuse.model_kinds import kind_for
 from mmfuse.predictor import Data, Predictor
 from mmfuse.progress import CONSOLE
 from mmfuse.tasks import get_task, selection_metric
-from mmfuse.training.stacking import fold_splits
 
 BUDGET_SHARES = 2.0  # a candidate may use twice its even share: most stop early and hand time on
 MIN_SECONDS = 1.0  # below this, starting a candidate is pointless
@@ -64,22 +55,10 @@ FINISH_RESERVE = 0.035
 # (MATH-V: ~2 s to weigh 8-12 members on nested folds, then their fold models are saved; the
 # first run, with no reserve, ended at 186 s of 180; with 5 % in all, at 166-174 s).
 ENSEMBLE_RESERVE = 0.015
-SMALL_DATA_ROWS = 5000  # up to this many rows, candidates are judged by k-fold validation
-EVIDENCE_FILE = "auto-evidence.safetensors"  # the choice's out-of-fold outputs (--resume)
 # A fusion starts only with at least this share of the seconds it is expected to need (most
 # stop early): on easy-VQA, `stack` (six tower fits, about 230 s) once started with 14 s left,
 # stopped half-trained and scored 0.04 macro-F1, below either modality alone.
 START_SHARE = 0.5
-
-
-@dataclass
-class Fold:
-    """Rows a candidate is fitted on (early stopping on an inner split of them) and the rows
-    it is judged on: ``positions`` of ``held`` among the judging rows."""
-
-    train: pd.DataFrame
-    held: pd.DataFrame
-    positions: np.ndarray
 
 
 class AutoSearch:
@@ -116,20 +95,25 @@ class AutoSearch:
         self.candidates_: dict[str, Predictor] = {}
         self._best_evidence: Evidence | None = None
         self.encoding_ = EncodingPlan()  # ``encode_frozen``'s, once it has run
-        spent_before = self._restore(run) if resume else 0.0
+        spent_before = 0.0
+        if resume:
+            kept = resumed(run)
+            self.leaderboard_, self.best_, self.best_name_ = kept.rows, kept.best, kept.best_name
+            spent_before = kept.elapsed_s
         self._elapsed = lambda: spent_before + clocks.clock() - started
         self._read(data, validation, base_dir)
         self._metric = selection_metric(self.config)
         self._run = run
-        self._splits = self._validation_splits()
+        self._splits, self._judge = validation_folds(self.config, self._train, self._val,
+                                                     self.preset.folds, self._metric)
         self.bag_ = self._bag(run, resume)
         # Candidates stop short of the limit by a reserve for what follows them.
         share = FINISH_RESERVE + (ENSEMBLE_RESERVE if self.bag_ is not None else 0.0)
         reserve = max(MIN_SECONDS, share * self.time_limit)
         self._deadline = Deadline(max(0.0, self.time_limit - spent_before - reserve
                                       - (clocks.clock() - started)))
-        if resume:
-            self._best_evidence = self._restore_evidence(run)
+        if resume and self.best_ is not None:
+            self._best_evidence = choice_evidence(run)
 
         preset = suited_to(self.preset, self._train, self.config)
         if self.bag_ is not None:
@@ -203,18 +187,6 @@ class AutoSearch:
         self._val.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
         self._cache = cache_for(config)
 
-    def _restore(self, run: Path | None) -> float:
-        """Candidates an interrupted search finished are kept, not fitted again."""
-        if run is None or not (run / LEADERBOARD_FILE).exists():
-            return 0.0
-        board = read_leaderboard(run)
-        self.leaderboard_ = [r for r in board["rows"] if r["val_metric"] is not None]
-        chosen = [r for r in self.leaderboard_ if r.get("chosen")]
-        if chosen:
-            self.best_, self.best_name_ = Predictor.load(run), chosen[0]["candidate"]
-        CONSOLE.print(f"auto: resuming; {len(self.leaderboard_)} candidate(s) already done")
-        return float(board.get("elapsed_s", 0.0))
-
     def _bag(self, run: Path | None, resume: bool) -> bagging.Bag | None:
         """Small data, single-label: where candidates' members are kept for the ensemble of
         all candidates (in the run folder, if any: with ``resume``, the members an
@@ -247,34 +219,6 @@ class AutoSearch:
             CONSOLE.print("auto: the refit ran out of time; keeping the first fold's model")
             return
         self.best_ = refitted
-
-    def _validation_splits(self) -> list[Fold]:
-        """The folds every candidate is judged on, and the judge.
-
-        Large data: the one validation split (judging rows: the validation rows). Small data
-        (up to ``SMALL_DATA_ROWS`` rows): k folds over all rows (judging rows: every row), so
-        that a choice among many candidates does not hang on the luck of a few hundred
-        validation rows; the chosen network is then refitted on the split.
-        """
-        rows = pd.concat([self._train, self._val], ignore_index=True)
-        rows.attrs = dict(self._train.attrs)
-        classes = kind_for(self.config).fit_classes(self.config, rows)
-        task = get_task(self.config.data.task)
-        if len(rows) > SMALL_DATA_ROWS or self.preset.folds < 2:
-            judged = self._val
-            folds = [Fold(self._train, self._val, np.arange(len(self._val)))]
-        else:
-            judged, folds = rows, []
-            targets = task.encode(rows["_target"].tolist(), classes)
-            for fit_index, held_index in fold_splits(targets, self.preset.folds,
-                                                     self.config.train.seed):
-                held = rows.iloc[held_index].copy()
-                held.attrs["skipped"] = []  # bad rows are reported once, with the training rows'
-                folds.append(Fold(rows.iloc[fit_index], held, np.asarray(held_index)))
-        self._judge = Judge(task, self._metric,
-                            task.encode(judged["_target"].tolist(), classes).numpy(), classes,
-                            given_weights(judged))
-        return folds
 
     def _try(self, candidate: Candidate) -> None:
         done = {r["candidate"] for r in self.leaderboard_ if not r.get("member")}
@@ -435,16 +379,7 @@ class AutoSearch:
         if self._judge.better(evidence, self._best_evidence):
             self.best_, self.best_name_, self._best_evidence = predictor, name, evidence
             if self._run is not None:
-                predictor.save(self._run)
-                save_tensors(self._run / EVIDENCE_FILE, {
-                    k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
-                    dataclasses.asdict(evidence).items()})
-
-    def _restore_evidence(self, run: Path | None) -> Evidence | None:
-        """The kept choice's evidence, from an interrupted search's run folder."""
-        if self.best_ is None or run is None or not (run / EVIDENCE_FILE).exists():
-            return None
-        return Evidence(**{k: v.numpy() for k, v in load_tensors(run / EVIDENCE_FILE).items()})
+                save_choice(self._run, predictor, evidence)
 
     @staticmethod
     def _row(name: str, value: float | None, status: str) -> dict[str, Any]:
