@@ -117,10 +117,18 @@ def test_a_run_with_a_folder_encoder_trains_saves_and_reloads(tmp_path: Path, fr
 
 
 def test_a_hub_id_missing_from_the_local_cache_says_how_to_download_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_csv: Path) -> None:
+    from test_cli import cli
+
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ConfigError, match="huggingface-cli download google/vit-base"):
         create_encoder("image", EncoderConfig("hf:google/vit-base"))
+    # in auto mode too: refused before any work, not skipped by the search
+    code, output = cli("train", "--data", str(tiny_csv), "--out", str(tmp_path / "run"),
+                       "--image-col", "image", "--text-col", "caption",
+                       "--image-encoder", "hf:google/vit-base", "--time-limit", "30")
+    assert code == 2 and "huggingface-cli download google/vit-base" in output
+    assert not (tmp_path / "run" / "leaderboard.json").exists()
     with pytest.raises(ConfigError, match="not a Hugging Face model folder"):
         create_encoder("image", EncoderConfig(f"hf:{tmp_path}"))
 

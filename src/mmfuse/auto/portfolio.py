@@ -77,7 +77,13 @@ PRESETS = {
 def with_encoders(preset: Preset, image: EncoderConfig | None = None,
                   text: EncoderConfig | None = None) -> Preset:
     """The preset with the user's encoders in place of its image or text encoders; beside a
-    named text encoder the n-grams stay (the TF-IDF members read them with no encoder)."""
+    named text encoder the n-grams stay (the TF-IDF members read them with no encoder). A
+    named Hugging Face folder that is not there is refused now, not skipped by the search."""
+    from mmfuse.encoders.hf_folder import local_folder
+
+    for named in (image, text):
+        if named is not None and named.name.startswith("hf:"):
+            local_folder(named.name[3:])
     if image is not None:
         preset = dataclasses.replace(preset, image_encoders=(image,))
     if text is not None:
