@@ -12,12 +12,13 @@ candidates share the time that is left fairly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import pandas as pd
 
 from mmfuse import deadline as clocks
-from mmfuse.auto.portfolio import IMAGE_SIDES, Preset
+from mmfuse.auto.portfolio import IMAGE_SIDES, Preset, side_is_ours
 from mmfuse.config import Config, EncoderConfig
 from mmfuse.data.validate import cells
 from mmfuse.deadline import Deadline
@@ -49,14 +50,18 @@ class Job:
         size = f" at {self.config.image_size} px" if self.kind == "image" else ""
         return f"{self.config.name}{size}"
 
+    @functools.cached_property
     def distinct(self) -> list[str]:
         return list(dict.fromkeys(v for v in self.values if v is not None))
 
-    def items(self, values: list[str] | None = None) -> int:
-        """What the encoder reads of ``values`` (its distinct cells by default): a cell's
-        photos, a long text's windows."""
-        return sum(len(parts) for parts in self.encoder.parts_of(
-            self.distinct() if values is None else values))
+    @functools.cached_property
+    def items(self) -> int:
+        """What the encoder reads of its distinct cells (``items_of``)."""
+        return self.items_of(self.distinct)
+
+    def items_of(self, cells: list[str]) -> int:
+        """What the encoder reads of ``cells``: a cell's photos, a long text's windows."""
+        return sum(len(parts) for parts in self.encoder.parts_of(cells))
 
 
 @dataclass
@@ -85,7 +90,7 @@ def encode_frozen(preset: Preset, config: Config, frames: list[pd.DataFrame],
     allowed = ENCODING_SHARE * deadline.remaining()
     if plan.projected_s > allowed and any(
             job.kind == "image" and (job.config.image_size or 0) > IMAGE_SIDES[0]
-            and not job.config.name.startswith("hf:") for job in jobs):
+            and side_is_ours(job.config) for job in jobs):
         preset = at_smallest_side(preset)
         jobs = frozen_jobs(preset, config, frames)
         before, plan.projected_s = plan.projected_s, projected_seconds(jobs, cache)
@@ -98,7 +103,7 @@ def encode_frozen(preset: Preset, config: Config, frames: list[pd.DataFrame],
                       "the candidates get the rest. Raise --time-limit for more of them.")
     for job in jobs:  # row by row: the cache then lies in the table's order
         cache.table(job.encoder, job.values, with_tokens=False)
-    plan.items = sum(job.items() for job in jobs)
+    plan.items = sum(job.items for job in jobs)
     plan.seconds = clocks.clock() - started
     CONSOLE.print(f"auto: frozen features of {plan.items:,} inputs in {plan.seconds:.0f} s "
                   f"({', '.join(j.label for j in jobs) or 'none'})")
@@ -130,19 +135,19 @@ def projected_seconds(jobs: list[Job], cache: FeatureCache) -> float:
     projected on the slow side."""
     total = 0.0
     for job in jobs:
-        distinct = job.distinct()
-        cache.table(job.encoder, distinct[:WARM_UP], with_tokens=False)
-        sample = distinct[WARM_UP:SAMPLE]
+        cache.table(job.encoder, job.distinct[:WARM_UP], with_tokens=False)
+        sample = job.distinct[WARM_UP:SAMPLE]
         if sample:
             started = clocks.clock()
             cache.table(job.encoder, sample, with_tokens=False)
-            total += (clocks.clock() - started) / job.items(sample) * job.items()
+            total += (clocks.clock() - started) / job.items_of(sample) * job.items
     return total
 
 
 def at_smallest_side(preset: Preset) -> Preset:
-    """The preset with its frozen image encoders at the smallest side."""
+    """The preset with its frozen image encoders at the smallest side (those whose side
+    mmfuse sets)."""
     images = tuple(dataclasses.replace(e, image_size=IMAGE_SIDES[0])
-                   if e.frozen is not False and not e.name.startswith("hf:") else e
+                   if e.frozen is not False and side_is_ours(e) else e
                    for e in preset.image_encoders)
     return dataclasses.replace(preset, image_encoders=images)

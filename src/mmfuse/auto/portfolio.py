@@ -161,11 +161,17 @@ def _image_side_suited(preset: Preset, frame: pd.DataFrame, config: Config) -> P
     if not sides:
         return preset
     side = int(min(IMAGE_SIDES[1], max(IMAGE_SIDES[0], math.ceil(2 * np.median(sides) / 32) * 32)))
-    images = tuple(  # a Hugging Face folder's processor sets its own side
-        dataclasses.replace(e, image_size=side) if e.image_size is None
-        and not e.name.startswith("hf:") else e for e in preset.image_encoders
+    images = tuple(
+        dataclasses.replace(e, image_size=side) if e.image_size is None and side_is_ours(e)
+        else e for e in preset.image_encoders
     )
     return dataclasses.replace(preset, image_encoders=images)
+
+
+def side_is_ours(encoder: EncoderConfig) -> bool:
+    """Whether mmfuse sets the image encoder's side (a Hugging Face folder's processor sets
+    its own)."""
+    return not encoder.name.startswith("hf:")
 
 
 @dataclass
