@@ -17,8 +17,9 @@ SAFE = {"local_files_only": True, "trust_remote_code": False}
 
 def local_folder(name: str) -> Path:
     """``name`` (after ``hf:``) -> the folder holding its config.json, refused with the reason
-    (and, for a hub id not in the local cache, the command that downloads it)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline by construction
+    (and, for a hub id not in the local cache, the command that downloads it); a folder
+    whose loading would run its own code is refused too."""
+    transformers_offline()
     path = Path(name).expanduser()
     if (path / "config.json").exists():
         refuse_stored_code(path)
@@ -38,6 +39,16 @@ def local_folder(name: str) -> Path:
         ) from error
     refuse_stored_code(cached)
     return cached
+
+
+def transformers_offline() -> None:
+    """Before anything of Hugging Face's loads: never the hub (offline by construction), and
+    none of its per-tensor loading bars (noise here)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def refuse_stored_code(folder: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -14,7 +13,7 @@ from mmfuse.encoders.hf_folder import (
     folder_fingerprint,
     load_failed,
     local_folder,
-    refuse_stored_code,
+    transformers_offline,
 )
 from mmfuse.errors import ConfigError
 from mmfuse.types import EncoderOutput, masked_mean
@@ -29,17 +28,12 @@ class HFTextEncoder(Encoder):
     def __init__(self, folder: Path, label: str, max_length: int = 64, max_windows: int = 4
                  ) -> None:
         super().__init__()
-        # Offline by construction: only local files are read, never the hub.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        transformers_offline()
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # its own per-tensor loading bar is noise here
-        hf_logging.set_verbosity_error()
-
-        refuse_stored_code(folder)
-        # Never run code from the folder, never unpickle: a run folder from a stranger can
-        # name any hf: folder, so loading it must not be able to execute anything.
+        # Never run code from the folder (``local_folder`` refused any that asks to), never
+        # unpickle: a run folder from a stranger can name any hf: folder, so loading it must
+        # not be able to execute anything.
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, **SAFE)
             model = AutoModel.from_pretrained(folder, use_safetensors=True, **SAFE)

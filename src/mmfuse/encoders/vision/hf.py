@@ -19,7 +19,13 @@ from PIL import Image
 
 from mmfuse.config import EncoderConfig
 from mmfuse.encoders.base import IMAGE_ENCODERS, Encoder, ImageEncoder
-from mmfuse.encoders.hf_folder import SAFE, folder_fingerprint, load_failed, local_folder
+from mmfuse.encoders.hf_folder import (
+    SAFE,
+    folder_fingerprint,
+    load_failed,
+    local_folder,
+    transformers_offline,
+)
 from mmfuse.types import EncoderOutput
 
 
@@ -50,6 +56,7 @@ class HFImageEncoder(ImageEncoder):
 
     def __init__(self, folder: Path) -> None:
         super().__init__()
+        transformers_offline()
         from transformers import AutoImageProcessor, AutoModel
 
         try:
