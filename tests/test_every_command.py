@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_captions, make_rows, tiny_config
+from conftest import clip_folder, make_captions, make_rows, tiny_config, vit_folder
 from typer.testing import CliRunner
 
 from mmfuse import EncoderConfig, Predictor
@@ -141,9 +141,6 @@ def table_runs(folder: Path) -> dict[str, tuple[Path, Path]]:
 def backbone_runs(folder: Path) -> dict[str, tuple[Path, Path]]:
     """A classifier reading images through a tiny local ViT folder (frozen), and a retrieval
     model fine-tuned from a tiny CLIP folder (its text tower tuned)."""
-    from test_clip_backbone import clip_folder
-    from test_hf_vision import vit_folder
-
     task_table(folder, "classification").to_csv(folder / "data.csv", index=False)
     cfg = tiny_config(folder, fusion="concat")
     cfg.model.image_encoder = EncoderConfig(f"hf:{vit_folder(folder / 'vit')}")

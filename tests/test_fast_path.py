@@ -3,13 +3,11 @@ inputs of uneven lengths and sizes, through the feature cache as training and pr
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import COLOURS, draw
-from PIL import Image
+from conftest import uneven_images
 
 from mmfuse import EncoderConfig
 from mmfuse.data.images import open_image
@@ -20,22 +18,13 @@ TEXTS = ["a cat", "", "the quick brown fox jumps over the lazy dog " * 6, "chiff
          "数学题：求三角形的面积", "x " * 70, "A dog on a beach at dusk, running after a ball."]
 
 
+SIZES = (20, 32, 47, 64, 90, 33, 128, 41, 56)  # image sides, none the encoder's own
+
+
 def untouched(encoder, inputs: list) -> torch.Tensor:
     """(N, D) pooled features, one input at a time (no padding), in float32 eager PyTorch."""
     with torch.inference_mode():
         return torch.cat([encoder(**encoder.prepare([x])).pooled for x in inputs])
-
-
-def images(folder: Path) -> list[str]:
-    rng = random.Random(0)
-    paths = []
-    for k, (colour, size) in enumerate(zip(list(COLOURS) * 3, (20, 32, 47, 64, 90, 33, 128, 41, 56),
-                                           strict=False)):
-        path = folder / f"{k}.png"
-        draw(path, colour, rng, size=size)
-        paths.append(str(path))
-    Image.new("RGB", (300, 40), "white").save(folder / "wide.png")  # a banner
-    return [*paths, str(folder / "wide.png")]
 
 
 def test_text_features_through_the_cache_equal_the_untouched_encoders(tmp_path: Path) -> None:
@@ -50,7 +39,7 @@ def test_text_features_through_the_cache_equal_the_untouched_encoders(tmp_path: 
 
 
 def test_image_features_through_the_cache_equal_the_untouched_encoders(tmp_path: Path) -> None:
-    paths = images(tmp_path)
+    paths = uneven_images(tmp_path, SIZES)
     encoder = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=64))
     reference = untouched(encoder, [encoder.transform(open_image(p)) for p in paths])
     got = FeatureCache(tmp_path / "cache").table(encoder, paths, with_tokens=False)
@@ -75,7 +64,7 @@ def test_image_features_through_the_cache_equal_the_untouched_encoders(tmp_path:
 def test_a_fast_path_that_differs_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
     monkeypatch.setattr(fast_path, "MAX_COSINE_GAP", -1.0)  # nothing is close enough
-    paths = images(tmp_path)[:4]
+    paths = uneven_images(tmp_path, SIZES)[:4]
     encoder = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=64))
     got = FeatureCache(None).table(encoder, paths, with_tokens=False)
     assert encoder.fast.name == "eager"

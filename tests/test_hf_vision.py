@@ -4,13 +4,12 @@ folders are tiny random models made here: nothing is downloaded."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import COLOURS, draw, make_rows
+from conftest import clip_folder, make_rows, uneven_images, vit_folder
 from PIL import Image
 
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
@@ -18,44 +17,6 @@ from mmfuse.data.images import open_image
 from mmfuse.encoders import create_encoder
 from mmfuse.errors import ConfigError
 from mmfuse.features.cache import FeatureCache
-
-
-def vit_folder(folder: Path) -> Path:
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    torch.manual_seed(0)
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                       num_attention_heads=2, intermediate_size=64)
-    ViTModel(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
-def clip_folder(folder: Path) -> Path:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "intermediate_size": 64, "vocab_size": 99},
-        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32,
-                       "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "intermediate_size": 64},
-        projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-                       ).save_pretrained(folder)
-    return folder
-
-
-def uneven_images(folder: Path) -> list[str]:
-    rng = random.Random(0)
-    paths = []
-    for k, (colour, size) in enumerate(zip(COLOURS, (20, 47, 90), strict=True)):
-        draw(folder / f"{k}.png", colour, rng, size=size)
-        paths.append(str(folder / f"{k}.png"))
-    Image.new("RGB", (120, 30), "white").save(folder / "wide.png")
-    return [*paths, str(folder / "wide.png")]
 
 
 def own_features(folder: Path, paths: list[str]) -> torch.Tensor:
@@ -76,7 +37,7 @@ def own_features(folder: Path, paths: list[str]) -> torch.Tensor:
 @pytest.mark.parametrize("make", [vit_folder, clip_folder], ids=["vit", "clip"])
 def test_features_equal_the_folders_own_model(tmp_path: Path, make) -> None:
     folder = make(tmp_path / "model")
-    paths = uneven_images(tmp_path)
+    paths = uneven_images(tmp_path, (20, 47, 90))
     encoder = create_encoder("image", EncoderConfig(f"hf:{folder}"))
     assert encoder.frozen and encoder.transform.size == 32
     table = FeatureCache(tmp_path / "cache").table(encoder, paths, with_tokens=True)
