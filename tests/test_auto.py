@@ -185,8 +185,17 @@ def test_time_limit_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert read_leaderboard(tmp_path / "run")["elapsed_s"] <= 5 * 1.1
 
 
-def test_train_without_model_flags_runs_auto_mode_from_the_cli(tmp_path: Path, tiny_csv: Path) -> None:
+def test_train_without_model_flags_runs_auto_mode_from_the_cli(tmp_path: Path, tiny_csv: Path,
+                                                               float32: None) -> None:
+    """Trained with defaults, then predicted and exported: the ONNX file, fed the inputs its
+    documentation describes, gives what `mmfuse predict` wrote (float32 arithmetic: a CPU's
+    bfloat16 text path differs by up to ~5e-4, as ``mmfuse export`` reports)."""
+    import numpy as np
+    import onnxruntime
     from test_cli import cli
+
+    from mmfuse import load
+    from mmfuse.serving.export import graph_for
 
     run = tmp_path / "run"
     columns = ["--image-col", "image", "--text-col", "caption", "--num-workers", "0"]
@@ -203,7 +212,20 @@ def test_train_without_model_flags_runs_auto_mode_from_the_cli(tmp_path: Path, t
     code, output = cli("predict", str(run), "--data", str(tiny_csv),
                        "--output", str(tmp_path / "p.csv"))
     assert code == 0, output
-    assert len(pd.read_csv(tmp_path / "p.csv")) == 120
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert len(predicted) == 120
+    code, output = cli("export", str(run), "--data", str(tiny_csv), "--out",
+                       str(tmp_path / "m.onnx"))
+    assert code == 0, output
+    predictor = load(run)
+    rows = predictor.read(tiny_csv, require_labels=False)
+    graph = graph_for(predictor, rows)
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    probabilities, labels = session.run(None, {name: tensor.numpy() for name, tensor in zip(
+        graph.input_names, graph.inputs(rows), strict=True)})
+    expected = predicted[[f"p_{c}" for c in predictor.classes_]].to_numpy()
+    assert np.abs(probabilities - expected).max() < 1e-4
+    assert labels.tolist() == [predictor.classes_.index(str(p)) for p in predicted["prediction"]]
     code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--preset", "fast",
                        "--fusion", "concat", *columns)
     assert code == 2 and "--preset/--time-limit run auto mode" in output

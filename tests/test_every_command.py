@@ -28,9 +28,6 @@ REFUSALS = {
     ("retrieval", "explain"): "ranks, it does not classify",
     ("retrieval", "export"): "ranks, it does not classify",
     ("retrieval", "report"): "ranks, it does not classify",
-    **{("ensemble", command): "ensemble of members"
-       for command in ("export",)},
-    ("table-ensemble", "export"): "ensemble of members",
     **{("clip-retrieval", command): "ranks, it does not classify"
        for command in ("predict", "explain", "export", "report")},
 }

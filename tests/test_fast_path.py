@@ -93,3 +93,9 @@ def test_texts_are_encoded_by_length_within_windows() -> None:
     texts = ["ccc", "a", "bb", "dddd", "e"]
     assert by_length(texts, window=3).tolist() == [1, 2, 0, 4, 3]
     assert by_length([]).tolist() == []
+
+
+def test_features_that_are_zero_in_both_paths_agree() -> None:
+    zero, one = torch.zeros(2, 4), torch.ones(2, 4)
+    assert fast_path.cosine_gap(zero, zero) == 0.0
+    assert fast_path.cosine_gap(zero, one) == 1.0

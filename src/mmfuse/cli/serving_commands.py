@@ -79,6 +79,12 @@ def export(
         raise ConfigError(f"unknown export format '{export_format}'; supported: onnx")
     result = export_onnx(load(run), out_file, dataset_or_path(data), tolerance=tolerance,
                          max_rows=max_rows)
-    out.print(f"exported to {out_file} ({result['size_mb']:.1f} MB); inputs: "
-              f"{', '.join(result['inputs'])}; largest difference from `mmfuse predict` "
-              f"{result['max_abs_difference']:.2e} on {result['checked_rows']} rows")
+    out.print(f"exported to {out_file} ({result['size_mb']:.1f} MB); largest difference from "
+              f"`mmfuse predict` {result['max_abs_difference']:.2e} on "
+              f"{result['checked_rows']} rows; inputs: {', '.join(result['inputs'])}")
+    for name, how in result["preparation"].items():
+        out.print(f"  {name}.*: {how}")
+    if result["default_predict_difference"] > tolerance:
+        out.print(f"note: on this CPU `mmfuse predict` reads text in bfloat16 and differs from "
+                  f"the float32 file by up to {result['default_predict_difference']:.1e}; "
+                  "MMFUSE_FAST_PATH=0 predicts in float32, as the file computes")

@@ -137,10 +137,12 @@ class FastPath:
 
 
 def cosine_gap(a: torch.Tensor, b: torch.Tensor) -> float:
-    """The largest per-row cosine distance between (B, D) features."""
-    a, b = torch.nn.functional.normalize(a.float(), dim=-1), torch.nn.functional.normalize(
-        b.float(), dim=-1)
-    return float((1 - (a * b).sum(-1)).max()) if len(a) else 0.0
+    """The largest per-row cosine distance between (B, D) features; rows that are zero in
+    both agree (a solid-colour image can leave every ReLU off)."""
+    a, b = a.float(), b.float()
+    zero = (a.norm(dim=-1) < 1e-6) & (b.norm(dim=-1) < 1e-6)
+    a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+    return float(torch.where(zero, 0.0, 1 - (a * b).sum(-1)).max()) if len(a) else 0.0
 
 
 class Bf16Runner:

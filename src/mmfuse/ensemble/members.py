@@ -128,14 +128,18 @@ class LinearMember:
         self.arrays["mean"], self.arrays["scale"] = x.mean(axis=0), spread(x)
         return (x - self.arrays["mean"]) / self.arrays["scale"]
 
+    def vectorizer(self) -> TfidfVectorizer:
+        """A TF-IDF view's fitted vectorizer, rebuilt from the vocabulary and idf."""
+        analyzer, ngrams = TFIDF[self.view.kind]
+        vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True,
+                                     dtype=np.float32, **WORDS[analyzer],
+                                     vocabulary={g: i for i, g in enumerate(self.vocabulary)})
+        vectorizer.idf_ = self.arrays["idf"]
+        return vectorizer
+
     def _view(self, inputs: MemberInputs) -> Any:
         if self.view.kind in TFIDF:
-            analyzer, ngrams = TFIDF[self.view.kind]
-            vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True,
-                                         dtype=np.float32, **WORDS[analyzer],
-                                         vocabulary={g: i for i, g in enumerate(self.vocabulary)})
-            vectorizer.idf_ = self.arrays["idf"]
-            return sp.csr_matrix(vectorizer.transform(inputs.texts()))
+            return sp.csr_matrix(self.vectorizer().transform(inputs.texts()))
         if self.tabular is not None:
             return self.tabular.dense(inputs.table())
         return (inputs.dense(self.view) - self.arrays["mean"]) / self.arrays["scale"]

@@ -1,4 +1,5 @@
-"""ONNX export of the whole model (encoders + fusion + head), checked against `mmfuse predict`."""
+"""ONNX export of the whole model (a network: encoders + fusion + head; an ensemble: every
+member, the combination and the decision), checked against `mmfuse predict`."""
 
 from __future__ import annotations
 
@@ -31,15 +32,31 @@ class ExportableModel(nn.Module):
     Tokenising (or hashing n-grams, or scaling) stays outside the graph, as decoding images
     does."""
 
-    def __init__(self, predictor: Predictor, batch: Batch) -> None:
+    def __init__(self, predictor: Predictor, rows: pd.DataFrame) -> None:
         super().__init__()
+        self.predictor = predictor
         self.model = predictor.model_
         # each modality's inputs as the Predictor's own path lays them out for these rows
+        batch = self._batch(rows, first=1)
         self.layout = [(m, [key for key in batch[m] if key != "present"])
                        for m in self.model.modalities]
+        self.input_names = [f"{m}.{key}" for m, keys in self.layout for key in keys]
 
-    def input_names(self) -> list[str]:
-        return [f"{m}.{key}" for m, keys in self.layout for key in keys]
+    def _batch(self, rows: pd.DataFrame, first: int | None = None) -> Batch:
+        dataset = self.predictor.dataset(rows, use_cache=False)
+        return dataset.__getitems__(list(range(first or len(rows))))[0]
+
+    def inputs(self, rows: pd.DataFrame, first: int | None = None) -> list[torch.Tensor]:
+        """The ONNX inputs of rows, built by the Predictor's own path from files and strings
+        (decode, transform, tokenise): exactly what a user of the ONNX file must feed it.
+        ``first``: of the first rows only, laid out as for all rows."""
+        batch = self._batch(rows, first)
+        return [batch[m][key] for m, keys in self.layout for key in keys]
+
+    def preparation(self) -> dict[str, str]:
+        """Each modality -> what prepares its inputs."""
+        return {m: f"{m} through {type(self.model.encoder_for(m)).__name__} "
+                   f"({self.model.encoder_for(m).preprocessing})" for m, _ in self.layout}
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, position = {}, 0
@@ -53,23 +70,32 @@ class ExportableModel(nn.Module):
         return self.model.head.probabilities(logits), self.model.head.decode(logits)
 
 
-def documented_inputs(wrapper: ExportableModel, batch: Batch) -> list[torch.Tensor]:
-    """The ONNX inputs of a batch built by the Predictor's own path from files and strings
-    (decode, transform, tokenise): exactly what a user of the ONNX file must feed it."""
-    return [batch[m][key] for m, keys in wrapper.layout for key in keys]
-
-
 def parity_rows(predictor: Predictor, data: Data, base_dir: str | Path | None,
                 max_rows: int) -> pd.DataFrame:
     """Real rows with every input present (the exported graph takes no missing modality)."""
     rows = predictor.read(data, base_dir=base_dir, require_labels=False)
-    columns = [m for m in predictor.model_.modalities if m in rows]  # tabular: never missing
+    read = list(predictor.modality_kinds_)
+    columns = [m for m in read if m in rows]  # tabular: never missing
     complete = rows[[all(v is not None for v in values) for values in
                      zip(*(cells(rows, m) for m in columns), strict=True)]]
     if len(complete) == 0:
         raise MmfuseError("the parity check needs rows with every input present "
-                          f"({', '.join(predictor.model_.modalities)}); none has them all")
+                          f"({', '.join(read)}); none has them all")
     return complete.head(max_rows)
+
+
+def dynamic_axes(names: list[str], inputs: list[torch.Tensor]) -> dict[str, dict[int, str]]:
+    """Every input's batch axis, and its second axis where that varies: a text's tokens or
+    n-grams, a cell's photos (each input's own length: two tokenizers need not agree)."""
+    axes: dict[str, dict[int, str]] = {}
+    for name, tensor in zip(names, inputs, strict=True):
+        prefix, key = name.rsplit(".", 1)
+        axes[name] = {0: "batch"}
+        if key in ("pixels", "photo_mask") and tensor.dim() in (2, 5):  # cells of photos
+            axes[name][1] = f"{prefix}.photos"
+        elif key not in ("pixels", "numbers", "categories", "features", "codes"):
+            axes[name][1] = f"{prefix}.tokens"
+    return axes | {"probabilities": {0: "batch"}, "prediction": {0: "batch"}}
 
 
 def export_onnx(
@@ -78,43 +104,48 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Write ``path`` and check it: onnxruntime on the documented inputs of up to ``max_rows``
     real rows of ``data`` against ``predict_proba`` of the model as trained (computed before
-    anything is traced). Raises MmfuseError naming what cannot be exported, or the difference."""
+    anything is traced). A network exports as ``ExportableModel``, an ensemble (every
+    member, the combination and the decision) as ``EnsembleGraph``. Raises MmfuseError naming
+    what cannot be exported, or the difference."""
     get_task(predictor.config.data.task).require_predictions("export to ONNX")
-    predictor.require_network("export to ONNX")
-    for encoder in predictor.model_.encoders.values():
-        if encoder.not_exportable:
-            raise MmfuseError(encoder.not_exportable)
     rows = parity_rows(predictor, data, base_dir, max_rows)
     # what `mmfuse predict` says, computed in float32 as the graph is (its fast path may read
     # text in bfloat16: encoders/fast_path.py)
     with fast_path.disabled():
         expected = predictor.fitted_.predict(rows)[:2]
-    dataset = predictor.dataset(rows, use_cache=False)
-    batch = dataset.__getitems__(list(range(len(rows))))[0]
-    wrapper = ExportableModel(predictor, batch).eval()
-    inputs = documented_inputs(wrapper, batch)
+    # the default predict, where this CPU's fast path reads text in bfloat16, for the record
+    drift = float(np.abs(predictor.fitted_.predict(rows)[0] - expected[0]).max())
+    graph = graph_for(predictor, rows).eval()
+    inputs = graph.inputs(rows)
     # Traced on the first rows alone (their own text length): parity is then checked at
     # another batch size and token count.
-    traced = documented_inputs(wrapper, dataset.__getitems__(list(range(min(2, len(rows)))))[0])
+    traced = graph.inputs(rows, first=min(2, len(rows)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = wrapper.input_names()
-    fixed_width = ("pixels", "numbers", "categories")
-    dynamic = {name: ({0: "batch"} if name.endswith(fixed_width) else {0: "batch", 1: "tokens"})
-               for name in names}
-    for name, tensor in zip(names, inputs, strict=True):
-        if name.endswith(("photo_mask", "pixels")) and tensor.dim() in (2, 5):  # cells of photos
-            dynamic[name] = {0: "batch", 1: "photos"}
-    dynamic |= {"probabilities": {0: "batch"}, "prediction": {0: "batch"}}
+    names = graph.input_names
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, tuple(traced), str(path), input_names=names,
-                              output_names=["probabilities", "prediction"], dynamic_axes=dynamic,
-                              opset_version=17, dynamo=False)
+            torch.onnx.export(graph, tuple(traced), str(path), input_names=names,
+                              output_names=["probabilities", "prediction"],
+                              dynamic_axes=dynamic_axes(names, inputs), opset_version=17,
+                              dynamo=False)
     except Exception as error:  # the exporter raises many kinds; the user needs the reason
         raise MmfuseError(f"ONNX export failed: {error}") from error
-    return check_parity(path, names, inputs, expected, tolerance)
+    return check_parity(path, names, inputs, expected, tolerance) | {
+        "preparation": graph.preparation(), "default_predict_difference": drift}
+
+
+def graph_for(predictor: Predictor, rows: pd.DataFrame) -> nn.Module:
+    """The module that computes what ``predict`` does, from positional tensors."""
+    from mmfuse.serving.ensemble_graph import EnsembleGraph
+
+    if not predictor.is_network:
+        return EnsembleGraph(predictor.fitted_, rows)  # type: ignore[arg-type]
+    for encoder in predictor.model_.encoders.values():
+        if encoder.not_exportable:
+            raise MmfuseError(encoder.not_exportable)
+    return ExportableModel(predictor, rows)
 
 
 def check_parity(
