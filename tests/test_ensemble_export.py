@@ -96,3 +96,27 @@ def test_every_tasks_ensemble_exports_with_its_combination(tables: Path, task: s
         assert result["max_abs_difference"] < 1e-4, name
         assert {"tfidf-char.ngram_ids", "tfidf-word.ngram_ids", "image.pixels"} <= set(
             result["inputs"])
+
+
+def test_long_texts_export_in_windows_as_their_cached_features_are_read(tmp_path: Path) -> None:
+    """A frozen transformer reads a text longer than its window in windows whose features
+    are averaged (the feature cache's way): the exported network and ensemble do too."""
+    from conftest import tiny_config
+
+    frame = task_table(tmp_path, "classification")
+    frame["caption"] = [f"{c} " + " ".join(["word"] * (3 + 7 * (i % 4)))  # 1 to 3 windows
+                        for i, c in enumerate(frame["caption"])]
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    minilm = EncoderConfig("minilm", max_length=12, max_windows=3)
+    cfg = tiny_config(tmp_path, fusion="concat")
+    cfg.model.text_encoder, cfg.train.epochs = minilm, 1
+    network = Predictor(cfg).fit(tmp_path / "data.csv")
+    rows = network.read(tmp_path / "data.csv")
+    result = export_onnx(network, tmp_path / "network.onnx", rows)
+    assert "caption.window_mask" in result["inputs"] and result["max_abs_difference"] < 1e-4
+    halves = np.arange(len(rows)) % 2
+    folds = [(np.flatnonzero(halves != k), np.flatnonzero(halves == k)) for k in (0, 1)]
+    ensemble, _ = EnsembleModel.fit(cfg, rows, [View("text", minilm)], folds,
+                                    FeatureCache(tmp_path / "cache"))
+    result = export_onnx(Predictor.of(ensemble), tmp_path / "ensemble.onnx", rows)
+    assert "caption.window_mask" in result["inputs"] and result["max_abs_difference"] < 1e-4

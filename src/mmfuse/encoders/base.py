@@ -150,9 +150,13 @@ def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+PART_MASKS = ("photo_mask", "window_mask")  # cells of several photos, texts of several windows
+
+
 def run_encoder(encoder: Encoder, inputs: dict[str, torch.Tensor]) -> EncoderOutput:
     """Features of one modality's batch: looked up (``pooled`` from the cache) or computed;
-    cells of several photos pooled by their mean (as the feature cache pools them)."""
+    cells of several photos, or long texts' windows, pooled by their mean (as the feature
+    cache pools them)."""
     if "pooled" in inputs:
         tokens = inputs.get("tokens")
         return EncoderOutput(
@@ -160,9 +164,12 @@ def run_encoder(encoder: Encoder, inputs: dict[str, torch.Tensor]) -> EncoderOut
             tokens.float() if tokens is not None else None,  # type: ignore[arg-type]
             inputs.get("token_mask"),  # type: ignore[arg-type]
         )
-    if "photo_mask" in inputs:
-        per_photo, out = photo_features(encoder, inputs["pixels"], inputs["photo_mask"])
-        return out._replace(pooled=masked_mean(per_photo, inputs["photo_mask"]))
+    for key in PART_MASKS:
+        if key in inputs:
+            mask = inputs[key]
+            per_part, out = part_features(
+                encoder, {k: v for k, v in inputs.items() if k not in (key, "present")}, mask)
+            return out._replace(pooled=masked_mean(per_part, mask))
     return forward_of(encoder)(**{k: v for k, v in inputs.items() if k != "present"})
 
 
@@ -178,17 +185,25 @@ def forward_of(encoder: Encoder) -> Callable[..., EncoderOutput]:
 def photo_features(encoder: Encoder, pixels: torch.Tensor, photo_mask: torch.Tensor
                    ) -> tuple[torch.Tensor, EncoderOutput]:
     """Cells of up to K photos each: ``pixels`` (B, K, 3, S, S), ``photo_mask`` (B, K) True
-    where a photo is real. Only real photos are encoded (a batch-norm sees no blank ones).
-    Returns each photo's pooled features (B, K, D), zeros where none, and the cells' output
-    whose tokens are their photos' side by side: (B, K x T, D) with token_mask (B, K x T);
-    its ``pooled`` is left for the caller to pool from the photos' (mean or attention)."""
-    batch, photos = photo_mask.shape
-    out = forward_of(encoder)(pixels=pixels[photo_mask])  # (N real photos, ...)
+    where a photo is real (``part_features``)."""
+    return part_features(encoder, {"pixels": pixels}, photo_mask)
+
+
+def part_features(encoder: Encoder, inputs: dict[str, torch.Tensor], mask: torch.Tensor
+                  ) -> tuple[torch.Tensor, EncoderOutput]:
+    """Cells of up to K parts each (photos, or a text's windows): every input (B, K, ...),
+    ``mask`` (B, K) True where a part is real. Only real parts are encoded (a batch-norm sees
+    no blank photo). Returns each part's pooled features (B, K, D), zeros where none, and the
+    cells' output whose tokens are their parts' side by side: (B, K x T, D) with token_mask
+    (B, K x T); its ``pooled`` is left for the caller to pool from the parts' (mean or
+    attention)."""
+    batch, parts = mask.shape
+    out = forward_of(encoder)(**{k: v[mask] for k, v in inputs.items()})  # (N real parts, ...)
     dim, width = out.pooled.shape[-1], out.tokens.shape[1]
-    per_photo = out.pooled.new_zeros(batch, photos, dim)
-    per_photo[photo_mask] = out.pooled
-    tokens = out.tokens.new_zeros(batch, photos, width, dim)
-    tokens[photo_mask] = out.tokens
-    token_mask = torch.zeros(batch, photos, width, dtype=torch.bool, device=pixels.device)
-    token_mask[photo_mask] = out.token_mask
-    return per_photo, EncoderOutput(per_photo[:, 0], tokens.flatten(1, 2), token_mask.flatten(1))
+    per_part = out.pooled.new_zeros(batch, parts, dim)
+    per_part[mask] = out.pooled
+    tokens = out.tokens.new_zeros(batch, parts, width, dim)
+    tokens[mask] = out.tokens
+    token_mask = torch.zeros(batch, parts, width, dtype=torch.bool, device=mask.device)
+    token_mask[mask] = out.token_mask
+    return per_part, EncoderOutput(per_part[:, 0], tokens.flatten(1, 2), token_mask.flatten(1))

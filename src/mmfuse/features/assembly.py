@@ -40,7 +40,9 @@ def make_dataset(
         elif encoder.kind == "image":
             sources[m] = RawImages(values, encoder.transform, encoder.prepare)  # type: ignore[arg-type]
         else:
-            sources[m] = RawTexts(values, encoder.prepare)
+            # a frozen encoder reads long texts' windows, as its cached features do
+            sources[m] = RawTexts(values, encoder.prepare,
+                                  encoder.parts_of if encoder.frozen else None)
     return MultimodalDataset(sources, targets)
 
 

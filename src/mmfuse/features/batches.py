@@ -87,16 +87,48 @@ def photo_batch(cells: list[list[torch.Tensor]], size: int) -> dict[str, torch.T
 
 @dataclass
 class RawTexts:
-    """Texts (None = missing), tokenised per batch."""
+    """Texts (None = missing), tokenised per batch. ``windows`` (a frozen encoder's
+    ``parts_of``): where some text of the column is longer than one window, every batch is
+    laid out as texts of windows (``window_batch``), which the encoder reads as the feature
+    cache does (their mean); None: each text's first window."""
 
     texts: list[str | None]
     prepare: Callable[[list[Any]], dict[str, torch.Tensor]]
+    windows: Callable[[list[str]], list[list[str]]] | None = None
+
+    def __post_init__(self) -> None:
+        self.parts: dict[str, list[str]] | None = None
+        if self.windows is not None:
+            present = [t for t in self.texts if t]
+            parts = dict(zip(present, self.windows(present), strict=True))
+            self.parts = parts if any(len(p) > 1 for p in parts.values()) else None
 
     def fetch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         picked = [self.texts[i] for i in rows.tolist()]
+        if self.parts is not None:
+            return window_batch([self.parts.get(t, []) if t else [] for t in picked],
+                                self.prepare, present=[t is not None for t in picked])
         out = self.prepare([t if t is not None else "" for t in picked])
         out["present"] = torch.tensor([t is not None for t in picked])
         return out
+
+
+def window_batch(cells: list[list[str]], prepare: Callable[[list[Any]], dict[str, torch.Tensor]],
+                 present: list[bool]) -> dict[str, torch.Tensor]:
+    """B texts of 0 to W windows each -> every prepared input (B, W, ...) (zeros where a text
+    has fewer windows), ``window_mask`` (B, W) and ``present`` (B,)."""
+    width = max(1, *(len(cell) for cell in cells))
+    flat = [window for cell in cells for window in cell]
+    prepared = prepare(flat or [""])
+    mask = torch.zeros(len(cells), width, dtype=torch.bool)
+    for j, cell in enumerate(cells):
+        mask[j, : len(cell)] = True
+    out = {}
+    for key, value in prepared.items():
+        laid = value.new_zeros(len(cells), width, *value.shape[1:])
+        laid[mask] = value[: len(flat)]
+        out[key] = laid
+    return out | {"window_mask": mask, "present": torch.tensor(present)}
 
 
 @dataclass

@@ -24,8 +24,10 @@ class ExportableModel(nn.Module):
     """Positional tensors in; probabilities and the prediction out (the decided class id,
     0/1 indicators or values, as `mmfuse predict` decodes them). Inputs per modality (sorted):
     ``pixels`` (B, 3, S, S) for images (where cells hold several photos: (B, K, 3, S, S) with
-    ``photo_mask`` (B, K), True where a photo is real), for texts what the text encoder's ``prepare`` returns
-    (``input_ids``, ``attention_mask`` (B, T); ``ngram_ids``, ``ngram_weights`` (B, K)), and
+    ``photo_mask`` (B, K), True where a photo is real), for texts what the text encoder's
+    ``prepare`` returns (``input_ids``, ``attention_mask`` (B, T); ``ngram_ids``,
+    ``ngram_weights`` (B, K); a frozen transformer's column with a text longer than its
+    window: (B, W, T) with ``window_mask`` (B, W), each text's windows), and
     for the tabular tower ``numbers`` (B, 2 x numeric columns: each scaled, then its missing
     flag) and ``categories`` (B, categorical columns) ids, as its ``prepare`` maps a row with
     the scaling and levels of the run folder's ``fitted_state.json``. Every input is present.
@@ -93,6 +95,10 @@ def dynamic_axes(names: list[str], inputs: list[torch.Tensor]) -> dict[str, dict
         axes[name] = {0: "batch"}
         if key in ("pixels", "photo_mask") and tensor.dim() in (2, 5):  # cells of photos
             axes[name][1] = f"{prefix}.photos"
+        elif key == "window_mask":  # texts of windows: (B, W), their tokens (B, W, T)
+            axes[name][1] = f"{prefix}.windows"
+        elif tensor.dim() == 3:
+            axes[name] |= {1: f"{prefix}.windows", 2: f"{prefix}.tokens"}
         elif key not in ("pixels", "numbers", "categories", "features", "codes"):
             axes[name][1] = f"{prefix}.tokens"
     return axes | {"probabilities": {0: "batch"}, "prediction": {0: "batch"}}
