@@ -106,7 +106,7 @@ def fits_take(monkeypatch: pytest.MonkeyPatch, seconds: Callable[[int], float]) 
 
 
 def scores(auto: AutoSearch) -> dict[str, float]:
-    return {r["candidate"]: r["val_metric"] for r in auto.leaderboard_ if r["val_metric"] is not None}
+    return {r.candidate: r.val_metric for r in auto.leaderboard_ if r.val_metric is not None}
 
 
 def reads_text_by_ngrams(chosen: Predictor) -> bool:
@@ -129,8 +129,8 @@ def reads_text_by_ngrams(chosen: Predictor) -> bool:
 def assert_guarantee(auto: AutoSearch) -> None:
     """On validation the choice is at least as good as every single-modality candidate."""
     chosen = scores(auto)[auto.best_name_]
-    singles = [r["val_metric"] for r in auto.leaderboard_ if r["single_modality"]
-               and r["val_metric"] is not None]
+    singles = [r.val_metric for r in auto.leaderboard_ if r.single_modality
+               and r.val_metric is not None]
     assert singles and chosen >= max(singles)
 
 
@@ -142,7 +142,7 @@ def test_made_up_script_is_read_by_character_ngrams(tmp_path: Path) -> None:
     assert board["text: minilm"] <= 0.75  # every word is [UNK] to MiniLM's tokenizer
     # The n-gram network alone is left to the TF-IDF members; it still reads the text in a
     # fusion, since n-grams read it best.
-    status = {r["candidate"]: r["status"] for r in auto.leaderboard_}
+    status = {r.candidate: r.describe_status() for r in auto.leaderboard_}
     assert status["text: ngram"] == "skipped: read by the linear members on TF-IDF n-grams"
     assert "concat (efficientnet-lite0 + ngram)" in board
     assert reads_text_by_ngrams(auto.best_)
@@ -151,7 +151,7 @@ def test_made_up_script_is_read_by_character_ngrams(tmp_path: Path) -> None:
     test = made_up_script_rows(tmp_path, 100, seed=2)
     loaded = Predictor.load(tmp_path / "run")
     assert loaded.evaluate(test, base_dir=tmp_path)["accuracy"] >= 0.8  # chance: 0.5
-    assert read_leaderboard(tmp_path / "run")["rows"][0]["chosen"]
+    assert read_leaderboard(tmp_path / "run")["rows"][0].chosen
 
 
 def test_a_pure_noise_modality_is_ignored(tmp_path: Path) -> None:
@@ -180,7 +180,7 @@ def test_time_limit_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     ticks = iter(range(10**9))
     monkeypatch.setattr(deadline, "clock", lambda: next(ticks) / 10)
     auto = search(tmp_path, image_only_rows(tmp_path, 80, seed=6), time_limit=5)
-    statuses = [r["status"] for r in auto.leaderboard_]
+    statuses = [r.describe_status() for r in auto.leaderboard_]
     assert statuses[0] == "ok" and "skipped: time limit" in statuses
     assert read_leaderboard(tmp_path / "run")["elapsed_s"] <= 5 * 1.1
 
@@ -207,7 +207,7 @@ def test_train_without_model_flags_runs_auto_mode_from_the_cli(tmp_path: Path, t
     assert "leaderboard" in output and "chosen" in output
     code, output = cli("leaderboard", str(run))
     assert code == 0 and "chosen" in output
-    tried = {r["candidate"] for r in read_leaderboard(run)["rows"]}
+    tried = {r.candidate for r in read_leaderboard(run)["rows"]}
     assert {"image: efficientnet-lite0", "text: minilm", "text: ngram"} <= tried
     code, output = cli("predict", str(run), "--data", str(tiny_csv),
                        "--output", str(tmp_path / "p.csv"))
@@ -319,8 +319,8 @@ def test_networks_are_judged_on_rows_they_neither_fitted_nor_stopped_on(
     for candidate in range(2):
         folds = [held for (_, _, _), (_, held, _) in judged[3 * candidate:3 * candidate + 3]]
         assert len(set().union(*folds)) == sum(map(len, folds)) == 60  # each row once
-    assert all(r["folds"] == 3 for r in auto.leaderboard_
-               if not r.get("member") and r["val_metric"] is not None)
+    assert all(r.folds == 3 for r in auto.leaderboard_
+               if not r.member and r.val_metric is not None)
 
 
 def test_a_candidate_cut_short_is_compared_on_the_rows_both_covered() -> None:
@@ -389,9 +389,9 @@ def test_a_fold_cut_short_by_the_time_limit_does_not_judge(tmp_path: Path,
     image_only_rows(tmp_path, 60, seed=8).to_csv(tmp_path / "train.csv", index=False)
     auto = AutoSearch(config(tmp_path), quick_preset(100, folds=3))
     auto.fit(tmp_path / "train.csv")
-    rows = {r["candidate"]: r for r in auto.leaderboard_}
-    assert rows["image: efficientnet-lite0"]["folds"] == 1
-    assert rows["text: ngram"]["status"] == "skipped: time limit"
+    rows = {r.candidate: r for r in auto.leaderboard_}
+    assert rows["image: efficientnet-lite0"].folds == 1
+    assert rows["text: ngram"].describe_status() == "skipped: time limit"
 
 
 def test_a_candidate_whose_folds_cannot_all_fit_leaves_its_time_to_the_next(
@@ -406,9 +406,9 @@ def test_a_candidate_whose_folds_cannot_all_fit_leaves_its_time_to_the_next(
     image_only_rows(tmp_path, 60, seed=8).to_csv(tmp_path / "train.csv", index=False)
     auto = AutoSearch(config(tmp_path), quick_preset(100, folds=3))
     auto.fit(tmp_path / "train.csv")
-    rows = {r["candidate"]: r for r in auto.leaderboard_}
-    assert rows["image: efficientnet-lite0"]["folds"] == 1
-    assert rows["text: ngram"]["folds"] == 1 and rows["text: ngram"]["status"] == "ok"
+    rows = {r.candidate: r for r in auto.leaderboard_}
+    assert rows["image: efficientnet-lite0"].folds == 1
+    assert rows["text: ngram"].folds == 1 and rows["text: ngram"].describe_status() == "ok"
 
 
 def test_a_fusion_is_not_started_with_under_half_the_time_its_singles_took(
@@ -423,9 +423,9 @@ def test_a_fusion_is_not_started_with_under_half_the_time_its_singles_took(
     image_only_rows(tmp_path, 40, seed=10).to_csv(tmp_path / "train.csv", index=False)
     auto = AutoSearch(config(tmp_path), quick_preset(100, folds=1, fusions=("concat",)))
     auto.fit(tmp_path / "train.csv")
-    rows = {r["candidate"]: r for r in auto.leaderboard_}
+    rows = {r.candidate: r for r in auto.leaderboard_}
     fusion = rows["concat (efficientnet-lite0 + ngram)"]
-    assert fusion["status"] == "skipped: needs about 70 s, 26 s left to it"
+    assert fusion.describe_status() == "skipped: needs about 70 s, 26 s left to it"
     assert len(calls) == 2  # the singles only (the choice is not refitted on one split)
 
 
@@ -443,3 +443,17 @@ def test_a_refit_the_time_limit_cut_short_is_not_kept(tmp_path: Path,
     auto.fit(tmp_path / "train.csv")
     assert len(calls) == 5  # the refit ran, and ran out of time
     assert auto.best_ is auto.candidates_[auto.best_name_]
+
+
+def test_leaderboard_rows_read_back_as_written_and_as_older_runs_wrote_them() -> None:
+    from mmfuse.auto.leaderboard import LeaderboardRow, Status
+
+    row = LeaderboardRow("concat", Status.SKIPPED, "time limit", folds=2,
+                         model={"fusion": "concat"})
+    assert LeaderboardRow.from_entry(row.entry()) == row
+    older = LeaderboardRow.from_entry({"candidate": "member: LR on tfidf-char",
+                                       "status": "member (out of fold)", "val_metric": 0.5,
+                                       "member": True, "retired_field": 1})
+    assert older.status is Status.MEMBER and older.val_metric == 0.5
+    assert LeaderboardRow.from_entry({"candidate": "x", "status": "skipped: time limit"}
+                                     ).describe_status() == "skipped: time limit"

@@ -30,18 +30,18 @@ def test_networks_join_the_ensemble_as_their_fold_models(tmp_path: Path) -> None
     auto = AutoSearch(cfg, quick_preset(300, folds=3, fusions=("concat",)),
                       keep_candidates=True)
     auto.fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
-    board = {r["candidate"]: r for r in auto.leaderboard_}
+    board = {r.candidate: r for r in auto.leaderboard_}
     networks = [member for member, _, _ in auto.bag_.networks]
     assert [m.name for m in networks] == [  # text alone: the linear members' n-grams
         "image: efficientnet-lite0", "concat (efficientnet-lite0 + ngram)"]
     assert all(len(m.folds) == 3 for m in networks)
     # Weighed on the evidence every candidate was judged by: never below the best of them,
     # and every member it weighed shows its weight (0 when left out), summing to 1.
-    assert board[NAME]["folds"] == 3
-    judged = [r["val_metric"] for r in auto.leaderboard_ if r["val_metric"] is not None
-              and r["candidate"] != NAME]
-    assert board[NAME]["val_metric"] >= max(judged) - 1e-9
-    weights = [r["weight"] for r in auto.leaderboard_ if r.get("weight") is not None]
+    assert board[NAME].folds == 3
+    judged = [r.val_metric for r in auto.leaderboard_ if r.val_metric is not None
+              and r.candidate != NAME]
+    assert board[NAME].val_metric >= max(judged) - 1e-9
+    weights = [r.weight for r in auto.leaderboard_ if r.weight is not None]
     assert len(weights) == len(auto.bag_.members()[0]) and sum(weights) == pytest.approx(1.0)
 
     # Every member, linear and network, in one folder.
@@ -121,7 +121,7 @@ def test_a_killed_search_resumes_with_its_finished_members(tmp_path: Path, monke
     names = [m.name for m, _, _ in auto.bag_.networks]
     assert names == ["image: efficientnet-lite0", "concat (efficientnet-lite0 + ngram)"]
     np.testing.assert_array_equal(auto.bag_.networks[0][1], image_oof)
-    assert auto.bag_.linear is not None and NAME in {r["candidate"] for r in auto.leaderboard_}
+    assert auto.bag_.linear is not None and NAME in {r.candidate for r in auto.leaderboard_}
     assert not kept.exists()  # finished: the run folder holds the chosen model only
     assert len(Predictor.load(run).predict(tmp_path / "train.csv")) == 60
 
@@ -138,16 +138,16 @@ def test_a_network_judged_on_one_fold_joins_an_ensemble_on_the_rows_it_covers(
     auto = AutoSearch(config(tmp_path, "caption"), quick_preset(300, folds=3, fusions=("concat",)),
                       keep_candidates=True)
     auto.fit(tmp_path / "train.csv")
-    board = {r["candidate"]: r for r in auto.leaderboard_}
+    board = {r.candidate: r for r in auto.leaderboard_}
     fusion = "concat (efficientnet-lite0 + ngram)"
     (member, _, covered), = [n for n in auto.bag_.networks if n[0].name == fusion]
-    assert board[fusion]["folds"] == 1 and len(member.folds) == 1 and covered.sum() == 25
+    assert board[fusion].folds == 1 and len(member.folds) == 1 and covered.sum() == 25
     assert fusion not in [m.name for m in auto.bag_.members()[0]]
-    assert board[NAME]["folds"] == 3 and board[SHARED_NAME]["folds"] == 1
+    assert board[NAME].folds == 3 and board[SHARED_NAME].folds == 1
     shared = auto.candidates_[SHARED_NAME].fitted_
     assert len(shared.out_of_fold) == 25
-    assert board[SHARED_NAME]["val_metric"] >= board[fusion]["val_metric"] - 1e-9
-    weights = [r["weight"] for r in auto.leaderboard_ if r.get("weight") is not None]
+    assert board[SHARED_NAME].val_metric >= board[fusion].val_metric - 1e-9
+    weights = [r.weight for r in auto.leaderboard_ if r.weight is not None]
     if weights:  # the better ensemble's selection weights, over every member it weighed
         assert sum(weights) == pytest.approx(1.0)
     test = make_rows(tmp_path, 9, seed=15)

@@ -123,6 +123,6 @@ def test_a_backbone_keeps_auto_mode_on_for_classification_with_its_towers(
                        "--image-col", "image", "--text-col", "caption", "--num-workers", "0",
                        "--backbone", f"hf:{folder}")
     assert code == 0, output
-    tried = {r["candidate"] for r in read_leaderboard(run)["rows"]}
+    tried = {r.candidate for r in read_leaderboard(run)["rows"]}
     assert {f"image: hf:{folder}", f"text: hf:{folder}"} <= tried, tried
     assert "text: minilm" not in tried

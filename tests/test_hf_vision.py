@@ -126,7 +126,7 @@ def test_an_encoder_flag_alone_keeps_auto_mode_on_with_that_encoder(tmp_path: Pa
                        "--image-encoder", f"hf:{folder}")
     assert code == 0, output
     board = read_leaderboard(run)
-    tried = {r["candidate"] for r in board["rows"]}
+    tried = {r.candidate for r in board["rows"]}
     assert f"image: hf:{folder}" in tried and "image: efficientnet-lite0" not in tried
     assert any(name.startswith("member: ") and "hf:" in name for name in tried), tried
     assert "frozen_features_s" in board

@@ -4,10 +4,9 @@ a candidate's other folds fit in what is left after its first."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from mmfuse import deadline as clocks
-from mmfuse.auto.leaderboard import singles_of
+from mmfuse.auto.leaderboard import LeaderboardRow, singles_of
 from mmfuse.auto.portfolio import Candidate
 from mmfuse.deadline import Deadline
 from mmfuse.fusion import FUSIONS
@@ -15,7 +14,7 @@ from mmfuse.fusion.stack import FOLDS as STACK_FOLDS
 from mmfuse.progress import CONSOLE
 
 
-def expected_seconds(rows: list[dict[str, Any]], candidate: Candidate) -> float | None:
+def expected_seconds(rows: list[LeaderboardRow], candidate: Candidate) -> float | None:
     """What a fusion should take, before it starts: the fit seconds of the single-modality
     candidates (leaderboard ``rows``) on its encoders, summed (it trains a tower's worth per
     modality), times (folds + 1) for a fusion trained by stacking (its towers out of fold,
@@ -27,7 +26,7 @@ def expected_seconds(rows: list[dict[str, Any]], candidate: Candidate) -> float 
     # the tabular tower, a small MLP, adds little to a fusion's time and has no single
     if len(singles) < len([m for m in model.modalities if m != "tabular"]):
         return None
-    seconds = sum(r["fit_s"] for r in singles)
+    seconds = sum(r.fit_s or 0.0 for r in singles)
     fusion = FUSIONS.get(model.fusion)
     return seconds * (STACK_FOLDS + 1 if fusion.trained_by_stacking else 1)
 

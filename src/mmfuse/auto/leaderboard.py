@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -14,54 +17,108 @@ from mmfuse.io import atomic_write_text, read_json, write_json
 from mmfuse.scoring import greater_is_better
 
 LEADERBOARD_FILE = "leaderboard.json"
-COLUMNS = ("candidate", "status", "val_metric", "folds", "fit_s", "predict_s_per_1k", "weight",
-           "method", "chosen")
+COLUMNS = ("candidate", "status", "reason", "val_metric", "folds", "fit_s", "predict_s_per_1k",
+           "weight", "method", "chosen")
 
 
-def ranked(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+class Status(StrEnum):
+    """How a candidate's turn ended."""
+
+    OK = "ok"  # fitted and judged
+    MEMBER = "member"  # a member of an ensemble, judged out of fold
+    SKIPPED = "skipped"  # not run (``reason`` says why)
+    FAILED = "failed"  # raised an error (``reason`` holds it)
+
+
+@dataclass
+class LeaderboardRow:
+    """One candidate on the leaderboard. ``val_metric``: its score on the judging rows (None
+    when it has none); ``folds``: how many folds judged it; ``weight``: its weight in the
+    chosen ensemble; ``model``: a network's model section (what fusions and plans read)."""
+
+    candidate: str
+    status: Status = Status.OK
+    reason: str = ""
+    val_metric: float | None = None
+    folds: int | None = None
+    fit_s: float | None = None
+    predict_s_per_1k: float | None = None
+    weight: float | None = None
+    method: str | None = None  # an ensemble's combination: "selection" or "stacking"
+    chosen: bool = False
+    single_modality: bool = False
+    member: bool = False
+    view: str | None = None  # a linear member's view
+    model: dict[str, Any] | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.val_metric is not None
+
+    def describe_status(self) -> str:
+        """"ok", or the status and why: "skipped: time limit"."""
+        return f"{self.status}: {self.reason}" if self.reason else str(self.status)
+
+    def entry(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "status": str(self.status)}
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> LeaderboardRow:
+        """A row as ``entry`` wrote it (or an older run's, whose status held its reason)."""
+        fields = {k: v for k, v in entry.items() if k in FIELDS}
+        status, _, reason = str(fields.pop("status", "ok")).partition(": ")
+        status = "member" if status.startswith("member") else status
+        fields["reason"] = fields.get("reason") or reason
+        return cls(**fields, status=Status(status))
+
+
+FIELDS = {f.name for f in dataclasses.fields(LeaderboardRow)}
+
+
+def ranked(rows: list[LeaderboardRow], metric: str) -> list[LeaderboardRow]:
     """Best first; candidates without a score (skipped, failed) last, in the order tried."""
     sign = -1.0 if greater_is_better(metric) else 1.0
-
-    def key(row: dict[str, Any]) -> float:
-        value = row.get("val_metric")
-        return math.inf if value is None else sign * value
-
-    return sorted(rows, key=key)
+    return sorted(rows, key=lambda row: math.inf if row.val_metric is None
+                  else sign * row.val_metric)
 
 
-def singles_of(rows: list[dict[str, Any]], model: dict[str, Any]) -> list[dict[str, Any]]:
+def singles_of(rows: list[LeaderboardRow], model: dict[str, Any]) -> list[LeaderboardRow]:
     """The finished single-modality rows that read a modality with the encoder ``model`` (a
     fusion's model section, as a row holds it) uses for that modality."""
-    def same_encoder(row: dict[str, Any]) -> bool:
-        kind = row["model"]["modalities"][0]
-        return kind in model["modalities"] and row["model"][f"{kind}_encoder"] == model[
+    def same_encoder(row: LeaderboardRow) -> bool:
+        assert row.model is not None
+        kind = row.model["modalities"][0]
+        return kind in model["modalities"] and row.model[f"{kind}_encoder"] == model[
             f"{kind}_encoder"]
 
-    return [r for r in rows if r.get("single_modality") and r.get("model")
-            and r["val_metric"] is not None and same_encoder(r)]
+    return [r for r in rows if r.single_modality and r.model and r.scored and same_encoder(r)]
 
 
-def write_leaderboard(run_dir: Path, metric: str, rows: list[dict[str, Any]], **info: Any) -> None:
+def write_leaderboard(run_dir: Path, metric: str, rows: list[LeaderboardRow], **info: Any
+                      ) -> None:
     """``leaderboard.json`` (rows and settings) and ``leaderboard.csv`` (rows only)."""
-    rows = ranked(rows, metric)
-    write_json(run_dir / LEADERBOARD_FILE, {"metric": metric, **info, "rows": rows})
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    entries = [row.entry() for row in ranked(rows, metric)]
+    write_json(run_dir / LEADERBOARD_FILE, {"metric": metric, **info, "rows": entries})
+    table = pd.DataFrame(entries, columns=list(COLUMNS))
     atomic_write_text(run_dir / "leaderboard.csv", table.to_csv(index=False))
 
 
 def read_leaderboard(run_dir: Path) -> dict[str, Any]:
+    """The run's leaderboard file: its settings, and ``rows`` as ``LeaderboardRow``s."""
     path = Path(run_dir) / LEADERBOARD_FILE
     if not path.exists():
         raise MmfuseError(
             f"{run_dir} has no {LEADERBOARD_FILE}: it was not trained in auto mode "
             "(`mmfuse train` without --fusion/--modalities/--finetune-*)"
         )
-    return read_json(path)
+    board = read_json(path)
+    return board | {"rows": [LeaderboardRow.from_entry(entry) for entry in board["rows"]]}
 
 
 def leaderboard_table(board: dict[str, Any]) -> Table:
     metric = board["metric"]
-    folds = max([row.get("folds") or 1 for row in board["rows"]] or [1])
+    rows: list[LeaderboardRow] = board["rows"]
+    folds = max([row.folds or 1 for row in rows] or [1])
     judged = f"out of fold over {folds} folds" if folds > 1 else "validation split"
     encoding = (f"; frozen features {board['frozen_features_s']:.0f} s of them: "
                 f"{board['frozen_features']}" if "frozen_features_s" in board else "")
@@ -76,24 +133,22 @@ def leaderboard_table(board: dict[str, Any]) -> Table:
     table.add_column("predict s / 1k rows", justify="right")
     table.add_column("weight in ensemble", justify="right")
     table.add_column("")
-    for rank, row in enumerate(ranked(board["rows"], metric), start=1):
-        scored = row.get("val_metric") is not None
+    for rank, row in enumerate(ranked(rows, metric), start=1):
         table.add_row(
-            str(rank) if scored else "-", row["candidate"],
-            f"{row['val_metric']:.4f}" if scored else row["status"],
+            str(rank) if row.scored else "-", row.candidate,
+            f"{row.val_metric:.4f}" if row.scored else row.describe_status(),
             _folds(row, folds),
-            f"{row['fit_s']:.1f}" if row.get("fit_s") is not None else "",
-            f"{row['predict_s_per_1k']:.3f}" if row.get("predict_s_per_1k") is not None else "",
-            f"{row['weight']:.2f}" if row.get("weight") is not None else row.get("method") or "",
-            "[bold green]chosen[/]" if row.get("chosen") else "",
+            f"{row.fit_s:.1f}" if row.fit_s is not None else "",
+            f"{row.predict_s_per_1k:.3f}" if row.predict_s_per_1k is not None else "",
+            f"{row.weight:.2f}" if row.weight is not None else row.method or "",
+            "[bold green]chosen[/]" if row.chosen else "",
         )
     return table
 
 
-def _folds(row: dict[str, Any], folds: int) -> str:
+def _folds(row: LeaderboardRow, folds: int) -> str:
     """How many folds judged the row: fewer than the others when time ran short (it was then
     compared with the choice on those folds' rows only)."""
-    done = row.get("folds")
-    if done is None or row.get("member"):
+    if row.folds is None or row.member:
         return ""
-    return f"{done} of {folds}" if done < folds else str(done)
+    return f"{row.folds} of {folds}" if row.folds < folds else str(row.folds)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from mmfuse.auto.judge import Evidence
-from mmfuse.auto.leaderboard import LEADERBOARD_FILE, read_leaderboard
+from mmfuse.auto.leaderboard import LEADERBOARD_FILE, LeaderboardRow, read_leaderboard
 from mmfuse.io import load_tensors, save_tensors
 from mmfuse.predictor import Predictor
 from mmfuse.progress import CONSOLE
@@ -24,7 +23,7 @@ EVIDENCE_FILE = "auto-evidence.safetensors"  # the choice's out-of-fold outputs 
 class Resumed:
     """Finished candidates' rows, the choice (None: none yet) and the seconds spent."""
 
-    rows: list[dict[str, Any]]
+    rows: list[LeaderboardRow]
     best: Predictor | None
     best_name: str | None
     elapsed_s: float
@@ -35,11 +34,11 @@ def resumed(run: Path | None) -> Resumed:
     if run is None or not (run / LEADERBOARD_FILE).exists():
         return Resumed([], None, None, 0.0)
     board = read_leaderboard(run)
-    rows = [r for r in board["rows"] if r["val_metric"] is not None]
-    chosen = [r for r in rows if r.get("chosen")]
+    rows = [r for r in board["rows"] if r.scored]
+    chosen = [r for r in rows if r.chosen]
     CONSOLE.print(f"auto: resuming; {len(rows)} candidate(s) already done")
     return Resumed(rows, Predictor.load(run) if chosen else None,
-                   chosen[0]["candidate"] if chosen else None,
+                   chosen[0].candidate if chosen else None,
                    float(board.get("elapsed_s", 0.0)))
 
 

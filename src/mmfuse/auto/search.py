@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from mmfuse.auto.contenders import best_pair, contenders, read_by_linear_members
 from mmfuse.auto.folds import validation_folds
 from mmfuse.auto.frozen_features import EncodingPlan, encode_frozen
 from mmfuse.auto.judge import Evidence
-from mmfuse.auto.leaderboard import write_leaderboard
+from mmfuse.auto.leaderboard import LeaderboardRow, Status, write_leaderboard
 from mmfuse.auto.portfolio import (
     Candidate,
     Preset,
@@ -89,7 +88,7 @@ class AutoSearch:
     ) -> Predictor:
         started = clocks.clock()
         run = Path(run_dir) if run_dir is not None else None
-        self.leaderboard_: list[dict[str, Any]] = []
+        self.leaderboard_: list[LeaderboardRow] = []
         self.best_: Predictor | None = None
         self.best_name_: str | None = None
         self.candidates_: dict[str, Predictor] = {}
@@ -149,10 +148,10 @@ class AutoSearch:
             for candidate in fusion_candidates(self.config, preset, *pair, small)[1:]:
                 self._try(candidate)
         self._try_ensemble_of_all()
-        failures = [r for r in self.leaderboard_ if r["status"].startswith("failed")]
+        failures = [r for r in self.leaderboard_ if r.status is Status.FAILED]
         if self.best_ is None and failures and len(failures) == len(self.leaderboard_):
-            raise MmfuseError(f"every candidate failed; {failures[0]['candidate']}: "
-                              f"{failures[0]['status'][len('failed: '):]}")
+            raise MmfuseError(f"every candidate failed; {failures[0].candidate}: "
+                              f"{failures[0].reason}")
         if self.best_ is None:
             raise MmfuseError(
                 f"no candidate finished within the time limit of {self.time_limit:.0f} s; "
@@ -196,7 +195,7 @@ class AutoSearch:
             return None
         kept = run / bagging.BAG_DIR if run is not None else None
         if resume and kept is not None and kept.exists():
-            finished = {r["candidate"] for r in self.leaderboard_}
+            finished = {r.candidate for r in self.leaderboard_}
             return bagging.Bag.restore(self._judge.y, kept, finished, self._judge.classes)
         bag = bagging.Bag(self._judge.y, kept)
         bag.discard()  # an earlier search's members in this run folder are not this one's
@@ -221,21 +220,19 @@ class AutoSearch:
         self.best_ = refitted
 
     def _try(self, candidate: Candidate) -> None:
-        done = {r["candidate"] for r in self.leaderboard_ if not r.get("member")}
+        done = {r.candidate for r in self.leaderboard_ if not r.member}
         if candidate.name in done:
             return
+        row = LeaderboardRow(candidate.name, single_modality=candidate.single,
+                             model=dataclasses.asdict(candidate.config.model))
         if read_by_linear_members(self.leaderboard_, candidate):
-            self._record(self._row(candidate.name, None, "skipped: read by the linear members on "
-                                   "TF-IDF n-grams") | {"single_modality": True})
+            row.status, row.reason = Status.SKIPPED, "read by the linear members on TF-IDF n-grams"
+            self._record(row)
             return
         left = max(1, self._planned - len(done))
-        row: dict[str, Any] = {"candidate": candidate.name, "status": "ok", "val_metric": None,
-                               "fit_s": None, "predict_s_per_1k": None, "chosen": False,
-                               "single_modality": candidate.single,
-                               "model": dataclasses.asdict(candidate.config.model)}
         remaining = self._deadline.remaining()
         if remaining < MIN_SECONDS and self.leaderboard_:  # the first candidate always runs
-            row["status"] = "skipped: time limit"
+            row.status, row.reason = Status.SKIPPED, "time limit"
             self._record(row)
             return
         if remaining < MIN_SECONDS:
@@ -244,8 +241,9 @@ class AutoSearch:
         budget = min(remaining, BUDGET_SHARES * remaining / left)
         needed = expected_seconds(self.leaderboard_, candidate)
         if needed is not None and budget < START_SHARE * needed and self.leaderboard_:
-            row["status"] = f"skipped: needs about {needed:.0f} s, {budget:.0f} s left to it"
-            CONSOLE.print(f"auto: {candidate.name} {row['status'][len('skipped: '):]}; skipped")
+            row.status = Status.SKIPPED
+            row.reason = f"needs about {needed:.0f} s, {budget:.0f} s left to it"
+            CONSOLE.print(f"auto: {candidate.name} {row.reason}; skipped")
             self._record(row)
             return
         CONSOLE.print(f"[bold]auto[/] [{len(done) + 1}/{self._planned}] {candidate.name} "
@@ -277,28 +275,28 @@ class AutoSearch:
                                                  deadline):
                     break
         except (MmfuseError, RuntimeError) as error:  # one bad candidate must not end the search
-            row["status"] = f"failed: {error}"
+            row.status, row.reason = Status.FAILED, str(error)
             CONSOLE.print(f"auto: {candidate.name} failed: {error}")
             self._record(row)
             return
-        row["fit_s"] = round(clocks.clock() - started - predict_s, 2)
-        row["predict_s_per_1k"] = round(predict_s * 1000 / int(evidence.covered.sum()), 4)
-        row["val_metric"] = self._judge.score(evidence)
-        row["folds"] = folds
+        row.fit_s = round(clocks.clock() - started - predict_s, 2)
+        row.predict_s_per_1k = round(predict_s * 1000 / int(evidence.covered.sum()), 4)
+        row.val_metric = self._judge.score(evidence)
+        row.folds = folds
         if self.bag_ is not None:
             self.bag_.add_network(candidate.name, fold_models, evidence.scores.copy(),
                                   evidence.covered.copy())
         if self.keep_candidates:
             self.candidates_[candidate.name] = predictor
         self._consider(candidate.name, predictor, evidence)
-        CONSOLE.print(f"auto: {candidate.name}: val {self._metric} {row['val_metric']:.4f} "
-                      f"in {row['fit_s']:.1f} s")
+        CONSOLE.print(f"auto: {candidate.name}: val {self._metric} {row.val_metric:.4f} "
+                      f"in {row.fit_s:.1f} s")
         self._record(row)
 
     def _try_linear(self, preset: Preset) -> None:
         """The ensemble of linear members, first: cheap, and strong on small tables. Its
         members are listed on the leaderboard with their out-of-fold scores."""
-        if linear.NAME in {r["candidate"] for r in self.leaderboard_}:
+        if linear.NAME in {r.candidate for r in self.leaderboard_}:
             return
         CONSOLE.print(f"[bold]auto[/] [1/{self._planned}] {linear.NAME}")
         started = clocks.clock()
@@ -308,19 +306,18 @@ class AutoSearch:
                 len(self._splits) > 1, self._judge.classes)
         except (MmfuseError, ValueError) as error:  # one bad candidate must not end the search
             CONSOLE.print(f"auto: {linear.NAME} failed: {error}")
-            self._record(self._row(linear.NAME, None, f"failed: {error}"))
+            self._record(LeaderboardRow(linear.NAME, Status.FAILED, str(error)))
             return
         fit_s = clocks.clock() - started
         if self.bag_ is not None:
             self.bag_.add_linear(model)
         value = self._judge_ensemble(linear.NAME, model, judged, labels, scores)
         # The ensemble's row first: on a tie with one of its members it ranks first.
-        self._record(self._row(linear.NAME, value, "ok") | {
-            "fit_s": round(fit_s, 2), "folds": len(self._splits), "method": model.method}, *[
-            self._row(f"member: {member.name}", scores[member.name],
-                      "member (out of fold)") | {
-                "member": True, "view": member.view.kind,
-                "weight": None if model.method == "stacking" else round(float(weight), 3)}
+        self._record(LeaderboardRow(linear.NAME, val_metric=value, fit_s=round(fit_s, 2),
+                                    folds=len(self._splits), method=model.method), *[
+            LeaderboardRow(f"member: {member.name}", Status.MEMBER, "out of fold",
+                           val_metric=scores[member.name], member=True, view=member.view.kind,
+                           weight=None if model.method == "stacking" else round(float(weight), 3))
             for member, weight in zip(model.members, model.weights, strict=True)])
 
     def _try_ensemble_of_all(self) -> None:
@@ -328,7 +325,7 @@ class AutoSearch:
         evidence (``bagging.py``), on every row and, with the networks judged on fewer folds,
         on the rows they share; each becomes the choice only by beating the best so far. The
         leaderboard's weights are then each member's in the better of the two."""
-        done = {r["candidate"] for r in self.leaderboard_}
+        done = {r.candidate for r in self.leaderboard_}
         if self.bag_ is None or done & {bagging.NAME, bagging.SHARED_NAME}:
             return
         started = clocks.clock()
@@ -337,9 +334,10 @@ class AutoSearch:
                                                                self._cache):
             value = self._judge_ensemble(name, model, model.out_of_fold,
                                          model.out_of_fold_labels, scores, judged)
-            rows.append(self._row(name, value, "ok") | {
-                "fit_s": round(clocks.clock() - started, 2), "method": model.method,
-                "folds": sum(bool(np.isin(f.positions, judged).all()) for f in self._splits)})
+            rows.append(LeaderboardRow(
+                name, val_metric=value, fit_s=round(clocks.clock() - started, 2),
+                method=model.method,
+                folds=sum(bool(np.isin(f.positions, judged).all()) for f in self._splits)))
             if kept is None or self.best_name_ == name:
                 kept = model
             started = clocks.clock()  # each row's seconds: its own combining and judging
@@ -352,9 +350,9 @@ class AutoSearch:
             weights |= {m.name: round(float(w), 3)
                         for m, w in zip(kept.members, kept.weights, strict=True)}
         for row in self.leaderboard_:
-            name = row["candidate"].removeprefix("member: ")
-            if name in weights and row["candidate"] != linear.NAME:
-                row["weight"] = weights[name]
+            name = row.candidate.removeprefix("member: ")
+            if name in weights and row.candidate != linear.NAME:
+                row.weight = weights[name]
         self._record(*rows)
 
     def _judge_ensemble(self, name: str, model: EnsembleModel, judged: np.ndarray,
@@ -381,15 +379,10 @@ class AutoSearch:
             if self._run is not None:
                 save_choice(self._run, predictor, evidence)
 
-    @staticmethod
-    def _row(name: str, value: float | None, status: str) -> dict[str, Any]:
-        return {"candidate": name, "status": status, "val_metric": value, "fit_s": None,
-                "predict_s_per_1k": None, "chosen": False, "single_modality": False}
-
-    def _record(self, *rows: dict[str, Any]) -> None:
+    def _record(self, *rows: LeaderboardRow) -> None:
         self.leaderboard_.extend(rows)
         for r in self.leaderboard_:
-            r["chosen"] = r["candidate"] == self.best_name_
+            r.chosen = r.candidate == self.best_name_
         if self._run is not None:
             self._write()
 
