@@ -34,7 +34,7 @@ from sklearn.pipeline import make_union
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import RESULTS, write_result
-from benchmarks.datasets import SETS
+from benchmarks.datasets import SETS, smoke_set
 from benchmarks.quality import frozen_features, run_logistic_regression, scores
 from mmfuse import Config, DataConfig
 from mmfuse.auto import AutoSearch
@@ -181,32 +181,37 @@ def cross_fitted(search: AutoSearch, repeats: int = 3) -> dict[str, float] | Non
     return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--preset", default="medium")
     parser.add_argument("--math-vision", default=None, help="MATH-V folder (original layout)")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few easy-VQA rows, preset fast for 30 s; writes nothing")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sets, args.preset = "easy-vqa", "fast"
     results: dict[str, Any] = {"preset": args.preset, "sets": {}}
     previous = RESULTS / "auto.json"
-    if previous.exists():  # `--sets emoji` re-measures one set and keeps the others
+    if previous.exists() and not args.smoke:  # `--sets emoji` re-measures one, keeps others
         results["sets"] = json.loads(previous.read_text()).get("sets", {})
     for name in args.sets.split(","):
-        train, test, columns = (SETS[name](args.math_vision) if name == "math-vision" and
+        train, test, columns = (smoke_set() if args.smoke else
+                                SETS[name](args.math_vision) if name == "math-vision" and
                                 args.math_vision else SETS[name]())
         # A new user's first run: an empty feature cache, of this set's own
         cold = tempfile.mkdtemp(prefix="mmfuse-cold-cache-")
         search = AutoSearch(Config(data=DataConfig(**columns), cache_dir=cold), args.preset,
-                            keep_candidates=True)
+                            time_limit=30 if args.smoke else None, keep_candidates=True)
         started = time.perf_counter()
         search.fit(train)
         wall = time.perf_counter() - started
         rows: dict[str, dict[str, Any]] = {}
         for candidate, predictor in search.candidates_.items():
             metrics = predictor.evaluate(test)
-            board = next(r for r in search.leaderboard_ if r["candidate"] == candidate)
+            board = next(r for r in search.leaderboard_ if r.candidate == candidate)
             rows[candidate] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                               "val_metric": board["val_metric"], "train_seconds": board["fit_s"],
+                               "val_metric": board.val_metric, "train_seconds": board.fit_s,
                                "chosen": candidate == search.best_name_}
         rows["sklearn LR on frozen features"] = run_logistic_regression(train, test, columns, None)
         rows["sklearn TF-IDF + LR (text)"] = run_tfidf(train, test, columns, with_image=False)
@@ -222,18 +227,18 @@ def main() -> None:
             "val_metric": rows[search.best_name_]["val_metric"], "train_seconds": None,
             "chosen": True, "candidate": search.best_name_}
         rows[search.best_name_]["chosen"] = False
-        singles = [rows[r["candidate"]]["macro_f1"] for r in search.leaderboard_
-                   if r["single_modality"] and r["candidate"] in rows]
+        singles = [rows[r.candidate]["macro_f1"] for r in search.leaderboard_
+                   if r.single_modality and r.candidate in rows]
         # A fusion the time limit cut after fewer folds is scored on fewer rows than the
         # singles: its validation score is not comparable to theirs, so it is listed apart.
-        networks = [r for r in search.leaderboard_ if r.get("model") and r["val_metric"] is not None]
-        every_fold = max(r.get("folds", 1) for r in networks)
-        fusions = [r for r in networks if not r["single_modality"]
-                   and r.get("folds", 1) == every_fold]
-        cut_short = [r["candidate"] for r in networks if not r["single_modality"]
-                     and r.get("folds", 1) < every_fold]
-        single_val = max(r["val_metric"] for r in search.leaderboard_ if r["single_modality"]
-                         and r["val_metric"] is not None)
+        networks = [r for r in search.leaderboard_ if r.model and r.val_metric is not None]
+        every_fold = max(r.folds or 1 for r in networks)
+        fusions = [r for r in networks if not r.single_modality
+                   and (r.folds or 1) == every_fold]
+        cut_short = [r.candidate for r in networks if not r.single_modality
+                     and (r.folds or 1) < every_fold]
+        single_val = max(r.val_metric for r in search.leaderboard_ if r.single_modality
+                         and r.val_metric is not None)
         sklearn = [v["macro_f1"] for k, v in rows.items() if k.startswith("sklearn")]
         fixed = [v["macro_f1"] for k, v in rows.items()
                  if not k.startswith("sklearn") and k != "auto mode's choice"]
@@ -243,7 +248,7 @@ def main() -> None:
             "feature_cache": "cold (empty at the start)",
             "frozen_features_s": round(search.encoding_.seconds, 1),
             "time_limit_honoured": wall <= 1.1 * search.time_limit,
-            "skipped": [r["candidate"] for r in search.leaderboard_ if r["val_metric"] is None],
+            "skipped": [r.candidate for r in search.leaderboard_ if r.val_metric is None],
             "auto_test_macro_f1": auto["macro_f1"],
             "auto_beats_best_single_modality_on_test": auto["macro_f1"] >= max(singles),
             "auto_beats_every_sklearn_baseline_on_test": auto["macro_f1"] >= max(sklearn),
@@ -255,17 +260,17 @@ def main() -> None:
             # judged as the search judges (out of fold on small data), and on the test rows;
             # the fusions that finished every fold
             "every_fusion_at_least_best_single_modality_on_validation": all(
-                r["val_metric"] >= single_val for r in fusions),
+                r.val_metric >= single_val for r in fusions),
             "every_fusion_at_least_best_single_modality_on_test": all(
-                rows[r["candidate"]]["macro_f1"] >= max(singles) for r in fusions),
+                rows[r.candidate]["macro_f1"] >= max(singles) for r in fusions),
             # issue 16's item 4: each fusion against the single modalities of its own encoders
             # (a fine-tuned MiniLM is not part of a fusion of frozen encoders)
             "every_fusion_at_least_its_own_single_modalities_on_validation": all(
-                r["val_metric"] >= max(s["val_metric"] for s in singles_of(search.leaderboard_,
-                                                                           r["model"]))
+                r.val_metric >= max(s.val_metric for s in singles_of(search.leaderboard_,
+                                                                           r.model))
                 for r in fusions),
-            "ensemble_weights": {r["candidate"].removeprefix("member: "): r["weight"]
-                                 for r in search.leaderboard_ if r.get("weight")},
+            "ensemble_weights": {r.candidate.removeprefix("member: "): r.weight
+                                 for r in search.leaderboard_ if r.weight},
             "auto_wall_within_3_minutes": wall <= 180,
             "cross_fitted_macro_f1": cross_fitted(search),
             "auto_minus_stacking_anchor_on_test": paired_difference(
@@ -289,8 +294,9 @@ def main() -> None:
         print(f"auto minus the stacking anchor on the test rows: {gap['difference']:+.4f} "
               f"(90 % bootstrap interval {gap['interval_90'][0]:+.4f} to "
               f"{gap['interval_90'][1]:+.4f})")
-        path = write_result("auto", results)  # after every set: a long run keeps what it has
-    print(f"\nwritten to {path}")
+        if not args.smoke:  # after every set: a long run keeps what it has
+            print(f"\nwritten to {write_result('auto', results)}")
+    return results
 
 
 if __name__ == "__main__":

@@ -85,3 +85,17 @@ def math_vision(folder: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame,
 
 
 SETS = {"easy-vqa": easy_vqa, "emoji": emoji, "math-vision": math_vision}
+
+
+def smoke_set(rows: int = 90) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """easy-VQA's three commonest answers, ``rows`` training rows and a third as many test
+    rows: every step of a benchmark in seconds (``--smoke``), no figure worth reading."""
+    train, test, columns = easy_vqa()
+    label = columns["label_col"]
+    common = train[label].value_counts().index[:3]
+
+    def few(frame: pd.DataFrame, n: int) -> pd.DataFrame:
+        kept = frame[frame[label].isin(common)]
+        return kept.groupby(label).head(n // 3).reset_index(drop=True)
+
+    return few(train, rows), few(test, rows // 3), columns

@@ -2,8 +2,8 @@
 do instead (scikit-learn logistic regression on the standardised, concatenated frozen
 embeddings). Same data, same split, one run, the same settings for every dataset.
 
-Run: .venv/bin/python -m benchmarks.quality [--sets easy-vqa,emoji]
-(writes benchmarks/results/quality.json)
+Run: .venv/bin/python -m benchmarks.quality [--sets easy-vqa,emoji] [--smoke]
+(writes benchmarks/results/quality.json; --smoke: a few rows, one epoch, writes nothing)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import write_result
-from benchmarks.datasets import SETS
+from benchmarks.datasets import SETS, smoke_set
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, Predictor, TrainConfig
 from mmfuse.encoders import create_encoder
 from mmfuse.features.cache import FeatureCache, default_cache_dir
@@ -29,11 +29,12 @@ IMAGE_SIZE = 128  # both sets have 64 px images
 TRAIN = {"epochs": 10, "batch_size": 128}  # one setting for every set: no per-dataset tuning
 
 
-def config(columns: dict, fusion: str | None = None, modalities: list[str] | None = None) -> Config:
+def config(columns: dict, fusion: str | None = None, modalities: list[str] | None = None,
+           settings: dict | None = None) -> Config:
     cfg = Config(data=DataConfig(**columns),
                  model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0",
                                                                image_size=IMAGE_SIZE)),
-                 train=TrainConfig(**TRAIN))
+                 train=TrainConfig(**(settings or TRAIN)))
     if fusion:
         cfg.model.fusion = fusion
     if modalities:
@@ -88,20 +89,24 @@ def run_logistic_regression(
     return scores(test[columns["label_col"]], predicted, seconds)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", default=",".join(SETS))
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="a few rows; writes nothing")
+    args = parser.parse_args(argv)
     default_fusion = Config().model.fusion
-    results: dict[str, Any] = {"default_fusion": default_fusion, "settings": TRAIN,
+    settings = {**TRAIN, "epochs": 1} if args.smoke else TRAIN
+    results: dict[str, Any] = {"default_fusion": default_fusion, "settings": settings,
                                "image_size": IMAGE_SIZE, "sets": {}}
-    for name in args.sets.split(","):
-        train, test, columns = SETS[name]()
+    for name in ["easy-vqa"] if args.smoke else args.sets.split(","):
+        train, test, columns = smoke_set() if args.smoke else SETS[name]()
         rows: dict[str, dict[str, float]] = {}
         for fusion in FUSIONS.names():
-            rows[f"fusion {fusion}"] = run_mmfuse(train, test, config(columns, fusion))
-        rows["image only"] = run_mmfuse(train, test, config(columns, modalities=["image"]))
-        rows["text only"] = run_mmfuse(train, test, config(columns, modalities=["text"]))
+            rows[f"fusion {fusion}"] = run_mmfuse(train, test, config(columns, fusion,
+                                                                      settings=settings))
+        for kind in ("image", "text"):
+            rows[f"{kind} only"] = run_mmfuse(train, test, config(
+                columns, modalities=[kind], settings=settings))
         rows["sklearn logistic regression"] = run_logistic_regression(train, test, columns)
         default = rows[f"fusion {default_fusion}"]["macro_f1"]
         best_single = max(rows["image only"]["macro_f1"], rows["text only"]["macro_f1"])
@@ -117,8 +122,9 @@ def main() -> None:
             mark = "  <- default" if model == f"fusion {default_fusion}" else ""
             print(f"{model:<30}{values['accuracy']:>10.4f}{values['macro_f1']:>10.4f}"
                   f"{values['train_seconds']:>10.1f}{mark}")
-    path = write_result("quality", results)
-    print(f"\nwritten to {path}")
+    if not args.smoke:
+        print(f"\nwritten to {write_result('quality', results)}")
+    return results
 
 
 if __name__ == "__main__":

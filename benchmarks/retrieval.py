@@ -5,12 +5,15 @@ easy-VQA ships no captions, so each image gets two, written from its own questio
 so text->image Recall@1 is bounded by 1 / (images per caption); the random baseline is
 printed beside every number.
 
-Run: .venv/bin/python -m benchmarks.retrieval   (writes benchmarks/results/retrieval.json)
+Run: .venv/bin/python -m benchmarks.retrieval [--smoke]   (writes
+benchmarks/results/retrieval.json; --smoke: a few pairs, one epoch, writes nothing)
 """
 
 from __future__ import annotations
 
+import argparse
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,12 +48,12 @@ def easy_vqa_captions(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def config(task: str) -> Config:
+def config(task: str, epochs: int = 10) -> Config:
     return Config(
         data=DataConfig(image_cols=["image"], text_cols=["caption"], task=task),
         model=ModelConfig(image_encoder=EncoderConfig("efficientnet-lite0", image_size=128),
                           text_encoder=EncoderConfig("minilm"), fusion="concat"),
-        train=TrainConfig(epochs=10, batch_size=128),
+        train=TrainConfig(epochs=epochs, batch_size=128),
     )
 
 
@@ -68,20 +71,26 @@ def search_speed(n: int = 100_000, dim: int = 256, queries: int = 200) -> dict[s
             "p95_ms": 1000 * float(np.percentile(times, 95))}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a few pairs; writes nothing")
+    args = parser.parse_args(argv)
     dataset = DATASETS.get("easy-vqa")()
     train = easy_vqa_captions(dataset.splits["train"])
     test = easy_vqa_captions(dataset.splits["test"])
+    epochs = 10
+    if args.smoke:
+        train, test, epochs = train.head(64), test.head(32), 1
     started = time.perf_counter()
-    retrieval = RetrievalPredictor(config("retrieval")).fit(train)
+    retrieval = RetrievalPredictor(config("retrieval", epochs)).fit(train)
     retrieval_seconds = time.perf_counter() - started
     recall = retrieval.evaluate(test)
     started = time.perf_counter()
-    matching = Predictor(config("matching")).fit(train)
+    matching = Predictor(config("matching", epochs)).fit(train)
     matching_seconds = time.perf_counter() - started
     match = matching.evaluate(test)
-    speed = search_speed()
-    path = write_result("retrieval", {
+    speed = search_speed(1000, queries=5) if args.smoke else search_speed()
+    result = {
         "data": {"train_pairs": len(train), "test_pairs": len(test),
                  "test_images": int(test["image"].nunique())},
         "retrieval": {k: v for k, v in recall.items() if not isinstance(v, dict)},
@@ -89,13 +98,15 @@ def main() -> None:
         "matching": {k: match[k] for k in ("auroc", "accuracy", "f1")},
         "matching_train_seconds": matching_seconds,
         "search_100k": speed,
-    })
+    }
     print(f"{'metric':<14}{'mmfuse':>10}{'random':>10}")
     for key in ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10"):
         print(f"{key:<14}{recall[key]:>10.3f}{recall['random'][key]:>10.3f}")
     print(f"matching AUROC {match['auroc']:.3f}  accuracy {match['accuracy']:.3f}")
     print(f"exact search over 100k x 256: p50 {speed['p50_ms']:.1f} ms, p95 {speed['p95_ms']:.1f} ms")
-    print(f"written to {path}")
+    if not args.smoke:
+        print(f"written to {write_result('retrieval', result)}")
+    return result
 
 
 if __name__ == "__main__":

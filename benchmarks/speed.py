@@ -11,11 +11,13 @@
   on 40 batches and extrapolated to the same epochs;
 - memory: peak RSS of training, and of predicting 1,000 and 10,000 rows (own processes).
 
-Run: .venv/bin/python -m benchmarks.speed   (writes benchmarks/results/speed.json)
+Run: .venv/bin/python -m benchmarks.speed [--smoke]   (writes benchmarks/results/speed.json;
+--smoke: a few rows and repeats, for the test suite; writes nothing)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -122,14 +124,20 @@ def peak_rss_mb(code: str) -> float:
     return int(output.strip().splitlines()[-1].split()[1]) / 1024
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a few rows; writes nothing")
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     dataset = DATASETS.get("easy-vqa")()
     train, test = dataset.splits["train"], dataset.splits["test"]
-    result: dict[str, Any] = {"threads": torch.get_num_threads(), "epochs": EPOCHS}
+    # smoke: every step on a few rows, each timing repeated a few times
+    rows, new_rows, repeats, n_epochs = (96, 16, 3, 2) if args.smoke else (None, 1000, 30, EPOCHS)
+    train = train.head(rows) if rows else train
+    result: dict[str, Any] = {"threads": torch.get_num_threads(), "epochs": n_epochs}
     with tempfile.TemporaryDirectory(prefix="mmfuse-speed-") as temp:
         cold = str(Path(temp) / "cache")
-        predictor, fit_seconds = timed(Predictor(config(cold)).fit, train)
+        predictor, fit_seconds = timed(Predictor(config(cold, n_epochs)).fit, train)
         epochs = [row["seconds"] for row in predictor.history_]
         first_epoch = fit_seconds - sum(epochs[1:])
         distinct_images = sorted(set(train["image"]))
@@ -150,7 +158,7 @@ def main() -> None:
         result["cache"]["second_fit_seconds_one_epoch"] = second_seconds
 
         # prediction on 1,000 images the cache has never seen
-        new = test.drop_duplicates("image").head(1000)
+        new = test.drop_duplicates("image").head(new_rows)
         with predictor.feature_cache(FeatureCache(Path(temp) / "predict-cache")):
             _, predict_seconds = timed(predictor.predict, new)
         test_decoded = [predictor.model_.encoders["image"].transform(open_image(p))
@@ -168,10 +176,10 @@ def main() -> None:
         model = predictor.model_
         batch = items_batch({m: model.encoder_for(m) for m in model.modalities}, [item])
         with torch.inference_mode():
-            bare = [timed(model, batch)[1] for _ in range(30)]
-        served = [timed(engine.predict, [item])[1] for _ in range(30)]
+            bare = [timed(model, batch)[1] for _ in range(repeats)]
+        served = [timed(engine.predict, [item])[1] for _ in range(repeats)]
         with predictor.feature_cache(FeatureCache(None)):  # no cache: the encoders run each call
-            library = [timed(predictor.predict, row)[1] for _ in range(10)]
+            library = [timed(predictor.predict, row)[1] for _ in range(repeats)]
         result["latency_batch_1"] = {
             "bare_model_ms": 1000 * float(np.median(bare)),
             "serving_engine_ms": 1000 * float(np.median(served)),
@@ -180,16 +188,16 @@ def main() -> None:
             "predict_over_bare": float(np.median(library) / np.median(bare)),
             "target": "<= 1.2"}
 
-        tutorial_epoch = handwritten_epoch_seconds(predictor, train)
+        tutorial_epoch = handwritten_epoch_seconds(predictor, train, 1 if args.smoke else 40)
         result["handwritten_loop"] = {
             "seconds_per_epoch_extrapolated": tutorial_epoch,
-            "seconds_for_same_epochs": tutorial_epoch * EPOCHS, "mmfuse_fit_seconds": fit_seconds,
-            "ratio": tutorial_epoch * EPOCHS / fit_seconds}
+            "seconds_for_same_epochs": tutorial_epoch * n_epochs,
+            "mmfuse_fit_seconds": fit_seconds, "ratio": tutorial_epoch * n_epochs / fit_seconds}
 
         # memory, each in its own process (warm cache)
         manifest = Path(temp)
-        test.sample(1000, random_state=0).to_csv(manifest / "p1k.csv", index=False)
-        pd.concat([test] * 2).head(10000).to_csv(manifest / "p10k.csv", index=False)
+        test.sample(new_rows, random_state=0).to_csv(manifest / "p1k.csv", index=False)
+        pd.concat([test] * 2).head(10 * new_rows).to_csv(manifest / "p10k.csv", index=False)
         predictor.save(manifest / "model")
         load = (f"from mmfuse import Predictor, Config\n"
                 f"p = Predictor.load({str(manifest / 'model')!r})\np.config.cache_dir = {cold!r}\n")
@@ -198,14 +206,15 @@ def main() -> None:
                 "from benchmarks.speed import config\nfrom mmfuse import Predictor\n"
                 "from mmfuse.data.builtin import DATASETS\n"
                 f"Predictor(config({cold!r}, epochs=2)).fit(DATASETS.get('easy-vqa')()"
-                ".splits['train'])"),
+                f".splits['train']{f'.head({rows})' if rows else ''})"),
             "predict_1k_peak_rss": peak_rss_mb(load + f"p.predict({str(manifest / 'p1k.csv')!r})"),
             "predict_10k_peak_rss": peak_rss_mb(
                 load + f"p.predict({str(manifest / 'p10k.csv')!r})"),
         }
-    path = write_result("speed", result)
     print(json.dumps(result, indent=2, default=float))
-    print(f"written to {path}")
+    if not args.smoke:
+        print(f"written to {write_result('speed', result)}")
+    return result
 
 
 if __name__ == "__main__":

@@ -132,15 +132,15 @@ def auto(train: pd.DataFrame, test: pd.DataFrame, columns: dict, preset: str,
             "time_limit_s": search.time_limit, "cache": "cold (fresh folder)"}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", default="listing,math-vision")
     parser.add_argument("--preset", default="medium")
     parser.add_argument("--math-vision", default=None, help="MATH-V folder (original layout)")
     parser.add_argument("--listing-rows", type=int, default=2000)
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny listing table, fast preset, a 30 s limit: checks it runs")
-    args = parser.parse_args()
+                        help="tiny listing table, fast preset, a 30 s limit; writes nothing")
+    args = parser.parse_args(argv)
     results: dict[str, Any] = {"preset": args.preset, "sets": {}}
     for name in args.sets.split(","):
         if args.smoke:
@@ -169,10 +169,10 @@ def main() -> None:
             extra = "" if isinstance(value, float) else (
                 f"  chose {value['chosen']}, {value['wall_s']} s, cold cache")
             print(f"  {model:<48}{score:.4f}{extra}")
-        path = write_result("tabular_smoke" if args.smoke else "tabular", results)  # each set
         if args.smoke:
             break
-    print(f"\nwritten to {path}")
+        print(f"\nwritten to {write_result('tabular', results)}")  # after each set
+    return results
 
 
 if __name__ == "__main__":

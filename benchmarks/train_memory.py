@@ -14,7 +14,8 @@ texts, labels: ~150-300 bytes a row in pandas) and hashes every input once.
 
 Run: .venv/bin/python -m benchmarks.train_memory [--sizes 100000,1000000,3000000]
      [--folder /big/disk]   (writes benchmarks/results/train_memory.json; needs ~6.7 GB of
-     free disk per million rows, deleted after each size)
+     free disk per million rows, deleted after each size; --smoke: one tiny size, writes
+     nothing)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,7 +126,7 @@ def train_one_epoch(folder: Path, rows: int) -> dict:
     labels = torch.randint(CLASSES, (rows,), generator=torch.Generator().manual_seed(0))
     train_set = MultimodalDataset({m: StoredTable(s, index, present) for m, s in stored.items()},
                                   labels)
-    val_set = train_set.subset(torch.arange(VALIDATION_ROWS))
+    val_set = train_set.subset(torch.arange(min(VALIDATION_ROWS, rows)))
     validation_seconds = []
 
     def validate(model) -> dict[str, float]:
@@ -153,12 +155,13 @@ def run_child(step: str, folder: Path, rows: int) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--folder", default=None, help="where the synthetic cache is written")
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    parser.add_argument("--smoke", action="store_true", help="one tiny size; writes nothing")
+    args = parser.parse_args(argv)
+    sizes = [SHARD_ITEMS] if args.smoke else [int(s) for s in args.sizes.split(",")]
     runs = []
     for rows in sizes:
         folder = Path(tempfile.mkdtemp(prefix="mmfuse-train-memory-", dir=args.folder))
@@ -186,7 +189,9 @@ def main() -> None:
     }
     print(f"peak RSS x{summary['peak_rss_growth']:.2f} for {sizes[-1] // sizes[0]}x the rows; "
           f"rows/s spread {summary['rows_per_second_spread']:.0%}")
-    print(f"written to {write_result('train_memory', summary)}")
+    if not args.smoke:
+        print(f"written to {write_result('train_memory', summary)}")
+    return summary
 
 
 if __name__ == "__main__":
