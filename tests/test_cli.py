@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_rows
 from typer.testing import CliRunner
 
+from mmfuse import Predictor
 from mmfuse.cli import app
 from mmfuse.fusion import FUSIONS
 
@@ -59,7 +61,13 @@ def test_every_fusion_from_the_cli(tmp_path: Path, tiny_csv: Path, fusion: str) 
     code, output = cli("train", "--data", str(tiny_csv), "--out", str(tmp_path / "r"),
                        "--epochs", "1", "--fusion", fusion, *TINY)
     assert code == 0, output
-    assert f"fusion: {fusion}" in (tmp_path / "r" / "config.yaml").read_text()
+    code, output = cli("predict", str(tmp_path / "r"), "--data", str(tiny_csv), "--output",
+                       str(tmp_path / "p.csv"))
+    assert code == 0, output
+    written = pd.read_csv(tmp_path / "p.csv")
+    expected = Predictor.load(tmp_path / "r").predict_proba(tiny_csv)
+    np.testing.assert_allclose(written[[f"p_{c}" for c in expected.columns]].to_numpy(),
+                               expected.to_numpy(), atol=1e-6)  # the CSV's decimal digits
 
 
 def test_user_errors_are_clear_and_without_traceback(tmp_path: Path, tiny_csv: Path) -> None:

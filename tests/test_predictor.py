@@ -107,13 +107,49 @@ def test_modality_dropout_lets_one_modality_predict_alone(tmp_path, tiny_csv) ->
     assert (out["weight_caption"] == 0).all() and np.allclose(out["weight_image"], 1.0)
 
 
-@pytest.mark.parametrize("fusion", FUSIONS.names())
-def test_every_fusion_trains_from_python(tmp_path, tiny_csv, fusion) -> None:
-    cfg = tiny_config(tmp_path, fusion=fusion)
+@pytest.mark.parametrize("kind", [*FUSIONS.names(), "dual encoder", "ensemble"])
+def test_every_fusion_and_model_kind_reloads_with_the_same_outputs(tmp_path, tiny_csv,
+                                                                  kind) -> None:
+    """Trained (dropout on, an uneven last batch: 120 rows in batches of 16), saved, loaded
+    in a new estimator: the same probabilities (or embeddings) for files and for items."""
+    from PIL import Image
+
+    from mmfuse.data.rows import read_rows
+    from mmfuse.ensemble.inputs import View
+    from mmfuse.ensemble.model import EnsembleModel
+    from mmfuse.features.cache import FeatureCache
+    from mmfuse.retrieval.predictor import RetrievalPredictor
+
+    rows = pd.read_csv(tiny_csv)
+    cfg = tiny_config(tmp_path, fusion=kind if kind in FUSIONS.names() else "concat")
     cfg.train.epochs = 1
-    predictor = Predictor(cfg).fit(tiny_csv)
-    assert type(predictor.model_.fusion) is FUSIONS.get(fusion)
-    assert len(predictor.predict(tiny_csv)) == 120
+    if kind == "dual encoder":
+        cfg.data.task = "retrieval"
+        trained = RetrievalPredictor(cfg).fit(tiny_csv)
+        trained.save(tmp_path / "model")
+        loaded = RetrievalPredictor.load(tmp_path / "model")
+        paths = [str(tiny_csv.parent / p) for p in rows["image"].head(5)]
+        torch.testing.assert_close(loaded.embed_images(paths), trained.embed_images(paths),
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(loaded.embed_texts(rows["caption"].tolist()),
+                                   trained.embed_texts(rows["caption"].tolist()), rtol=0, atol=0)
+        return
+    if kind == "ensemble":
+        validated = read_rows(tiny_csv, cfg, tmp_path, base_dir=tiny_csv.parent)
+        halves = np.arange(len(validated)) % 2
+        folds = [(np.flatnonzero(halves != k), np.flatnonzero(halves == k)) for k in (0, 1)]
+        model, _ = EnsembleModel.fit(cfg, validated, [View("tfidf-char"), View("tfidf-word")],
+                                     folds, FeatureCache(tmp_path / "cache"))
+        trained = Predictor.of(model)
+    else:
+        trained = Predictor(cfg).fit(tiny_csv)
+    trained.save(tmp_path / "model")
+    loaded = Predictor.load(tmp_path / "model")
+    pd.testing.assert_frame_equal(loaded.predict_proba(tiny_csv), trained.predict_proba(tiny_csv))
+    items = [{"image": Image.open(tiny_csv.parent / p).convert("RGB"), "caption": c}
+             for p, c in zip(rows["image"].head(3), rows["caption"].head(3), strict=True)]
+    np.testing.assert_array_equal(loaded.fitted_.predict_items(items)[0],
+                                  trained.fitted_.predict_items(items)[0])
 
 
 def test_regression_task(tmp_path) -> None:
