@@ -21,7 +21,7 @@ from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.ensemble.trees import TreeMember
 from mmfuse.features.cache import FeatureCache
 from mmfuse.serving.export import export_onnx
-from mmfuse.serving.tree_graph import TreeGraph
+from mmfuse.ensemble.tree_graph import TreeGraph
 from mmfuse.tasks import get_task
 
 
@@ -52,7 +52,7 @@ def test_boosted_trees_as_tensors_predict_as_scikit_learn(n_classes: int | None)
         # one class more in the ensemble than the trees saw: its probability is 0
         member = TreeMember([str(c) for c in range(n_classes + 1)], model=model)
         expected = np.c_[model.predict_proba(test), np.zeros(len(test))]
-    actual = TreeGraph(member)(torch.from_numpy(test)).numpy()
+    actual = TreeGraph(member).trees(torch.from_numpy(test)).numpy()
     np.testing.assert_allclose(actual, expected, atol=1e-6)
 
 

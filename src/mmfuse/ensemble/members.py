@@ -21,9 +21,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 from threadpoolctl import threadpool_limits
 
-from mmfuse.config import EncoderConfig
+from mmfuse.config import Config, EncoderConfig
 from mmfuse.data.tabular import TabularEncoding
+from mmfuse.encoders.base import Encoder
 from mmfuse.ensemble.inputs import MemberInputs, View
+from mmfuse.ensemble.member_graph import MemberGraph
 
 TFIDF = {"tfidf-char": ("char_wb", (1, 3)), "tfidf-word": ("word", (1, 2))}
 WORDS = {"word": {"token_pattern": r"(?u)\b\w+\b"}, "char_wb": {}}  # one-letter words count
@@ -83,6 +85,12 @@ class LinearMember:
 
     def save(self, directory: Path) -> None:
         """Nothing beside its arrays, which the ensemble's safetensors file holds."""
+
+    def graph(self, config: Config, encoders: dict[str, Encoder]) -> MemberGraph:
+        """The member as a module, for one exported graph (``linear_graph.py``)."""
+        from mmfuse.ensemble.linear_graph import LinearGraph
+
+        return LinearGraph(self, config, encoders)
 
     def parameters(self) -> int:
         """Fitted coefficients."""

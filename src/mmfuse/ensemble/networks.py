@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
+from mmfuse.config import Config
 from mmfuse.encoders.base import Encoder
 from mmfuse.ensemble.inputs import MemberInputs
+from mmfuse.ensemble.member_graph import MemberGraph, Reader
 from mmfuse.errors import CheckpointError
 from mmfuse.fitted_model import FittedModel
 
@@ -67,10 +71,41 @@ class NetworkMember:
                                       "ensemble around it; re-save or retrain")
         return cls(name, models)
 
+    def graph(self, config: Config, encoders: dict[str, Encoder]) -> MemberGraph:
+        """The fold models as one module, for one exported graph."""
+        return NetworkGraph(self)
+
     def parameters(self) -> int:
         """Trained parameters of every fold (frozen encoders, shared, not counted)."""
         return sum(p.numel() for fold in self.folds for p in fold.model.parameters()
                    if p.requires_grad)
+
+
+class NetworkGraph(MemberGraph):
+    """The fold models' probabilities, averaged; each fold model reads a frozen encoder's
+    features (computed once for every member that reads them) or a trained encoder's
+    prepared inputs."""
+
+    def __init__(self, member: NetworkMember) -> None:
+        super().__init__()
+        self.folds = nn.ModuleList([fold.model for fold in member.folds])
+
+    def reads(self) -> list[tuple[str, Encoder]]:
+        return [(m, model.encoder_for(m)) for model in self.folds for m in model.modalities]
+
+    def forward(self, reader: Reader) -> torch.Tensor:  # type: ignore[override]
+        outputs = []
+        for model in self.folds:
+            batch = {}
+            for m in model.modalities:
+                encoder = model.encoder_for(m)
+                inputs = (reader.encoded(m, encoder)._asdict() if encoder.frozen
+                          else reader.prepared(m, encoder))
+                first = next(v for v in inputs.values() if v is not None)
+                batch[m] = {**inputs, "present": torch.ones(first.shape[0], dtype=torch.bool,
+                                                            device=first.device)}
+            outputs.append(model.head.probabilities(model(batch).logits))
+        return torch.stack(outputs).mean(0)
 
 
 def share_frozen_encoders(fitted: FittedModel, shared: dict[str, Encoder]) -> FittedModel:

@@ -19,8 +19,12 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
+from mmfuse.config import Config
 from mmfuse.data.tabular import TabularEncoding
+from mmfuse.encoders.base import Encoder
 from mmfuse.ensemble.inputs import MemberInputs, View
+from mmfuse.ensemble.member_graph import MemberGraph
+from mmfuse.ensemble.tree_graph import TreeGraph
 from mmfuse.errors import CheckpointError
 
 TREES_FILE = "trees.skops"
@@ -80,6 +84,10 @@ class TreeMember:
         out = np.zeros((len(known), len(self.classes)))
         out[:, self.model.classes_.astype(int)] = known
         return out
+
+    def graph(self, config: Config, encoders: dict[str, Encoder]) -> MemberGraph:
+        """The trees as a module, for one exported graph (``tree_graph.py``)."""
+        return TreeGraph(self)
 
     def parameters(self) -> int:
         """Nodes of every tree."""

@@ -22,7 +22,7 @@ Frozen encoders run once per input in the graph, however many members read them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,13 +31,9 @@ from torch import nn
 
 from mmfuse.encoders.base import Encoder, run_encoder
 from mmfuse.ensemble.inputs import MemberInputs
-from mmfuse.ensemble.members import TFIDF, LinearMember
-from mmfuse.ensemble.model import EnsembleModel, Member
-from mmfuse.ensemble.networks import NetworkMember
-from mmfuse.ensemble.trees import TreeMember
+from mmfuse.ensemble.model import EnsembleModel
 from mmfuse.features.assembly import make_dataset
 from mmfuse.scoring import PROBABILITY_FLOOR
-from mmfuse.serving.tree_graph import TreeGraph
 from mmfuse.types import EncoderOutput
 
 
@@ -61,63 +57,27 @@ def preparation(encoder: Encoder) -> str:
                       sort_keys=True, default=str)
 
 
-class NgramCounts(torch.autograd.Function):
-    """(B, K) n-gram ids (-1: padding) -> (B, V) counts; exported as ``TfIdfVectorizer``
-    in TF mode over the pool of every id, so the graph counts as ONNX defines it."""
+class PassReader:
+    """A ``Reader`` over one forward pass's named tensors; frozen encoders' features are
+    computed once per input, however many members read them."""
 
-    @staticmethod
-    def forward(ctx, ids: torch.Tensor, size: int) -> torch.Tensor:  # type: ignore[override]
-        counts = torch.zeros(ids.shape[0], size, dtype=torch.float32)
-        return counts.scatter_add_(1, ids.clamp(min=0), (ids >= 0).float())
+    def __init__(self, graph: EnsembleGraph, named: dict[str, torch.Tensor]) -> None:
+        self.graph, self.named = graph, named
+        self.encoded_: dict[tuple[str, str], EncoderOutput] = {}
 
-    @staticmethod
-    def symbolic(g, ids, size: int):  # type: ignore[no-untyped-def]
-        every = list(range(size))
-        return g.op("TfIdfVectorizer", ids, mode_s="TF", min_gram_length_i=1,
-                    max_gram_length_i=1, max_skip_count_i=0, ngram_counts_i=[0],
-                    ngram_indexes_i=every, pool_int64s_i=every)
+    def own(self, name: str) -> torch.Tensor:
+        return self.named[name]
 
+    def prepared(self, column: str, encoder: Encoder) -> dict[str, torch.Tensor]:
+        p = self.graph.prepared_for(column, encoder)
+        return {k: self.named[f"{p.name}.{k}"] for k in self.graph.keys[p.name]}
 
-class LinearGraph(nn.Module):
-    """A linear member: its view's features -> probabilities (values for regression)."""
-
-    def __init__(self, member: LinearMember) -> None:
-        super().__init__()
-        self.kind, self.multilabel = member.view.kind, member.multilabel
-        self.regression = member.classes is None
-        arrays = {k: torch.from_numpy(np.asarray(v, dtype=np.float32))
-                  for k, v in member.arrays.items() if k in ("idf", "mean", "scale", "coef",
-                                                             "intercept")}
-        for name, tensor in arrays.items():
-            self.register_buffer(name, tensor)
-        self.vocabulary_size = len(member.vocabulary)  # a plain int: the exporter traces shapes
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.kind in TFIDF:  # n-gram ids -> scikit-learn's sublinear, L2-normalised TF-IDF
-            counts = NgramCounts.apply(features, self.vocabulary_size)
-            tf = torch.where(counts > 0, 1 + torch.log(counts.clamp(min=1)), counts)
-            weighted = tf * self.idf
-            x = weighted / weighted.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        elif hasattr(self, "mean"):  # an encoder's pooled features, standardised
-            x = (features - self.mean) / self.scale
-        else:  # the tabular view: dense as prepared
-            x = features
-        outputs = x @ self.coef.T + self.intercept
-        if self.regression:
-            return outputs
-        return torch.sigmoid(outputs) if self.multilabel else torch.softmax(outputs, dim=1)
-
-
-@dataclass
-class Reads:
-    """What one member's graph reads: its own named input (n-gram ids, tabular features,
-    tree codes), or an encoder's features of each column, or (a network member) each fold
-    model's modalities' inputs."""
-
-    name: str = ""
-    encoder: Encoder | None = None
-    columns: list[Prepared] = field(default_factory=list)
-    folds: list[dict[str, Prepared]] = field(default_factory=list)
+    def encoded(self, column: str, encoder: Encoder) -> EncoderOutput:
+        p = self.graph.prepared_for(column, encoder)
+        key = (p.name, encoder.cache_key if encoder.frozen else str(id(encoder)))
+        if key not in self.encoded_:
+            self.encoded_[key] = run_encoder(encoder, self.prepared(column, encoder))
+        return self.encoded_[key]
 
 
 class EnsembleGraph(nn.Module):
@@ -128,14 +88,17 @@ class EnsembleGraph(nn.Module):
     def __init__(self, ensemble: EnsembleModel, rows: pd.DataFrame) -> None:
         super().__init__()
         self.ensemble = ensemble
+        self.graphs = nn.ModuleList([m.graph(ensemble.config, ensemble.encoders)
+                                     for m in ensemble.members])
         self.prepared: list[Prepared] = []
-        self.reads = [self._reads(member) for member in ensemble.members]
-        self.graphs = nn.ModuleList([graph_of(member) for member in ensemble.members])
+        for graph in self.graphs:
+            for column, encoder in graph.reads():
+                self.prepared_for(column, encoder)
         self.keys = {p.name: [k for k in self._batch(p, rows, first=1) if k != "present"]
                      for p in self.prepared}
-        self.input_names = sorted({r.name for r in self.reads if r.name}
-                                  | {f"{p.name}.{k}" for p in self.prepared
-                                     for k in self.keys[p.name]})
+        own = set().union(*(g.own_inputs(self._member_inputs(rows.head(1))) for g in self.graphs))
+        self.input_names = sorted(own | {f"{p.name}.{k}" for p in self.prepared
+                                         for k in self.keys[p.name]})
         stacker = ensemble.stacker
         self.stacking = stacker is not None
         for name, value in (stacker.state() if stacker is not None else {}).items():
@@ -148,23 +111,7 @@ class EnsembleGraph(nn.Module):
             shift if self.shifted else np.zeros(1), dtype=torch.float32))
 
     # ------------------------------------------------------------------ inputs
-    def _reads(self, member: Member) -> Reads:
-        if isinstance(member, NetworkMember):
-            return Reads(folds=[{m: self._prepared(m, fold.model.encoder_for(m))
-                                 for m in fold.model.modalities} for fold in member.folds])
-        if isinstance(member, TreeMember):
-            return Reads(name="tabular-trees.codes")
-        view = member.view
-        if view.kind in TFIDF:
-            return Reads(name=f"{view.kind}.ngram_ids")
-        if view.kind == "tabular":
-            return Reads(name="tabular.features")
-        data = self.ensemble.config.data
-        encoder = self.ensemble.encoders_by_name()[view.name]
-        columns = data.image_cols if view.kind == "image" else data.text_cols
-        return Reads(encoder=encoder, columns=[self._prepared(c, encoder) for c in columns])
-
-    def _prepared(self, column: str, encoder: Encoder) -> Prepared:
+    def prepared_for(self, column: str, encoder: Encoder) -> Prepared:
         """The named inputs of ``column`` through ``encoder``'s preparation: one set per
         distinct preparation of a column, shared by every member that reads it."""
         same_column = [p for p in self.prepared if p.column == column]
@@ -181,6 +128,10 @@ class EnsembleGraph(nn.Module):
                                self.ensemble.feature_cache(), False, use_cache=False)
         return dataset.__getitems__(list(range(first or len(rows))))[0][prepared.column]
 
+    def _member_inputs(self, rows: pd.DataFrame) -> MemberInputs:
+        return MemberInputs.from_rows(rows, self.ensemble.config, self.ensemble.feature_cache(),
+                                      self.ensemble.encoders)
+
     def inputs(self, rows: pd.DataFrame, first: int | None = None) -> list[torch.Tensor]:
         """The graph's inputs for validated ``rows`` with every cell present, in
         ``input_names`` order: what a user of the ONNX file feeds it. ``first``: of the first
@@ -190,18 +141,9 @@ class EnsembleGraph(nn.Module):
         for p in self.prepared:
             batch = self._batch(p, rows, first)
             named |= {f"{p.name}.{k}": batch[k] for k in self.keys[p.name]}
-        rows = rows.head(first) if first else rows
-        table = MemberInputs.from_rows(rows, self.ensemble.config, self.ensemble.feature_cache(),
-                                       self.ensemble.encoders)
-        for member, reads in zip(self.ensemble.members, self.reads, strict=True):
-            if reads.name.endswith("ngram_ids"):
-                named[reads.name] = ngram_ids(member, table.texts())  # type: ignore[arg-type]
-            elif reads.name == "tabular.features":
-                named[reads.name] = torch.from_numpy(
-                    member.tabular.dense(table.table()))  # type: ignore[union-attr]
-            elif reads.name:
-                named[reads.name] = torch.from_numpy(np.asarray(
-                    member.tabular.codes(table.table()), dtype=np.float64))  # type: ignore[union-attr]
+        member_inputs = self._member_inputs(rows.head(first) if first else rows)
+        for graph in self.graphs:
+            named |= graph.own_inputs(member_inputs)
         return [named[name] for name in self.input_names]
 
     def preparation(self) -> dict[str, str]:
@@ -210,38 +152,8 @@ class EnsembleGraph(nn.Module):
 
     # ------------------------------------------------------------------ graph
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        named = dict(zip(self.input_names, tensors, strict=True))
-        present = torch.ones(tensors[0].shape[0], dtype=torch.bool, device=tensors[0].device)
-        encoded: dict[tuple[str, str], EncoderOutput] = {}
-
-        def inputs_of(p: Prepared) -> dict[str, torch.Tensor]:
-            return {k: named[f"{p.name}.{k}"] for k in self.keys[p.name]}
-
-        def encode(p: Prepared, encoder: Encoder) -> EncoderOutput:
-            """A frozen encoder runs once per input, however many members read it."""
-            key = (p.name, encoder.cache_key if encoder.frozen else str(id(encoder)))
-            if key not in encoded:
-                encoded[key] = run_encoder(encoder, inputs_of(p))
-            return encoded[key]
-
-        outputs = []
-        for graph, reads in zip(self.graphs, self.reads, strict=True):
-            if reads.folds:  # the fold models' probabilities, averaged
-                folds = []
-                for model, layout in zip(graph, reads.folds, strict=True):
-                    batch = {}
-                    for m, p in layout.items():
-                        encoder = model.encoder_for(m)
-                        batch[m] = ({**encode(p, encoder)._asdict(), "present": present}
-                                    if encoder.frozen else {**inputs_of(p), "present": present})
-                    folds.append(model.head.probabilities(model(batch).logits))
-                outputs.append(torch.stack(folds).mean(0))
-            elif reads.encoder is not None:
-                outputs.append(graph(torch.cat([encode(p, reads.encoder).pooled.float()
-                                                for p in reads.columns], 1)))
-            else:
-                outputs.append(graph(named[reads.name]))
-        return self._combined(outputs)
+        reader = PassReader(self, dict(zip(self.input_names, tensors, strict=True)))
+        return self._combined([graph(reader) for graph in self.graphs])
 
     def _combined(self, outputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Members' outputs -> calibrated probabilities and the decision, as
@@ -266,21 +178,3 @@ class EnsembleGraph(nn.Module):
             return calibrated, calibrated.argmax(1)
         return calibrated, (torch.log(calibrated.clamp(PROBABILITY_FLOOR, 1.0))
                             + self.shift).argmax(1)
-
-
-def graph_of(member: Member) -> nn.Module:
-    """The member's computation as a module."""
-    if isinstance(member, NetworkMember):
-        return nn.ModuleList([fold.model for fold in member.folds])
-    if isinstance(member, TreeMember):
-        return TreeGraph(member)
-    return LinearGraph(member)
-
-
-def ngram_ids(member: LinearMember, texts: list[str]) -> torch.Tensor:
-    """(N, K) int64: each text's n-grams in the member's vocabulary, -1 padding (K >= 1)."""
-    analyse = member.vectorizer().build_analyzer()
-    index = {gram: i for i, gram in enumerate(member.vocabulary)}
-    rows = [[index[g] for g in analyse(text) if g in index] for text in texts]
-    width = max([len(r) for r in rows] + [1])
-    return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)

@@ -12,11 +12,16 @@ replaced by its rank among the training categories (unknown: missing): so does t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from torch import nn
 
-from mmfuse.ensemble.trees import TreeMember
+from mmfuse.ensemble.inputs import MemberInputs
+from mmfuse.ensemble.member_graph import MemberGraph, Reader
+
+if TYPE_CHECKING:
+    from mmfuse.ensemble.trees import TreeMember
 
 CATEGORIES = 256  # scikit-learn's categories are bin ids: uint8
 
@@ -27,12 +32,16 @@ def bitset_table(bitsets: np.ndarray) -> np.ndarray:
     return ((bitsets[:, values // 32] >> (values % 32).astype(np.uint32)) & 1).astype(bool)
 
 
-class TreeGraph(nn.Module):
-    """``codes`` (B, F) float64 (``TabularEncoding.codes``) -> (B, C) probabilities over the
-    ensemble's classes (a class the trees never saw at 0), or (B, 1) values (regression)."""
+class TreeGraph(MemberGraph):
+    """``tabular-trees.codes`` (B, F) float64 (``TabularEncoding.codes``) -> (B, C)
+    probabilities over the ensemble's classes (a class the trees never saw at 0), or (B, 1)
+    values (regression)."""
+
+    name = "tabular-trees.codes"
 
     def __init__(self, member: TreeMember) -> None:
         super().__init__()
+        self.tabular = member.tabular
         model = member.model
         assert model is not None, "a fitted member"
         trees = [p for iteration in model._predictors for p in iteration]
@@ -112,7 +121,16 @@ class TreeGraph(nn.Module):
                                                      .long())])
         return torch.cat([torch.stack(columns, 1), codes[:, self.ranked:]], 1)
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+    def own_inputs(self, inputs: MemberInputs) -> dict[str, torch.Tensor]:
+        assert self.tabular is not None
+        return {self.name: torch.from_numpy(np.asarray(self.tabular.codes(inputs.table()),
+                                                       dtype=np.float64))}
+
+    def forward(self, reader: Reader) -> torch.Tensor:  # type: ignore[override]
+        return self.trees(reader.own(self.name))
+
+    def trees(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, F) codes -> probabilities or values, as scikit-learn predicts them."""
         codes = self._preprocessed(codes.double())
         node = self.roots.unsqueeze(0).expand(codes.shape[0], -1)  # (B, T)
         for _ in range(self.depth):
