@@ -18,10 +18,10 @@ from mmfuse.data.rows import read_rows
 from mmfuse.ensemble.combine import Stacker, ValueStacker
 from mmfuse.ensemble.inputs import View
 from mmfuse.ensemble.model import EnsembleModel
+from mmfuse.ensemble.tree_graph import TreeGraph
 from mmfuse.ensemble.trees import TreeMember
 from mmfuse.features.cache import FeatureCache
 from mmfuse.serving.export import export_onnx
-from mmfuse.ensemble.tree_graph import TreeGraph
 from mmfuse.tasks import get_task
 
 

@@ -364,7 +364,7 @@ def test_a_network_draws_each_row_in_proportion_to_its_weight(tmp_path: Path,
                                                               monkeypatch) -> None:
     """The weights reach the sampler (times the class balance's own), which draws rows with
     replacement in proportion to them (``features/loaders.Shuffled``)."""
-    from mmfuse import fitted_model
+    from mmfuse import model_kinds
 
     drawn = {}
 
@@ -373,7 +373,7 @@ def test_a_network_draws_each_row_in_proportion_to_its_weight(tmp_path: Path,
         drawn["weights"] = weights
         raise SystemExit  # nothing more to see
 
-    monkeypatch.setattr(fitted_model, "train", recording_train)
+    monkeypatch.setattr(model_kinds, "train", recording_train)
     net = network_config(tmp_path, "concat", ["text", "tabular"])
     net.data.weight_col, net.data.val_fraction, net.train.imbalance = "w", 0.2, "sample"
     frame = conflicting(10.0, 1.0)

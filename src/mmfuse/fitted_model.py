@@ -32,12 +32,8 @@ from mmfuse.model_kinds import KINDS, ModelKind, kind_for
 from mmfuse.progress import CONSOLE
 from mmfuse.scoring import fit_temperature
 from mmfuse.tasks import Task, get_task, selection_metric
-from mmfuse.tasks.decision import fit_shift, label_score
-from mmfuse.training.decision_weights import fit_decision_weights
 from mmfuse.training.distributed import encoding_together, is_main_process
 from mmfuse.training.inference import run_model
-from mmfuse.training.stacking import fit_stack
-from mmfuse.training.trainer import train
 
 PREDICT_CHUNK = 8192  # rows whose features are in memory at once while predicting
 
@@ -130,27 +126,19 @@ class FittedModel(HoldsFeatureCache):
             scores = self.kind.score(self, model, val_rows, val_set, val_weights)
             return {k: v for k, v in scores.items() if isinstance(v, int | float)}
 
-        if self.model.trained_by_stacking:
-            if resume:
-                CONSOLE.print("stack: folds start over on --resume (they read cached features)")
-            state = fit_stack(self.model, train_set, val_set, cfg.train, deadline)
-        else:
-            weights = (self.task.sample_weights(train_rows["_target"].tolist(), cfg.train.imbalance)
-                       if "_target" in train_rows and self.classes is not None else None)
-            # Row weights draw each row in proportion to its weight: in expectation, its loss
-            # times its weight (with the class balance's own weights, their product).
-            given = row_weights(train_rows, cfg.data)
-            if given is not None:
-                weights = torch.tensor(given) * (weights if weights is not None else 1.0)
-            state = train(self.model, train_set, validate, cfg.train, self.metric, run, resume,
-                          weights, deadline=deadline)
+        weights = (self.task.sample_weights(train_rows["_target"].tolist(), cfg.train.imbalance)
+                   if "_target" in train_rows and self.classes is not None else None)
+        # Row weights draw each row in proportion to its weight: in expectation, its loss
+        # times its weight (with the class balance's own weights, their product).
+        given = row_weights(train_rows, cfg.data)
+        if given is not None:
+            weights = torch.tensor(given) * (weights if weights is not None else 1.0)
+        state = self.kind.train(self.model, train_set, val_set, validate, cfg.train, self.metric,
+                                run=run, resume=resume, weights=weights, deadline=deadline)
         self.history = state.history
-        fusion = getattr(self.model, "fusion", None)  # (a dual encoder has none)
-        if getattr(fusion, "weighs_on_held_out_rows", False) and len(val_rows):
-            weights = fit_decision_weights(self.model, val_set, self.targets(val_rows),
-                                           cfg.train.num_workers)
-            CONSOLE.print("modality weights fitted on the validation rows: " + ", ".join(
-                f"{m} {w:.2f}" for m, w in zip(fusion.modalities, weights.tolist(), strict=True)))
+        if len(val_rows):
+            self.kind.after_training(self.model, val_set, self.targets(val_rows),
+                                     cfg.train.num_workers)
         if cfg.train.calibrate:
             self.calibrate(val_rows, val_set)
         self.metrics = {"validation": self.kind.score(self, self.model, val_rows, val_set),
@@ -176,12 +164,9 @@ class FittedModel(HoldsFeatureCache):
         head.temperature.fill_(temperature)
         CONSOLE.print(f"calibrated: temperature {temperature:.3f}")
         probabilities = head.probabilities(logits).numpy()  # (N, C): a binary head's too
-        by_labels = label_score(self.metric, probabilities.shape[-1])
-        if hasattr(head, "decision_shift") and by_labels is not None:
-            shift, alpha = fit_shift(probabilities, targets.numpy().astype(int), by_labels)
-            head.decision_shift.copy_(torch.from_numpy(shift))
-            if alpha:
-                CONSOLE.print(f"labels favour rare classes for {self.metric}: alpha {alpha:g}")
+        alpha = head.fit_decision(probabilities, targets.numpy(), self.metric)
+        if alpha:
+            CONSOLE.print(f"labels favour rare classes for {self.metric}: alpha {alpha:g}")
         return temperature
 
 

@@ -9,7 +9,8 @@ build its network, what its targets are and how it is scored.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -17,9 +18,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mmfuse.config import Config
+from mmfuse.config import Config, TrainConfig
 from mmfuse.data.validate import cells
 from mmfuse.data.vocabulary import Vocabulary
+from mmfuse.deadline import Deadline
 from mmfuse.encoders import create_encoder
 from mmfuse.errors import ConfigError, DataValidationError, Problem
 from mmfuse.features.assembly import make_dataset
@@ -27,10 +29,13 @@ from mmfuse.features.batches import MultimodalDataset
 from mmfuse.features.loaders import make_loader
 from mmfuse.models.build import build_model
 from mmfuse.models.dual_encoder import DualEncoder
-from mmfuse.progress import make_progress
+from mmfuse.progress import CONSOLE, make_progress
 from mmfuse.tasks import get_task
 from mmfuse.tasks.retrieval_metrics import retrieval_metrics
+from mmfuse.training.decision_weights import fit_decision_weights
 from mmfuse.training.inference import run_model
+from mmfuse.training.stacking import fit_stack
+from mmfuse.training.trainer import TrainState, train
 
 if TYPE_CHECKING:
     from mmfuse.fitted_model import FittedModel
@@ -52,6 +57,17 @@ class ModelKind(Protocol):
     def targets(self, fitted: FittedModel, rows: pd.DataFrame) -> torch.Tensor | None: ...
 
     def needs_tokens(self, model: nn.Module) -> bool: ...
+
+    def train(self, model: nn.Module, train_set: MultimodalDataset, val_set: MultimodalDataset,
+              validate: Callable[[nn.Module], dict[str, float]], settings: TrainConfig,
+              metric: str, *, run: Path | None, resume: bool, weights: torch.Tensor | None,
+              deadline: Deadline | None) -> TrainState:
+        """Train ``model`` in place (early stopping on ``validate``); ``weights`` (N,): how
+        often each training row is drawn."""
+
+    def after_training(self, model: nn.Module, held_out: MultimodalDataset,
+                       targets: torch.Tensor, num_workers: int) -> None:
+        """What the kind fits on the held-out rows once training ended (before calibration)."""
 
     def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
               dataset: MultimodalDataset, weights: np.ndarray | None = None
@@ -87,6 +103,29 @@ class SingleModel:
 
     def needs_tokens(self, model: nn.Module) -> bool:
         return bool(model.fusion.needs_tokens)
+
+    def train(self, model: nn.Module, train_set: MultimodalDataset, val_set: MultimodalDataset,
+              validate: Callable[[nn.Module], dict[str, float]], settings: TrainConfig,
+              metric: str, *, run: Path | None, resume: bool, weights: torch.Tensor | None,
+              deadline: Deadline | None) -> TrainState:
+        """End to end, or out of fold where the fusion is trained by stacking (its towers'
+        out-of-fold outputs: ``training/stacking.py``; row weights do not apply there)."""
+        if model.fusion.trained_by_stacking:
+            if resume:
+                CONSOLE.print("stack: folds start over on --resume (they read cached features)")
+            return fit_stack(model, train_set, val_set, settings, deadline)
+        return train(model, train_set, validate, settings, metric, run, resume, weights,
+                     deadline=deadline)
+
+    def after_training(self, model: nn.Module, held_out: MultimodalDataset,
+                       targets: torch.Tensor, num_workers: int) -> None:
+        """A fusion that weighs its modalities on held-out rows (late fusion) gets them."""
+        if not model.fusion.weighs_on_held_out_rows:
+            return
+        weights = fit_decision_weights(model, held_out, targets, num_workers)
+        CONSOLE.print("modality weights fitted on the validation rows: " + ", ".join(
+            f"{m} {w:.2f}" for m, w in zip(model.fusion.modalities, weights.tolist(),
+                                           strict=True)))
 
     def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
               dataset: MultimodalDataset, weights: np.ndarray | None = None
@@ -142,6 +181,17 @@ class DualEncoderModel:
 
     def needs_tokens(self, model: nn.Module) -> bool:
         return False
+
+    def train(self, model: nn.Module, train_set: MultimodalDataset, val_set: MultimodalDataset,
+              validate: Callable[[nn.Module], dict[str, float]], settings: TrainConfig,
+              metric: str, *, run: Path | None, resume: bool, weights: torch.Tensor | None,
+              deadline: Deadline | None) -> TrainState:
+        return train(model, train_set, validate, settings, metric, run, resume, weights,
+                     deadline=deadline)
+
+    def after_training(self, model: nn.Module, held_out: MultimodalDataset,
+                       targets: torch.Tensor, num_workers: int) -> None:
+        """Nothing: the pairs' scores need no held-out fit."""
 
     def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
               dataset: MultimodalDataset, weights: np.ndarray | None = None

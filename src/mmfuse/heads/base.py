@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from mmfuse.registry import Registry
+from mmfuse.tasks.decision import fit_shift, label_score
 
 
 class Head(nn.Module):
@@ -37,6 +39,26 @@ class Head(nn.Module):
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
         """Predictions: class ids (B,), 0/1 indicators (B, C), or values (B,)."""
         raise NotImplementedError
+
+    def fit_decision(self, probabilities: np.ndarray, targets: np.ndarray, metric: str) -> float:
+        """Choose the label decision for ``metric`` on held-out rows' calibrated
+        ``probabilities`` (N, C) and class ids ``targets`` (N,); returns its alpha
+        (``tasks/decision.py``), 0 where the head decides no other way (the default)."""
+        return 0.0
+
+
+class ShiftedDecision(Head):
+    """A head whose decided label is the arg-max of its log-probabilities plus a per-class
+    ``decision_shift`` (C,) (``tasks/decision.py``), fitted with the temperature on held-out
+    rows; zeros (the plain arg-max) until then, and in checkpoints saved before it existed."""
+
+    def fit_decision(self, probabilities: np.ndarray, targets: np.ndarray, metric: str) -> float:
+        by_labels = label_score(metric, probabilities.shape[-1])
+        if by_labels is None:
+            return 0.0
+        shift, alpha = fit_shift(probabilities, targets.astype(int), by_labels)
+        self.decision_shift.copy_(torch.from_numpy(shift))
+        return alpha
 
 
 HEADS: Registry[Head] = Registry("head")

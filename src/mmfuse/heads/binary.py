@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from mmfuse.heads.base import HEADS, Head
+from mmfuse.heads.base import HEADS, ShiftedDecision
 
 
 @HEADS.register("binary", "yes/no with one logit; sigmoid cross-entropy")
-class BinaryHead(Head):
+class BinaryHead(ShiftedDecision):
     """Logits (B, 1); ``probabilities`` gives (B, 2) = [P(class 0), P(class 1)]."""
 
     def __init__(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from mmfuse.heads.base import HEADS, Head
+from mmfuse.heads.base import HEADS, ShiftedDecision
 
 
 @HEADS.register("classification", "one of C classes; softmax cross-entropy")
-class ClassificationHead(Head):
+class ClassificationHead(ShiftedDecision):
     def __init__(
         self, in_dim: int, n_outputs: int, dropout: float, class_weights: torch.Tensor | None = None
     ) -> None:

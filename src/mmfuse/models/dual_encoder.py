@@ -41,8 +41,6 @@ class ContrastiveLoss(nn.Module):
 class DualEncoder(nn.Module):
     """Image and text towers with projection heads; ``forward`` gives (B, B) pair logits."""
 
-    trained_by_stacking = False
-
     def __init__(
         self, encoders: dict[str, Encoder], image_col: str, text_col: str, embed_dim: int,
         dropout: float, *, logit_scale: float | None = None,

@@ -61,11 +61,6 @@ class MultimodalModel(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.modality_kinds)
 
-    @property
-    def trained_by_stacking(self) -> bool:
-        """Trained out-of-fold (training/stacking.py) rather than end to end."""
-        return self.fusion.trained_by_stacking
-
     def encoder_for(self, modality: str) -> Encoder:
         return self.encoders[self.modality_kinds[modality]]  # type: ignore[return-value]
 
