@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 from test_auto import config, quick_preset
 
 from mmfuse import Predictor
-from mmfuse.auto import AutoSearch, bagging, search
+from mmfuse.auto import AutoSearch, bagging, linear
 from mmfuse.auto.bagging import BAG_DIR, NAME, OOF_FILE, SHARED_NAME
+from mmfuse.auto.kinds import CANDIDATE_KINDS, networks
 from mmfuse.ensemble.model import MEMBERS_DIR, EnsembleModel
 from mmfuse.ensemble.networks import NetworkMember
 from mmfuse.io import load_tensors
@@ -43,6 +44,12 @@ def test_networks_join_the_ensemble_as_their_fold_models(tmp_path: Path) -> None
     assert board[NAME].val_metric >= max(judged) - 1e-9
     weights = [r.weight for r in auto.leaderboard_ if r.weight is not None]
     assert len(weights) == len(auto.bag_.members()[0]) and sum(weights) == pytest.approx(1.0)
+    # Every registered candidate kind tried something on this small table.
+    rows_of_kind = {"linear members": lambda r: r.candidate == linear.NAME,
+                    "networks": lambda r: r.model is not None and r.scored,
+                    "ensemble of all": lambda r: r.candidate in (NAME, SHARED_NAME)}
+    assert set(rows_of_kind) == set(CANDIDATE_KINDS.names())
+    assert all(any(found(r) for r in auto.leaderboard_) for found in rows_of_kind.values())
 
     # Every member, linear and network, in one folder.
     chosen = auto.candidates_[NAME].fitted_
@@ -132,7 +139,7 @@ def test_a_network_judged_on_one_fold_joins_an_ensemble_on_the_rows_it_covers(
     would not fit): it is left out of the ensemble weighed on every row, and joins a second
     one weighed and judged on that fold's rows, which scores at least what it does there."""
     monkeypatch.setattr(bagging, "MIN_SHARED_ROWS", 10)
-    monkeypatch.setattr(search, "can_finish",  # singles finish, the fusion stops after one fold
+    monkeypatch.setattr(networks, "can_finish",  # singles finish, the fusion stops after one fold
                         lambda name, *args: name.startswith(("image:", "text:")))
     make_rows(tmp_path, 75, seed=14).to_csv(tmp_path / "train.csv", index=False)
     auto = AutoSearch(config(tmp_path, "caption"), quick_preset(300, folds=3, fusions=("concat",)),
