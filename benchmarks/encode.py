@@ -35,7 +35,8 @@ from mmfuse import EncoderConfig
 from mmfuse.data.images import open_image
 from mmfuse.encoders import create_encoder
 from mmfuse.encoders.fast_path import FastPath, cosine_gap
-from mmfuse.features.cache import IMAGE_BATCH, TEXT_BATCH, FeatureCache, by_length
+from mmfuse.features.cache import FeatureCache
+from mmfuse.features.encoding import IMAGE_BATCH, TEXT_BATCH, by_length
 
 EAGER_TEXT_BATCH = 64  # the text batch before the fast path
 

@@ -12,7 +12,8 @@ from conftest import uneven_images
 from mmfuse import EncoderConfig
 from mmfuse.data.images import open_image
 from mmfuse.encoders import create_encoder, fast_path
-from mmfuse.features.cache import FeatureCache, by_length
+from mmfuse.features.cache import FeatureCache
+from mmfuse.features.encoding import by_length
 
 TEXTS = ["a cat", "", "the quick brown fox jumps over the lazy dog " * 6, "chiffre d'affaires 2024",
          "数学题：求三角形的面积", "x " * 70, "A dog on a beach at dusk, running after a ball."]

@@ -18,14 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import send_to_device
-from torch.utils.data import DataLoader, Dataset
 
-from mmfuse.data.images import open_image
-from mmfuse.encoders.base import Encoder, forward_of
-from mmfuse.encoders.fast_path import arithmetic, attach
+from mmfuse.encoders.base import Encoder
+from mmfuse.encoders.fast_path import arithmetic
 from mmfuse.errors import MmfuseError
 from mmfuse.features.batches import FeatureTable
+from mmfuse.features.encoding import encoded
 from mmfuse.features.pooled import pool, pooled_hash, pooled_parts
 from mmfuse.features.stored import (
     CorruptShard,
@@ -39,23 +37,12 @@ from mmfuse.features.stored import (
     write_index,
 )
 from mmfuse.io import atomic_write_text, save_tensors
-from mmfuse.progress import CONSOLE, make_progress
+from mmfuse.progress import CONSOLE
 
 SHARD_ITEMS = 2048
-# Image batches of 16 stay in the CPU's cache (eager, channels-last: 2.7x faster per image
-# than batches of 64 on 2 cores).
-IMAGE_BATCH = 16
-# MiniLM on length-sorted texts: batches of 16-32 go faster than 64 (benchmarks/encode.py)
-TEXT_BATCH = 32
-SORT_WINDOW = 1024  # texts sorted by length within windows of this many (``by_length``)
 # A table up to this size is read into memory to train from; a larger one stays on disk.
 IN_MEMORY_BYTES = 512 * 2**20
 ENTRY_BYTES = 80  # a shard's header entry for one tensor (name, dtype, shape, offsets)
-MIN_ITEMS_FOR_WORKERS = 512  # starting worker processes costs ~0.1 s: not worth it for a few rows
-
-
-def worth_workers(decodes_images: bool, items: int) -> bool:
-    return decodes_images and items >= MIN_ITEMS_FOR_WORKERS
 
 
 def default_cache_dir() -> Path:
@@ -81,21 +68,6 @@ def content_hash(kind: str, value: str) -> str:
     else:
         digest.update(value.encode("utf-8"))
     return digest.hexdigest()
-
-
-class _Inputs(Dataset):
-    """Decodes images in DataLoader workers; texts pass through."""
-
-    def __init__(self, kind: str, values: list[str], encoder: Encoder) -> None:
-        self.kind, self.values = kind, values
-        self.transform = encoder.transform if kind == "image" else None
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __getitem__(self, index: int):
-        value = self.values[index]
-        return self.transform(open_image(value)) if self.kind == "image" else value
 
 
 @dataclass(frozen=True)
@@ -273,18 +245,18 @@ class FeatureCache:
     def _in_memory(self, encoder: Encoder, values: list[str], with_tokens: bool
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """pooled (U + 1, D), tokens (U + 1, T, D) and mask (U + 1, T), computed now."""
-        encoded: list[dict[str, torch.Tensor]] = [{}] * len(values)
+        found: list[dict[str, torch.Tensor]] = [{}] * len(values)
         for position, parts in self._encoded(encoder, values, with_tokens):
-            encoded[position] = parts
+            found[position] = parts
         pooled = torch.zeros(len(values) + 1, encoder.output_dim)
-        for i, parts in enumerate(encoded):
+        for i, parts in enumerate(found):
             pooled[i] = parts["pooled"]
         if not with_tokens:
             return pooled, None, None
-        width = max([parts["tokens"].shape[0] for parts in encoded] or [1])
+        width = max([parts["tokens"].shape[0] for parts in found] or [1])
         tokens = torch.zeros(len(values) + 1, width, encoder.output_dim, dtype=torch.float16)
         mask = torch.zeros(len(values) + 1, width, dtype=torch.bool)
-        for i, parts in enumerate(encoded):
+        for i, parts in enumerate(found):
             tokens[i, : parts["tokens"].shape[0]] = parts["tokens"]
             mask[i, : parts["tokens"].shape[0]] = True
         return pooled, tokens, mask
@@ -315,52 +287,10 @@ class FeatureCache:
 
     def _encoded(self, encoder: Encoder, values: list[str], with_tokens: bool
                  ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-        """(position in ``values``, {"pooled": (D,) float32, "tokens": (L, D) float16})."""
-        was_training = encoder.training
-        home = next(encoder.parameters()).device
-        device = torch.device("cuda") if torch.cuda.is_available() else home
-        encoder.eval().to(device)  # the one-off encoding pass is the heavy part: use the GPU
-        images = encoder.kind == "image"
-        fast = attach(encoder, self.root).fast is not None and device.type == "cpu"
-        # eager convolutions run faster channels-last; ONNX Runtime reads the tensor as it is
-        layout = torch.channels_last if images and not fast else torch.contiguous_format
-        encoder.to(memory_format=layout)
-        workers = self.num_workers if worth_workers(images, len(values)) else 0
-        batch_size = self.batch_size or (IMAGE_BATCH if images else TEXT_BATCH)
-        order = np.arange(len(values)) if images else by_length(values)
-        loader = DataLoader(
-            _Inputs(encoder.kind, [values[i] for i in order], encoder), batch_size=batch_size,
-            num_workers=workers,
-            # images stacked where they are decoded: one tensor a batch crosses processes
-            collate_fn=encoder.prepare if images else list,
-        )
-        done = 0
-        try:
-            with make_progress() as progress:
-                task = progress.add_task(
-                    f"Encoding {encoder.kind}s ({encoder.fingerprint.split(':')[0]})",
-                    total=len(values), status="",
-                )
-                for batch in loader:
-                    inputs = send_to_device(batch if images else encoder.prepare(batch), device)
-                    count = len(next(iter(inputs.values())))
-                    if images:
-                        inputs = {k: v.contiguous(memory_format=layout) for k, v in inputs.items()}
-                    # Only the forward pass: the .to() copies above and below, made in
-                    # inference mode, would be inference tensors that autograd (explanations)
-                    # cannot use.
-                    with torch.inference_mode():
-                        out = forward_of(encoder)(**inputs)
-                    for row in range(count):
-                        parts = {"pooled": out.pooled[row].float().cpu().clone()}
-                        if with_tokens:
-                            length = int(out.token_mask[row].sum())
-                            parts["tokens"] = out.tokens[row, :length].half().cpu().clone()
-                        yield int(order[done + row]), parts
-                    done += count
-                    progress.advance(task, count)
-        finally:
-            encoder.to(home, memory_format=torch.contiguous_format).train(was_training)
+        """``values`` through ``encoder`` (``encoding.py``), in this cache's batches and workers,
+        its fast-path graphs kept beside the features."""
+        return encoded(encoder, values, with_tokens, graphs=self.root,
+                       batch_size=self.batch_size, num_workers=self.num_workers)
 
     @staticmethod
     def _flush(folder: Path, pending: dict[str, torch.Tensor], process: int) -> Path:
@@ -377,15 +307,6 @@ def stored_key(encoder: Encoder) -> str:
     (``cache_key``) and, where it is not float32, the arithmetic of its fast path."""
     computed_in = arithmetic(encoder)
     return encoder.cache_key + ("" if computed_in == "float32" else f"|{computed_in}")
-
-
-def by_length(texts: list[str], window: int = SORT_WINDOW) -> np.ndarray:
-    """The texts' order for encoding: by length within each ``window`` of them, so that a
-    batch pads little (a transformer's cost grows with its longest text) while items still
-    reach the shards near their place in the table (``FeatureCache._table``)."""
-    lengths = np.array([len(t) for t in texts])
-    return np.concatenate([start + np.argsort(lengths[start:start + window], kind="stable")
-                           for start in range(0, len(texts), window)] or [np.arange(0)])
 
 
 def room_for(folder: Path, kind: str, items: int, item_bytes: int) -> None:

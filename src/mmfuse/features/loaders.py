@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
 from mmfuse.features.batches import DiskOrder, MultimodalDataset, unwrap
-from mmfuse.features.cache import worth_workers
+from mmfuse.features.encoding import worth_workers
 from mmfuse.features.process_batches import ProcessBatches
 
 

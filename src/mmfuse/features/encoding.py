@@ -1,0 +1,106 @@
+"""A frozen encoder run over many items, for the feature cache: batched (texts sorted by
+length within windows, so a batch pads little), images decoded and stacked in worker
+processes while the encoder computes, on the GPU where there is one, else through the
+encoder's fast path (``encoders/fast_path.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.utils import send_to_device
+from torch.utils.data import DataLoader, Dataset
+
+from mmfuse.data.images import open_image
+from mmfuse.encoders.base import Encoder, forward_of
+from mmfuse.encoders.fast_path import attach
+from mmfuse.progress import make_progress
+
+# Image batches of 16 stay in the CPU's cache (eager, channels-last: 2.7x faster per image
+# than batches of 64 on 2 cores).
+IMAGE_BATCH = 16
+# MiniLM on length-sorted texts: batches of 16-32 go faster than 64 (benchmarks/encode.py)
+TEXT_BATCH = 32
+SORT_WINDOW = 1024  # texts sorted by length within windows of this many (``by_length``)
+MIN_ITEMS_FOR_WORKERS = 512  # starting worker processes costs ~0.1 s: not worth it for a few rows
+
+
+def worth_workers(decodes_images: bool, items: int) -> bool:
+    return decodes_images and items >= MIN_ITEMS_FOR_WORKERS
+
+
+class EncoderInputs(Dataset):
+    """Decodes images in DataLoader workers; texts pass through."""
+
+    def __init__(self, kind: str, values: list[str], encoder: Encoder) -> None:
+        self.kind, self.values = kind, values
+        self.transform = encoder.transform if kind == "image" else None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: int):
+        value = self.values[index]
+        return self.transform(open_image(value)) if self.kind == "image" else value
+
+
+def by_length(texts: list[str], window: int = SORT_WINDOW) -> np.ndarray:
+    """The texts' order for encoding: by length within each ``window`` of them, so that a
+    batch pads little (a transformer's cost grows with its longest text) while items still
+    reach the shards near their place in the table (``FeatureCache._table``)."""
+    lengths = np.array([len(t) for t in texts])
+    return np.concatenate([start + np.argsort(lengths[start:start + window], kind="stable")
+                           for start in range(0, len(texts), window)] or [np.arange(0)])
+
+
+def encoded(encoder: Encoder, values: list[str], with_tokens: bool, *, graphs: Path | None,
+            batch_size: int | None = None, num_workers: int = 0
+            ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """(position in ``values``, {"pooled": (D,) float32, "tokens": (L, D) float16}), in the
+    order the items were encoded; ``graphs``: where fast-path graphs are kept (None: a
+    temporary folder)."""
+    was_training = encoder.training
+    home = next(encoder.parameters()).device
+    device = torch.device("cuda") if torch.cuda.is_available() else home
+    encoder.eval().to(device)  # the one-off encoding pass is the heavy part: use the GPU
+    images = encoder.kind == "image"
+    fast = attach(encoder, graphs).fast is not None and device.type == "cpu"
+    # eager convolutions run faster channels-last; ONNX Runtime reads the tensor as it is
+    layout = torch.channels_last if images and not fast else torch.contiguous_format
+    encoder.to(memory_format=layout)
+    workers = num_workers if worth_workers(images, len(values)) else 0
+    order = np.arange(len(values)) if images else by_length(values)
+    loader = DataLoader(
+        EncoderInputs(encoder.kind, [values[i] for i in order], encoder),
+        batch_size=batch_size or (IMAGE_BATCH if images else TEXT_BATCH), num_workers=workers,
+        # images stacked where they are decoded: one tensor a batch crosses processes
+        collate_fn=encoder.prepare if images else list,
+    )
+    done = 0
+    try:
+        with make_progress() as progress:
+            task = progress.add_task(
+                f"Encoding {encoder.kind}s ({encoder.fingerprint.split(':')[0]})",
+                total=len(values), status="",
+            )
+            for batch in loader:
+                inputs = send_to_device(batch if images else encoder.prepare(batch), device)
+                count = len(next(iter(inputs.values())))
+                if images:
+                    inputs = {k: v.contiguous(memory_format=layout) for k, v in inputs.items()}
+                # Only the forward pass: the .to() copies above and below, made in inference
+                # mode, would be inference tensors that autograd (explanations) cannot use.
+                with torch.inference_mode():
+                    out = forward_of(encoder)(**inputs)
+                for row in range(count):
+                    parts = {"pooled": out.pooled[row].float().cpu().clone()}
+                    if with_tokens:
+                        length = int(out.token_mask[row].sum())
+                        parts["tokens"] = out.tokens[row, :length].half().cpu().clone()
+                    yield int(order[done + row]), parts
+                done += count
+                progress.advance(task, count)
+    finally:
+        encoder.to(home, memory_format=torch.contiguous_format).train(was_training)
