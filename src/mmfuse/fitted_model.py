@@ -134,7 +134,8 @@ class FittedModel(HoldsFeatureCache):
         if given is not None:
             weights = torch.tensor(given) * (weights if weights is not None else 1.0)
         state = self.kind.train(self.model, train_set, val_set, validate, cfg.train, self.metric,
-                                run=run, resume=resume, weights=weights, deadline=deadline)
+                                run=ModelFolder(run) if run is not None else None,
+                                resume=resume, weights=weights, deadline=deadline)
         self.history = state.history
         if len(val_rows):
             self.kind.after_training(self.model, val_set, self.targets(val_rows),

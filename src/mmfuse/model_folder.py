@@ -2,13 +2,16 @@
 
 ``config.yaml`` (the resolved config), ``labels.json`` (task, classes, outputs), optional
 ``vocabulary.json``, ``meta.json`` (kind, versions, encoder fingerprints, preprocessing),
-``model.safetensors`` (weights of the kept epoch), ``metrics.json`` and ``history.json``;
-``training_state.safetensors`` while training (resume). Safetensors and JSON/YAML only: loading
-a folder from a stranger runs no code.
+``model.safetensors`` (weights of the kept epoch), ``metrics.json``, ``history.json`` and
+``history.csv`` (and ``tensorboard/`` where installed); ``training_state.safetensors`` while
+training (resume): the trainer writes them through this class (``RunFiles``). Safetensors and
+JSON/YAML only: loading a folder from a stranger runs no code.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +24,20 @@ from torch import nn
 from mmfuse.config import Config
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.errors import CheckpointError, ConfigError
-from mmfuse.io import load_tensors, read_json, save_tensors, write_json
+from mmfuse.io import (
+    atomic_write_text,
+    load_tensors,
+    read_json,
+    read_metadata,
+    save_tensors,
+    stale_temporaries,
+    write_json,
+)
 from mmfuse.models.multimodal import load_persistent_state, persistent_state
-from mmfuse.training.checkpoints import BEST_FILE as WEIGHTS_FILE
-from mmfuse.training.checkpoints import STATE_FILE
 
 VERSION = "0.1.0"
+WEIGHTS_FILE = "model.safetensors"  # the kept epoch's weights (an ensemble's arrays)
+STATE_FILE = "training_state.safetensors"  # the last completed epoch, while training
 FITTED_STATE_FILE = "fitted_state.json"  # encoders' fitted state beside the weights
 
 
@@ -184,6 +195,50 @@ class ModelFolder:
                     f"({current} vs {fingerprint}); install the package version it was trained "
                     "with, or retrain."
                 )
+
+    # ---------------------------------------------------------------- while training
+    # (``training.checkpoints.RunFiles``: the trainer writes through these)
+    def save_best(self, weights: dict[str, torch.Tensor]) -> None:
+        save_tensors(self.path / WEIGHTS_FILE, weights)
+
+    def load_best(self) -> dict[str, torch.Tensor]:
+        return load_tensors(self.path / WEIGHTS_FILE)
+
+    def save_checkpoint(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+                        ) -> None:
+        save_tensors(self.path / STATE_FILE, tensors, metadata=metadata)
+
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        path = self.path / STATE_FILE
+        return load_tensors(path), read_metadata(path)
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        """``history.json`` (every number) and ``history.csv`` (the scalar ones)."""
+        write_json(self.path / "history.json", history)
+        scalar = [{k: v for k, v in row.items() if not isinstance(v, list | dict)}
+                  for row in history]
+        if not scalar:
+            return
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=list(scalar[0]), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(scalar)
+        atomic_write_text(self.path / "history.csv", table.getvalue())
+
+    def log_scalars(self, row: dict[str, Any]) -> None:
+        """``tensorboard/``, when TensorBoard is installed (``pip install mmfuse[tensorboard]``)."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        with SummaryWriter(str(self.path / "tensorboard")) as writer:
+            for name, value in row.items():
+                if name != "epoch" and isinstance(value, int | float):
+                    writer.add_scalar(name, value, row["epoch"])
+
+    def clear_stale(self) -> None:
+        for stale in stale_temporaries(self.path):
+            stale.unlink()
 
     def metrics(self) -> dict[str, Any]:
         path = self.path / "metrics.json"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -32,6 +31,7 @@ from mmfuse.models.dual_encoder import DualEncoder
 from mmfuse.progress import CONSOLE, make_progress
 from mmfuse.tasks import get_task
 from mmfuse.tasks.retrieval_metrics import retrieval_metrics
+from mmfuse.training.checkpoints import RunFiles
 from mmfuse.training.decision_weights import fit_decision_weights
 from mmfuse.training.inference import run_model
 from mmfuse.training.stacking import fit_stack
@@ -60,7 +60,7 @@ class ModelKind(Protocol):
 
     def train(self, model: nn.Module, train_set: MultimodalDataset, val_set: MultimodalDataset,
               validate: Callable[[nn.Module], dict[str, float]], settings: TrainConfig,
-              metric: str, *, run: Path | None, resume: bool, weights: torch.Tensor | None,
+              metric: str, *, run: RunFiles | None, resume: bool, weights: torch.Tensor | None,
               deadline: Deadline | None) -> TrainState:
         """Train ``model`` in place (early stopping on ``validate``); ``weights`` (N,): how
         often each training row is drawn."""
@@ -106,7 +106,7 @@ class SingleModel:
 
     def train(self, model: nn.Module, train_set: MultimodalDataset, val_set: MultimodalDataset,
               validate: Callable[[nn.Module], dict[str, float]], settings: TrainConfig,
-              metric: str, *, run: Path | None, resume: bool, weights: torch.Tensor | None,
+              metric: str, *, run: RunFiles | None, resume: bool, weights: torch.Tensor | None,
               deadline: Deadline | None) -> TrainState:
         """End to end, or out of fold where the fusion is trained by stacking (its towers'
         out-of-fold outputs: ``training/stacking.py``; row weights do not apply there)."""
@@ -184,7 +184,7 @@ class DualEncoderModel:
 
     def train(self, model: nn.Module, train_set: MultimodalDataset, val_set: MultimodalDataset,
               validate: Callable[[nn.Module], dict[str, float]], settings: TrainConfig,
-              metric: str, *, run: Path | None, resume: bool, weights: torch.Tensor | None,
+              metric: str, *, run: RunFiles | None, resume: bool, weights: torch.Tensor | None,
               deadline: Deadline | None) -> TrainState:
         return train(model, train_set, validate, settings, metric, run, resume, weights,
                      deadline=deadline)

@@ -13,6 +13,7 @@ import torch
 
 from mmfuse.features.batches import MultimodalDataset
 from mmfuse.features.cache import FeatureCache
+from mmfuse.model_folder import WEIGHTS_FILE
 from mmfuse.predictor import Data, Predictor
 
 
@@ -114,7 +115,7 @@ def profile(
     }
     result["total_parameters"] = sum(sum(c.values()) for c in result["parameters"].values())
     if run_dir is not None:
-        weights = Path(run_dir) / "model.safetensors"
+        weights = Path(run_dir) / WEIGHTS_FILE
         result["checkpoint_mb"] = weights.stat().st_size / 2**20 if weights.exists() else None
     history = predictor.history_
     if history:

@@ -15,9 +15,9 @@ from mmfuse.encoders.hf_folder import folder_fingerprint, local_folder
 from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.estimator import Estimator
 from mmfuse.features.cache import cache_root
+from mmfuse.model_folder import WEIGHTS_FILE
 from mmfuse.model_kinds import embed, embed_chunks
 from mmfuse.retrieval.index import EmbeddingIndex
-from mmfuse.training.checkpoints import BEST_FILE
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -82,7 +82,7 @@ class RetrievalPredictor(Estimator):
     def fingerprint(self) -> str:
         if self.backbone is not None:
             return folder_fingerprint(local_folder(self.backbone.removeprefix("hf:")))
-        return file_fingerprint(Path(self.source_dir_) / BEST_FILE)
+        return file_fingerprint(Path(self.source_dir_) / WEIGHTS_FILE)
 
     def index_images(self, paths: list[str | Path]) -> EmbeddingIndex:
         """Embed images (validated first: an unreadable file is reported, not skipped)."""

@@ -11,7 +11,6 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,22 +22,11 @@ from mmfuse.deadline import Deadline
 from mmfuse.features.batches import Batch, MultimodalDataset
 from mmfuse.features.loaders import Shuffled, make_loader
 from mmfuse.features.process_batches import Share
-from mmfuse.io import (
-    save_tensors,
-)
 from mmfuse.models.multimodal import MultimodalModel, load_persistent_state
 from mmfuse.progress import CONSOLE as console
 from mmfuse.progress import make_progress
 from mmfuse.scoring import is_better
-from mmfuse.training.checkpoints import (
-    BEST_FILE,
-    TrainState,
-    log_tensorboard,
-    resumed_run,
-    save_state,
-    snapshot,
-    write_history,
-)
+from mmfuse.training.checkpoints import RunFiles, TrainState, checkpoint, resumed_run, snapshot
 from mmfuse.training.distributed import batch_size_fits, make_accelerator
 from mmfuse.training.pace import Pace
 from mmfuse.training.privacy import PrivateTraining, check_supported, is_private, placeholders_frozen
@@ -108,7 +96,7 @@ def train(
     validate: Callable[[MultimodalModel], dict[str, float]],
     cfg: TrainConfig,
     metric: str,
-    run_dir: Path | None = None,
+    run: RunFiles | None = None,
     resume: bool = False,
     sample_weights: torch.Tensor | None = None,
     loss_fn: LossFn | None = None,
@@ -130,7 +118,7 @@ def train(
     optimizer = make_optimizer(model, cfg)
     state, privacy_history, best_weights = TrainState(), None, snapshot(model)
     if resume:
-        state, privacy_history, best_weights = resumed_run(run_dir, model, optimizer, metric,
+        state, privacy_history, best_weights = resumed_run(run, model, optimizer, metric,
                                                            accelerator.is_main_process)
     out_of_time = False
     with placeholders_frozen(model) if private else nullcontext(), warnings.catch_warnings():
@@ -147,13 +135,13 @@ def train(
                                time.perf_counter() - started)
             if state.best_epoch == epoch:
                 best_weights = snapshot(model)
-                if run_dir is not None and accelerator.is_main_process:
-                    save_tensors(run_dir / BEST_FILE, best_weights)
-            if run_dir is not None and accelerator.is_main_process:
-                save_state(run_dir, model, loop.optimizer, state,
-                            loop.dp.history() if loop.dp else None)
-                write_history(run_dir, state.history)
-                log_tensorboard(run_dir, row)
+                if run is not None and accelerator.is_main_process:
+                    run.save_best(best_weights)
+            if run is not None and accelerator.is_main_process:
+                run.save_checkpoint(*checkpoint(model, loop.optimizer, state,
+                                                loop.dp.history() if loop.dp else None))
+                run.write_history(state.history)
+                run.log_scalars(row)
         loop.close()
     accelerator.wait_for_everyone()
     if out_of_time:
