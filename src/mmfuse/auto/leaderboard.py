@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from rich.table import Table
 
 from mmfuse.errors import MmfuseError
 from mmfuse.io import atomic_write_text, read_json, write_json
@@ -113,42 +112,3 @@ def read_leaderboard(run_dir: Path) -> dict[str, Any]:
         )
     board = read_json(path)
     return board | {"rows": [LeaderboardRow.from_entry(entry) for entry in board["rows"]]}
-
-
-def leaderboard_table(board: dict[str, Any]) -> Table:
-    metric = board["metric"]
-    rows: list[LeaderboardRow] = board["rows"]
-    folds = max([row.folds or 1 for row in rows] or [1])
-    judged = f"out of fold over {folds} folds" if folds > 1 else "validation split"
-    encoding = (f"; frozen features {board['frozen_features_s']:.0f} s of them: "
-                f"{board['frozen_features']}" if "frozen_features_s" in board else "")
-    table = Table(title=f"leaderboard ({metric}, {judged}; preset {board.get('preset')}, "
-                        f"{board.get('elapsed_s', 0):.0f} s of {board.get('time_limit_s', 0):.0f} s"
-                        f"{encoding})")
-    table.add_column("#", justify="right")
-    table.add_column("candidate")
-    table.add_column(metric, justify="right")
-    table.add_column("folds", justify="right")
-    table.add_column("fit s", justify="right")
-    table.add_column("predict s / 1k rows", justify="right")
-    table.add_column("weight in ensemble", justify="right")
-    table.add_column("")
-    for rank, row in enumerate(ranked(rows, metric), start=1):
-        table.add_row(
-            str(rank) if row.scored else "-", row.candidate,
-            f"{row.val_metric:.4f}" if row.scored else row.describe_status(),
-            _folds(row, folds),
-            f"{row.fit_s:.1f}" if row.fit_s is not None else "",
-            f"{row.predict_s_per_1k:.3f}" if row.predict_s_per_1k is not None else "",
-            f"{row.weight:.2f}" if row.weight is not None else row.method or "",
-            "[bold green]chosen[/]" if row.chosen else "",
-        )
-    return table
-
-
-def _folds(row: LeaderboardRow, folds: int) -> str:
-    """How many folds judged the row: fewer than the others when time ran short (it was then
-    compared with the choice on those folds' rows only)."""
-    if row.folds is None or row.member:
-        return ""
-    return f"{row.folds} of {folds}" if row.folds < folds else str(row.folds)

@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from mmfuse.errors import MmfuseError
 
@@ -39,22 +38,6 @@ def friendly(command: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def print_metrics(title: str, metrics: dict[str, Any]) -> None:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in metrics.items():
-        if isinstance(value, float):
-            table.add_row(name, f"{value:.4f}")
-        elif isinstance(value, int):
-            table.add_row(name, str(value))
-    for name, value in metrics.get("weighted", {}).items():  # --weight-col: rows weighted
-        table.add_row(f"{name} (weighted)", f"{value:.4f}")
-    out.print(table)
-
-
 
 
 def _writable(path: Path, folder: bool) -> Path:

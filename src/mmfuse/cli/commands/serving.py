@@ -14,7 +14,7 @@ from mmfuse.cli.app import (
     out,
     writable_file,
 )
-from mmfuse.cli.commands import dataset_or_path
+from mmfuse.cli.sources import dataset_or_path
 from mmfuse.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""The retrieval commands: index, search, zero-shot."""
+"""Retrieval: index, search, zero-shot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from mmfuse.cli.app import (
     Opt,
@@ -16,6 +15,7 @@ from mmfuse.cli.app import (
     writable_file,
     writable_folder,
 )
+from mmfuse.cli.render import print_hits
 from mmfuse.errors import ConfigError
 
 
@@ -105,12 +105,7 @@ def search(
         typer.echo(json.dumps([{"rank": i + 1, "item": item, "score": score}
                                for i, (item, score) in enumerate(hits)], indent=2))
         return
-    table = Table(title=f"top {len(hits)} for {query or image}")
-    for column in ("rank", "score", built.kind):
-        table.add_column(column)
-    for rank, (item, score) in enumerate(hits, 1):
-        table.add_row(str(rank), f"{score:.3f}", item)
-    out.print(table)
+    print_hits(hits, built.kind, f"top {len(hits)} for {query or image}")
 
 
 @app.command("zero-shot")
