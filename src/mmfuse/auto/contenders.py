@@ -16,10 +16,9 @@ CLOSE = 0.1  # single-modality scores within 10 % of the best: worth trying in a
 def read_by_linear_members(rows: list[LeaderboardRow], candidate: Candidate) -> bool:
     """The n-gram text network alone is left out where the linear members read TF-IDF
     n-grams: fitted to convergence in seconds, they read them better than the network in
-    its time (test macro-F1 of scikit-learn's TF-IDF LR vs the network, benchmarks/auto.py:
-    MATH-V 0.521 vs 0.476, emoji 0.675 vs 0.582, easy-VQA 0.240 vs 0.207; issue 16's
-    Chinese news 0.806 vs 0.691), and the network's 35-41 s, a fifth of preset medium's
-    limit, go to the fusions. It still joins a fusion where n-grams read the text best."""
+    its time (``benchmarks/auto.py`` compares scikit-learn's TF-IDF LR with the network on
+    every set), and the network's time, a fifth of preset medium's limit, goes to the
+    fusions. It still joins a fusion where n-grams read the text best."""
     model = candidate.config.model
     return (candidate.single and model.modalities == ["text"]
             and model.text_encoder.name == "ngram" and bool(member_scores(rows, *TFIDF)))

