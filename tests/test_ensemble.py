@@ -220,3 +220,25 @@ def test_a_served_ensemble_answers_as_predict_does(tmp_path) -> None:
     assert [set(r["ablation_shares"]) for r in records] == [
         {"caption", "image"}, {"image"}, {"caption", "image"}, {"caption", "image"}]
     assert (tmp_path / "x" / records[0]["figure"]).stat().st_size > 0
+
+
+def test_an_ensemble_is_calibrated_and_gives_logits_as_a_network_does(tmp_path) -> None:
+    """Predictor.calibrate and Predictor.logits work on every kind: an ensemble's refitted
+    temperature changes its probabilities, not its ranking, and its logits give them back."""
+    cfg = config(tmp_path)
+    rows = read_rows(colour_rows(tmp_path, 60, seed=3), cfg, tmp_path, base_dir=tmp_path)
+    targets = torch.tensor([COLOURS.index(t) for t in rows["_target"]])
+    folds = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, 3, 0)]
+    model, _ = EnsembleModel.fit(cfg, rows, [View("tfidf-word")], folds,
+                                 FeatureCache(tmp_path / "cache"))
+    predictor = Predictor.of(model)
+    held = colour_rows(tmp_path, 30, seed=4)
+    before = predictor.predict_proba(held, base_dir=tmp_path).to_numpy()
+    temperature = predictor.calibrate(held, base_dir=tmp_path)
+    after = predictor.predict_proba(held, base_dir=tmp_path).to_numpy()
+    assert temperature == model.temperature and np.isfinite(temperature)
+    np.testing.assert_array_equal(before.argmax(1), after.argmax(1))
+    logits, weights = predictor.logits(predictor.read(held, base_dir=tmp_path))
+    assert weights is None
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), after, atol=1e-6)
+    assert predictor.vocabulary_ is None

@@ -6,10 +6,11 @@ delegate to ``FittedModel`` (the model contract) and own no training or file log
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -17,17 +18,70 @@ from torch import nn
 from mmfuse.config import Config
 from mmfuse.data.rows import Data, given_weights, read_rows, split_rows, with_pairs
 from mmfuse.data.shards import shard_folder
+from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.deadline import Deadline
 from mmfuse.ensemble.model import EnsembleModel
-from mmfuse.errors import MmfuseError, NotFittedError
+from mmfuse.errors import CheckpointError, MmfuseError, NotFittedError
 from mmfuse.features.batches import MultimodalDataset
 from mmfuse.features.cache import FeatureCache, cache_root
+from mmfuse.features.items import Item
 from mmfuse.fitted_model import FittedModel
 from mmfuse.model_folder import ModelFolder
-from mmfuse.model_kinds import kind_for
-from mmfuse.tasks import get_task
+from mmfuse.model_kinds import KINDS, kind_for
+from mmfuse.tasks import Task, get_task
 
-Fitted = FittedModel | EnsembleModel  # the model contract: fit, predict, evaluate, save, load
+
+class Fitted(Protocol):
+    """The model contract every kind implements whole: a single network and a dual encoder
+    (``FittedModel``, their differences in ``model_kinds.py``) and an ensemble of members
+    (``EnsembleModel``). Rows are validated rows (``Estimator.read``); items are in-memory
+    values (decoded images, strings), as the server has them. Exporting is
+    ``serving/export.py``'s, for every kind; explaining by gradients needs one network
+    (``is_network``)."""
+
+    config: Config
+    classes: list[str] | None
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    skipped: list
+    is_network: bool
+
+    @property
+    def task(self) -> Task: ...
+
+    @property
+    def modality_kinds(self) -> dict[str, str]: ...
+
+    @property
+    def vocabulary(self) -> Vocabulary | None: ...
+
+    def predict(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities (N, C) (values for regression), decoded outputs, modality weights."""
+
+    def predict_items(self, items: list[Item]) -> tuple[np.ndarray, np.ndarray,
+                                                        np.ndarray | None]: ...
+
+    def logits(self, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    def calibrate(self, rows: pd.DataFrame) -> float:
+        """The temperature (and the labels' decision) refitted on held-out labelled rows."""
+
+    def evaluate(self, rows: pd.DataFrame) -> dict[str, Any]: ...
+
+    def targets(self, rows: pd.DataFrame) -> torch.Tensor | None: ...
+
+    def describe(self) -> str: ...
+
+    def components(self) -> dict[str, Any]: ...
+
+    def save(self, directory: str | Path) -> Path: ...
+
+    def using_cache(self, cache: FeatureCache) -> AbstractContextManager[None]: ...
+
+
+# Every kind of fitted model, by the name its folder records (``meta.json``).
+FITTED_KINDS: dict[str, Any] = {**dict.fromkeys(KINDS, FittedModel),
+                                EnsembleModel.kind_name: EnsembleModel}
 
 E = TypeVar("E", bound="Estimator")
 
@@ -123,8 +177,8 @@ class Estimator:
     def dataset(self, rows: pd.DataFrame, use_cache: bool = True) -> MultimodalDataset:
         """Model inputs for rows from ``read``; ``use_cache=False`` decodes and encodes live
         (explanations need gradients through the encoders; profiling measures both)."""
-        self._check_fitted()
-        return self.fitted_.dataset(rows, with_targets=False, use_cache=use_cache)
+        self.require_network("build one network's inputs")
+        return self.fitted_.dataset(rows, with_targets=False, use_cache=use_cache)  # type: ignore[attr-defined]
 
     @contextmanager
     def feature_cache(self, cache: FeatureCache) -> Iterator[None]:
@@ -142,8 +196,10 @@ class Estimator:
     def load(cls: type[E], directory: str | Path) -> E:
         """Rebuild from a folder written by ``save``; reads no pickle, runs no stored code."""
         kind = ModelFolder(directory).definition().kind
-        fitted = (EnsembleModel if kind == EnsembleModel.kind_name else FittedModel).load(directory)
-        return cls.of(fitted)
+        if kind not in FITTED_KINDS:
+            raise CheckpointError(f"{directory} holds a model of kind '{kind}', which this "
+                                  f"version of mmfuse does not know ({', '.join(FITTED_KINDS)})")
+        return cls.of(FITTED_KINDS[kind].load(directory))
 
     @classmethod
     def of(cls: type[E], fitted: Fitted) -> E:

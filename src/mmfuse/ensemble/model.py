@@ -37,12 +37,13 @@ from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.networks import NetworkMember
 from mmfuse.ensemble.trees import TreeMember
-from mmfuse.errors import CheckpointError, MmfuseError
+from mmfuse.errors import CheckpointError, ConfigError, MmfuseError
 from mmfuse.features.assembly import HoldsFeatureCache
 from mmfuse.features.cache import FeatureCache
 from mmfuse.features.items import Item
 from mmfuse.model_folder import ModelFolder
 from mmfuse.progress import CONSOLE
+from mmfuse.scoring import log_of
 from mmfuse.tasks import Task, get_task, selection_metric
 from mmfuse.tasks.decision import decide, fit_shift, label_score, nested_decisions
 
@@ -190,10 +191,42 @@ class EnsembleModel(HoldsFeatureCache):
 
     def probabilities(self, inputs: MemberInputs) -> np.ndarray:
         """(N, C) calibrated class probabilities; regression: (N, 1) values."""
+        return self.calibrated(self.combined(inputs))
+
+    def combined(self, inputs: MemberInputs) -> np.ndarray:
+        """(N, C) the members' outputs combined, before the temperature."""
         members = [m.predict_proba(inputs) for m in self.members]
-        combined = (self.stacker.predict_proba(members) if self.stacker is not None
-                    else blend(members, self.weights))
-        return self.calibrated(combined)
+        return (self.stacker.predict_proba(members) if self.stacker is not None
+                else blend(members, self.weights))
+
+    def calibrate(self, rows: pd.DataFrame) -> float:
+        """Refit the temperature on held-out labelled rows (validated), then, for a metric
+        that reads labels, the labels' decision there; returns the temperature."""
+        if not self.task.single_label:
+            raise ConfigError(f"temperature scaling applies to single-label tasks, not to "
+                              f"{self.task.name}")
+        combined = self.combined(self.inputs(rows))
+        y = self.targets(rows).numpy()
+        self.temperature = calibrated_temperature(combined, y)
+        by_labels = label_score(selection_metric(self.config), len(self.classes or []))
+        if by_labels is not None:
+            self.decision_shift, _ = fit_shift(self.calibrated(combined), y, by_labels)
+        return self.temperature
+
+    def logits(self, rows: pd.DataFrame) -> tuple[torch.Tensor, None]:
+        """(N, C) the log of the calibrated probabilities (their softmax gives them back);
+        multilabel: each label's log-odds; regression: the values. No modality weights."""
+        scores = self.probabilities(self.inputs(rows))
+        if self.classes is None:
+            return torch.from_numpy(scores), None
+        if self.task.multilabel:
+            return torch.from_numpy(log_of(scores) - log_of(1 - scores)), None
+        return torch.from_numpy(log_of(scores)), None
+
+    @property
+    def vocabulary(self) -> None:
+        """None: no network vocabulary (each TF-IDF member keeps its own n-grams)."""
+        return None
 
     def calibrated(self, combined: np.ndarray) -> np.ndarray:
         """Combined probabilities with the temperature (single-label tasks); labels'
