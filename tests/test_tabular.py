@@ -368,9 +368,8 @@ def test_a_network_draws_each_row_in_proportion_to_its_weight(tmp_path: Path,
 
     drawn = {}
 
-    def recording_train(model, train_set, validate, cfg, metric, run, resume, weights,
-                        **kwargs):
-        drawn["weights"] = weights
+    def recording_train(model, train_set, validate, cfg, metric, *, sample_weights, **kwargs):
+        drawn["weights"] = sample_weights
         raise SystemExit  # nothing more to see
 
     monkeypatch.setattr(model_kinds, "train", recording_train)

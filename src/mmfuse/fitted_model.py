@@ -181,7 +181,8 @@ class FittedModel(HoldsFeatureCache):
         encoders = {m: self.model.encoder_for(m) for m in self.model.modalities}
         targets = self.targets(rows) if with_targets else None
         return make_dataset(rows, encoders, self.feature_cache(),
-                            self.kind.needs_tokens(self.model), targets, use_cache, together)
+                            self.kind.needs_tokens(self.model), targets=targets,
+                            use_cache=use_cache, together=together)
 
     # ------------------------------------------------------------------ scoring
     def logits(self, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -114,8 +114,8 @@ class SingleModel:
             if resume:
                 CONSOLE.print("stack: folds start over on --resume (they read cached features)")
             return fit_stack(model, train_set, val_set, settings, deadline)
-        return train(model, train_set, validate, settings, metric, run, resume, weights,
-                     deadline=deadline)
+        return train(model, train_set, validate, settings, metric, run=run, resume=resume,
+                     sample_weights=weights, deadline=deadline)
 
     def after_training(self, model: nn.Module, held_out: MultimodalDataset,
                        targets: torch.Tensor, num_workers: int) -> None:
@@ -186,8 +186,8 @@ class DualEncoderModel:
               validate: Callable[[nn.Module], dict[str, float]], settings: TrainConfig,
               metric: str, *, run: RunFiles | None, resume: bool, weights: torch.Tensor | None,
               deadline: Deadline | None) -> TrainState:
-        return train(model, train_set, validate, settings, metric, run, resume, weights,
-                     deadline=deadline)
+        return train(model, train_set, validate, settings, metric, run=run, resume=resume,
+                     sample_weights=weights, deadline=deadline)
 
     def after_training(self, model: nn.Module, held_out: MultimodalDataset,
                        targets: torch.Tensor, num_workers: int) -> None:

@@ -59,7 +59,7 @@ def linear_views(config: Config, preset: Preset) -> list[View]:
 
 
 def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: Preset,
-               cache: FeatureCache, small_data: bool, classes: list[str]
+               cache: FeatureCache, *, small_data: bool, classes: list[str]
                ) -> tuple[EnsembleModel, np.ndarray, np.ndarray, dict[str, float]]:
     """The ensemble over ``classes`` (every label of training and validation rows), its
     probabilities and labels on the judging rows and each member's out-of-fold score (the
@@ -78,7 +78,7 @@ def fit_linear(config: Config, train: pd.DataFrame, val: pd.DataFrame, preset: P
     targets = get_task(config.data.task).encode(rows["_target"].tolist(), classes)
     folds = [(np.asarray(a), np.asarray(b)) for a, b in fold_splits(targets, k, config.train.seed)]
     model, scores = EnsembleModel.fit(config, rows, linear_views(config, preset), folds, cache,
-                                      classes)
+                                      classes=classes)
     metric = selection_metric(config)
     sign = 1.0 if greater_is_better(metric) else -1.0  # scores: higher is better
     judged = model.out_of_fold if small_data else model.predict(val)[0]

@@ -12,7 +12,7 @@ from mmfuse.tasks import NO, YES
 
 
 def make_matching_pairs(
-    frame: pd.DataFrame, image_col: str, text_col: str, negatives: int = 1,
+    frame: pd.DataFrame, image_col: str, text_col: str, *, negatives: int = 1,
     hard_fraction: float = 0.5, seed: int = 0,
 ) -> pd.DataFrame:
     """Each true pair (label "yes") plus ``negatives`` mismatched captions (label "no").

@@ -60,8 +60,9 @@ def with_pairs(rows: pd.DataFrame, config: Config, seed: int) -> pd.DataFrame:
     data = config.data
     if not get_task(data.task).draws_negatives:
         return rows
-    return make_matching_pairs(rows, data.image_cols[0], data.text_cols[0], data.negatives,
-                               data.hard_negative_fraction, seed)
+    return make_matching_pairs(rows, data.image_cols[0], data.text_cols[0],
+                               negatives=data.negatives,
+                               hard_fraction=data.hard_negative_fraction, seed=seed)
 
 
 def given_weights(rows: pd.DataFrame) -> np.ndarray | None:

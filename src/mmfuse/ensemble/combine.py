@@ -131,7 +131,7 @@ def nested_splits(y: np.ndarray, folds: int, seed: int) -> list:
     return fold_splits(torch.from_numpy(y), folds, seed + 1)
 
 
-def nested_selection(members: list[np.ndarray], y: np.ndarray, score: Score, seed: int,
+def nested_selection(members: list[np.ndarray], y: np.ndarray, score: Score, seed: int, *,
                      folds: int = NESTED_FOLDS, weights: np.ndarray | None = None
                      ) -> tuple[float, np.ndarray, np.ndarray]:
     """Ensemble selection judged like the stacker: its out-of-fold score and probabilities
@@ -150,7 +150,7 @@ def nested_selection(members: list[np.ndarray], y: np.ndarray, score: Score, see
 
 
 def nested_stacking(members: list[np.ndarray], y: np.ndarray, n_classes: int | None,
-                    score: Score, seed: int, folds: int = NESTED_FOLDS,
+                    score: Score, seed: int, *, folds: int = NESTED_FOLDS,
                     weights: np.ndarray | None = None
                     ) -> tuple[float, np.ndarray, Stacker | ValueStacker]:
     """The stacker's own out-of-fold score, probabilities (N, C) and the stacker refitted on

@@ -97,7 +97,7 @@ class EnsembleModel(HoldsFeatureCache):
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, config: Config, rows: pd.DataFrame, views: list[View], folds: Folds,
-            cache: FeatureCache, classes: list[str] | None = None,
+            cache: FeatureCache, *, classes: list[str] | None = None,
             ) -> tuple[EnsembleModel, dict[str, float]]:
         """Linear members on ``views``, fitted on every row of ``rows`` and combined on their
         out-of-fold probabilities over ``folds``; also returns the out-of-fold score of each
@@ -113,7 +113,7 @@ class EnsembleModel(HoldsFeatureCache):
         oof, kept = [], []
         for view in views:
             try:
-                oof.append(out_of_fold(view, classes, inputs, y, folds, config.train.seed))
+                oof.append(out_of_fold(view, classes, inputs, y, folds, seed=config.train.seed))
                 kept.append(view)
             except ValueError as error:  # e.g. no n-gram occurs twice: the view says nothing
                 CONSOLE.print(f"ensemble: {view.name} left out ({error})")
@@ -128,7 +128,7 @@ class EnsembleModel(HoldsFeatureCache):
 
     @classmethod
     def combine(cls, config: Config, classes: list[str] | None, members: list[Member],
-                oof: list[np.ndarray], y: np.ndarray, prune: bool = False,
+                oof: list[np.ndarray], y: np.ndarray, *, prune: bool = False,
                 sample_weight: np.ndarray | None = None,
                 **fields: Any) -> tuple[EnsembleModel, dict[str, float]]:
         """Fitted ``members`` combined on their out-of-fold probabilities ``oof`` (one (N, C)
@@ -360,7 +360,7 @@ def new_member(view: View, classes: list[str] | None, seed: int) -> LinearMember
 
 
 def out_of_fold(view: View, classes: list[str] | None, inputs: MemberInputs, y: np.ndarray,
-                folds: Folds, seed: int = 0) -> np.ndarray:
+                folds: Folds, *, seed: int = 0) -> np.ndarray:
     """(N, C) probabilities (regression: (N, 1) values) of a member fitted without each
     row's fold."""
     oof = np.zeros((len(y), 1 if classes is None else len(classes)))

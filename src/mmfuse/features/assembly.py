@@ -22,6 +22,7 @@ def make_dataset(
     encoders: dict[str, Encoder],
     cache: FeatureCache,
     with_tokens: bool,
+    *,
     targets: torch.Tensor | None = None,
     use_cache: bool = True,
     together: Together | None = None,

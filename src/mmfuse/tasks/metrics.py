@@ -11,7 +11,7 @@ from mmfuse.scoring import top_label_reliability
 
 
 def class_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray,
-                  classes: list[str], positive_only: bool = False,
+                  classes: list[str], *, positive_only: bool = False,
                   sample_weight: np.ndarray | None = None) -> dict[str, Any]:
     """Single-label metrics; ``positive_only``: binary F1 and AUROC of the second class.
     With ``sample_weight`` (N,), each row counts that many times (but in the calibration

@@ -96,6 +96,7 @@ def train(
     validate: Callable[[MultimodalModel], dict[str, float]],
     cfg: TrainConfig,
     metric: str,
+    *,
     run: RunFiles | None = None,
     resume: bool = False,
     sample_weights: torch.Tensor | None = None,

@@ -27,7 +27,7 @@ class LinearMembers:
         try:
             model, judged, labels, scores = linear.fit_linear(
                 search.config, search.train_rows, search.val_rows, search.plan, search.cache,
-                len(search.splits) > 1, search.judge.classes)
+                small_data=len(search.splits) > 1, classes=search.judge.classes)
         except (MmfuseError, ValueError) as error:  # one bad candidate must not end the search
             CONSOLE.print(f"auto: {linear.NAME} failed: {error}")
             search.record(LeaderboardRow(linear.NAME, Status.FAILED, str(error)))
