@@ -134,6 +134,7 @@ def assert_guarantee(auto: AutoSearch) -> None:
     assert singles and chosen >= max(singles)
 
 
+@pytest.mark.slow
 def test_made_up_script_is_read_by_character_ngrams(tmp_path: Path) -> None:
     auto = search(tmp_path, made_up_script_rows(tmp_path, 240, seed=1))
     board = scores(auto)
@@ -185,6 +186,7 @@ def test_time_limit_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert read_leaderboard(tmp_path / "run")["elapsed_s"] <= 5 * 1.1
 
 
+@pytest.mark.slow
 def test_train_without_model_flags_runs_auto_mode_from_the_cli(tmp_path: Path, tiny_csv: Path,
                                                                float32: None) -> None:
     """Trained with defaults, then predicted and exported: the ONNX file, fed the inputs its

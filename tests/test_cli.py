@@ -109,6 +109,7 @@ def _train_command(data: Path, out: Path, cache: Path) -> list[str]:
             "--epochs", "10", "--cache-dir", str(cache), "--seed", "3", "--threads", "1", *TINY]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     make_rows(tmp_path, 600).to_csv(tmp_path / "train.csv", index=False)
     data, cache = tmp_path / "train.csv", tmp_path / "cache"

@@ -61,6 +61,7 @@ def tables(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tables")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["classification", "binary", "multilabel", "regression"])
 def test_every_tasks_ensemble_exports_with_its_combination(tables: Path, task: str) -> None:
     """TF-IDF of characters and words, a frozen image encoder, the tabular columns (linear

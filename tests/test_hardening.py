@@ -83,6 +83,7 @@ def test_a_repeated_column_name_is_reported_before_training(tmp_path) -> None:
     assert not (tmp_path / "r" / "leaderboard.json").exists()  # no search started
 
 
+@pytest.mark.slow
 def test_numbers_with_one_word_among_the_labels(tmp_path) -> None:
     """As regression: that row named. As classes, in auto mode: "three" (one row) lands in
     some validation fold and no training one; every fold's model still knows the class."""
@@ -230,6 +231,7 @@ def test_a_tampered_ensemble_folder_gets_one_checkpoint_error(tmp_path, edit) ->
     assert "ensemble.json does not describe the arrays in" in output
 
 
+@pytest.mark.slow
 def test_the_installed_command_gives_the_same_answers(run, tmp_path, tiny_csv) -> None:
     """A few of the cases above through the `mmfuse` entry point a user runs (a process of
     its own: exit code 2, the sentence, no traceback)."""

@@ -59,6 +59,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_train_the_model_one_process_trains(tmp_path: Path) -> None:
     make_rows(tmp_path, ROWS).to_csv(tmp_path / "train.csv", index=False)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(deterministic_config(tmp_path)))
