@@ -209,6 +209,9 @@ def test_train_without_model_flags_runs_auto_mode_from_the_cli(tmp_path: Path, t
     assert "leaderboard" in output and "chosen" in output
     code, output = cli("leaderboard", str(run))
     assert code == 0 and "chosen" in output
+    card = (run / "README.md").read_text()  # the model card names the choice and the board
+    chosen = read_leaderboard(run)["rows"][0]
+    assert f"**{chosen.candidate}**" in card and f"| {chosen.val_metric:.4f} | yes |" in card
     tried = {r.candidate for r in read_leaderboard(run)["rows"]}
     assert {"image: efficientnet-lite0", "text: minilm", "text: ngram"} <= tried
     code, output = cli("predict", str(run), "--data", str(tiny_csv),

@@ -39,6 +39,14 @@ VERSION = "0.1.0"
 WEIGHTS_FILE = "model.safetensors"  # the kept epoch's weights (an ensemble's arrays)
 STATE_FILE = "training_state.safetensors"  # the last completed epoch, while training
 FITTED_STATE_FILE = "fitted_state.json"  # encoders' fitted state beside the weights
+# what the commands write beside the model
+LEADERBOARD_FILE = "leaderboard.json"  # auto mode's candidates
+TEST_METRICS_FILE = "test_metrics.json"  # `train --test-data`
+EVALUATION_FILE = "evaluation.json"  # the last `mmfuse evaluate`
+ROBUSTNESS_FILE = "robustness.json"  # the last `mmfuse robustness`
+PROFILE_FILE = "profile.json"  # the last `mmfuse profile`
+CARD_FILE = "README.md"  # the model card (evaluation/model_card.py)
+CARD_FACTS_FILE = "card.json"  # what `train` recorded for the card: data summary, command
 
 
 @dataclass
@@ -243,6 +251,11 @@ class ModelFolder:
     def metrics(self) -> dict[str, Any]:
         path = self.path / "metrics.json"
         return read_json(path) if path.exists() else {}
+
+    def optional(self, name: str) -> Any:
+        """The JSON file ``name`` of the folder, or None where there is none."""
+        path = self.path / name
+        return read_json(path) if path.exists() else None
 
     def history(self) -> list[dict[str, Any]]:
         path = self.path / "history.json"

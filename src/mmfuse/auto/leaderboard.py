@@ -13,9 +13,9 @@ import pandas as pd
 
 from mmfuse.errors import MmfuseError
 from mmfuse.io import atomic_write_text, read_json, write_json
+from mmfuse.model_folder import LEADERBOARD_FILE
 from mmfuse.scoring import greater_is_better
 
-LEADERBOARD_FILE = "leaderboard.json"
 COLUMNS = ("candidate", "status", "reason", "val_metric", "folds", "fit_s", "predict_s_per_1k",
            "weight", "method", "chosen")
 

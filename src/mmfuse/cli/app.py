@@ -40,6 +40,26 @@ def friendly(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def invoked_command(context: typer.Context) -> str:
+    """The command being run, as a user would type it again: `mmfuse <command>`, then every
+    argument and option given (those left at their defaults omitted)."""
+    import shlex
+
+    words = ["mmfuse", context.info_name or ""]
+    for parameter in context.command.params:
+        value = context.params.get(parameter.name)
+        empty = value is None or value is False or (isinstance(value, list | tuple) and not value)
+        if empty or value == parameter.default:
+            continue
+        option = next((o for o in parameter.opts if o.startswith("--")), None)
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if option is None:
+                words.append(str(item))
+            else:
+                words += [option] if item is True else [option, str(item)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def _writable(path: Path, folder: bool) -> Path:
     """``path`` when it can be written as a file (``folder=False``) or a folder; otherwise the
     option is refused before any work starts, saying why."""

@@ -12,9 +12,11 @@ import pandas as pd
 
 from mmfuse.evaluation import plots
 from mmfuse.evaluation.explain import explain, explanation_figure
+from mmfuse.evaluation.model_card import card as model_card
 from mmfuse.evaluation.profile import profile
 from mmfuse.evaluation.robustness import robustness
 from mmfuse.io import atomic_write_text, write_json
+from mmfuse.model_folder import ModelFolder
 from mmfuse.predictor import Data, Predictor
 from mmfuse.scoring import top_label_reliability
 from mmfuse.tasks import get_task, selection_metric
@@ -87,7 +89,9 @@ def build_report(
     examples = explain(predictor, _examples(predictor, rows, explain_rows))
     report["explanations"] = [{k: v for k, v in e.items() if k != "heatmaps"} for e in examples]
     write_json(out.with_suffix(out.suffix + ".json"), report)
-    atomic_write_text(out, _render(predictor, report, examples))
+    card = model_card(ModelFolder(run_dir)) if run_dir is not None and ModelFolder(
+        run_dir).exists() else None
+    atomic_write_text(out, _render(predictor, report, examples, card))
     return report
 
 
@@ -106,15 +110,27 @@ def _examples(predictor: Predictor, rows: pd.DataFrame, count: int) -> pd.DataFr
     return chosen
 
 
-def _render(predictor: Predictor, report: dict[str, Any], examples: list[dict]) -> str:
+def _render(predictor: Predictor, report: dict[str, Any], examples: list[dict],
+            card: str | None) -> str:
+    """``card``: the run's model card (Markdown), shown first, as it stood before this
+    report."""
     title = (f"{report['task']} · {', '.join(predictor.modality_kinds_)} · "
              f"{predictor.describe()}")
-    parts = [_summary(report), _training(predictor, report), _errors(predictor, report),
+    parts = [_card_section(card), _summary(report), _training(predictor, report), _errors(predictor, report),
              _robustness(report["robustness"]), _efficiency(report["efficiency"]),
              _calibration(report), _explained(examples)]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>mmfuse report</title>"
             f"<style>{CSS}</style></head><body><header><h1>mmfuse model report</h1>"
             f"<p>{html.escape(title)}</p></header><main>{''.join(parts)}</main></body></html>")
+
+
+def _card_section(card: str | None) -> str:
+    if card is None:
+        return ""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(card)
+    return f"<section class='card'>{body}</section>"
 
 
 def _summary(report: dict[str, Any]) -> str:

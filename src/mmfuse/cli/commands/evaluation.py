@@ -11,7 +11,9 @@ from mmfuse.cli.app import Opt, app, friendly, out, writable_file, writable_fold
 from mmfuse.cli.render import print_explanations, print_metrics, print_profile, print_robustness
 from mmfuse.cli.sources import dataset_or_path
 from mmfuse.errors import ConfigError
+from mmfuse.evaluation.model_card import refresh_card
 from mmfuse.io import write_json
+from mmfuse.model_folder import PROFILE_FILE, ROBUSTNESS_FILE
 
 
 def _severities(text: str) -> tuple[int, ...]:
@@ -38,10 +40,11 @@ def robustness(
 
     result = run_robustness(load(run), dataset_or_path(data), seed=seed, max_rows=max_rows,
                             severities=_severities(severities))
-    target = output or run / "robustness.json"
+    target = output or run / ROBUSTNESS_FILE
     write_json(target, result)
     print_robustness(result)
     out.print(f"written to {target}")
+    refresh_card(run)
 
 
 @app.command()
@@ -58,7 +61,7 @@ def profile(
     from mmfuse.evaluation.profile import profile as run_profile
 
     result = run_profile(load(run), dataset_or_path(data), run_dir=run, repeats=repeats)
-    target = output or run / "profile.json"
+    target = output or run / PROFILE_FILE
     write_json(target, result)
     print_profile(result)
     out.print(f"written to {target}")
@@ -104,3 +107,4 @@ def report(
                           explain_rows=explain_rows)
     print_metrics("report metrics", result["metrics"])
     out.print(f"report written to {out_file} (data in {out_file}.json)")
+    refresh_card(run)

@@ -10,7 +10,9 @@ import typer
 from mmfuse.cli.app import Opt, app, friendly, out, writable_file
 from mmfuse.cli.render import print_metrics
 from mmfuse.cli.sources import dataset_or_path
+from mmfuse.evaluation.model_card import refresh_card
 from mmfuse.io import write_json
+from mmfuse.model_folder import EVALUATION_FILE
 from mmfuse.tasks import get_task
 
 
@@ -26,10 +28,11 @@ def evaluate(
     from mmfuse import load
 
     metrics = load(run).evaluate(dataset_or_path(data))
-    target = output or run / "evaluation.json"
+    target = output or run / EVALUATION_FILE
     write_json(target, metrics)
     print_metrics(f"evaluation on {data}", metrics)
     out.print(f"written to {target}")
+    refresh_card(run)
 
 
 @app.command()

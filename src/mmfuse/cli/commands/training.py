@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mmfuse.cli.app import Opt, app, err, friendly, out, writable_folder
+from mmfuse.cli.app import Opt, app, err, friendly, invoked_command, out, writable_folder
 from mmfuse.cli.columns import fit_columns_to_manifest
 from mmfuse.cli.options import apply_flags, encoders_given, model_flags_given, with_config_flags
 from mmfuse.cli.render import leaderboard_table, print_components, print_demo, print_metrics
@@ -15,6 +15,7 @@ from mmfuse.cli.sources import dataset_or_path
 from mmfuse.config import Config
 from mmfuse.errors import ConfigError
 from mmfuse.io import write_json
+from mmfuse.model_folder import CARD_FACTS_FILE, CARD_FILE, LEADERBOARD_FILE, TEST_METRICS_FILE
 from mmfuse.progress import CONSOLE
 from mmfuse.tasks import get_task
 
@@ -23,6 +24,7 @@ from mmfuse.tasks import get_task
 @friendly
 @with_config_flags
 def train(
+    context: typer.Context,
     out_dir: Annotated[Path, Opt("--out", help="Run folder: checkpoints, metrics, model",
                                   callback=writable_folder)],
     data: Annotated[str | None, Opt(help="Training manifest (CSV, TSV, JSONL, Parquet) or tar "
@@ -80,9 +82,32 @@ def train(
     if test is not None:
         metrics = predictor.evaluate(test)
         if is_main_process():
-            write_json(out_dir / "test_metrics.json", metrics)
+            write_json(out_dir / TEST_METRICS_FILE, metrics)
         print_metrics("test", metrics)
-    out.print(f"model saved in {out_dir}")
+    if is_main_process():
+        _record_card(out_dir, cfg, train_data, dataset or data, invoked_command(context))
+    out.print(f"model saved in {out_dir}; its card: {out_dir / CARD_FILE}")
+
+
+def _record_card(out_dir: Path, cfg: Config, train_data: Any, source: str | None,
+                 command: str) -> None:
+    """What the model card says of the training table and the command, then the card."""
+    from datetime import datetime
+
+    import pandas as pd
+
+    from mmfuse.data.manifest import read_manifest
+    from mmfuse.data.shards import is_shard_spec
+    from mmfuse.evaluation.model_card import data_facts, write_card
+
+    frame = train_data if isinstance(train_data, pd.DataFrame) else (
+        None if is_shard_spec(train_data) else read_manifest(train_data))
+    facts = (data_facts(frame, cfg, str(source)) if frame is not None
+             else {"source": str(source)})
+    facts |= {"command": command,
+              "created_at": datetime.now().isoformat(timespec="seconds")}
+    write_json(out_dir / CARD_FACTS_FILE, facts)
+    write_card(out_dir)
 
 
 def _train_config(config: Path | None, dataset: str | None,
@@ -102,8 +127,6 @@ def _train_config(config: Path | None, dataset: str | None,
 
 def _runs_auto_mode(out_dir: Path, model_flags: bool, resume: bool) -> bool:
     """Auto mode unless the model is chosen, or a fixed-model run is being resumed."""
-    from mmfuse.auto.leaderboard import LEADERBOARD_FILE
-
     resuming_fixed = resume and (out_dir / "config.yaml").exists() and not (
         out_dir / LEADERBOARD_FILE).exists()
     return not model_flags and not resuming_fixed
