@@ -9,11 +9,15 @@ from __future__ import annotations
 import itertools
 import random
 import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import uvicorn
 from PIL import Image
 
 from mmfuse import Config, DataConfig, EncoderConfig, ModelConfig, TrainConfig
@@ -170,3 +174,27 @@ def clip_folder(folder: Path) -> Path:
                  "special_tokens_map.json"):
         shutil.copy(tokenizer / name, folder / name)
     return folder
+
+
+class Server:
+    """uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, app) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

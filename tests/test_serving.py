@@ -9,15 +9,11 @@ import io
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
-from conftest import make_captions, make_rows
+from conftest import Server, make_captions, make_rows
 from PIL import Image
 from test_predictor import pretrained_config
 
@@ -25,30 +21,6 @@ from mmfuse import EncoderConfig, Predictor
 from mmfuse.errors import MmfuseError
 from mmfuse.serving.app import create_app
 from mmfuse.serving.export import export_onnx
-
-
-class Server:
-    """uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, app) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -332,8 +304,8 @@ def test_a_long_text_is_refused_alike_over_json_and_multipart(served) -> None:
     text = "red " * 500_000  # 2 MB: over the text limit, under the body limit
     image = png("red")
     assert_error(httpx.post(url, json={"image": base64.b64encode(image).decode(), "text": text}),
-                 413, "text_too_long")
-    assert_error(httpx.post(url, files={"image": ("x.png", image)}, data={"text": text}), 413,
+                 422, "text_too_long")
+    assert_error(httpx.post(url, files={"image": ("x.png", image)}, data={"text": text}), 422,
                  "text_too_long")
 
 
@@ -406,7 +378,11 @@ def test_an_api_key_keeps_strangers_out(served) -> None:
             assert_error(response, 401, "unauthorized")
             assert response.headers["www-authenticate"] == "Bearer"
         assert_error(client.post("/v1/predict", json={"text": "x"}), 401, "unauthorized")
-        assert client.get("/docs").status_code == 401
+        contract = client.get("/openapi.json")  # the contract is public; no data is
+        assert contract.status_code == 200
+        assert contract.json()["components"]["securitySchemes"] == {
+            "bearer": {"type": "http", "scheme": "bearer"}}
+        assert contract.json()["paths"]["/v1/model"]["get"]["security"] == [{"bearer": []}]
         good = client.get("/v1/model", headers={"authorization": "Bearer s3cret-key"})
         assert good.status_code == 200 and good.json()["task"] == "classification"
     refused = CliRunner().invoke(app, ["serve", str(served["folder"]), "--host", "0.0.0.0"],

@@ -22,12 +22,14 @@ from mmfuse.retrieval.index import EmbeddingIndex
 from mmfuse.retrieval.predictor import RetrievalPredictor
 from mmfuse.serving.batcher import MicroBatcher
 from mmfuse.serving.engine import InferenceEngine
+from mmfuse.serving.openapi import contract
 from mmfuse.serving.predict_routes import not_predicting_routes, predict_routes
 from mmfuse.serving.protocol import BearerKey, BodyLimit, install_error_handlers
 from mmfuse.serving.search_routes import not_searching_routes, search_routes
 
 ACCESS = logging.getLogger("mmfuse.access")
-OPEN_PATHS = frozenset({"/v1/health", "/", "/favicon.ico"})  # no data: the page asks for the key
+# no data: the page asks for the key; the contract (OpenAPI) names the fields, not the data
+OPEN_PATHS = frozenset({"/v1/health", "/", "/favicon.ico", "/openapi.json", "/docs"})
 
 
 def create_app(
@@ -38,7 +40,7 @@ def create_app(
     """The API around a fitted (or loaded) model; ``index`` enables /v1/search. With
     ``api_key``, every route but the health check and the (static) page needs
     ``Authorization: Bearer <api_key>``."""
-    batcher = None
+    batcher, engine = None, None
     if isinstance(model, RetrievalPredictor):
         served = EmbeddingIndex.load(index) if index is not None else None
         if served is not None:
@@ -80,6 +82,14 @@ def create_app(
 
     for router in routes:
         app.include_router(router)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = contract(app, engine=engine, secured=bool(api_key),
+                                          open_paths=OPEN_PATHS)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:

@@ -13,12 +13,6 @@ from mmfuse.serving.inputs import ItemReader
 from mmfuse.serving.protocol import ApiError, json_object
 
 MAX_BATCH_ITEMS = 256
-PREDICT_BODY = {"requestBody": {"content": {
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "image": {"type": "string", "format": "binary"}, "text": {"type": "string"}}}},
-    "application/json": {"schema": {"type": "object", "properties": {
-        "image": {"type": "string", "description": "base64"}, "text": {"type": "string"}}}},
-}}}
 
 
 def predict_routes(engine: InferenceEngine, batcher: MicroBatcher, timeout_s: float) -> APIRouter:
@@ -40,7 +34,7 @@ def predict_routes(engine: InferenceEngine, batcher: MicroBatcher, timeout_s: fl
                 "accepts_missing": card.accepts_missing,
                 **card.description}
 
-    @router.post("/v1/predict", openapi_extra=PREDICT_BODY)
+    @router.post("/v1/predict")
     async def predict(request: Request) -> dict[str, Any]:
         """One prediction: multipart `image` file + `text` field, or JSON with base64 image."""
         return await run(*await reader.read(request))
@@ -48,11 +42,15 @@ def predict_routes(engine: InferenceEngine, batcher: MicroBatcher, timeout_s: fl
     @router.post("/v1/predict/batch")
     async def predict_batch(request: Request) -> dict[str, Any]:
         """JSON ``{"items": [{"image": base64, "text": ...}, ...]}``."""
-        items = (await json_object(request)).get("items")
+        body = await json_object(request, 'the items go under "items": {"items": [{...}, ...]}')
+        if set(body) - {"items"}:
+            raise ApiError(422, "unknown_field", f"unknown field(s) {sorted(set(body) - {'items'})}"
+                           '; send {"items": [{...}, ...]}')
+        items = body.get("items")
         if not isinstance(items, list) or not items:
             raise ApiError(422, "invalid_request", 'send {"items": [{...}, ...]}')
         if len(items) > MAX_BATCH_ITEMS:
-            raise ApiError(413, "too_many_items", f"at most {MAX_BATCH_ITEMS} items per request")
+            raise ApiError(422, "too_many_items", f"at most {MAX_BATCH_ITEMS} items per request")
         parsed = []
         for number, raw in enumerate(items):
             if not isinstance(raw, dict):
@@ -63,7 +61,7 @@ def predict_routes(engine: InferenceEngine, batcher: MicroBatcher, timeout_s: fl
                 raise ApiError(error.status, error.code, f"items[{number}]: {error.message}") from error
         return {"predictions": list(await asyncio.gather(*(run(*item) for item in parsed)))}
 
-    @router.post("/v1/explain", openapi_extra=PREDICT_BODY)
+    @router.post("/v1/explain")
     async def explain(request: Request) -> dict[str, Any]:
         """The prediction with each modality's contribution (fusion weights and ablation)."""
         item, ignored = await reader.read(request)

@@ -40,8 +40,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        # its headers too: a 405 names the allowed methods (``Allow``, RFC 9110)
         return JSONResponse(error_body("http_error", str(error.detail)),
-                            status_code=error.status_code)
+                            status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -123,8 +124,9 @@ def decode_upload(data: bytes, field: str) -> Image.Image:
         raise ApiError(422, "bad_image", f"{field}: not a readable image ({error})") from error
 
 
-async def json_object(request: Request) -> dict:
-    """The request's JSON body, which must be an object."""
+async def json_object(request: Request, shape: str = "") -> dict:
+    """The request's JSON body, which must be an object (``shape``: what it looks like, for
+    the error)."""
     try:
         body = await request.json()
     except RecursionError as error:  # the decoder recurses once per level of nesting
@@ -132,7 +134,8 @@ async def json_object(request: Request) -> dict:
     except ValueError as error:
         raise ApiError(400, "bad_json", f"the body is not valid JSON ({error})") from error
     if not isinstance(body, dict):
-        raise ApiError(422, "invalid_request", "the JSON body must be an object")
+        hint = f": {shape}" if shape else ""
+        raise ApiError(422, "invalid_request", f"the JSON body must be an object{hint}")
     return body
 
 

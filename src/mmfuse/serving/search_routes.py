@@ -9,7 +9,7 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
 from mmfuse.retrieval.index import EmbeddingIndex
 from mmfuse.retrieval.predictor import RetrievalPredictor
@@ -23,7 +23,15 @@ class SearchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: StrictStr | None = None
     image: StrictStr | None = Field(None, description="base64")
-    top: StrictInt = Field(5, ge=1, le=100)
+    top: StrictInt | StrictFloat = Field(5, ge=1, le=100)
+
+    @field_validator("top")
+    @classmethod
+    def whole(cls, top: int | float) -> int:
+        """A whole number, as JSON writes it (``10`` or ``10.0``)."""
+        if not float(top).is_integer():
+            raise ValueError("must be a whole number")
+        return int(top)
 
 
 def search_routes(model: RetrievalPredictor, index: EmbeddingIndex | None) -> APIRouter:
