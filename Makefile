@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mmfuse-installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/mmfuse demo --out runs/demo
 
-# The tests start with the lint: a broken layer or a ruff finding fails `make test` too.
-test: lint
+# The tests start with the lint and the docs: a broken layer, a ruff finding or a broken
+# docs page (mkdocs --strict) fails `make test` too.
+test: lint docs
 	$(BIN)/python -m pytest
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # Speed/quality benchmarks: run on purpose, never in CI; each writes benchmarks/results/*.json.
 # The emoji set is drawn with Debian's colour emoji font.
@@ -43,4 +47,4 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

@@ -173,3 +173,10 @@ def test_train_flags_are_the_config_fields(tmp_path: Path, tiny_csv: Path) -> No
     code, output = cli("train", "--data", str(tiny_csv), "--out", str(tmp_path / "x"),
                        "--preset", "fast", "--hidden-dim", "8")
     assert code == 2 and "--hidden-dim" in output
+
+
+def test_the_version_is_printed() -> None:
+    from mmfuse import __version__
+
+    code, output = cli("--version")
+    assert code == 0 and output.strip() == f"mmfuse {__version__}"

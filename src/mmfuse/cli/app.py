@@ -6,7 +6,7 @@ import functools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,6 +23,21 @@ out = Console()
 err = Console(stderr=True)
 Opt = typer.Option  # the commands' option declarations, short
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from mmfuse import __version__
+
+        out.print(f"mmfuse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit")] = False
+         ) -> None:
+    """Learn from images and text together: train, evaluate, predict."""
 
 
 def friendly(command: F) -> F:
