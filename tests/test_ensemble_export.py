@@ -121,3 +121,17 @@ def test_long_texts_export_in_windows_as_their_cached_features_are_read(tmp_path
                                     FeatureCache(tmp_path / "cache"))
     result = export_onnx(Predictor.of(ensemble), tmp_path / "ensemble.onnx", rows)
     assert "caption.window_mask" in result["inputs"] and result["max_abs_difference"] < 1e-4
+
+
+def test_a_gru_network_exports_on_texts_of_uneven_lengths(tmp_path: Path) -> None:
+    """Packed sequences trace into ONNX's GRU: the parity check on real rows is the judge."""
+    from conftest import make_rows, tiny_config
+
+    frame = make_rows(tmp_path, 64, seed=1)
+    frame["caption"] = [c + " and more words" * (i % 4) for i, c in enumerate(frame["caption"])]
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    cfg = tiny_config(tmp_path, fusion="concat")  # a GRU reads the texts
+    cfg.train.epochs = 1
+    network = Predictor(cfg).fit(tmp_path / "data.csv")
+    result = export_onnx(network, tmp_path / "gru.onnx", tmp_path / "data.csv")
+    assert result["max_abs_difference"] < 1e-4 and "caption.input_ids" in result["inputs"]

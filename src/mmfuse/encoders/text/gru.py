@@ -20,8 +20,6 @@ class GRUTextEncoder(Encoder):
 
     kind = "text"
     pretrained = False
-    not_exportable = ("the gru text encoder packs variable-length sequences, which ONNX cannot "
-                      "express; export a model with minilm, ngram or an hf: text encoder")
 
     def __init__(
         self, vocabulary: Vocabulary | None, embed_dim: int = 128, hidden: int = 128,
