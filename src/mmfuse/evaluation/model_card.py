@@ -42,10 +42,8 @@ def data_facts(frame: pd.DataFrame, config: Config, source: str) -> dict[str, An
     facts: dict[str, Any] = {"source": source, "rows": len(frame),
                              "columns": {k: list(v) for k, v in columns.items() if v}}
     read = [c for cs in columns.values() for c in cs if c in frame]
-    facts["missing_cells"] = {c: int(frame[c].isna().sum() + (frame[c].astype(str).str.strip()
-                                                               == "").sum() * frame[c].notna())
-                              for c in read if frame[c].isna().any()
-                              or (frame[c].astype(str).str.strip() == "").any()}
+    empty = {c: frame[c].isna() | (frame[c].astype(str).str.strip() == "") for c in read}
+    facts["missing_cells"] = {c: int(cells.sum()) for c, cells in empty.items() if cells.any()}
     if data.label_col in frame and data.task != "retrieval":
         labels = frame[data.label_col].dropna().astype(str)
         if data.task == "multilabel":
