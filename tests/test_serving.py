@@ -257,12 +257,24 @@ def test_onnx_export_matches_predict_of_the_saved_model(served, tmp_path) -> Non
     assert np.abs(actual - fast).max() < 2e-3
 
 
-def test_export_refuses_what_onnx_cannot_express(tmp_path, tiny_csv) -> None:
+def test_export_refuses_what_onnx_cannot_express(tmp_path, tiny_csv, monkeypatch) -> None:
+    """An encoder that says ONNX cannot express it is refused in its own sentence, in a
+    network and in an ensemble's fold models alike."""
     from conftest import tiny_config
 
+    from mmfuse.encoders.text.gru import GRUTextEncoder
+    from mmfuse.ensemble.model import EnsembleModel
+    from mmfuse.ensemble.networks import NetworkMember
+
+    monkeypatch.setattr(GRUTextEncoder, "not_exportable", "the gru cannot be exported here")
     predictor = Predictor(tiny_config(tmp_path)).fit(tiny_csv)  # a GRU text encoder
-    with pytest.raises(MmfuseError, match="gru text encoder"):
+    with pytest.raises(MmfuseError, match="the gru cannot be exported here"):
         export_onnx(predictor, tmp_path / "x.onnx", tiny_csv)
+    ensemble = EnsembleModel(predictor.config, predictor.classes_,
+                             [NetworkMember("net", [predictor.fitted_])], "selection",
+                             np.ones(1))
+    with pytest.raises(MmfuseError, match="the gru cannot be exported here"):
+        export_onnx(Predictor.of(ensemble), tmp_path / "e.onnx", tiny_csv)
 
 
 def test_onnx_export_of_an_ngram_text_model(tmp_path, tiny_csv) -> None:

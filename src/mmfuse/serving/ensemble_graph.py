@@ -146,6 +146,10 @@ class EnsembleGraph(nn.Module):
             named |= graph.own_inputs(member_inputs)
         return [named[name] for name in self.input_names]
 
+    def encoders(self) -> list[Encoder]:
+        """Every encoder the graph runs (a fold model's or a linear member's)."""
+        return [p.encoder for p in self.prepared]
+
     def preparation(self) -> dict[str, str]:
         """Each encoder input's name -> what prepares it."""
         return {p.name: p.describe() for p in self.prepared}

@@ -14,6 +14,7 @@ from torch import nn
 
 from mmfuse.data.validate import cells
 from mmfuse.encoders import fast_path
+from mmfuse.encoders.base import Encoder
 from mmfuse.errors import MmfuseError
 from mmfuse.features.batches import Batch
 from mmfuse.predictor import Data, Predictor
@@ -54,6 +55,9 @@ class ExportableModel(nn.Module):
         ``first``: of the first rows only, laid out as for all rows."""
         batch = self._batch(rows, first)
         return [batch[m][key] for m, keys in self.layout for key in keys]
+
+    def encoders(self) -> list[Encoder]:
+        return [self.model.encoder_for(m) for m, _ in self.layout]
 
     def preparation(self) -> dict[str, str]:
         """Each modality -> what prepares its inputs."""
@@ -143,15 +147,16 @@ def export_onnx(
 
 
 def graph_for(predictor: Predictor, rows: pd.DataFrame) -> nn.Module:
-    """The module that computes what ``predict`` does, from positional tensors."""
+    """The module that computes what ``predict`` does, from positional tensors; an encoder
+    that ONNX cannot express (``Encoder.not_exportable``) is refused in one sentence."""
     from mmfuse.serving.ensemble_graph import EnsembleGraph
 
-    if not predictor.is_network:
-        return EnsembleGraph(predictor.fitted_, rows)  # type: ignore[arg-type]
-    for encoder in predictor.model_.encoders.values():
+    graph = (ExportableModel(predictor, rows) if predictor.is_network
+             else EnsembleGraph(predictor.fitted_, rows))  # type: ignore[arg-type]
+    for encoder in graph.encoders():
         if encoder.not_exportable:
             raise MmfuseError(encoder.not_exportable)
-    return ExportableModel(predictor, rows)
+    return graph
 
 
 def check_parity(
