@@ -44,6 +44,7 @@ class Prepared:
     name: str
     column: str
     encoder: Encoder
+    signature: str  # ``preparation(encoder)``
 
     def describe(self) -> str:
         return f"{self.column} through {type(self.encoder).__name__} ({self.encoder.preprocessing})"
@@ -91,6 +92,7 @@ class EnsembleGraph(nn.Module):
         self.graphs = nn.ModuleList([m.graph(ensemble.config, ensemble.encoders)
                                      for m in ensemble.members])
         self.prepared: list[Prepared] = []
+        self.found: dict[tuple[str, int], Prepared] = {}  # (column, id(encoder)) -> inputs
         for graph in self.graphs:
             for column, encoder in graph.reads():
                 self.prepared_for(column, encoder)
@@ -114,13 +116,17 @@ class EnsembleGraph(nn.Module):
     def prepared_for(self, column: str, encoder: Encoder) -> Prepared:
         """The named inputs of ``column`` through ``encoder``'s preparation: one set per
         distinct preparation of a column, shared by every member that reads it."""
-        same_column = [p for p in self.prepared if p.column == column]
-        for p in same_column:
-            if preparation(p.encoder) == preparation(encoder):
-                return p
-        name = column if not same_column else f"{column}.{len(same_column) + 1}"
-        self.prepared.append(Prepared(name, column, encoder))
-        return self.prepared[-1]
+        key = (column, id(encoder))
+        if key not in self.found:  # read again on every forward pass: looked up once
+            signature = preparation(encoder)
+            same_column = [p for p in self.prepared if p.column == column]
+            match = next((p for p in same_column if p.signature == signature), None)
+            if match is None:
+                name = column if not same_column else f"{column}.{len(same_column) + 1}"
+                match = Prepared(name, column, encoder, signature)
+                self.prepared.append(match)
+            self.found[key] = match
+        return self.found[key]
 
     def _batch(self, prepared: Prepared, rows: pd.DataFrame, first: int | None = None
                ) -> dict[str, torch.Tensor]:
