@@ -30,6 +30,17 @@ def cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def train_auto_fast(tmp_path: Path, data: Path, *flags: str) -> Path:
+    """A short auto-mode run (preset fast, 90 s, 2 epochs) with ``flags``; its run folder."""
+    run = tmp_path / "run"
+    code, output = cli("train", "--data", str(data), "--out", str(run), "--preset", "fast",
+                       "--time-limit", "90", "--epochs", "2", "--cache-dir", str(tmp_path / "c"),
+                       "--image-col", "image", "--text-col", "caption", "--num-workers", "0",
+                       *flags)
+    assert code == 0, output
+    return run
+
+
 def test_train_evaluate_predict_list(tmp_path: Path, tiny_csv: Path) -> None:
     run = tmp_path / "run"
     code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--epochs", "2",

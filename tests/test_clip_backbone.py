@@ -112,17 +112,12 @@ def test_a_backbone_keeps_auto_mode_on_for_classification_with_its_towers(
         tmp_path: Path, tiny_csv: Path) -> None:
     """--backbone names both encoders: auto mode searches with the folder's image and text
     towers in place of the packaged encoders."""
-    from test_cli import cli
+    from test_cli import train_auto_fast
 
     from mmfuse.auto.leaderboard import read_leaderboard
 
     folder = clip_folder(tmp_path / "clip")
-    run = tmp_path / "run"
-    code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--preset", "fast",
-                       "--time-limit", "90", "--epochs", "2", "--cache-dir", str(tmp_path / "c"),
-                       "--image-col", "image", "--text-col", "caption", "--num-workers", "0",
-                       "--backbone", f"hf:{folder}")
-    assert code == 0, output
+    run = train_auto_fast(tmp_path, tiny_csv, "--backbone", f"hf:{folder}")
     tried = {r.candidate for r in read_leaderboard(run)["rows"]}
     assert {f"image: hf:{folder}", f"text: hf:{folder}"} <= tried, tried
     assert "text: minilm" not in tried

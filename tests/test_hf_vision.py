@@ -114,17 +114,12 @@ def test_an_encoder_flag_alone_keeps_auto_mode_on_with_that_encoder(tmp_path: Pa
                                                                   tiny_csv: Path) -> None:
     """`--image-encoder hf:DIR` names the image encoder, not the model: auto mode searches
     with it in place of the packaged one, and the linear members read its frozen features."""
-    from test_cli import cli
+    from test_cli import cli, train_auto_fast
 
     from mmfuse.auto.leaderboard import read_leaderboard
 
     folder = vit_folder(tmp_path / "vit")
-    run = tmp_path / "run"
-    code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--preset", "fast",
-                       "--time-limit", "90", "--epochs", "2", "--cache-dir", str(tmp_path / "c"),
-                       "--image-col", "image", "--text-col", "caption", "--num-workers", "0",
-                       "--image-encoder", f"hf:{folder}")
-    assert code == 0, output
+    run = train_auto_fast(tmp_path, tiny_csv, "--image-encoder", f"hf:{folder}")
     board = read_leaderboard(run)
     tried = {r.candidate for r in board["rows"]}
     assert f"image: hf:{folder}" in tried and "image: efficientnet-lite0" not in tried
