@@ -41,3 +41,17 @@ def test_every_page_resolves_its_figures():
     for page in (ROOT / "docs").glob("*.md"):
         rendered = render(page.read_text())
         assert "{{" not in rendered, page.name
+
+
+@pytest.mark.parametrize("name, set_name", [("MATH-V", "math-vision"), ("emoji", "emoji")])
+def test_the_readme_results_table_equals_the_measurement(name, set_name):
+    """The README is not built by MkDocs, so its one results table is checked here."""
+    measured = json.loads((ROOT / "benchmarks/results/auto.json").read_text())["sets"][set_name]
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+               if line.startswith(f"| {name} ("))
+    anchors = [r["macro_f1"] for model, r in measured["results"].items()
+               if model.startswith("sklearn")]
+    assert f"({measured['train_rows']:,} / {measured['test_rows']:,})" in row
+    assert f"**{measured['auto_test_macro_f1']:.3f}**" in row
+    assert f"{measured['search_wall_s']:.0f} s ({measured['frozen_features_s']:.0f} s)" in row
+    assert f"| {max(anchors):.3f} (" in row
