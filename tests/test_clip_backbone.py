@@ -112,12 +112,127 @@ def test_a_backbone_keeps_auto_mode_on_for_classification_with_its_towers(
         tmp_path: Path, tiny_csv: Path) -> None:
     """--backbone names both encoders: auto mode searches with the folder's image and text
     towers in place of the packaged encoders."""
-    from test_cli import train_auto_fast
+    from test_cli import cli, train_auto_fast
 
     from mmfuse.auto.leaderboard import read_leaderboard
 
     folder = clip_folder(tmp_path / "clip")
     run = train_auto_fast(tmp_path, tiny_csv, "--backbone", f"hf:{folder}")
     tried = {r.candidate for r in read_leaderboard(run)["rows"]}
-    assert {f"image: hf:{folder}", f"text: hf:{folder}"} <= tried, tried
+    assert {f"image: hf:{folder}", f"text: hf:{folder}",
+            f"member: zero-shot prompts + LR on hf:{folder}"} <= tried, tried
     assert "text: minilm" not in tried
+    # the head started from the prompts is an ensemble member like any: it exports
+    code, output = cli("export", str(run), "--data", str(tiny_csv), "--out",
+                       str(tmp_path / "m.onnx"))
+    assert code == 0 and (tmp_path / "m.onnx").exists(), output
+
+
+def zero_shot_member(tmp_path: Path, folder: Path, rows: int = 30):
+    """A zero-shot-started member's fitting inputs on ``rows`` labelled colour squares read
+    through the CLIP folder's image tower, from the feature cache."""
+    from conftest import make_rows, tiny_config
+
+    from mmfuse.config import EncoderConfig
+    from mmfuse.data.rows import read_rows
+    from mmfuse.ensemble.inputs import MemberInputs, View
+    from mmfuse.ensemble.zero_shot import ZERO_SHOT, ZeroShotMember
+    from mmfuse.features.cache import FeatureCache
+
+    make_rows(tmp_path, rows, seed=1).to_csv(tmp_path / "rows.csv", index=False)
+    config = tiny_config(tmp_path)
+    encoder = EncoderConfig(f"hf:{folder}")
+    config.model.image_encoder = encoder
+    frame = read_rows(tmp_path / "rows.csv", config, tmp_path)
+    classes = sorted(frame["_target"].unique())
+    y = np.array([classes.index(t) for t in frame["_target"]])
+    inputs = MemberInputs.from_rows(frame, config, FeatureCache(tmp_path / "cache"), {})
+    return ZeroShotMember(View(ZERO_SHOT, encoder), classes), inputs, y, frame
+
+
+def test_a_head_started_from_zero_shot_prompts_starts_as_the_folders_own_zero_shot(
+        tmp_path: Path, float32: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no weight on the data the fitted head is the folder's zero-shot classifier:
+    ``transformers``' own ``logits_per_image.softmax`` for the same prompts."""
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    from mmfuse.ensemble import members, zero_shot
+
+    folder = clip_folder(tmp_path / "clip")
+    monkeypatch.setitem(members.C_BY_VIEW, zero_shot.ZERO_SHOT, 0.0)
+    member, inputs, y, frame = zero_shot_member(tmp_path, folder)
+    got = member.fit(inputs, y).predict_proba(inputs)
+    clip = CLIPModel.from_pretrained(folder).eval()
+    prompts = AutoTokenizer.from_pretrained(folder)(
+        [zero_shot.PROMPT.format(c) for c in member.classes], padding=True, return_tensors="pt")
+    pixels = AutoImageProcessor.from_pretrained(folder)(
+        images=[Image.open(tmp_path / p).convert("RGB") for p in frame["image"]],
+        return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = clip(pixel_values=pixels, **prompts).logits_per_image.softmax(-1).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(member.zero_shot(inputs), expected, atol=1e-5)
+
+
+def test_a_head_started_from_zero_shot_prompts_learns_from_the_rows(
+        tmp_path: Path, float32: None) -> None:
+    """Fitted on labelled rows it moves from the prompts towards the rows; its fit is
+    scikit-learn's L2 logistic regression when the prompts are taken away (the pull then
+    goes towards zero, as scikit-learn's does), and counts a row of weight 2 twice."""
+    from scipy.special import log_softmax
+    from sklearn.linear_model import LogisticRegression
+
+    from mmfuse.ensemble.members import C_BY_VIEW
+    from mmfuse.ensemble.zero_shot import ZERO_SHOT, fit_towards
+
+    folder = clip_folder(tmp_path / "clip")
+    member, inputs, y, frame = zero_shot_member(tmp_path, folder, rows=60)
+    fitted = member.fit(inputs, y).predict_proba(inputs)
+    before = member.zero_shot(inputs)
+    loss = [-np.log(p[np.arange(len(y)), y]).mean() for p in (before, fitted)]
+    assert loss[1] < loss[0], loss
+    x, prior = member._view(inputs), member.arrays["prior"]
+
+    def log_probabilities(coef: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        return log_softmax(x @ coef.T + bias, axis=1)
+
+    # three classes (each square's colour): scikit-learn fits two as one binary model
+    colour = np.array([int(Path(p).stem.split("_")[1]) % 3 for p in frame["image"]])
+    reference = LogisticRegression(C=C_BY_VIEW[ZERO_SHOT], tol=1e-10, max_iter=10_000)
+    np.testing.assert_allclose(
+        log_probabilities(*fit_towards(x, colour, np.zeros((3, x.shape[1])), None)),
+        reference.fit(x, colour).predict_log_proba(x), atol=1e-3)
+    weights = np.where(np.arange(len(y)) % 2 == 0, 2.0, 1.0)
+    repeated = np.concatenate([np.arange(len(y)), np.arange(0, len(y), 2)])
+    np.testing.assert_allclose(log_probabilities(*fit_towards(x, y, prior, weights)),
+                               log_probabilities(*fit_towards(x[repeated], y[repeated], prior,
+                                                              None)), atol=1e-3)
+
+
+def test_an_ensemble_with_a_zero_shot_started_head_reloads_and_exports(
+        tmp_path: Path, float32: None) -> None:
+    """Beside the image features' own LR, saved and loaded (the prompts' weights travel as
+    arrays: no text tower at prediction) and exported, each against the untouched model."""
+    from mmfuse import Predictor
+    from mmfuse.ensemble.inputs import View
+    from mmfuse.ensemble.model import EnsembleModel
+    from mmfuse.ensemble.zero_shot import ZERO_SHOT
+    from mmfuse.features.cache import FeatureCache
+    from mmfuse.serving.export import export_onnx
+
+    folder = clip_folder(tmp_path / "clip")
+    member, inputs, y, frame = zero_shot_member(tmp_path, folder, rows=40)
+    frame.loc[frame.index[::5], "image"] = None  # missing photos read as zeros
+    encoder = member.view.encoder
+    halves = np.arange(len(frame)) % 2
+    folds = [(np.flatnonzero(halves != k), np.flatnonzero(halves == k)) for k in (0, 1)]
+    ensemble, _ = EnsembleModel.fit(inputs.config, frame, [View(ZERO_SHOT, encoder),
+                                                           View("image", encoder)],
+                                    folds, FeatureCache(tmp_path / "cache"))
+    assert [m.view.kind for m in ensemble.members] == [ZERO_SHOT, "image"]
+    expected = ensemble.predict(frame)[1]
+    ensemble.save(tmp_path / "ensemble")
+    np.testing.assert_allclose(EnsembleModel.load(tmp_path / "ensemble").predict(frame)[1],
+                               expected, atol=1e-6)
+    result = export_onnx(Predictor.of(ensemble), tmp_path / "m.onnx", frame)
+    assert result["max_abs_difference"] < 1e-4

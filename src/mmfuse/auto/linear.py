@@ -14,8 +14,10 @@ import pandas as pd
 
 from mmfuse.auto.portfolio import Preset
 from mmfuse.config import Config
+from mmfuse.encoders.hf_folder import pairs_image_and_text
 from mmfuse.ensemble.inputs import View
 from mmfuse.ensemble.model import EnsembleModel
+from mmfuse.ensemble.zero_shot import ZERO_SHOT
 from mmfuse.features.cache import FeatureCache
 from mmfuse.scoring import greater_is_better
 from mmfuse.tasks import get_task, selection_metric
@@ -39,8 +41,9 @@ def applies(config: Config) -> bool:
 
 def linear_views(config: Config, preset: Preset) -> list[View]:
     """TF-IDF views of the texts, the numeric and categorical columns (a linear model and
-    boosted trees) and one view per frozen pretrained encoder of the preset (the packaged
-    ones, or a local Hugging Face folder)."""
+    boosted trees), one view per frozen pretrained encoder of the preset (the packaged
+    ones, or a local Hugging Face folder) and, for classes, a CLIP-style folder's image
+    embeddings read by a head started from its zero-shot class prompts."""
     views = []
     if config.data.text_cols:
         views += [View("tfidf-char"), View("tfidf-word")]
@@ -55,6 +58,9 @@ def linear_views(config: Config, preset: Preset) -> list[View]:
             if encoder.frozen is not False and (encoder.name in ("efficientnet-lite0", "minilm")
                                                 or encoder.name.startswith("hf:")):
                 views.append(View(kind, dataclasses.replace(encoder)))
+                if kind == "image" and get_task(config.data.task).single_label \
+                        and pairs_image_and_text(encoder.name):
+                    views.append(View(ZERO_SHOT, dataclasses.replace(encoder)))
     return views
 
 

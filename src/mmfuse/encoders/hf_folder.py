@@ -41,6 +41,15 @@ def local_folder(name: str) -> Path:
     return cached
 
 
+def pairs_image_and_text(name: str) -> bool:
+    """Whether ``hf:name`` is a CLIP-style folder: an image and a text tower trained together
+    (its config names both), read from config.json without loading the weights."""
+    if not name.startswith("hf:"):
+        return False
+    settings = json.loads((local_folder(name[3:]) / "config.json").read_text())
+    return isinstance(settings, dict) and {"text_config", "vision_config"} <= settings.keys()
+
+
 def transformers_offline() -> None:
     """Before anything of Hugging Face's loads: never the hub (offline by construction), and
     none of its per-tensor loading bars (noise here)."""

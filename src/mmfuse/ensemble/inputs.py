@@ -29,8 +29,10 @@ Column = Callable[[str], list]  # input column -> its N values (None where missi
 @dataclass
 class View:
     """What a member reads: ``kind`` "tfidf-char" | "tfidf-word" (the texts) | "image" |
-    "text" (an encoder's features, with the encoder's config) | "tabular" (the numeric and
-    categorical columns, for a linear model) | "tabular-trees" (the same, for trees)."""
+    "text" (an encoder's features, with the encoder's config) | "zero-shot" (a CLIP-style
+    folder's image features, for a head started from its class prompts) | "tabular" (the
+    numeric and categorical columns, for a linear model) | "tabular-trees" (the same, for
+    trees)."""
 
     kind: str
     encoder: EncoderConfig | None = None
@@ -45,7 +47,18 @@ class View:
         columns)."""
         if self.kind.startswith("tabular"):
             return "tabular"
-        return "image" if self.kind == "image" else "text"
+        return self.encoder_kind
+
+    @property
+    def encoder_kind(self) -> str:
+        """The kind of encoder whose features the view reads: "image" or "text"."""
+        return "image" if self.kind in ("image", "zero-shot") else "text"
+
+    @property
+    def features_key(self) -> str:
+        """Names the encoder's features: views that read one encoder share them."""
+        assert self.encoder is not None
+        return f"{self.encoder_kind}: {self.encoder.name}"
 
 
 class MemberInputs:
@@ -125,13 +138,13 @@ class MemberInputs:
     def dense(self, view: View) -> np.ndarray:
         """(N, D x columns) frozen features of the view's encoder, per column side by side
         (a missing cell: zeros)."""
-        if view.name not in self.memo:
+        if view.features_key not in self.memo:
             encoder = encoder_for(view, self.encoders)
             data = self.config.data
-            columns = data.image_cols if view.kind == "image" else data.text_cols
-            self.memo[view.name] = np.concatenate(
+            columns = data.image_cols if view.encoder_kind == "image" else data.text_cols
+            self.memo[view.features_key] = np.concatenate(
                 [self.features(encoder, c).numpy() for c in columns], axis=1).astype(np.float32)
-        return self._select(self.memo[view.name])
+        return self._select(self.memo[view.features_key])
 
     def _select(self, values: np.ndarray) -> np.ndarray:
         return values if self.positions is None else values[self.positions]
@@ -139,8 +152,8 @@ class MemberInputs:
 
 def encoder_for(view: View, encoders: dict[str, Encoder]) -> Encoder:
     """The view's encoder, built (from its package) once per model and kept in ``encoders``."""
-    if view.name not in encoders:
-        if view.encoder is None:
-            raise ValueError(f"{view.name} reads no encoder")
-        encoders[view.name] = create_encoder(view.kind, view.encoder)
-    return encoders[view.name]
+    if view.encoder is None:
+        raise ValueError(f"{view.name} reads no encoder")
+    if view.features_key not in encoders:
+        encoders[view.features_key] = create_encoder(view.encoder_kind, view.encoder)
+    return encoders[view.features_key]

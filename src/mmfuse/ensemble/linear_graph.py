@@ -1,5 +1,6 @@
-"""A linear member as a graph: TF-IDF from n-gram ids, or standardised encoder features, or
-the tabular columns as prepared, then the logistic (or ridge) regression."""
+"""A linear member as a graph: TF-IDF from n-gram ids, standardised encoder features,
+normalised image embeddings (a head started from zero-shot prompts) or the tabular columns as
+prepared, then the logistic (or ridge) regression."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mmfuse.config import Config
 from mmfuse.ensemble.inputs import MemberInputs, encoder_for
 from mmfuse.ensemble.member_graph import MemberGraph, Reader
 from mmfuse.ensemble.members import TFIDF, LinearMember
+from mmfuse.ensemble.zero_shot import ZERO_SHOT
 
 
 class NgramCounts(torch.autograd.Function):
@@ -52,7 +54,8 @@ class LinearGraph(MemberGraph):
         self.columns: list[tuple[str, object]] = []
         if view.encoder is not None:  # an encoder's features, of each column of its kind
             encoder = encoder_for(view, encoders)  # type: ignore[arg-type]
-            columns = config.data.image_cols if view.kind == "image" else config.data.text_cols
+            columns = config.data.image_cols if view.encoder_kind == "image" \
+                else config.data.text_cols
             self.columns = [(column, encoder) for column in columns]
 
     def reads(self) -> list:
@@ -72,6 +75,9 @@ class LinearGraph(MemberGraph):
             tf = torch.where(counts > 0, 1 + torch.log(counts.clamp(min=1)), counts)
             weighted = tf * self.idf
             x = weighted / weighted.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        elif self.kind == ZERO_SHOT:  # each column's embedding normalised, averaged
+            x = torch.cat([normalised(reader.encoded(column, encoder).pooled.float())  # type: ignore[arg-type]
+                           for column, encoder in self.columns], 1) / len(self.columns)
         elif self.columns:  # an encoder's pooled features, standardised
             features = torch.cat([reader.encoded(column, encoder).pooled.float()  # type: ignore[arg-type]
                                   for column, encoder in self.columns], 1)
@@ -82,6 +88,11 @@ class LinearGraph(MemberGraph):
         if self.regression:
             return outputs
         return torch.sigmoid(outputs) if self.multilabel else torch.softmax(outputs, dim=1)
+
+
+def normalised(features: torch.Tensor) -> torch.Tensor:
+    """(B, D) rows L2-normalised (a missing image's zeros stay zeros)."""
+    return features / features.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def ngram_ids(member: LinearMember, texts: list[str]) -> torch.Tensor:

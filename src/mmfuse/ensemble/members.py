@@ -32,7 +32,9 @@ WORDS = {"word": {"token_pattern": r"(?u)\b\w+\b"}, "char_wb": {}}  # one-letter
 # Measured on MATH-V's 2,736 training rows (5-fold out-of-fold macro-F1, never its test rows):
 # sparse L2-normalised TF-IDF wants weak regularisation, dense standardised features strong.
 C_BY_VIEW = {"tfidf-char": 10.0, "tfidf-word": 10.0, "image": 0.01, "text": 0.1,
-             "tabular": 1.0}  # tabular: a handful of scaled numbers and one-hot levels
+             "tabular": 1.0,  # tabular: a handful of scaled numbers and one-hot levels
+             "zero-shot": 1.0}  # weighs the data against the pull towards the prompts
+                                # (zero_shot.py): scikit-learn's default C
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)  # dense views: chosen by leave-one-out per fit
 MAX_ITER = 300
 TOL = 1e-3

@@ -37,6 +37,7 @@ from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.networks import NetworkMember
 from mmfuse.ensemble.trees import TreeMember
+from mmfuse.ensemble.zero_shot import ZERO_SHOT, ZeroShotMember
 from mmfuse.errors import CheckpointError, ConfigError, MmfuseError
 from mmfuse.features.assembly import HoldsFeatureCache
 from mmfuse.features.cache import FeatureCache
@@ -317,7 +318,8 @@ class EnsembleModel(HoldsFeatureCache):
             elif "trees" in entry:
                 members.append(TreeMember.load(entry, directory, classes, own))
             else:
-                members.append(LinearMember.from_entry(entry, classes, own))
+                kind = ZeroShotMember if entry["view"] == ZERO_SHOT else LinearMember
+                members.append(kind.from_entry(entry, classes, own))
         if spec["method"] not in ("stacking", "selection") or len(spec["weights"]) != len(members):
             raise ValueError("method must be stacking or selection, with one weight per member")
         stacker: Stacker | ValueStacker | None = None
@@ -354,9 +356,11 @@ def decided(task: Task, classes: list[str] | None, probabilities: np.ndarray,
 
 
 def new_member(view: View, classes: list[str] | None, seed: int) -> LinearMember | TreeMember:
-    """An unfitted member reading ``view``: trees for "tabular-trees", else a linear model."""
-    return TreeMember(classes, seed) if view.kind == "tabular-trees" else LinearMember(view,
-                                                                                         classes)
+    """An unfitted member reading ``view``: trees for "tabular-trees", a linear model started
+    from class prompts for "zero-shot", else a linear model."""
+    if view.kind == "tabular-trees":
+        return TreeMember(classes, seed)
+    return (ZeroShotMember if view.kind == ZERO_SHOT else LinearMember)(view, classes)
 
 
 def out_of_fold(view: View, classes: list[str] | None, inputs: MemberInputs, y: np.ndarray,
