@@ -100,3 +100,17 @@ def test_features_that_are_zero_in_both_paths_agree() -> None:
     zero, one = torch.zeros(2, 4), torch.ones(2, 4)
     assert fast_path.cosine_gap(zero, zero) == 0.0
     assert fast_path.cosine_gap(zero, one) == 1.0
+
+
+def test_on_a_gpu_with_bfloat16_units_frozen_features_are_keyed_bfloat16(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU encoding pass computes frozen features under bfloat16 autocast where the GPU
+    has it, images too: the cache keys them so, and never mixes them with float32 ones."""
+    image = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=32))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: True)
+    assert fast_path.arithmetic(image) == "bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: False)
+    assert fast_path.arithmetic(image) == "float32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert fast_path.arithmetic(image) == "float32"  # a CPU: images go through ONNX Runtime

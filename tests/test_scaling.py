@@ -187,3 +187,22 @@ def test_process_shares_give_one_process_batches_and_loss(processes: int, rows: 
         averaged = sum(float(losses[per_process[r][step]].mean()) * shares[r].loss_weight
                        for r in range(processes)) / processes
         assert averaged == pytest.approx(float(losses[batch].mean()), abs=1e-6)
+
+
+@pytest.mark.parametrize("gpu, bf16_units, private, expected", [
+    (False, False, False, "no"), (True, False, False, "no"), (True, True, False, "bf16"),
+    (True, True, True, "no")])
+def test_auto_precision_is_bf16_only_on_a_gpu_that_has_it(
+        monkeypatch: pytest.MonkeyPatch, gpu: bool, bf16_units: bool, private: bool,
+        expected: str) -> None:
+    """The default ("auto"): bf16 autocast on a GPU with bfloat16 units, full precision on
+    a CPU, an older GPU and under DP-SGD; a precision given by name is kept."""
+    from mmfuse.config import TrainConfig
+    from mmfuse.training.distributed import mixed_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: bf16_units)
+    config = TrainConfig(dp_epsilon=8.0 if private else None)
+    assert config.precision == "auto" and mixed_precision(config) == expected
+    config.precision = "bf16"
+    assert mixed_precision(config) == "bf16"

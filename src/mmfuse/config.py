@@ -101,7 +101,9 @@ class TrainConfig:
     num_workers: int = 2
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     calibrate: bool = False  # fit a softmax temperature on validation data after training
-    precision: str = "no"  # "no", "bf16" (CPU or GPU) or "fp16" (GPU): accelerate's autocast
+    # "auto" (bf16 on a GPU that has it, else full precision), "no", "bf16" (CPU or GPU) or
+    # "fp16" (GPU): accelerate's autocast (training/distributed.py: mixed_precision)
+    precision: str = "auto"
     grad_accum: int = 1  # optimiser step every N batches: an N times larger effective batch
     # Differential privacy (DP-SGD with opacus): a target epsilon, or a noise multiplier.
     dp_epsilon: float | None = None

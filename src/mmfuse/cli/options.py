@@ -54,7 +54,7 @@ HELP = {
     "train.threads": "torch threads (default: all cores)",
     "train.calibrate": ("Fit a probability temperature (and, for macro-F1, the labels' "
                         "decision) on validation data"),
-    "train.precision": "no|bf16|fp16 (fp16: GPU only)",
+    "train.precision": "auto|no|bf16|fp16 (auto: bf16 on a GPU that has it; fp16: GPU only)",
     "train.grad_accum": "Optimiser step every N batches",
     "train.dp_epsilon": "DP-SGD: target privacy budget epsilon",
     "train.dp_delta": "DP-SGD: delta",

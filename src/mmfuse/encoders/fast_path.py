@@ -72,9 +72,16 @@ def arithmetic(encoder: Encoder) -> str:
     so, "float32" otherwise. Should the first batch's check drop the bfloat16 path, the
     features stored under "bfloat16" are float32 ones: closer to the encoder, never mixed
     with the path's."""
-    bf16 = (encoder.kind == "text" and encoder.frozen and encoder.pretrained and enabled()
-            and bf16_capable() and not torch.cuda.is_available())
-    return "bfloat16" if bf16 else "float32"
+    if not (encoder.frozen and encoder.pretrained and enabled()):
+        return "float32"
+    if torch.cuda.is_available():  # the encoding pass runs on the GPU (features/encoding.py)
+        return "bfloat16" if gpu_bf16() else "float32"
+    return "bfloat16" if encoder.kind == "text" and bf16_capable() else "float32"
+
+
+def gpu_bf16() -> bool:
+    """Whether a GPU is visible and computes in bfloat16 natively (Ampere and later)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def bf16_capable() -> bool:

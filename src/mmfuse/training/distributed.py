@@ -18,7 +18,7 @@ from mmfuse.config import TrainConfig
 from mmfuse.errors import ConfigError
 from mmfuse.features.cache import Together
 
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
 def on_cpu() -> bool:
@@ -52,6 +52,17 @@ def encoding_together() -> Together | None:
     return Together(state.process_index, state.num_processes, state.wait_for_everyone)
 
 
+def mixed_precision(cfg: TrainConfig) -> str:
+    """What ``cfg.precision`` means here: "auto" is bf16 on a GPU with bfloat16 units (half
+    the memory traffic at float32's range) and full precision elsewhere (a CPU, an older GPU,
+    and DP-SGD, which clips per-example gradients in full precision)."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    private = cfg.dp_epsilon is not None or cfg.dp_noise_multiplier is not None
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return "bf16" if gpu_bf16 and not private else "no"
+
+
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     """An Accelerator for one training run: precision and gradient accumulation from ``cfg``."""
     if cfg.precision not in PRECISIONS:
@@ -68,7 +79,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     process_state()
     return Accelerator(
         cpu=on_cpu(),
-        mixed_precision=cfg.precision,
+        mixed_precision=mixed_precision(cfg),
         gradient_accumulation_steps=cfg.grad_accum,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         step_scheduler_with_optimizer=False,

@@ -36,7 +36,7 @@ def check_supported(model: MultimodalModel, cfg: TrainConfig, processes: int) ->
     """Refuse, with the fix, what DP-SGD here cannot do."""
     if processes > 1:
         raise ConfigError("DP-SGD runs in one process here: drop `accelerate launch`")
-    if cfg.precision != "no" or cfg.grad_accum != 1:
+    if cfg.precision not in ("auto", "no") or cfg.grad_accum != 1:
         raise ConfigError("DP-SGD needs --precision no and --grad-accum 1 (per-example "
                           "clipping happens at every step, in full precision)")
     if cfg.unimodal_loss > 0:
