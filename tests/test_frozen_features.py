@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import make_rows
 
@@ -35,13 +36,17 @@ def encoding_clock(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     return asked
 
 
-def setup(tmp_path: Path, side: int) -> tuple[Preset, Config, list]:
+def setup(tmp_path: Path, side: int, rows: int = 80) -> tuple[Preset, Config, list]:
     config = Config(data=DataConfig(image_cols=["image"], text_cols=["caption"],
                                     label_col="label"), cache_dir=str(tmp_path / "cache"))
-    rows = read_rows(make_rows(tmp_path, 80, seed=1), config, tmp_path, base_dir=tmp_path)
+    table = make_rows(tmp_path, rows, seed=1)
+    if rows > 80:  # a rare class: three rows of it
+        table.loc[table.index[[5, 400, 700]], "label"] = "maybe"
+    rows = read_rows(table, config, tmp_path, base_dir=tmp_path)
     preset = Preset("test", 100, (EncoderConfig("efficientnet-lite0", image_size=side),),
                     (EncoderConfig("minilm", max_length=16),), ("concat",))
-    return preset, config, [rows.iloc[:60], rows.iloc[60:]]
+    cut = len(rows) * 3 // 4
+    return preset, config, [rows.iloc[:cut], rows.iloc[cut:]]
 
 
 def test_encoding_that_would_take_the_candidates_time_reads_images_at_the_smallest_side(
@@ -50,7 +55,8 @@ def test_encoding_that_would_take_the_candidates_time_reads_images_at_the_smalle
     preset, config, frames = setup(tmp_path, side=224)
     limit = deadline.Deadline(100)
     # 40 distinct images: about 61 s at 224 px, over 40 % of 100 s; 20 s at 128 px
-    planned, plan = encode_frozen(preset, config, frames, FeatureCache(tmp_path / "c"), limit)
+    planned, read, plan = encode_frozen(preset, config, frames, FeatureCache(tmp_path / "c"),
+                                        limit)
     assert planned.image_encoders[0].image_size == 128
     assert planned.text_encoders == preset.text_encoders
     assert "images at 128 px" in plan.note and "about 61 s" in plan.note
@@ -64,8 +70,31 @@ def test_encoding_that_fits_keeps_the_preset(tmp_path: Path, monkeypatch: pytest
                                              ) -> None:
     encoding_clock(monkeypatch)
     preset, config, frames = setup(tmp_path, side=160)
-    planned, plan = encode_frozen(preset, config, frames, FeatureCache(tmp_path / "c"),
-                                  deadline.Deadline(1000))
-    assert planned == preset and plan.note == ""
+    planned, read, plan = encode_frozen(preset, config, frames, FeatureCache(tmp_path / "c"),
+                                        deadline.Deadline(1000))
+    assert planned == preset and plan.note == "" and read == frames
     assert plan.projected_s == pytest.approx(40 * 0.5 * (160 / 128) ** 2, rel=0.05)
     assert plan.items == 40 + 3  # distinct images and captions
+
+
+def test_encoding_too_long_even_at_the_smallest_side_reads_fewer_rows_with_every_class(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 rows over 500 images: 250 s at 128 px, over 40 % of the ~550 s left after
+    measuring the rate (~220 s). The
+    candidates read the rows whose new inputs fit (two rows share each image), every class
+    among them, in both frames; the plan says so, and a resumed search reads the same rows."""
+    encoding_clock(monkeypatch)
+    preset, config, frames = setup(tmp_path, side=128, rows=1000)
+    planned, read, plan = encode_frozen(preset, config, frames, FeatureCache(tmp_path / "c"),
+                                        deadline.Deadline(600))
+    kept = sum(len(f) for f in read)
+    assert plan.rows_read == kept and 500 < kept < 1000
+    assert plan.projected_s <= 0.4 * 600  # within the share
+    assert set(pd.concat(read)["label"]) == {"yes", "no", "maybe"}
+    assert all(set(r.index) <= set(f.index) and len(r) > 0 for r, f in zip(read, frames, strict=True))
+    assert len(read[0]) / kept == pytest.approx(0.75, abs=0.05)  # each frame's share kept
+    assert f"read {kept:,} of the 1,000 rows" in plan.note
+    assert plan.info()["rows_read"] == kept
+    again = encode_frozen(preset, config, frames, FeatureCache(tmp_path / "c"),
+                          deadline.Deadline(10_000), rows_read=kept)[1]
+    assert [list(r.index) for r in again] == [list(r.index) for r in read]

@@ -3,10 +3,11 @@ deadline.
 
 On a new user's first run the feature cache is empty and encoding is the largest cost. Each
 frozen encoder's rate is measured on a sample of its inputs (encoded into the cache, so not
-wasted) and the rest projected from it; where everything would take more than
-``ENCODING_SHARE`` of the time left, images are read at the smallest side instead, and the
-plan says so. Features are then computed once, before any candidate starts, so that the
-candidates share the time that is left fairly.
+wasted) and the rest projected from it. Where everything would take more than
+``ENCODING_SHARE`` of the time left, images are read at the smallest side instead; where even
+that is too much, the candidates read as many rows as the share allows (a sample that keeps
+every class: ``rows_within``). The plan says what it did. Features are then computed once,
+before any candidate starts, so that the candidates share the time that is left fairly.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from mmfuse import deadline as clocks
@@ -27,6 +29,7 @@ from mmfuse.encoders.base import Encoder
 from mmfuse.errors import ConfigError
 from mmfuse.features.cache import FeatureCache
 from mmfuse.progress import CONSOLE
+from mmfuse.tasks import get_task
 
 # Of the time left when the search starts, what encoding may take before images are read at
 # the smallest side: the candidates need the rest (five folds of each network).
@@ -34,6 +37,8 @@ ENCODING_SHARE = 0.4
 # The rate is measured on the inputs after the first WARM_UP (which pay for loading the
 # encoder and building its fast path) up to SAMPLE of them.
 WARM_UP, SAMPLE = 16, 96
+# Fewer rows than this are not worth a search: encode them all, and say it takes long
+MIN_ROWS = 500
 
 
 @dataclass
@@ -55,13 +60,19 @@ class Job:
         return list(dict.fromkeys(v for v in self.values if v is not None))
 
     @functools.cached_property
+    def parts(self) -> dict[str, int]:
+        """What the encoder reads of each distinct cell: its photos, a long text's windows."""
+        return {cell: len(parts) for cell, parts in
+                zip(self.distinct, self.encoder.parts_of(self.distinct), strict=True)}
+
+    @property
     def items(self) -> int:
-        """What the encoder reads of its distinct cells (``items_of``)."""
-        return self.items_of(self.distinct)
+        """What the encoder reads of its distinct cells."""
+        return sum(self.parts.values())
 
     def items_of(self, cells: list[str]) -> int:
-        """What the encoder reads of ``cells``: a cell's photos, a long text's windows."""
-        return sum(len(parts) for parts in self.encoder.parts_of(cells))
+        """What the encoder reads of ``cells`` (some of its distinct cells)."""
+        return sum(self.parts[cell] for cell in cells)
 
 
 @dataclass
@@ -72,31 +83,53 @@ class EncodingPlan:
     projected_s: float = 0.0
     items: int = 0
     note: str = ""
+    rows_read: int | None = None  # the rows the candidates read, where not every row
 
     def info(self) -> dict[str, object]:
+        sampled = {} if self.rows_read is None else {"rows_read": self.rows_read}
         return {"frozen_features_s": round(self.seconds, 1),
                 "frozen_features": f"{self.items:,} inputs" + (f"; {self.note}" if self.note
-                                                               else "")}
+                                                               else ""), **sampled}
 
 
 def encode_frozen(preset: Preset, config: Config, frames: list[pd.DataFrame],
-                  cache: FeatureCache, deadline: Deadline) -> tuple[Preset, EncodingPlan]:
+                  cache: FeatureCache, deadline: Deadline, *, rows_read: int | None = None
+                  ) -> tuple[Preset, list[pd.DataFrame], EncodingPlan]:
     """Every frozen encoder's features of ``frames``' rows in ``cache``; returns the preset
-    the candidates use (images at a smaller side where the plan needed it) and the plan."""
+    the candidates use (images at a smaller side where the plan needed it), the rows they
+    read (all, or as many as the plan allowed) and the plan. ``rows_read``: the rows an
+    interrupted search's plan read (a resumed search reads the same ones)."""
     started = clocks.clock()
-    plan = EncodingPlan()
+    plan, notes = EncodingPlan(rows_read=rows_read), []
+    if rows_read is not None:
+        frames = sampled(frames, rows_read, config)
     jobs = frozen_jobs(preset, config, frames)
-    plan.projected_s = projected_seconds(jobs, cache)
+    rates = measured_rates(jobs, cache)
+    plan.projected_s = projected_seconds(jobs, rates)
     allowed = ENCODING_SHARE * deadline.remaining()
     if plan.projected_s > allowed and any(
             job.kind == "image" and (job.config.image_size or 0) > IMAGE_SIDES[0]
             and side_is_ours(job.config) for job in jobs):
         preset = at_smallest_side(preset)
         jobs = frozen_jobs(preset, config, frames)
-        before, plan.projected_s = plan.projected_s, projected_seconds(jobs, cache)
-        plan.note = (f"images at {IMAGE_SIDES[0]} px: at their side, encoding would have "
+        rates = measured_rates(jobs, cache)
+        before, plan.projected_s = plan.projected_s, projected_seconds(jobs, rates)
+        notes.append(f"images at {IMAGE_SIDES[0]} px: at their side, encoding would have "
                      f"taken about {before:.0f} s of the {deadline.remaining():.0f} s left")
-        CONSOLE.print(f"auto: {plan.note}")
+    rows = sum(len(f) for f in frames)
+    if plan.projected_s > allowed and rows > MIN_ROWS and rows_read is None:
+        kept = max(MIN_ROWS, rows_within(allowed, jobs, rates, frames, config))
+        if kept < rows:
+            frames, plan.rows_read = sampled(frames, kept, config), kept
+            jobs = frozen_jobs(preset, config, frames)
+            before, plan.projected_s = plan.projected_s, projected_seconds(jobs, rates)
+            notes.append(f"the candidates read {kept:,} of the {rows:,} rows (every class "
+                         f"kept): all of them would have taken about {before:.0f} s to "
+                         f"encode; a --time-limit of {before / ENCODING_SHARE:.0f} s or more "
+                         "reads them all")
+    plan.note = "; ".join(notes)
+    for note in notes:
+        CONSOLE.print(f"auto: {note}")
     if plan.projected_s > allowed:
         CONSOLE.print(f"[bold yellow]auto: computing frozen features will take about "
                       f"{plan.projected_s:.0f} s of the {deadline.remaining():.0f} s left[/]; "
@@ -107,7 +140,7 @@ def encode_frozen(preset: Preset, config: Config, frames: list[pd.DataFrame],
     plan.seconds = clocks.clock() - started
     CONSOLE.print(f"auto: frozen features of {plan.items:,} inputs in {plan.seconds:.0f} s "
                   f"({', '.join(j.label for j in jobs) or 'none'})")
-    return preset, plan
+    return preset, frames, plan
 
 
 def frozen_jobs(preset: Preset, config: Config, frames: list[pd.DataFrame]) -> list[Job]:
@@ -128,20 +161,64 @@ def frozen_jobs(preset: Preset, config: Config, frames: list[pd.DataFrame]) -> l
     return jobs
 
 
-def projected_seconds(jobs: list[Job], cache: FeatureCache) -> float:
-    """What encoding every job's inputs will take, from each encoder's rate on a sample of
-    them (encoded into the cache, so not wasted; free where the cache holds them already).
-    A sample is encoded without the decoding workers a whole column gets, so images are
-    projected on the slow side."""
-    total = 0.0
+def measured_rates(jobs: list[Job], cache: FeatureCache) -> list[float]:
+    """Each job's seconds per input, measured on a sample of its inputs (encoded into the
+    cache, so not wasted; 0 where the cache holds them already). A sample is encoded without
+    the decoding workers a whole column gets, so images are measured on the slow side."""
+    rates = []
     for job in jobs:
         cache.table(job.encoder, job.distinct[:WARM_UP], with_tokens=False)
         sample = job.distinct[WARM_UP:SAMPLE]
+        started = clocks.clock()
         if sample:
-            started = clocks.clock()
             cache.table(job.encoder, sample, with_tokens=False)
-            total += (clocks.clock() - started) / job.items_of(sample) * job.items
-    return total
+        rates.append((clocks.clock() - started) / job.items_of(sample) if sample else 0.0)
+    return rates
+
+
+def projected_seconds(jobs: list[Job], rates: list[float]) -> float:
+    """What encoding every job's inputs will take at the measured rates."""
+    return sum(rate * job.items for job, rate in zip(jobs, rates, strict=True))
+
+
+def rows_within(seconds: float, jobs: list[Job], rates: list[float],
+                frames: list[pd.DataFrame], config: Config) -> int:
+    """How many rows of ``sampled``'s order the encoders can read in ``seconds``: each row
+    costs what its inputs not read before it cost (a photo shared by many rows, once)."""
+    rows = pd.concat(frames, ignore_index=True).iloc[sampling_order(frames, config)]
+    cost = np.zeros(len(rows))
+    for job, rate in zip(jobs, rates, strict=True):
+        columns = config.data.image_cols if job.kind == "image" else config.data.text_cols
+        seen: set[str] = set()
+        for i, values in enumerate(zip(*(cells(rows, c) for c in columns), strict=True)):
+            new = [v for v in dict.fromkeys(values) if v is not None and v not in seen]
+            seen.update(new)
+            cost[i] += rate * job.items_of(new) if new else 0.0
+    return int(np.searchsorted(np.cumsum(cost), seconds, side="right"))
+
+
+def sampling_order(frames: list[pd.DataFrame], config: Config) -> np.ndarray:
+    """Positions of the rows of ``frames`` (one after another) in a seeded order whose every
+    prefix keeps each class's share, and whose first rows hold one of each class (a row's
+    rank within its class, over the class's size, orders them), so a sample never drops a
+    rare class. Tasks without one class a row: a seeded shuffle."""
+    rows = pd.concat(frames, ignore_index=True)
+    rng = np.random.default_rng(config.train.seed)
+    shuffled = rng.permutation(len(rows))
+    if not get_task(config.data.task).single_label:
+        return shuffled
+    target = rows["_target"].astype(str).to_numpy()[shuffled]
+    rank = pd.Series(target).groupby(target).cumcount().to_numpy()
+    size = pd.Series(target).map(pd.Series(target).value_counts()).to_numpy()
+    return shuffled[np.argsort((rank + rng.random(len(rows))) / size, kind="stable")]
+
+
+def sampled(frames: list[pd.DataFrame], kept: int, config: Config) -> list[pd.DataFrame]:
+    """The first ``kept`` rows of ``sampling_order``, each frame's in its own order."""
+    chosen = np.sort(sampling_order(frames, config)[:kept])
+    starts = np.cumsum([0] + [len(f) for f in frames])
+    return [f.iloc[chosen[(chosen >= a) & (chosen < b)] - a]
+            for f, a, b in zip(frames, starts[:-1], starts[1:], strict=True)]
 
 
 def at_smallest_side(preset: Preset) -> Preset:

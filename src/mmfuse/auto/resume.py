@@ -27,6 +27,7 @@ class Resumed:
     best: Predictor | None
     best_name: str | None
     elapsed_s: float
+    rows_read: int | None = None  # the rows its candidates read, where not every row
 
 
 def resumed(run: Path | None) -> Resumed:
@@ -39,7 +40,7 @@ def resumed(run: Path | None) -> Resumed:
     CONSOLE.print(f"auto: resuming; {len(rows)} candidate(s) already done")
     return Resumed(rows, Predictor.load(run) if chosen else None,
                    chosen[0].candidate if chosen else None,
-                   float(board.get("elapsed_s", 0.0)))
+                   float(board.get("elapsed_s", 0.0)), board.get("rows_read"))
 
 
 def save_choice(run: Path, predictor: Predictor, evidence: Evidence) -> None:

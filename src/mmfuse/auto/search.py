@@ -79,31 +79,34 @@ class AutoSearch:
         self.candidates_: dict[str, Predictor] = {}
         self._best_evidence: Evidence | None = None
         self.encoding_ = EncodingPlan()  # ``encode_frozen``'s, once it has run
-        spent_before = 0.0
+        spent_before, rows_read = 0.0, None
         if resume:
             kept = resumed(run)
             self.leaderboard_, self.best_, self.best_name_ = kept.rows, kept.best, kept.best_name
-            spent_before = kept.elapsed_s
+            spent_before, rows_read = kept.elapsed_s, kept.rows_read
         self._elapsed = lambda: spent_before + clocks.clock() - started
         self._read(data, validation, base_dir)
         self.metric = selection_metric(self.config)
         self._run = run
+
+        # Candidates stop short of the limit by a reserve for what follows them.
+        def deadline(share: float) -> Deadline:
+            reserve = max(MIN_SECONDS, share * self.time_limit)
+            return Deadline(max(0.0, self.time_limit - spent_before - reserve
+                                - (clocks.clock() - started)))
+
+        # Encoding first, planned against the time left (and so the rows the candidates read)
+        preset, (self.train_rows, self.val_rows), self.encoding_ = encode_frozen(
+            suited_to(self.preset, self.train_rows, self.config), self.config,
+            [self.train_rows, self.val_rows], self.cache,
+            deadline(FINISH_RESERVE + ENSEMBLE_RESERVE), rows_read=rows_read)
         self.splits, self.judge = validation_folds(self.config, self.train_rows, self.val_rows,
                                                    self.preset.folds, self.metric)
         self.bag_ = self._bag(run, resume)
-        # Candidates stop short of the limit by a reserve for what follows them.
-        share = FINISH_RESERVE + (ENSEMBLE_RESERVE if self.bag_ is not None else 0.0)
-        reserve = max(MIN_SECONDS, share * self.time_limit)
-        self.deadline = Deadline(max(0.0, self.time_limit - spent_before - reserve
-                                     - (clocks.clock() - started)))
+        self.deadline = deadline(FINISH_RESERVE + (ENSEMBLE_RESERVE if self.bag_ is not None else 0.0))
         if resume and self.best_ is not None:
             self._best_evidence = choice_evidence(run)
-
-        preset = suited_to(self.preset, self.train_rows, self.config)
-        if self.bag_ is not None:
-            preset = beside_the_ensemble(preset)
-        self.plan, self.encoding_ = encode_frozen(
-            preset, self.config, [self.train_rows, self.val_rows], self.cache, self.deadline)
+        self.plan = beside_the_ensemble(preset) if self.bag_ is not None else preset
         kinds = sorted((CANDIDATE_KINDS.get(name)() for name in CANDIDATE_KINDS.names()),
                        key=lambda kind: kind.stage)
         self.planned = sum(kind.planned(self) for kind in kinds)
