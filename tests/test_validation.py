@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import make_rows, tiny_config
+from PIL import Image
 
 from mmfuse.data.images import ImageDecodeError, open_image
 from mmfuse.data.manifest import read_manifest
@@ -25,6 +26,11 @@ def write_bad_manifest(tmp_path: Path) -> Path:
     frame.loc[2, "image"] = "images/corrupt.png"
     frame.loc[3, "caption"] = "   "
     frame.loc[4, "label"] = ""
+    # a photo cut short: checked at a reduced scale, it still fails as a full decode would
+    photo = tmp_path / "images" / "photo.jpg"
+    Image.effect_noise((400, 300), 60).convert("RGB").save(photo, quality=90)
+    (tmp_path / "images" / "cut.jpg").write_bytes(photo.read_bytes()[:-2000])
+    frame.loc[5, "image"], frame.loc[6, "image"] = "images/cut.jpg", "images/photo.jpg"
     path = tmp_path / "bad.csv"
     frame.to_csv(path, index=False)
     return path
@@ -35,23 +41,24 @@ def test_every_problem_reported_together_with_row_and_column(tmp_path: Path) -> 
     with pytest.raises(DataValidationError) as caught:
         validate(write_bad_manifest(tmp_path), cfg)
     message = str(caught.value)
-    assert "4 problem(s)" in message
+    assert "5 problem(s)" in message
     assert "bad.csv, row 2, column 'image': image not found" in message
     assert "row 3, column 'image': cannot decode image corrupt.png" in message
     assert "row 4, column 'caption': text is empty" in message
     assert "row 5, column 'label': label is missing" in message
+    assert "row 6, column 'image': cannot decode image cut.jpg" in message
     assert "--on-bad-rows skip" in message
     assert {(p.row, p.column) for p in caught.value.problems} == {
-        (2, "image"), (3, "image"), (4, "caption"), (5, "label")}
+        (2, "image"), (3, "image"), (4, "caption"), (5, "label"), (6, "image")}
 
 
 def test_skip_drops_bad_rows_and_keeps_the_list(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
     cfg.data.on_bad_rows = "skip"
     frame = validate(write_bad_manifest(tmp_path), cfg)
-    assert len(frame) == 4
-    assert sorted(frame["_row"]) == [1, 6, 7, 8]
-    assert len(frame.attrs["skipped"]) == 4
+    assert len(frame) == 3
+    assert sorted(frame["_row"]) == [1, 7, 8]
+    assert len(frame.attrs["skipped"]) == 5
 
 
 def test_wrong_column_name_suggests_the_right_one(tmp_path: Path) -> None:

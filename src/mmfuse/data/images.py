@@ -24,8 +24,21 @@ class ImageTooLargeError(ImageDecodeError):
     """An image whose file or pixel count is over the limits (e.g. a decompression bomb)."""
 
 
-def open_image(source: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode an image (a file, or bytes as uploaded) fully into RGB, or raise saying why."""
+# What ``check_image`` decodes a JPEG at: every byte is still read (a truncated or corrupt
+# file fails as in a full decode), at 1/8 scale (2.6x faster on MATH-V's figures; more on
+# large photos)
+CHECK_SIDE = 64
+
+
+def check_image(source: str | Path) -> None:
+    """Raise, saying why, where ``open_image`` would; decodes only as much as that needs."""
+    open_image(source, checking=True)
+
+
+def open_image(source: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS, *,
+               checking: bool = False) -> Image.Image:
+    """Decode an image (a file, or bytes as uploaded) fully into RGB, or raise saying why;
+    ``checking``: only to see that it decodes (formats that can, at a reduced scale)."""
     if isinstance(source, bytes):
         size, name, stream = len(source), "upload", io.BytesIO(source)
     else:
@@ -47,8 +60,10 @@ def open_image(source: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -
                 raise ImageTooLargeError(
                     f"image is too large to decode safely ({width} x {height} pixels, over the "
                     f"{max_pixels:,}-pixel limit; a decompression bomb?)")
+            if checking:
+                image.draft("RGB", (CHECK_SIDE, CHECK_SIDE))
             image.load()
-            return image.convert("RGB")
+            return image if checking else image.convert("RGB")
     except ImageTooLargeError:
         raise
     except Image.DecompressionBombError as error:

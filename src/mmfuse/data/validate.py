@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.config import DataConfig
-from mmfuse.data.images import ImageDecodeError, open_image
+from mmfuse.data.images import ImageDecodeError, check_image
 from mmfuse.data.photos import joined, parse_photos
 from mmfuse.data.tabular import as_category, as_number
 from mmfuse.errors import DataValidationError, Problem
@@ -278,13 +278,14 @@ def _photos_or_none(value: Any) -> list[str]:
 
 
 def _check_images(frame: pd.DataFrame, columns: list[str], base_dir: Path) -> dict[str, str]:
-    """Decode each distinct image once (threads: Pillow releases the GIL while decoding)."""
+    """Decode each distinct image once, as far as needed to know it decodes (threads: Pillow
+    releases the GIL while decoding)."""
     paths = sorted({_resolve(p, base_dir) for c in columns for v in frame[c] if not is_blank(v)
                     for p in _photos_or_none(v)})
 
     def check(path: str) -> tuple[str, str | None]:
         try:
-            open_image(path)
+            check_image(path)
             return path, None
         except ImageDecodeError as error:
             return path, str(error)
