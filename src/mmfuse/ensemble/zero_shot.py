@@ -72,7 +72,16 @@ def normalised_columns(x: np.ndarray, columns: int) -> np.ndarray:
 def prompt_weights(encoder: EncoderConfig, classes: list[str], inputs: MemberInputs
                    ) -> np.ndarray:
     """(C, D) the zero-shot classifier's weights: the logit scale times each class prompt's
-    normalised embedding by the folder's text tower."""
+    normalised embedding by the folder's text tower (computed once for every fold: the
+    inputs' memo is shared by their subsets)."""
+    key = f"prompts: {encoder.name}: {classes}"
+    if key not in inputs.memo:
+        inputs.memo[key] = prompts_of(encoder, classes, inputs)
+    return inputs.memo[key]  # type: ignore[return-value]
+
+
+def prompts_of(encoder: EncoderConfig, classes: list[str], inputs: MemberInputs
+               ) -> np.ndarray:
     image = encoder_for(View(ZERO_SHOT, encoder), inputs.encoders)
     log_scale = getattr(image, "logit_scale", None)
     if log_scale is None:
