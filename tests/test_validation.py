@@ -31,6 +31,10 @@ def write_bad_manifest(tmp_path: Path) -> Path:
     Image.effect_noise((400, 300), 60).convert("RGB").save(photo, quality=90)
     (tmp_path / "images" / "cut.jpg").write_bytes(photo.read_bytes()[:-2000])
     frame.loc[5, "image"], frame.loc[6, "image"] = "images/cut.jpg", "images/photo.jpg"
+    damaged = bytearray((tmp_path / frame.loc[7, "image"]).read_bytes())  # a PNG, one bit off
+    damaged[len(damaged) // 2] ^= 0x10
+    (tmp_path / "images" / "damaged.png").write_bytes(bytes(damaged))
+    frame.loc[7, "image"] = "images/damaged.png"
     path = tmp_path / "bad.csv"
     frame.to_csv(path, index=False)
     return path
@@ -41,24 +45,26 @@ def test_every_problem_reported_together_with_row_and_column(tmp_path: Path) -> 
     with pytest.raises(DataValidationError) as caught:
         validate(write_bad_manifest(tmp_path), cfg)
     message = str(caught.value)
-    assert "5 problem(s)" in message
+    assert "6 problem(s)" in message
     assert "bad.csv, row 2, column 'image': image not found" in message
     assert "row 3, column 'image': cannot decode image corrupt.png" in message
     assert "row 4, column 'caption': text is empty" in message
     assert "row 5, column 'label': label is missing" in message
     assert "row 6, column 'image': cannot decode image cut.jpg" in message
+    assert "row 8, column 'image': cannot decode image damaged.png" in message
     assert "--on-bad-rows skip" in message
     assert {(p.row, p.column) for p in caught.value.problems} == {
-        (2, "image"), (3, "image"), (4, "caption"), (5, "label"), (6, "image")}
+        (2, "image"), (3, "image"), (4, "caption"), (5, "label"), (6, "image"),
+        (8, "image")}
 
 
 def test_skip_drops_bad_rows_and_keeps_the_list(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
     cfg.data.on_bad_rows = "skip"
     frame = validate(write_bad_manifest(tmp_path), cfg)
-    assert len(frame) == 3
-    assert sorted(frame["_row"]) == [1, 7, 8]
-    assert len(frame.attrs["skipped"]) == 5
+    assert len(frame) == 2
+    assert sorted(frame["_row"]) == [1, 7]
+    assert len(frame.attrs["skipped"]) == 6
 
 
 def test_wrong_column_name_suggests_the_right_one(tmp_path: Path) -> None:
