@@ -35,7 +35,9 @@ def test_networks_join_the_ensemble_as_their_fold_models(tmp_path: Path) -> None
     networks = [member for member, _, _ in auto.bag_.networks]
     assert [m.name for m in networks] == [  # text alone: the linear members' n-grams
         "image: efficientnet-lite0", "concat (efficientnet-lite0 + ngram)"]
-    assert all(len(m.folds) == 3 for m in networks)
+    # time left over: each network fitted again with a second seed, averaged into its member
+    assert all(len(m.folds) == 3 * 2 for m in networks)
+    assert all(board[f"member: {m.name}, seed 2"].folds == 3 for m in networks)
     # Weighed on the evidence every candidate was judged by: never below the best of them,
     # and every member it weighed shows its weight (0 when left out), summing to 1.
     assert board[NAME].folds == 3
@@ -47,6 +49,7 @@ def test_networks_join_the_ensemble_as_their_fold_models(tmp_path: Path) -> None
     # Every registered candidate kind tried something on this small table.
     rows_of_kind = {"linear members": lambda r: r.candidate == linear.NAME,
                     "networks": lambda r: r.model is not None and r.scored,
+                    "repeats": lambda r: r.candidate.endswith(", seed 2"),
                     "ensemble of all": lambda r: r.candidate in (NAME, SHARED_NAME)}
     assert set(rows_of_kind) == set(CANDIDATE_KINDS.names())
     assert all(any(found(r) for r in auto.leaderboard_) for found in rows_of_kind.values())
@@ -74,7 +77,7 @@ def test_networks_join_the_ensemble_as_their_fold_models(tmp_path: Path) -> None
         if not isinstance(member, NetworkMember):
             continue
         folds = [Predictor.load(tmp_path / "all" / MEMBERS_DIR / str(i) / f"fold{k}")
-                 for k in range(3)]
+                 for k in range(len(member.folds))]
         alone = np.mean([fold.outputs(rows_read)[0] for fold in folds], axis=0)
         np.testing.assert_allclose(member.predict_proba(inputs), alone, atol=1e-6)
     # ... which share one frozen Lite0 instead of a copy per fold model

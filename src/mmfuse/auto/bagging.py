@@ -55,6 +55,9 @@ class Bag:
         # each network with its out-of-fold probabilities (N, C) and the rows they cover (N,)
         self.networks: list[tuple[NetworkMember, np.ndarray, np.ndarray]] = []
         self.shared: dict[str, Encoder] = {}
+        # each network's config and how many seeds its member averages (``repeat``)
+        self.configs: dict[str, Config] = {}
+        self.seeds: dict[str, int] = {}
 
     @classmethod
     def restore(cls, y: np.ndarray, folder: Path, finished: set[str], classes: list[str]
@@ -93,17 +96,37 @@ class Bag:
         return share_frozen_encoders(fold, self.shared)
 
     def add_network(self, name: str, folds: list[FittedModel], out_of_fold: np.ndarray,
-                    covered: np.ndarray) -> None:
+                    covered: np.ndarray, *, config: Config | None = None) -> None:
         """A network, as the models of the folds it ran, with its out-of-fold probabilities
-        (N, C) on the rows ``covered`` (N,) bool: those its fold models did not see."""
-        member = NetworkMember(name, folds)
-        self.networks.append((member, out_of_fold, covered))
-        if self.folder is not None:
-            directory = self.folder / str(len(self.networks) - 1)
-            member.save(directory)
-            write_json(directory / "member.json", member.entry())
-            save_tensors(directory / OOF_FILE, {"oof": torch.from_numpy(out_of_fold),
-                                                "covered": torch.from_numpy(covered)})
+        (N, C) on the rows ``covered`` (N,) bool: those its fold models did not see;
+        ``config``: what fitted it (for ``repeat``)."""
+        self.networks.append((NetworkMember(name, folds), out_of_fold, covered))
+        if config is not None:
+            self.configs[name], self.seeds[name] = config, 1
+        self._keep(len(self.networks) - 1)
+
+    def repeat(self, name: str, folds: list[FittedModel], out_of_fold: np.ndarray) -> None:
+        """The network ``name`` fitted again on the same folds with another seed: its member
+        averages every seed's fold models, its out-of-fold probabilities every seed's (still
+        out of fold: each row's come from models that did not see it)."""
+        index = next(i for i, (m, _, _) in enumerate(self.networks) if m.name == name)
+        member, before, covered = self.networks[index]
+        seeds = self.seeds[name]
+        self.networks[index] = (NetworkMember(name, member.folds + folds),
+                                (before * seeds + out_of_fold) / (seeds + 1), covered)
+        self.seeds[name] = seeds + 1
+        self._keep(index)
+
+    def _keep(self, index: int) -> None:
+        """Network ``index`` in the folder, for a resumed search (if there is a folder)."""
+        if self.folder is None:
+            return
+        member, out_of_fold, covered = self.networks[index]
+        directory = self.folder / str(index)
+        member.save(directory)
+        write_json(directory / "member.json", member.entry())
+        save_tensors(directory / OOF_FILE, {"oof": torch.from_numpy(out_of_fold),
+                                            "covered": torch.from_numpy(covered)})
 
     def discard(self) -> None:
         """The kept members, once the search no longer needs them."""

@@ -15,7 +15,7 @@ from mmfuse.auto.leaderboard import LeaderboardRow
 
 @CANDIDATE_KINDS.register("ensemble of all", "every candidate's members, weighed together")
 class EnsembleOfAll:
-    stage = 2
+    stage = 3
 
     def planned(self, search: Search) -> int:
         return int(search.bag_ is not None)

@@ -11,16 +11,20 @@ images (or texts) fuses its other modality with the tabular tower.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from mmfuse import deadline as clocks
 from mmfuse.auto.budget import can_finish, expected_seconds
 from mmfuse.auto.candidate_kind import CANDIDATE_KINDS, Search
 from mmfuse.auto.contenders import best_pair, contenders, read_by_linear_members
+from mmfuse.auto.judge import Evidence
 from mmfuse.auto.leaderboard import LeaderboardRow, Status
 from mmfuse.auto.portfolio import Candidate, fusion_candidates, single_candidates
 from mmfuse.config import EncoderConfig
 from mmfuse.data.rows import split_rows
+from mmfuse.deadline import Deadline
 from mmfuse.errors import MmfuseError
+from mmfuse.fitted_model import FittedModel
 from mmfuse.predictor import Predictor
 from mmfuse.progress import CONSOLE
 
@@ -95,48 +99,69 @@ def try_network(search: Search, candidate: Candidate) -> None:
         return
     CONSOLE.print(f"[bold]auto[/] [{len(done) + 1}/{search.planned}] {candidate.name} "
                   f"(up to {budget:.0f} s of {remaining:.0f} s left)")
-    deadline = search.deadline.within(budget)
-    started = clocks.clock()
-    evidence, predict_s, folds, fold_models = None, 0.0, 0, []
     try:
-        for fold in search.splits:
-            if folds and deadline.passed():
-                break  # the folds done so far judge the candidate
-            fitting, stopping = split_rows(fold.train, candidate.config)
-            fitted_fold = Predictor(candidate.config).fit(
-                fitting, stopping, deadline=deadline, cache=search.cache,
-                classes=search.judge.classes)
-            if folds and deadline.passed():
-                break  # cut short by the time limit: a half-trained fold would misjudge it
-            predicting = clocks.clock()
-            scores, decoded, _ = fitted_fold.outputs(fold.held)
-            predict_s += clocks.clock() - predicting
-            evidence = search.judge.evidence_of(fold.positions, scores, decoded,
-                                                fitted_fold.classes_, evidence)
-            if not folds:  # the model kept is the first split's: trained like any other
-                predictor = fitted_fold
-            if search.bag_ is not None:
-                fold_models.append(search.bag_.share(fitted_fold.fitted_))
-            folds += 1
-            if folds == 1 and not can_finish(candidate.name, len(search.splits) - 1, started,
-                                             deadline):
-                break
+        run = fit_folds(search, candidate, search.deadline.within(budget))
     except (MmfuseError, RuntimeError) as error:  # one bad candidate must not end the search
         row.status, row.reason = Status.FAILED, str(error)
         CONSOLE.print(f"auto: {candidate.name} failed: {error}")
         search.record(row)
         return
-    assert evidence is not None
-    row.fit_s = round(clocks.clock() - started - predict_s, 2)
-    row.predict_s_per_1k = round(predict_s * 1000 / int(evidence.covered.sum()), 4)
+    evidence = run.evidence
+    row.fit_s = round(run.seconds - run.predict_s, 2)
+    row.predict_s_per_1k = round(run.predict_s * 1000 / int(evidence.covered.sum()), 4)
     row.val_metric = search.judge.score(evidence)
-    row.folds = folds
+    row.folds = run.folds
     if search.bag_ is not None:
-        search.bag_.add_network(candidate.name, fold_models, evidence.scores.copy(),
-                                evidence.covered.copy())
+        search.bag_.add_network(candidate.name, run.kept, evidence.scores.copy(),
+                                evidence.covered.copy(), config=candidate.config)
     if search.keep_candidates:
-        search.candidates_[candidate.name] = predictor
-    search.consider(candidate.name, predictor, evidence)
+        search.candidates_[candidate.name] = run.first
+    search.consider(candidate.name, run.first, evidence)
     CONSOLE.print(f"auto: {candidate.name}: val {search.metric} {row.val_metric:.4f} "
                   f"in {row.fit_s:.1f} s")
     search.record(row)
+
+
+@dataclass
+class FoldsRun:
+    """A candidate fitted on the search's folds: the first fold's model (the one kept as the
+    candidate), how many folds ran, what the bag keeps of their models, their pooled
+    out-of-fold evidence, and the seconds it took (``predict_s`` of them predicting the
+    held-out rows)."""
+
+    first: Predictor
+    folds: int
+    kept: list[FittedModel]
+    evidence: Evidence
+    seconds: float
+    predict_s: float
+
+
+def fit_folds(search: Search, candidate: Candidate, deadline: Deadline) -> FoldsRun:
+    """Fit ``candidate`` on the search's folds, as many as ``deadline`` allows (at least one:
+    the folds done so far judge it)."""
+    started = clocks.clock()
+    evidence, first, predict_s, folds, kept = None, None, 0.0, 0, []
+    for fold in search.splits:
+        if folds and deadline.passed():
+            break
+        fitting, stopping = split_rows(fold.train, candidate.config)
+        fitted_fold = Predictor(candidate.config).fit(
+            fitting, stopping, deadline=deadline, cache=search.cache,
+            classes=search.judge.classes)
+        if folds and deadline.passed():
+            break  # cut short by the time limit: a half-trained fold would misjudge it
+        predicting = clocks.clock()
+        scores, decoded, _ = fitted_fold.outputs(fold.held)
+        predict_s += clocks.clock() - predicting
+        evidence = search.judge.evidence_of(fold.positions, scores, decoded,
+                                            fitted_fold.classes_, evidence)
+        first = first or fitted_fold  # trained like any other
+        if search.bag_ is not None:
+            kept.append(search.bag_.share(fitted_fold.fitted_))
+        folds += 1
+        if folds == 1 and not can_finish(candidate.name, len(search.splits) - 1,
+                                                    started, deadline):
+            break
+    assert evidence is not None and first is not None
+    return FoldsRun(first, folds, kept, evidence, clocks.clock() - started, predict_s)
