@@ -316,12 +316,13 @@ def test_networks_are_judged_on_rows_they_neither_fitted_nor_stopped_on(
     auto.fit(tmp_path / "train.csv")
     judged = [(a, b) for a, b in zip(events, events[1:], strict=False)
               if a[0] == "fit" and b[0] == "outputs"]
-    # image alone and concat, 3 folds each (the n-gram text network is left to the LR members)
-    assert len(judged) == 2 * 3
+    # image alone and concat, 3 folds each (the n-gram text network is left to the LR
+    # members), and each again with a second seed on the same folds (time is left over)
+    assert len(judged) == 2 * 3 * 2
     for (_, fitted, stopped), (_, held, _) in judged:
         assert held and stopped and not (held & fitted) and not (held & stopped)
         assert not (fitted & stopped)
-    for candidate in range(2):
+    for candidate in range(4):
         folds = [held for (_, _, _), (_, held, _) in judged[3 * candidate:3 * candidate + 3]]
         assert len(set().union(*folds)) == sum(map(len, folds)) == 60  # each row once
     assert all(r.folds == 3 for r in auto.leaderboard_
