@@ -28,7 +28,7 @@ def test_networks_join_the_ensemble_as_their_fold_models(tmp_path: Path) -> None
     rows.to_csv(tmp_path / "train.csv", index=False)
     cfg = config(tmp_path, "caption")
     cfg.data.allow_missing = True
-    auto = AutoSearch(cfg, quick_preset(300, folds=3, fusions=("concat",)),
+    auto = AutoSearch(cfg, quick_preset(300, folds=3, fusions=("concat",), seeds=2),
                       keep_candidates=True)
     auto.fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
     board = {r.candidate: r for r in auto.leaderboard_}

@@ -37,6 +37,9 @@ class Preset:
     fusions: tuple[str, ...]
     epochs: int = 30
     folds: int = 5  # k-fold validation on small data (the first fold is the holdout split)
+    # On small data, with time left over, a network is fitted again on the same folds with
+    # other seeds, up to this many in all (``kinds/repeats.py``); 1: never
+    seeds: int = 2
     finetuned_fusions: bool = False  # may a fusion fine-tune an encoder (or only read cached)?
     # On small data fusions are regularised more than single modalities: they see more inputs
     # per row (a 1,280-d image beside a 384-d text), and the modality that fits the training
@@ -61,12 +64,13 @@ FINETUNE_MAX_ROWS = 5000
 
 PRESETS = {
     "fast": Preset("fast", 120, (FROZEN_LITE0,), (MINILM, NGRAM), ("concat", "late"), epochs=15,
-                   folds=3),
+                   folds=3, seeds=1),
     "medium": Preset("medium", 180, (FROZEN_LITE0,), (MINILM, NGRAM, FINETUNED_MINILM),
                      ("concat", "late", "gated", "stack")),
     "best": Preset("best", 900, (FROZEN_LITE0, FINETUNED_LITE0),
                    (MINILM, NGRAM, GRU, FINETUNED_MINILM),
-                   ("concat", "late", "gated", "stack", "cross-attention"), finetuned_fusions=True),
+                   ("concat", "late", "gated", "stack", "cross-attention"), finetuned_fusions=True,
+                   seeds=3),
 }
 
 

@@ -5,8 +5,9 @@ and batch order; on a few thousand rows that variance is a large part of their e
 Averaging seeds (repeated bagging, as AutoGluon's bag sets) lowers it at no risk to the
 judging: every row's out-of-fold probabilities still come from models that did not see it.
 The networks the search would otherwise leave idle time for are repeated, the best judged
-first, each only where its folds fit in what is left; each member then averages every
-seed's fold models (``bagging.Bag.repeat``) before the ensemble of all candidates weighs it.
+first, each only where its folds fit in what is left, up to the preset's ``seeds`` (fast: 1,
+medium: 2, best: 3); each member then averages every seed's fold models
+(``bagging.Bag.repeat``) before the ensemble of all candidates weighs it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from mmfuse.scoring import greater_is_better
 # A repeat starts only where what is left is this many times what its first seed took
 # (a machine's speed varies by ±20-40 % between runs; a repeat cut short is wasted).
 MARGIN = 1.5
-MAX_SEEDS = 2  # per network: a third changes the average less, and costs prediction time
 
 
 @CANDIDATE_KINDS.register("repeats", "the networks' folds again with other seeds, time "
@@ -44,7 +44,7 @@ class Repeats:
                          and r.val_metric is not None and r.fit_s and r.folds == len(
                              search.splits)),
                         key=lambda r: r.val_metric, reverse=greater_is_better(search.metric))
-        for seed in range(2, MAX_SEEDS + 1):
+        for seed in range(2, search.plan.seeds + 1):
             for row in ranked:
                 if bag.seeds[row.candidate] < seed and not self._repeat(search, row, seed):
                     return  # the best left did not fit: nor would those judged worse
