@@ -236,3 +236,18 @@ def test_an_ensemble_with_a_zero_shot_started_head_reloads_and_exports(
                                expected, atol=1e-6)
     result = export_onnx(Predictor.of(ensemble), tmp_path / "m.onnx", frame)
     assert result["max_abs_difference"] < 1e-4
+
+
+def test_only_a_folder_with_both_towers_and_a_tokenizer_starts_a_head_from_prompts(
+        tmp_path: Path) -> None:
+    """A ViT folder, and a CLIP folder whose tokenizer files are missing, add no
+    zero-shot-started member (it could not embed the prompts, and would fail the others)."""
+    from mmfuse.encoders.hf_folder import pairs_image_and_text
+
+    clip = clip_folder(tmp_path / "clip")
+    assert pairs_image_and_text(f"hf:{clip}")
+    assert not pairs_image_and_text(f"hf:{vit_folder(tmp_path / 'vit')}")
+    assert not pairs_image_and_text("efficientnet-lite0")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (clip / name).unlink()
+    assert not pairs_image_and_text(f"hf:{clip}")

@@ -42,12 +42,16 @@ def local_folder(name: str) -> Path:
 
 
 def pairs_image_and_text(name: str) -> bool:
-    """Whether ``hf:name`` is a CLIP-style folder: an image and a text tower trained together
-    (its config names both), read from config.json without loading the weights."""
+    """Whether ``hf:name`` is a CLIP-style folder that can read texts: an image and a text
+    tower trained together (its config names both) and a tokenizer for the text one; read
+    from its files without loading the weights."""
     if not name.startswith("hf:"):
         return False
-    settings = json.loads((local_folder(name[3:]) / "config.json").read_text())
-    return isinstance(settings, dict) and {"text_config", "vision_config"} <= settings.keys()
+    folder = local_folder(name[3:])
+    settings = json.loads((folder / "config.json").read_text())
+    tokenizer = any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
+    return (isinstance(settings, dict) and {"text_config", "vision_config"} <= settings.keys()
+            and tokenizer)
 
 
 def transformers_offline() -> None:

@@ -116,7 +116,9 @@ class EnsembleModel(HoldsFeatureCache):
             try:
                 oof.append(out_of_fold(view, classes, inputs, y, folds, seed=config.train.seed))
                 kept.append(view)
-            except ValueError as error:  # e.g. no n-gram occurs twice: the view says nothing
+            except (ValueError, ConfigError) as error:
+                # e.g. no n-gram occurs twice (the view says nothing), or a folder's text
+                # tower cannot embed the class prompts: the other members go on without it
                 CONSOLE.print(f"ensemble: {view.name} left out ({error})")
         if not kept:
             raise MmfuseError("no linear member could be fitted on these rows")
