@@ -120,7 +120,8 @@ def train_one_epoch(folder: Path, rows: int) -> dict:
     def never(_items):
         raise AssertionError("every item is in the cache")
 
-    stored = {m: cache.stored(e, digests(m, rows), False, never) for m, e in by_modality.items()}
+    stored = {m: cache.stored(e, digests(m, rows), never, with_tokens=False)
+              for m, e in by_modality.items()}
     located = time.perf_counter() - started
     index, present = torch.arange(rows), torch.ones(rows, dtype=torch.bool)
     labels = torch.randint(CLASSES, (rows,), generator=torch.Generator().manual_seed(0))

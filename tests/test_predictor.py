@@ -269,7 +269,8 @@ def test_the_pace_note_gives_the_numbers() -> None:
     # 0.5 s a batch: 10 min an epoch, 64 rows/s, 5 h for 30; 3,000 s leave 5 epochs
     assert "about 10 min 00 s an epoch (64 rows/s)" in note and "5 h 00 min for 30 epochs" in note
     assert "leaves about 5.0 epochs" in note and "image encoder being trained" in note
-    assert "time limit" not in pace_note(20, 10.0, 1200, 32, 30, [], None)
+    assert "time limit" not in pace_note(20, 10.0, steps_per_epoch=1200, rows_per_batch=32,
+                                         epochs=30, trained=[], time_left=None)
 
 
 def test_late_fusion_weighs_its_modalities_on_the_held_out_rows(tmp_path) -> None:

@@ -28,7 +28,7 @@ def _rng(seed: int, *parts: object) -> np.random.Generator:
 
 
 def corrupt_rows(
-    rows: pd.DataFrame, predictor: Predictor, kind: str, name: str, severity: int, seed: int,
+    rows: pd.DataFrame, predictor: Predictor, kind: str, name: str, *, severity: int, seed: int,
     folder: Path,
 ) -> pd.DataFrame:
     """A copy of ``rows`` with every image (text, or numeric and categorical cell) of the
@@ -97,7 +97,8 @@ def robustness(
                     for severity in severities:
                         CONSOLE.print(f"robustness: {kind} {name} severity {severity}")
                         curve[str(severity)] = score(
-                            corrupt_rows(rows, predictor, kind, name, severity, seed, folder))
+                            corrupt_rows(rows, predictor, kind, name, severity=severity,
+                                         seed=seed, folder=folder))
                     result["corruptions"][kind][name] = curve
     result["ablation"] = modality_ablation(predictor, rows, metric)
     values = [v for curves in result["corruptions"].values() for c in curves.values()

@@ -116,7 +116,8 @@ class FeatureCache:
         parts = dict(zip(distinct, encoder.parts_of(distinct), strict=True))
         if not any(len(p) > 1 for p in parts.values()):
             hashes = [content_hash(encoder.kind, v) for v in distinct]
-            return self._table(encoder, values, distinct, hashes, with_tokens, together)
+            return self._table(encoder, values, distinct, hashes, with_tokens=with_tokens,
+                               together=together)
         if self.folder(encoder) is None:
             return pooled_parts(lambda items: self.table(encoder, items, with_tokens, together),
                                 encoder.output_dim, values, parts, with_tokens)
@@ -124,7 +125,8 @@ class FeatureCache:
         # an item of its own, computed from them
         singles = sorted({item for items in parts.values() for item in items})
         item_hashes = [content_hash(encoder.kind, v) for v in singles]
-        items = self._table(encoder, singles, singles, item_hashes, with_tokens, together)
+        items = self._table(encoder, singles, singles, item_hashes, with_tokens=with_tokens,
+                            together=together)
         where = {item: i for i, item in enumerate(singles)}
 
         def computed(cells: list[str]) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
@@ -134,10 +136,11 @@ class FeatureCache:
 
         hashes = [pooled_hash([item_hashes[where[item]] for item in parts[cell]])
                   for cell in distinct]
-        return self._table(encoder, values, distinct, hashes, with_tokens, together, computed)
+        return self._table(encoder, values, distinct, hashes, with_tokens=with_tokens,
+                           together=together, computed=computed)
 
     def _table(self, encoder: Encoder, values: list[str | None], distinct: list[str],
-               hashes: list[str], with_tokens: bool, together: Together | None,
+               hashes: list[str], *, with_tokens: bool, together: Together | None,
                computed: Computed | None = None) -> FeatureTable | StoredTable:
         """The table of ``values`` whose ``distinct`` ones have content ``hashes``; what is
         not stored yet is encoded (or ``computed`` from stored items)."""
@@ -160,16 +163,16 @@ class FeatureCache:
         # table lies in the table's order for every modality (see features/loaders.Shuffled).
         first_row = np.full(len(digests), len(values), dtype=np.int64)
         np.minimum.at(first_row, index[present].numpy(), np.flatnonzero(present.numpy()))
-        stored = self.stored(encoder, digests, with_tokens, values_of, together, first_row,
-                             computed)
+        stored = self.stored(encoder, digests, values_of, with_tokens=with_tokens,
+                             together=together, priority=first_row, computed=computed)
         if stored.nbytes > self.in_memory_bytes:
             return StoredTable(stored, index, present)
         pooled, tokens, mask = stored.load()
         stored.close()
         return FeatureTable(pooled, tokens, mask, index, present)
 
-    def stored(self, encoder: Encoder, digests: np.ndarray, with_tokens: bool,
-               values_of: Callable[[np.ndarray], list[str]],
+    def stored(self, encoder: Encoder, digests: np.ndarray,
+               values_of: Callable[[np.ndarray], list[str]], *, with_tokens: bool,
                together: Together | None = None, priority: np.ndarray | None = None,
                computed: Computed | None = None) -> StoredFeatures:
         """The stored features of the items with these (U,) digests, encoding those not yet
@@ -186,12 +189,12 @@ class FeatureCache:
             together.wait()  # everyone has seen the same cache before anyone adds to it
             mine = todo[together.rank::together.processes]
             if len(mine):
-                self._encode(encoder, folder, values_of(mine), digests[mine], with_tokens,
-                             together.rank, computed)
+                self._encode(encoder, folder, values_of(mine), digests[mine],
+                             with_tokens=with_tokens, process=together.rank, computed=computed)
             together.wait()
         elif len(todo):
-            self._encode(encoder, folder, values_of(todo), digests[todo], with_tokens, 0,
-                         computed)
+            self._encode(encoder, folder, values_of(todo), digests[todo],
+                         with_tokens=with_tokens, process=0, computed=computed)
         if len(todo):
             stored.close()
             stored = self._locate(encoder, folder, digests, with_tokens)
@@ -262,7 +265,7 @@ class FeatureCache:
         return pooled, tokens, mask
 
     def _encode(self, encoder: Encoder, folder: Path, values: list[str], digests: np.ndarray,
-                with_tokens: bool, process: int, computed: Computed | None = None) -> None:
+                *, with_tokens: bool, process: int, computed: Computed | None = None) -> None:
         """Encode ``values`` (or compute them from stored items: ``computed``) into new
         shards of ``folder`` (``SHARD_ITEMS`` at a time)."""
         folder.mkdir(parents=True, exist_ok=True)

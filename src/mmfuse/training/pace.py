@@ -29,7 +29,7 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def pace_note(batches: int, seconds: float, steps_per_epoch: int, rows_per_batch: int,
+def pace_note(batches: int, seconds: float, *, steps_per_epoch: int, rows_per_batch: int,
               epochs: int, trained: list[str], time_left: float | None) -> str:
     """What ``batches`` batches of ``rows_per_batch`` rows in ``seconds`` say about an epoch of
     ``steps_per_epoch`` batches and ``epochs`` of them."""
@@ -68,5 +68,6 @@ class Pace:
             return None
         self.done = True
         time_left = deadline.remaining() if deadline is not None else None
-        return pace_note(batches, time.perf_counter() - self.started, self.steps_per_epoch,
-                         self.rows_per_batch, self.epochs, self.trained, time_left)
+        return pace_note(batches, time.perf_counter() - self.started,
+                         steps_per_epoch=self.steps_per_epoch, rows_per_batch=self.rows_per_batch,
+                         epochs=self.epochs, trained=self.trained, time_left=time_left)

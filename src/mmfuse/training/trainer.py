@@ -127,13 +127,15 @@ def train(
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         if loss_fn is None and cfg.unimodal_loss > 0 and len(model.modalities) > 1:
             loss_fn = with_unimodal_losses(cfg.unimodal_loss)
-        loop = Loop(model, train_set, cfg, accelerator, optimizer, loss_fn or head_loss,
-                    sample_weights, privacy_history if private else None)
+        loop = Loop(model, train_set, cfg, accelerator=accelerator, optimizer=optimizer,
+                    loss_fn=loss_fn or head_loss, sample_weights=sample_weights,
+                    privacy_history=privacy_history if private else None)
         while state.epoch < cfg.epochs and not state.stopped_early:
             epoch, started = state.epoch + 1, time.perf_counter()
             train_loss, out_of_time = loop.run_epoch(epoch, state, deadline)
-            row = record_epoch(state, epoch, train_loss, validate(model), metric, cfg, loop,
-                               time.perf_counter() - started)
+            row = record_epoch(state, epoch, train_loss=train_loss, scores=validate(model),
+                               metric=metric, cfg=cfg, loop=loop,
+                               seconds=time.perf_counter() - started)
             if state.best_epoch == epoch:
                 best_weights = snapshot(model)
                 if run is not None and accelerator.is_main_process:
@@ -160,7 +162,7 @@ class Loop:
     under DP-SGD, the private engine. ``run_epoch`` trains one epoch."""
 
     def __init__(
-        self, model: MultimodalModel, train_set: MultimodalDataset, cfg: TrainConfig,
+        self, model: MultimodalModel, train_set: MultimodalDataset, cfg: TrainConfig, *,
         accelerator: Accelerator, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
         sample_weights: torch.Tensor | None, privacy_history: list | None,
     ) -> None:
@@ -256,7 +258,7 @@ class Loop:
 
 
 def record_epoch(
-    state: TrainState, epoch: int, train_loss: float, scores: dict[str, float], metric: str,
+    state: TrainState, epoch: int, *, train_loss: float, scores: dict[str, float], metric: str,
     cfg: TrainConfig, loop: Loop, seconds: float,
 ) -> dict[str, Any]:
     """The epoch's history row; best epoch, patience and early stopping updated in ``state``."""
