@@ -549,7 +549,7 @@ def test_a_networks_validation_metric_counts_each_row_by_its_weight(tmp_path: Pa
     rows = predictor.read(frame)
     fitted = predictor.fitted_
     weights = rows["_weight"].to_numpy()
-    weighted = fitted.kind.score(fitted, fitted.model, rows, fitted.dataset(rows), weights)
+    weighted = fitted.kind.score(fitted, fitted.model, rows, fitted.dataset(rows), weights=weights)
     truth = [predictor.classes_.index(t) for t in rows["_target"]]
     decoded = fitted.predict(rows)[1]
     assert weighted["macro_f1"] == pytest.approx(f1_score(truth, decoded, average="macro",

@@ -123,7 +123,7 @@ class FittedModel(HoldsFeatureCache):
         val_weights = given_weights(val_rows)
 
         def validate(model: nn.Module) -> dict[str, float]:
-            scores = self.kind.score(self, model, val_rows, val_set, val_weights)
+            scores = self.kind.score(self, model, val_rows, val_set, weights=val_weights)
             return {k: v for k, v in scores.items() if isinstance(v, int | float)}
 
         weights = (self.task.sample_weights(train_rows["_target"].tolist(), cfg.train.imbalance)

@@ -70,7 +70,7 @@ class ModelKind(Protocol):
         """What the kind fits on the held-out rows once training ended (before calibration)."""
 
     def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
-              dataset: MultimodalDataset, weights: np.ndarray | None = None
+              dataset: MultimodalDataset, *, weights: np.ndarray | None = None
               ) -> dict[str, Any]:
         """Metrics on ``rows``; ``weights`` (N,): each row counted that often."""
 
@@ -128,7 +128,7 @@ class SingleModel:
                                            strict=True)))
 
     def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
-              dataset: MultimodalDataset, weights: np.ndarray | None = None
+              dataset: MultimodalDataset, *, weights: np.ndarray | None = None
               ) -> dict[str, Any]:
         logits, _ = run_model(model, dataset, num_workers=fitted.config.train.num_workers)
         scores = model.head.probabilities(logits).numpy()
@@ -194,7 +194,7 @@ class DualEncoderModel:
         """Nothing: the pairs' scores need no held-out fit."""
 
     def score(self, fitted: FittedModel, model: nn.Module, rows: pd.DataFrame,
-              dataset: MultimodalDataset, weights: np.ndarray | None = None
+              dataset: MultimodalDataset, *, weights: np.ndarray | None = None
               ) -> dict[str, Any]:
         """Recall of the pairs (retrieval takes no row weights)."""
         data = fitted.config.data

@@ -73,8 +73,8 @@ def explain_batch(
         elif "numbers" in inputs:
             result["tokens"][m] = _column_attributions(predictor, batch, m, target)
         elif "ngram_weights" in inputs:
-            result["tokens"][m] = _ngram_attributions(predictor, batch, m, target, steps,
-                                                      (texts or {}).get(m, ""))
+            result["tokens"][m] = _ngram_attributions(predictor, batch, m, target, steps=steps,
+                                                      text=(texts or {}).get(m, ""))
         else:
             encoder = model.encoder_for(m)
             forward = lambda ids, m=m: _evidence(predictor, _with(batch, m, input_ids=ids))  # noqa: E731
@@ -111,7 +111,7 @@ def _column_attributions(predictor: Predictor, batch: Batch, modality: str, targ
 
 
 def _ngram_attributions(
-    predictor: Predictor, batch: Batch, modality: str, target: int, steps: int, text: str,
+    predictor: Predictor, batch: Batch, modality: str, target: int, *, steps: int, text: str,
     top: int = NGRAMS_SHOWN,
 ) -> list[tuple[str, float]]:
     """The ``top`` n-grams by |Integrated Gradients| of their TF-IDF weight (baseline: none)."""
