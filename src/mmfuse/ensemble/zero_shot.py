@@ -97,7 +97,8 @@ def prompts_of(encoder: EncoderConfig, classes: list[str], inputs: MemberInputs
 def fit_towards(x: np.ndarray, y: np.ndarray, prior: np.ndarray,
                 weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """(C, F) weights and (C,) biases minimising the weighted cross-entropy of ``x`` (N, F)
-    for class ids ``y`` (N,), times C, plus ½‖W − prior‖² (L-BFGS, float64)."""
+    for class ids ``y`` (N,), times the view's strength (``C_BY_VIEW``), plus
+    ½‖W − prior‖² with ``prior`` (C, F) (L-BFGS, float64)."""
     x, strength = x.astype(np.float64), C_BY_VIEW[ZERO_SHOT]
     n_classes, n_features = prior.shape
     onehot = np.eye(n_classes)[y]
