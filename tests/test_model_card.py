@@ -55,3 +55,21 @@ def test_a_trained_run_has_a_card_whose_figures_are_its_files(tmp_path: Path,
     page = (tmp_path / "report.html").read_text()
     assert "<section class='card'><h1>Model card: run</h1>" in page  # the card comes first
     assert f"<td>{evaluated['macro_f1']:.4f}</td>" in page
+
+
+def test_a_card_says_when_auto_mode_read_a_sample_of_the_rows(tmp_path: Path,
+                                                             tiny_csv: Path) -> None:
+    """Where encoding every row would not fit the limit, the candidates read a sample: the
+    card says so in the plan's own words (the figures are the leaderboard's)."""
+    from mmfuse.evaluation.model_card import write_card
+
+    run = tmp_path / "run"
+    code, output = cli("train", "--data", str(tiny_csv), "--out", str(run), "--epochs", "1",
+                       "--fusion", "concat", *TINY)
+    assert code == 0, output
+    metrics = json.loads((run / "metrics.json").read_text())
+    note = "the candidates read 600 of the 1,000 rows (every class kept)"
+    metrics["auto"] = {"preset": "medium", "chosen": "concat", "time_limit_s": 180.0,
+                       "frozen_features_s": 70.0, "rows_read": 600, "encoding": note}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert f"**Trained on a sample**: {note}." in write_card(run).read_text()

@@ -123,9 +123,12 @@ class AutoSearch:
             )
         if len(self.splits) > 1:
             self._refit_best()
+        sampled = ({} if self.encoding_.rows_read is None else
+                   {"rows_read": self.encoding_.rows_read, "encoding": self.encoding_.note})
         self.best_.metrics_["auto"] = {"preset": self.preset.name, "chosen": self.best_name_,
                                        "time_limit_s": self.time_limit,
-                                       "frozen_features_s": round(self.encoding_.seconds, 1)}
+                                       "frozen_features_s": round(self.encoding_.seconds, 1),
+                                       **sampled}
         if run is not None:
             self.best_.save(run)
             self._write()

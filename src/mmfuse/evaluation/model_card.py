@@ -151,6 +151,8 @@ def _model(folder: ModelFolder, meta: dict[str, Any]) -> str:
     if auto:
         lines.append(f"Chosen by auto mode (preset {auto['preset']}, {auto['time_limit_s']:.0f} s "
                      f"limit): **{auto['chosen']}**.")
+        if auto.get("rows_read"):  # a large table on a cold cache (auto/frozen_features.py)
+            lines.append(f"**Trained on a sample**: {auto['encoding']}.")
     encoders = meta.get("encoders") or {}
     if encoders:
         lines.append("Encoders: " + ", ".join(f"{k} `{v}`" for k, v in encoders.items()) + ".")
