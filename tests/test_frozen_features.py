@@ -19,9 +19,10 @@ SECONDS_AT_128 = 0.5  # per image; a side S costs (S / 128)^2 of it, a text a te
 
 
 def encoding_clock(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """Each cache table moves the clock by what encoding its new inputs costs; returns the
-    (encoder, inputs) it was asked for."""
-    now, asked = [0.0], []
+    """Each cache table moves the clock by what encoding its new inputs costs (inputs it
+    encoded before cost nothing: they are cached); returns the (encoder, inputs) it was asked
+    for."""
+    now, asked, encoded = [0.0], [], set()
     monkeypatch.setattr(deadline, "clock", lambda: now[0])
     table = FeatureCache.table
 
@@ -29,7 +30,9 @@ def encoding_clock(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
         asked.append((encoder.preprocessing, len(values)))
         cost = (SECONDS_AT_128 * (encoder.transform.size / 128) ** 2 if encoder.kind == "image"
                 else SECONDS_AT_128 / 10)
-        now[0] += cost * len({v for v in values if v is not None})
+        new = {(encoder.cache_key, v) for v in values if v is not None} - encoded
+        encoded.update(new)
+        now[0] += cost * len(new)
         return table(self, encoder, values, *args, **kwargs)
 
     monkeypatch.setattr(FeatureCache, "table", timed)
@@ -98,3 +101,30 @@ def test_encoding_too_long_even_at_the_smallest_side_reads_fewer_rows_with_every
     again = encode_frozen(preset, config, frames, FeatureCache(tmp_path / "c"),
                           deadline.Deadline(10_000), rows_read=kept)[1]
     assert [list(r.index) for r in again] == [list(r.index) for r in read]
+
+
+def test_a_search_on_a_table_too_large_to_encode_in_time_trains_on_a_sample(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end: the search's candidates read the plan's rows (every class among them),
+    the leaderboard and the model's metrics say how many, and the model it returns predicts
+    every row of the table."""
+    from test_auto import config, quick_preset
+
+    from mmfuse.auto import AutoSearch
+    from mmfuse.auto.leaderboard import read_leaderboard
+
+    encoding_clock(monkeypatch)  # 0.5 s an image at 128 px: 32 px here, 1/16 of it
+    table = make_rows(tmp_path, 1200, seed=2)
+    table.loc[table.index[[3, 500, 900]], "label"] = "maybe"
+    table.to_csv(tmp_path / "train.csv", index=False)
+    auto = AutoSearch(config(tmp_path, "caption"), quick_preset(40, folds=3))
+    predictor = auto.fit(tmp_path / "train.csv", run_dir=tmp_path / "run")
+    kept = auto.encoding_.rows_read
+    assert kept is not None and 500 <= kept < 1200
+    assert len(auto.train_rows) + len(auto.val_rows) == kept
+    assert set(pd.concat([auto.train_rows, auto.val_rows])["label"]) == {"yes", "no", "maybe"}
+    assert read_leaderboard(tmp_path / "run")["rows_read"] == kept
+    assert predictor.metrics_["auto"]["rows_read"] == kept
+    assert len(predictor.predict(tmp_path / "train.csv")) == 1200
+    # encoding done, the clock stands still: every network ran its three folds
+    assert all(r.folds == 3 for r in auto.leaderboard_ if r.model is not None and r.scored)
