@@ -111,7 +111,7 @@ class ModelFolder:
         write_json(self.path / "metrics.json", metrics)
         return self.path
 
-    def save_ensemble(self, config: Config, classes: list[str] | None, spec: dict[str, Any],
+    def save_ensemble(self, config: Config, classes: list[str] | None, *, spec: dict[str, Any],
                       tensors: dict[str, torch.Tensor], fingerprints: dict[str, str],
                       metrics: dict[str, Any]) -> Path:
         """An ensemble: its linear members' arrays (safetensors) and how members combine

@@ -289,8 +289,9 @@ class EnsembleModel(HoldsFeatureCache):
             member.save(networks / str(i))
         fingerprints = {name: e.fingerprint for name, e in self.encoders_by_name().items()}
         self.folder = ModelFolder(directory).save_ensemble(
-            self.config, self.classes, spec, {k: torch.from_numpy(np.asarray(v)) for k, v in
-                                              arrays.items()}, fingerprints, self.metrics)
+            self.config, self.classes, spec=spec,
+            tensors={k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()},
+            fingerprints=fingerprints, metrics=self.metrics)
         return self.folder
 
     @classmethod

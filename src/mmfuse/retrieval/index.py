@@ -24,12 +24,12 @@ class EmbeddingIndex:
     model_fingerprint: str
 
     def save(self, path: str | Path) -> Path:
-        return self.write(path, [self.embeddings], self.items, self.kind, self.model_dir,
-                          self.model_fingerprint)
+        return self.write(path, [self.embeddings], self.items, kind=self.kind,
+                          model_dir=self.model_dir, model_fingerprint=self.model_fingerprint)
 
     @staticmethod
     def write(
-        path: str | Path, chunks: Iterable[torch.Tensor], items: list[str], kind: str,
+        path: str | Path, chunks: Iterable[torch.Tensor], items: list[str], *, kind: str,
         model_dir: str, model_fingerprint: str,
     ) -> Path:
         """Write embeddings chunk by chunk (each ``(n, E)`` chunk one shard), so building an

@@ -99,8 +99,9 @@ class RetrievalPredictor(Estimator):
         chunk (memory holds one chunk, whatever the collection's size). Returns the count."""
         self._check_fitted()
         items = self._index_items(values) if kind == "image" else _non_empty(values)
-        EmbeddingIndex.write(out, embed_chunks(self.fitted_, self.model_, kind, items), items, kind,
-                             str(self.source_dir_), self.fingerprint())
+        EmbeddingIndex.write(out, embed_chunks(self.fitted_, self.model_, kind, items), items,
+                             kind=kind, model_dir=str(self.source_dir_),
+                             model_fingerprint=self.fingerprint())
         return len(items)
 
     def _index_items(self, paths: list[str | Path] | list[str]) -> list[str]:
