@@ -111,8 +111,9 @@ def encode_frozen(preset: Preset, config: Config, frames: list[pd.DataFrame],
             job.kind == "image" and (job.config.image_size or 0) > IMAGE_SIDES[0]
             and side_is_ours(job.config) for job in jobs):
         preset = at_smallest_side(preset)
-        jobs = frozen_jobs(preset, config, frames)
-        rates = measured_rates(jobs, cache)
+        before_jobs = list(zip(jobs, rates, strict=True))
+        jobs = frozen_jobs(preset, config, frames, built=[job for job, _ in before_jobs])
+        rates = measured_rates(jobs, cache, known=before_jobs)
         before, plan.projected_s = plan.projected_s, projected_seconds(jobs, rates)
         notes.append(f"images at {IMAGE_SIDES[0]} px: at their side, encoding would have "
                      f"taken about {before:.0f} s of the {deadline.remaining():.0f} s left")
@@ -121,7 +122,7 @@ def encode_frozen(preset: Preset, config: Config, frames: list[pd.DataFrame],
         kept = max(MIN_ROWS, rows_within(allowed, jobs, rates, frames, config))
         if kept < rows:
             frames, plan.rows_read = sampled(frames, kept, config), kept
-            jobs = frozen_jobs(preset, config, frames)
+            jobs = frozen_jobs(preset, config, frames, built=jobs)
             before, plan.projected_s = plan.projected_s, projected_seconds(jobs, rates)
             notes.append(f"the candidates read {kept:,} of the {rows:,} rows (every class "
                          f"kept): all of them would have taken about {before:.0f} s to "
@@ -143,16 +144,20 @@ def encode_frozen(preset: Preset, config: Config, frames: list[pd.DataFrame],
     return preset, frames, plan
 
 
-def frozen_jobs(preset: Preset, config: Config, frames: list[pd.DataFrame]) -> list[Job]:
-    """The preset's frozen pretrained encoders with their columns' cells."""
+def frozen_jobs(preset: Preset, config: Config, frames: list[pd.DataFrame], *,
+                built: list[Job] | None = None) -> list[Job]:
+    """The preset's frozen pretrained encoders with their columns' cells; an encoder a job of
+    ``built`` has already (same kind and config) is reused, not loaded again."""
     jobs = []
     for kind, configs in (("image", preset.image_encoders), ("text", preset.text_encoders)):
         columns = getattr(config.data, f"{kind}_cols")
         for encoder_config in configs if columns else ():
             if encoder_config.frozen is False:
                 continue  # fine-tuned: nothing to cache
+            encoder = next((j.encoder for j in built or []
+                            if j.kind == kind and j.config == encoder_config), None)
             try:
-                encoder = create_encoder(kind, encoder_config)
+                encoder = encoder or create_encoder(kind, encoder_config)
             except ConfigError:  # trained from scratch on fitted state (gru): never cached
                 continue
             if encoder.frozen:
@@ -161,12 +166,19 @@ def frozen_jobs(preset: Preset, config: Config, frames: list[pd.DataFrame]) -> l
     return jobs
 
 
-def measured_rates(jobs: list[Job], cache: FeatureCache) -> list[float]:
+def measured_rates(jobs: list[Job], cache: FeatureCache, *,
+                   known: list[tuple[Job, float]] | None = None) -> list[float]:
     """Each job's seconds per input, measured on a sample of its inputs (encoded into the
     cache, so not wasted; 0 where the cache holds them already). A sample is encoded without
-    the decoding workers a whole column gets, so images are measured on the slow side."""
+    the decoding workers a whole column gets, so images are measured on the slow side.
+    ``known``: earlier jobs and their rates; a job with the same encoder keeps its rate
+    (measured again, its sample would already be in the cache: a rate of 0)."""
     rates = []
     for job in jobs:
+        rate = next((r for j, r in known or [] if j.encoder is job.encoder), None)
+        if rate is not None:
+            rates.append(rate)
+            continue
         cache.table(job.encoder, job.distinct[:WARM_UP], with_tokens=False)
         sample = job.distinct[WARM_UP:SAMPLE]
         started = clocks.clock()

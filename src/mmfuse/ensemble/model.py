@@ -321,8 +321,7 @@ class EnsembleModel(HoldsFeatureCache):
             elif "trees" in entry:
                 members.append(TreeMember.load(entry, directory, classes, own))
             else:
-                kind = ZeroShotMember if entry["view"] == ZERO_SHOT else LinearMember
-                members.append(kind.from_entry(entry, classes, own))
+                members.append(linear_kind(entry["view"]).from_entry(entry, classes, own))
         if spec["method"] not in ("stacking", "selection") or len(spec["weights"]) != len(members):
             raise ValueError("method must be stacking or selection, with one weight per member")
         stacker: Stacker | ValueStacker | None = None
@@ -363,7 +362,13 @@ def new_member(view: View, classes: list[str] | None, seed: int) -> LinearMember
     from class prompts for "zero-shot", else a linear model."""
     if view.kind == "tabular-trees":
         return TreeMember(classes, seed)
-    return (ZeroShotMember if view.kind == ZERO_SHOT else LinearMember)(view, classes)
+    return linear_kind(view.kind)(view, classes)
+
+
+def linear_kind(view: str) -> type[LinearMember]:
+    """The linear member that reads a view of this kind: one started from zero-shot prompts
+    for "zero-shot", else a logistic (or ridge) regression."""
+    return ZeroShotMember if view == ZERO_SHOT else LinearMember
 
 
 def out_of_fold(view: View, classes: list[str] | None, inputs: MemberInputs, y: np.ndarray,

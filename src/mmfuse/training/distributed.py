@@ -15,8 +15,10 @@ from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.state import AcceleratorState, GradientState
 
 from mmfuse.config import TrainConfig
+from mmfuse.encoders.fast_path import gpu_bf16
 from mmfuse.errors import ConfigError
 from mmfuse.features.cache import Together
+from mmfuse.training.privacy import is_private
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
@@ -58,9 +60,7 @@ def mixed_precision(cfg: TrainConfig) -> str:
     and DP-SGD, which clips per-example gradients in full precision)."""
     if cfg.precision != "auto":
         return cfg.precision
-    private = cfg.dp_epsilon is not None or cfg.dp_noise_multiplier is not None
-    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return "bf16" if gpu_bf16 and not private else "no"
+    return "bf16" if gpu_bf16() and not is_private(cfg) else "no"
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
