@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from mmfuse import Config
 from mmfuse.data.builtin import DATASETS
+from mmfuse.data.images import DECODE_SIDE, ImageTransform, open_image
 from mmfuse.data.split import split_frame
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.errors import ConfigError, DataValidationError, MmfuseError
@@ -137,3 +139,34 @@ def test_tar_shards_train_and_predict_like_a_manifest(tmp_path: Path) -> None:
     assert not (tmp_path / "y.csv").exists()
     with pytest.raises(MmfuseError, match=r"shard not found: .*shard-3.tar \(5 of 8 missing\)"):
         predictor.predict_to_csv(str(tmp_path / "shard-{0..7}.tar"), tmp_path / "x.csv")
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_the_same_way_from_a_file_or_an_upload(
+        tmp_path: Path) -> None:
+    """A photo far larger than any encoder reads is decoded at 1/2, 1/4 or 1/8 scale with
+    both sides still >= DECODE_SIDE; a PNG and a small JPEG are decoded whole; bytes (an
+    upload) and a file give the same pixels."""
+    rng = np.random.default_rng(0)
+    side = 2 * DECODE_SIDE + 100  # 1/2 keeps both sides >= DECODE_SIDE; 1/4 would not
+    photo = Image.fromarray(rng.integers(0, 256, (side, side + 300, 3), dtype=np.uint8))
+    photo.save(tmp_path / "big.jpg", quality=90)
+    photo.save(tmp_path / "big.png")
+    photo.resize((300, 200)).save(tmp_path / "small.jpg")
+    big = open_image(tmp_path / "big.jpg")
+    assert big.size == ((side + 300 + 1) // 2, (side + 1) // 2) and min(big.size) >= DECODE_SIDE
+    assert open_image(tmp_path / "big.png").size == (side + 300, side)
+    assert open_image(tmp_path / "small.jpg").size == (300, 200)
+    upload = open_image((tmp_path / "big.jpg").read_bytes())
+    assert np.array_equal(np.asarray(upload), np.asarray(big))
+
+
+@pytest.mark.parametrize("mean, std", [((0.5,) * 3, (0.5,) * 3),
+                                       ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+def test_image_transform_normalises_as_the_formula(mean, std) -> None:
+    """(3, S, S) = (resized / 255 - mean) / std per channel, computed here in float64."""
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 70, 3), np.uint8))
+    pixels = ImageTransform(32, mean, std)(image)
+    resized = np.asarray(image.resize((32, 32), Image.Resampling.BICUBIC), np.float64)
+    expected = ((resized / 255 - np.array(mean)) / np.array(std)).transpose(2, 0, 1)
+    assert pixels.shape == (3, 32, 32) and pixels.is_contiguous()
+    np.testing.assert_allclose(pixels.numpy(), expected, atol=1e-5)

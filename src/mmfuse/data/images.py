@@ -30,6 +30,15 @@ class ImageTooLargeError(ImageDecodeError):
 # faster on easy-VQA's): a truncated or damaged file fails either way.
 CHECK_SIDE = 64
 
+# A JPEG is decoded at the smallest scale (1/2, 1/4 or 1/8, computed in the DCT: Pillow's
+# ``draft``) that keeps both its sides at least this many pixels: a large photo is decoded,
+# and then resized, at a fraction of the cost (MATH-V's 3,040 published figures, 224 px:
+# 18.3 s -> 11.4 s on one core), and every encoder still gets more pixels than it reads
+# (the packaged ones read 128-224 px; CLIP-style folders up to 384-518). One rule wherever
+# an image is decoded (training, prediction, serving), so that an image's features never
+# depend on the path it came by; encoders' cache keys name it (``ImageEncoder``).
+DECODE_SIDE = 512
+
 
 def check_image(source: str | Path) -> None:
     """Raise, saying why, where ``open_image`` would; decodes only as much as that needs."""
@@ -64,8 +73,8 @@ def open_image(source: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS, *
             if checking and image.format == "PNG":
                 image.verify()
                 return image
-            if checking:
-                image.draft("RGB", (CHECK_SIDE, CHECK_SIDE))
+            side = CHECK_SIDE if checking else DECODE_SIDE
+            image.draft(image.mode, (side, side))  # formats other than JPEG: no effect
             image.load()
             return image if checking else image.convert("RGB")
     except ImageTooLargeError:
@@ -91,9 +100,12 @@ class ImageTransform:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         method = getattr(Image.Resampling, self.resample.upper())
         resized = image.resize((self.size, self.size), method)
-        array = np.asarray(resized, dtype=np.float32) / 255.0  # (S, S, 3)
-        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, S, S)
+        channels = torch.from_numpy(np.array(resized)).permute(2, 0, 1)  # (3, S, S) uint8
+        # cast and laid out in one pass, then scaled in place: (x / 255 - mean) / std
+        # folded into x * scale + shift (5x faster than in float numpy at 224 px)
+        pixels = torch.empty(channels.shape, dtype=torch.float32).copy_(channels)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return pixels.mul_(1 / (255 * std)).add_(-torch.tensor(self.mean).view(3, 1, 1) / std)
 
     def describe(self) -> str:
         return f"{self.size}px/{self.resample}/mean{self.mean}/std{self.std}"

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mmfuse.config import EncoderConfig
-from mmfuse.data.images import ImageTransform
+from mmfuse.data.images import DECODE_SIDE, ImageTransform
 from mmfuse.data.photos import photos
 from mmfuse.data.vocabulary import Vocabulary
 from mmfuse.errors import ConfigError
@@ -95,7 +95,7 @@ class ImageEncoder(Encoder):
 
     @property
     def preprocessing(self) -> str:
-        return self.transform.describe()
+        return f"{self.transform.describe()}/jpeg-decode-{DECODE_SIDE}px"
 
     def parts_of(self, values: list[str]) -> list[list[str]]:
         """A cell's photos (one, or several)."""
