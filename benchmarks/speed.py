@@ -6,7 +6,8 @@
   validation);
 - cache: later epochs against the first; a second `fit` on the same data (encoder calls counted);
 - prediction: `predict` on 1,000 new images (cold cache) against the raw encoders' throughput
-  at batch 32; batch-1 latency of `predict`, of the serving engine and of a bare `model(x)`;
+  at batch 32 (medians of five alternating runs of each); batch-1 latency of `predict`, of
+  the serving engine and of a bare `model(x)`;
 - a hand-written PyTorch loop that re-encodes every row every epoch (as tutorials do): timed
   on 40 batches and extrapolated to the same epochs;
 - memory: peak RSS of training, and of predicting 1,000 and 10,000 rows (own processes).
@@ -23,6 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,7 @@ from mmfuse.features.items import items_batch
 from mmfuse.serving.engine import InferenceEngine
 
 EPOCHS = 6
+PREDICT_ROUNDS = 5
 COLUMNS = {"image_cols": ["image"], "text_cols": ["question"], "label_col": "answer"}
 
 
@@ -72,6 +77,39 @@ def encoder_seconds(model, images: list[torch.Tensor], texts: list[str], batch: 
     for i in range(0, len(texts), batch):
         text(**model.encoders["text"].prepare(texts[i:i + batch]))
     return time.perf_counter() - started
+
+
+@contextmanager
+def stage_seconds() -> Iterator[dict[str, float]]:
+    """Wall seconds spent in the steps of a first ``fit`` besides its training epoch: loading
+    the encoders, validating the rows, exporting the image graph, encoding (the export
+    included) — where the first epoch's time goes beyond T_enc."""
+    from mmfuse.data import rows
+    from mmfuse.encoders import fast_path
+    from mmfuse.models import build
+
+    spent: dict[str, float] = defaultdict(float)
+    steps = {"loading encoders": (build, "create_encoder"), "validating rows": (
+        rows, "validate_frame"), "exporting the image graph": (fast_path, "export_image_graph"),
+        "encoding": (FeatureCache, "_encode")}
+    originals = {name: getattr(owner, attribute) for name, (owner, attribute) in steps.items()}
+
+    def timing(name: str, function):
+        def timed_step(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - started
+        return timed_step
+
+    for name, (owner, attribute) in steps.items():
+        setattr(owner, attribute, timing(name, originals[name]))
+    try:
+        yield spent
+    finally:
+        for name, (owner, attribute) in steps.items():
+            setattr(owner, attribute, originals[name])
 
 
 def count_encoder_calls(predictor_factory) -> tuple[int, float]:
@@ -137,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"threads": torch.get_num_threads(), "epochs": n_epochs}
     with tempfile.TemporaryDirectory(prefix="mmfuse-speed-") as temp:
         cold = str(Path(temp) / "cache")
-        predictor, fit_seconds = timed(Predictor(config(cold, n_epochs)).fit, train)
+        with stage_seconds() as stages:
+            predictor, fit_seconds = timed(Predictor(config(cold, n_epochs)).fit, train)
         epochs = [row["seconds"] for row in predictor.history_]
         first_epoch = fit_seconds - sum(epochs[1:])
         distinct_images = sorted(set(train["image"]))
@@ -148,7 +187,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["encoder_bound"] = {
             "T_enc_seconds": t_enc, "first_epoch_seconds": first_epoch,
             "ratio": first_epoch / t_enc, "target": "<= 1.15",
-            "distinct_images": len(distinct_images), "distinct_texts": len(texts)}
+            "distinct_images": len(distinct_images), "distinct_texts": len(texts),
+            # where the first epoch goes; the training epoch over every row comes on top of
+            # T_enc whatever the rest costs: the ratio cannot go below floor_ratio here
+            "first_epoch_parts_seconds": {**{k: round(v, 2) for k, v in stages.items()},
+                                          "training epoch": epochs[0]},
+            "floor_ratio": (t_enc + epochs[0]) / t_enc}
         later = float(np.mean(epochs[1:]))
         result["cache"] = {"later_epoch_seconds": later, "first_over_later": first_epoch / later,
                            "target": ">= 20"}
@@ -157,17 +201,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["cache"]["second_fit_encoder_calls"] = calls
         result["cache"]["second_fit_seconds_one_epoch"] = second_seconds
 
-        # prediction on 1,000 images the cache has never seen
+        # prediction on 1,000 images the cache has never seen, against the raw encoders on
+        # the same inputs decoded beforehand: each timed PREDICT_ROUNDS times, alternating
+        # (one pair of runs on 2 cores varied by +-0.1 in the ratio), medians compared
         new = test.drop_duplicates("image").head(new_rows)
-        with predictor.feature_cache(FeatureCache(Path(temp) / "predict-cache")):
-            _, predict_seconds = timed(predictor.predict, new)
         test_decoded = [predictor.model_.encoders["image"].transform(open_image(p))
                         for p in new["image"]]
-        raw = encoder_seconds(predictor.model_, test_decoded, new["question"].tolist(), 32)
+        predict_runs, raw_runs = [], []
+        rounds = 2 if args.smoke else PREDICT_ROUNDS
+        for round_ in range(rounds):
+            cache = FeatureCache(Path(temp) / f"predict-cache-{round_}")  # empty each time
+            with predictor.feature_cache(cache):
+                predict_runs.append(timed(predictor.predict, new)[1])
+            raw_runs.append(encoder_seconds(predictor.model_, test_decoded,
+                                            new["question"].tolist(), 32))
+        predict_seconds, raw = float(np.median(predict_runs)), float(np.median(raw_runs))
         result["prediction"] = {
-            "rows": len(new), "predict_rows_per_second": len(new) / predict_seconds,
+            "rows": len(new), "rounds": rounds,
+            "predict_rows_per_second": len(new) / predict_seconds,
             "raw_encoder_rows_per_second": len(new) / raw,
-            "ratio": raw / predict_seconds, "target": ">= 0.9"}
+            "ratio": raw / predict_seconds,
+            "ratio_each_round": [r / p for r, p in zip(raw_runs, predict_runs, strict=True)],
+            "target": ">= 0.9"}
 
         # batch-1 latency
         row = new.head(1)
