@@ -188,7 +188,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--math-vision", default=None, help="MATH-V folder (original layout)")
     parser.add_argument("--smoke", action="store_true",
                         help="a few easy-VQA rows, preset fast for 30 s; writes nothing")
+    parser.add_argument("--save-as", default=None,
+                        help="the results' name for a single set read from another folder "
+                             "(e.g. math-vision-published: MATH-V with its original images)")
     args = parser.parse_args(argv)
+    if args.save_as and "," in args.sets:
+        parser.error("--save-as names one set: pass a single --sets")
     if args.smoke:
         args.sets, args.preset = "easy-vqa", "fast"
     results: dict[str, Any] = {"preset": args.preset, "sets": {}}
@@ -242,7 +247,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sklearn = [v["macro_f1"] for k, v in rows.items() if k.startswith("sklearn")]
         fixed = [v["macro_f1"] for k, v in rows.items()
                  if not k.startswith("sklearn") and k != "auto mode's choice"]
-        results["sets"][name] = {
+        key = args.save_as or name
+        results["sets"][key] = {
             "train_rows": len(train), "test_rows": len(test), "chosen": search.best_name_,
             "time_limit_s": search.time_limit, "search_wall_s": round(wall, 1),
             "feature_cache": "cold (empty at the start)",
@@ -279,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "results": rows,
         }
         shutil.rmtree(cold, ignore_errors=True)
-        print(f"\n{name} ({len(train)} train / {len(test)} test rows); auto chose "
+        print(f"\n{key} ({len(train)} train / {len(test)} test rows); auto chose "
               f"{search.best_name_} in {wall:.0f} s (limit {search.time_limit:.0f} s; cold "
               f"cache, frozen features {search.encoding_.seconds:.0f} s of it)")
         print(f"{'model':<48}{'val':>8}{'test acc':>10}{'test F1':>10}{'train s':>10}")
@@ -288,9 +294,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{model:<48}{'' if val is None else f'{val:.4f}':>8}"
                   f"{values['accuracy']:>10.4f}{values['macro_f1']:>10.4f}"
                   f"{values['train_seconds'] or 0:>10.1f}{'  <- auto' if values.get('chosen') else ''}")
-        for way, value in (results["sets"][name]["cross_fitted_macro_f1"] or {}).items():
+        for way, value in (results["sets"][key]["cross_fitted_macro_f1"] or {}).items():
             print(f"cross-fitted on the training rows: {way:<45}{value:.4f}")
-        gap = results["sets"][name]["auto_minus_stacking_anchor_on_test"]
+        gap = results["sets"][key]["auto_minus_stacking_anchor_on_test"]
         print(f"auto minus the stacking anchor on the test rows: {gap['difference']:+.4f} "
               f"(90 % bootstrap interval {gap['interval_90'][0]:+.4f} to "
               f"{gap['interval_90'][1]:+.4f})")
