@@ -419,6 +419,32 @@ def test_a_candidate_whose_folds_cannot_all_fit_leaves_its_time_to_the_next(
     assert rows["text: ngram"].folds == 1 and rows["text: ngram"].describe_status() == "ok"
 
 
+def test_time_left_repeats_a_faster_network_where_the_best_would_not_fit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image fit "takes" 10 s, a fusion's 2 s, of a 50 s search with 2 folds and two
+    seeds: about 24 s are left after both networks, under the 30 s a second image seed may
+    need (1.5x its first), so the image network keeps one seed and the fusion, judged worse
+    but faster, gets its second."""
+    now = [0.0]
+    monkeypatch.setattr(deadline, "clock", lambda: now[0])
+    fit = Predictor.fit
+
+    def timed_fit(self, *args, **kwargs):
+        fitted = fit(self, *args, **kwargs)
+        now[0] += 10 if self.config.model.modalities == ["image"] else 2
+        return fitted
+
+    monkeypatch.setattr(Predictor, "fit", timed_fit)
+    image_only_rows(tmp_path, 60, seed=9).to_csv(tmp_path / "train.csv", index=False)
+    auto = AutoSearch(config(tmp_path), quick_preset(50, folds=2, fusions=("concat",), seeds=2))
+    auto.fit(tmp_path / "train.csv")
+    rows = {r.candidate: r for r in auto.leaderboard_}
+    image, fusion = "image: efficientnet-lite0", "concat (efficientnet-lite0 + ngram)"
+    assert rows[image].val_metric > rows[fusion].val_metric  # the image network ranks first
+    assert rows[f"member: {fusion}, seed 2"].folds == 2
+    assert f"member: {image}, seed 2" not in rows
+
+
 def test_a_fusion_is_not_started_with_under_half_the_time_its_singles_took(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each fit "takes" 35 s of 100: after the two single modalities, 26.5 s are left, and

@@ -45,12 +45,13 @@ class Repeats:
                              search.splits)),
                         key=lambda r: r.val_metric, reverse=greater_is_better(search.metric))
         for seed in range(2, search.plan.seeds + 1):
-            for row in ranked:
-                if bag.seeds[row.candidate] < seed and not self._repeat(search, row, seed):
-                    return  # the best left did not fit: nor would those judged worse
+            for row in ranked:  # one that does not fit is passed over: a worse one may be faster
+                if bag.seeds[row.candidate] < seed:
+                    self._repeat(search, row, seed)
 
     def _repeat(self, search: Search, row: LeaderboardRow, seed: int) -> bool:
-        """Fit ``row``'s network with its ``seed``-th seed; False where it would not fit."""
+        """Fit ``row``'s network with its ``seed``-th seed; False where it would not fit,
+        failed or was cut short."""
         assert search.bag_ is not None and row.fit_s is not None
         remaining = search.deadline.remaining()
         if remaining < MARGIN * row.fit_s:
