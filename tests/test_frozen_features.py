@@ -30,7 +30,10 @@ def encoding_clock(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
         asked.append((encoder.preprocessing, len(values)))
         cost = (SECONDS_AT_128 * (encoder.transform.size / 128) ** 2 if encoder.kind == "image"
                 else SECONDS_AT_128 / 10)
-        new = {(encoder.cache_key, v) for v in values if v is not None} - encoded
+        # what the encoder reads: a cell's photos, a long text's windows (as the cache keys)
+        items = {part for cell in encoder.parts_of([v for v in values if v is not None])
+                 for part in cell}
+        new = {(encoder.cache_key, item) for item in items} - encoded
         encoded.update(new)
         now[0] += cost * len(new)
         return table(self, encoder, values, *args, **kwargs)
@@ -78,6 +81,24 @@ def test_encoding_that_fits_keeps_the_preset(tmp_path: Path, monkeypatch: pytest
     assert planned == preset and plan.note == "" and read == frames
     assert plan.projected_s == pytest.approx(40 * 0.5 * (160 / 128) ** 2, rel=0.05)
     assert plan.items == 40 + 3  # distinct images and captions
+
+
+def test_long_texts_too_slow_to_encode_whole_are_read_to_their_first_window(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """80 distinct captions of four 16-token windows each: 320 windows, 16 s at 0.05 s; with
+    the images (20 s at 128 px) over 40 % of the 80 s left. Read to their first window they
+    cost 4 s, and every row is kept; the TF-IDF members still read whole texts."""
+    encoding_clock(monkeypatch)
+    preset, config, frames = setup(tmp_path, side=128)
+    for i, frame in enumerate(frames):
+        frame["caption"] = [" ".join(f"word{i}x{j}x{k}" for k in range(40))
+                            for j in range(len(frame))]
+    planned, read, plan = encode_frozen(preset, config, frames, FeatureCache(tmp_path / "c"),
+                                        deadline.Deadline(80))
+    assert [e.max_windows for e in planned.text_encoders] == [1]
+    assert planned.image_encoders == preset.image_encoders
+    assert "first window" in plan.note and plan.rows_read is None and read == frames
+    assert plan.projected_s == pytest.approx(40 * 0.5 + 80 * 0.05, rel=0.05)
 
 
 def test_encoding_too_long_even_at_the_smallest_side_reads_fewer_rows_with_every_class(

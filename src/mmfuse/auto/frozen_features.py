@@ -4,10 +4,12 @@ deadline.
 On a new user's first run the feature cache is empty and encoding is the largest cost. Each
 frozen encoder's rate is measured on a sample of its inputs (encoded into the cache, so not
 wasted) and the rest projected from it. Where everything would take more than
-``ENCODING_SHARE`` of the time left, images are read at the smallest side instead; where even
-that is too much, the candidates read as many rows as the share allows (a sample that keeps
-every class: ``rows_within``). The plan says what it did. Features are then computed once,
-before any candidate starts, so that the candidates share the time that is left fairly.
+``ENCODING_SHARE`` of the time left, images are read at the smallest side instead; where that
+is not enough, long texts are read to their first window (the TF-IDF members, which need no
+encoder, still read them whole); where even that is too much, the candidates read as many
+rows as the share allows (a sample that keeps every class: ``rows_within``). The plan says
+what it did. Features are then computed once, before any candidate starts, so that the
+candidates share the time that is left fairly.
 """
 
 from __future__ import annotations
@@ -117,6 +119,16 @@ def encode_frozen(preset: Preset, config: Config, frames: list[pd.DataFrame],
         before, plan.projected_s = plan.projected_s, projected_seconds(jobs, rates)
         notes.append(f"images at {IMAGE_SIDES[0]} px: at their side, encoding would have "
                      f"taken about {before:.0f} s of the {deadline.remaining():.0f} s left")
+    if plan.projected_s > allowed and any(job.kind == "text" and job.items > len(job.distinct)
+                                          for job in jobs):
+        preset = first_windows(preset)
+        before_jobs = list(zip(jobs, rates, strict=True))
+        jobs = frozen_jobs(preset, config, frames, built=[job for job, _ in before_jobs])
+        rates = measured_rates(jobs, cache, known=before_jobs)
+        before, plan.projected_s = plan.projected_s, projected_seconds(jobs, rates)
+        notes.append("long texts read to their first window: all their windows would have "
+                     f"taken about {before:.0f} s to encode (the TF-IDF members still read "
+                     "them whole)")
     rows = sum(len(f) for f in frames)
     if plan.projected_s > allowed and rows > MIN_ROWS and rows_read is None:
         kept = max(MIN_ROWS, rows_within(allowed, jobs, rates, frames, config))
@@ -240,3 +252,11 @@ def at_smallest_side(preset: Preset) -> Preset:
                    if e.frozen is not False and side_is_ours(e) else e
                    for e in preset.image_encoders)
     return dataclasses.replace(preset, image_encoders=images)
+
+
+def first_windows(preset: Preset) -> Preset:
+    """The preset with its frozen text encoders reading a long text's first window only (of
+    ``max_length`` tokens) instead of up to ``max_windows`` of them."""
+    texts = tuple(dataclasses.replace(e, max_windows=1) if e.frozen is not False else e
+                  for e in preset.text_encoders)
+    return dataclasses.replace(preset, text_encoders=texts)
