@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +11,7 @@ import pytest
 from conftest import make_rows, tiny_config
 from PIL import Image
 
+from mmfuse import EncoderConfig, Predictor
 from mmfuse.data.images import ImageDecodeError, open_image
 from mmfuse.data.manifest import read_manifest
 from mmfuse.data.validate import validate_frame
@@ -181,3 +184,50 @@ def test_empty_manifest(tmp_path: Path) -> None:
     pd.DataFrame(columns=["image", "caption", "label"]).to_csv(path, index=False)
     with pytest.raises(DataValidationError, match="no rows"):
         validate(path, tiny_config(tmp_path))
+
+
+def pixels_scrambled(png: Path, out: Path) -> None:
+    """A copy of ``png`` whose compressed pixel data is scrambled and whose chunk CRCs are
+    then recomputed: every chunk checks out, the pixels do not decode."""
+    data, chunks, at = png.read_bytes(), [], 8
+    while at < len(data):
+        (length,), kind = struct.unpack(">I", data[at:at + 4]), data[at + 4:at + 8]
+        body = data[at + 8:at + 8 + length]
+        if kind == b"IDAT":
+            body = bytes(b ^ 0x5A for b in body)
+        chunks.append(struct.pack(">I", len(body)) + kind + body
+                      + struct.pack(">I", zlib.crc32(kind + body)))
+        at += 12 + length
+    out.write_bytes(data[:8] + b"".join(chunks))
+
+
+def test_an_image_whose_pixels_do_not_decode_is_reported_with_its_rows_and_the_rest_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation checks a PNG's chunks, not its pixels: one whose pixel data is damaged is
+    found while encoding (here in worker processes, as on a large table). Its rows are
+    reported as validation reports rows, and every other image's features stay cached: a
+    second run encodes only the mended one."""
+    from mmfuse.features import cache, encoding
+
+    rows = make_rows(tmp_path, 20, seed=3)
+    pixels_scrambled(tmp_path / rows.loc[0, "image"], tmp_path / "images" / "scrambled.png")
+    rows.loc[[4, 11], "image"] = "images/scrambled.png"  # two rows share it
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    cfg = tiny_config(tmp_path)
+    cfg.model.image_encoder = EncoderConfig("efficientnet-lite0", image_size=32)  # frozen
+    cfg.train.epochs, cfg.train.num_workers = 1, 2
+    monkeypatch.setattr(encoding, "MIN_ITEMS_FOR_WORKERS", 1)
+    encoded, asked = cache.encoded, []
+    monkeypatch.setattr(cache, "encoded", lambda encoder, values, *a, **k: (
+        asked.append(len(values)) if encoder.kind == "image" else None,
+        encoded(encoder, values, *a, **k))[1])
+    with pytest.raises(DataValidationError) as caught:
+        Predictor(cfg).fit(tmp_path / "train.csv")
+    assert [(p.row, p.column) for p in caught.value.problems] == [(5, "image"), (12, "image")]
+    assert "train.csv, row 5, column 'image': cannot decode image scrambled.png" in str(
+        caught.value)
+    distinct = rows["image"].nunique()
+    Image.new("RGB", (32, 32), (250, 10, 10)).save(tmp_path / "images" / "scrambled.png")
+    asked.clear()
+    Predictor(cfg).fit(tmp_path / "train.csv")
+    assert asked == [1] and distinct > 1  # only the mended image

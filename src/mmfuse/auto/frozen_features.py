@@ -24,11 +24,13 @@ import pandas as pd
 from mmfuse import deadline as clocks
 from mmfuse.auto.portfolio import IMAGE_SIDES, Preset, side_is_ours
 from mmfuse.config import Config, EncoderConfig
+from mmfuse.data.images import UndecodableImages
 from mmfuse.data.validate import cells
 from mmfuse.deadline import Deadline
 from mmfuse.encoders import create_encoder
 from mmfuse.encoders.base import Encoder
 from mmfuse.errors import ConfigError
+from mmfuse.features.assembly import undecodable_rows
 from mmfuse.features.cache import FeatureCache
 from mmfuse.progress import CONSOLE
 from mmfuse.tasks import get_task
@@ -100,7 +102,18 @@ def encode_frozen(preset: Preset, config: Config, frames: list[pd.DataFrame],
     """Every frozen encoder's features of ``frames``' rows in ``cache``; returns the preset
     the candidates use (images at a smaller side where the plan needed it), the rows they
     read (all, or as many as the plan allowed) and the plan. ``rows_read``: the rows an
-    interrupted search's plan read (a resumed search reads the same ones)."""
+    interrupted search's plan read (a resumed search reads the same ones). An image that
+    does not decode is reported with its rows."""
+    try:
+        return planned_encoding(preset, config, frames, cache, deadline, rows_read=rows_read)
+    except UndecodableImages as error:
+        raise undecodable_rows(error, frames, config.data.image_cols) from None
+
+
+def planned_encoding(preset: Preset, config: Config, frames: list[pd.DataFrame],
+                     cache: FeatureCache, deadline: Deadline, *, rows_read: int | None
+                     ) -> tuple[Preset, list[pd.DataFrame], EncodingPlan]:
+    """``encode_frozen``'s plan and encoding."""
     started = clocks.clock()
     plan, notes = EncodingPlan(rows_read=rows_read), []
     if rows_read is not None:

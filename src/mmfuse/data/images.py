@@ -10,14 +10,27 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from mmfuse.errors import MmfuseError
+
 # Checked from the header, before decoding: a crafted 1 KB PNG that inflates to gigabytes is
 # rejected without being decoded.
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(MmfuseError, ValueError):
     """An image that is missing, truncated or not an image."""
+
+
+class UndecodableImages(MmfuseError):
+    """Images that passed validation's quick check (``check_image``) but failed to decode
+    when read in full (a PNG whose chunks are intact but whose pixel data is not): ``failures``
+    maps each path to why."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = failures
+        shown = "; ".join(list(failures.values())[:5])
+        super().__init__(f"{len(failures)} image(s) do not decode: {shown}")
 
 
 class ImageTooLargeError(ImageDecodeError):

@@ -20,6 +20,7 @@ from mmfuse.data.tabular import TabularEncoding
 from mmfuse.data.validate import cells
 from mmfuse.encoders import create_encoder
 from mmfuse.encoders.base import Encoder
+from mmfuse.features.assembly import rows_table
 from mmfuse.features.cache import FeatureCache
 from mmfuse.features.items import Item, is_present, pooled_features
 
@@ -80,7 +81,7 @@ class MemberInputs:
     def from_rows(cls, rows: pd.DataFrame, config: Config, cache: FeatureCache,
                   encoders: dict[str, Encoder]) -> MemberInputs:
         def features(encoder: Encoder, column: str) -> torch.Tensor:
-            table = cache.table(encoder, cells(rows, column), with_tokens=False)
+            table = rows_table(cache, encoder, rows, column, with_tokens=False)
             return table.fetch(torch.arange(len(table.index)))["pooled"]
 
         return cls(config, encoders, features, lambda column: cells(rows, column), rows=rows)

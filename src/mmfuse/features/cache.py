@@ -277,16 +277,18 @@ class FeatureCache:
         measured = False
         produced = computed(values) if computed is not None else self._encoded(
             encoder, values, with_tokens)
-        for position, parts in produced:
-            digest = digests[position].hex()
-            pending.update({f"{digest}.{k}": v for k, v in parts.items()})
-            if len(pending) >= SHARD_ITEMS:
-                shard = self._flush(folder, pending, process)
-                if not measured:
-                    items, measured = position + 1, True
-                    room_for(folder, encoder.kind, len(values) - items,
-                             shard.stat().st_size // items)
-        self._flush(folder, pending, process)
+        try:
+            for position, parts in produced:
+                digest = digests[position].hex()
+                pending.update({f"{digest}.{k}": v for k, v in parts.items()})
+                if len(pending) >= SHARD_ITEMS:
+                    shard = self._flush(folder, pending, process)
+                    if not measured:
+                        items, measured = position + 1, True
+                        room_for(folder, encoder.kind, len(values) - items,
+                                 shard.stat().st_size // items)
+        finally:  # what was encoded is kept, whatever stopped the rest (a bad image, Ctrl-C)
+            self._flush(folder, pending, process)
 
     def _encoded(self, encoder: Encoder, values: list[str], with_tokens: bool
                  ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:

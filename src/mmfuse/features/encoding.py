@@ -6,6 +6,7 @@ encoder's fast path (``encoders/fast_path.py``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset
 
-from mmfuse.data.images import open_image
+from mmfuse.data.images import ImageDecodeError, UndecodableImages, open_image
 from mmfuse.encoders.base import Encoder, forward_of
 from mmfuse.encoders.fast_path import arithmetic, attach
 from mmfuse.progress import make_progress
@@ -34,7 +35,8 @@ def worth_workers(decodes_images: bool, items: int) -> bool:
 
 
 class EncoderInputs(Dataset):
-    """Decodes images in DataLoader workers; texts pass through."""
+    """Decodes images in DataLoader workers (one that does not decode: its path and why);
+    texts pass through."""
 
     def __init__(self, kind: str, values: list[str], encoder: Encoder) -> None:
         self.kind, self.values = kind, values
@@ -43,9 +45,38 @@ class EncoderInputs(Dataset):
     def __len__(self) -> int:
         return len(self.values)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> torch.Tensor | str | tuple[str, str]:
         value = self.values[index]
-        return self.transform(open_image(value)) if self.kind == "image" else value
+        if self.kind != "image":
+            return value
+        try:
+            return self.transform(open_image(value))
+        except ImageDecodeError as error:  # validation's check decodes less than this
+            return value, str(error)
+
+
+@dataclass
+class ImageBatch:
+    """A batch of decoded images: the encoder's inputs for those that decoded (None if
+    none did), their positions in the batch, and the (path, why) of those that did not."""
+
+    inputs: dict[str, torch.Tensor] | None
+    decoded: list[int]
+    failed: list[tuple[str, str]]
+
+
+class StackImages:
+    """The loader's collate for images: stacked where they are decoded (one tensor a batch
+    crosses processes), the undecodable set apart."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.prepare = encoder.prepare
+
+    def __call__(self, items: list[torch.Tensor | tuple[str, str]]) -> ImageBatch:
+        decoded = [i for i, item in enumerate(items) if isinstance(item, torch.Tensor)]
+        failed = [item for item in items if not isinstance(item, torch.Tensor)]
+        return ImageBatch(self.prepare([items[i] for i in decoded]) if decoded else None,
+                          decoded, failed)  # type: ignore[misc]
 
 
 def by_length(texts: list[str], window: int = SORT_WINDOW) -> np.ndarray:
@@ -62,7 +93,8 @@ def encoded(encoder: Encoder, values: list[str], with_tokens: bool, *, graphs: P
             ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """(position in ``values``, {"pooled": (D,) float32, "tokens": (L, D) float16}), in the
     order the items were encoded; ``graphs``: where fast-path graphs are kept (None: a
-    temporary folder)."""
+    temporary folder). Images that do not decode are passed over and, once every other item
+    is yielded, raised together (``UndecodableImages``)."""
     was_training = encoder.training
     home = next(encoder.parameters()).device
     device = torch.device("cuda") if torch.cuda.is_available() else home
@@ -83,10 +115,9 @@ def encoded(encoder: Encoder, values: list[str], with_tokens: bool, *, graphs: P
         batch_size=batch_size or (IMAGE_BATCH if images else TEXT_BATCH) * (
             GPU_BATCH_SCALE if on_gpu else 1),
         num_workers=workers, pin_memory=on_gpu,
-        # images stacked where they are decoded: one tensor a batch crosses processes
-        collate_fn=encoder.prepare if images else list,
+        collate_fn=StackImages(encoder) if images else list,
     )
-    done = 0
+    done, failed = 0, {}
     try:
         with make_progress() as progress:
             task = progress.add_task(
@@ -94,21 +125,32 @@ def encoded(encoder: Encoder, values: list[str], with_tokens: bool, *, graphs: P
                 total=len(values), status="",
             )
             for batch in loader:
-                inputs = send_to_device(batch if images else encoder.prepare(batch), device)
-                count = len(next(iter(inputs.values())))
                 if images:
-                    inputs = {k: v.contiguous(memory_format=layout) for k, v in inputs.items()}
-                # Only the forward pass: the .to() copies above and below, made in inference
-                # mode, would be inference tensors that autograd (explanations) cannot use.
-                with torch.inference_mode(), gpu_autocast:
-                    out = forward_of(encoder)(**inputs)
-                for row in range(count):
-                    parts = {"pooled": out.pooled[row].float().cpu().clone()}
-                    if with_tokens:
-                        length = int(out.token_mask[row].sum())
-                        parts["tokens"] = out.tokens[row, :length].half().cpu().clone()
-                    yield int(order[done + row]), parts
+                    failed.update(batch.failed)
+                    prepared, positions = batch.inputs, batch.decoded
+                    count = len(positions) + len(batch.failed)
+                else:
+                    prepared, count = encoder.prepare(batch), len(batch)
+                    positions = list(range(count))
+                if prepared is not None:
+                    inputs = send_to_device(prepared, device)
+                    if images:
+                        inputs = {k: v.contiguous(memory_format=layout)
+                                  for k, v in inputs.items()}
+                    # Only the forward pass: the .to() copies above and below, made in
+                    # inference mode, would be inference tensors that autograd
+                    # (explanations) cannot use.
+                    with torch.inference_mode(), gpu_autocast:
+                        out = forward_of(encoder)(**inputs)
+                    for row, position in enumerate(positions):
+                        parts = {"pooled": out.pooled[row].float().cpu().clone()}
+                        if with_tokens:
+                            length = int(out.token_mask[row].sum())
+                            parts["tokens"] = out.tokens[row, :length].half().cpu().clone()
+                        yield int(order[done + position]), parts
                 done += count
                 progress.advance(task, count)
+        if failed:
+            raise UndecodableImages(failed)
     finally:
         encoder.to(home, memory_format=torch.contiguous_format).train(was_training)
