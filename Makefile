@@ -37,7 +37,11 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.speed
 	$(BIN)/python -m benchmarks.retrieval
 	$(BIN)/python -m benchmarks.serve_load
+	$(BIN)/python -m benchmarks.predict_memory
+	$(BIN)/python -m benchmarks.train_memory
 	$(BIN)/python -m benchmarks.auto
+	$(BIN)/python -m benchmarks.tabular
+	$(BIN)/python -m benchmarks.fusions
 	$(BIN)/python -m benchmarks.fusions
 	$(BIN)/python -m benchmarks.predict_memory
 	$(BIN)/python -m benchmarks.train_memory
