@@ -207,8 +207,18 @@ def _weights(frame: pd.DataFrame, column: str, found: Findings) -> list[float]:
 
 def _image_read(base_dir: Path, errors: dict[str, str]) -> Callable[[Any], tuple[str, str | None]]:
     """An image cell (one photo, or several: ``data/photos.py``) -> its absolute path(s) as
-    one cell, and why it cannot be read (if so), naming the photo."""
+    one cell, and why it cannot be read (if so), naming the photo. A cell named by many rows
+    (a product's photo, a VQA image) is read once."""
+    seen: dict[str, tuple[str, str | None]] = {}
+
     def read(value: Any) -> tuple[str, str | None]:
+        if isinstance(value, str):
+            if value not in seen:
+                seen[value] = read_cell(value)
+            return seen[value]
+        return read_cell(value)
+
+    def read_cell(value: Any) -> tuple[str, str | None]:
         try:
             paths = [_resolve(p, base_dir) for p in parse_photos(value)]
         except ValueError as error:
