@@ -73,10 +73,10 @@ class StackImages:
         self.prepare = encoder.prepare
 
     def __call__(self, items: list[torch.Tensor | tuple[str, str]]) -> ImageBatch:
-        decoded = [i for i, item in enumerate(items) if isinstance(item, torch.Tensor)]
-        failed = [item for item in items if not isinstance(item, torch.Tensor)]
-        return ImageBatch(self.prepare([items[i] for i in decoded]) if decoded else None,
-                          decoded, failed)  # type: ignore[misc]
+        pixels = [item for item in items if isinstance(item, torch.Tensor)]
+        return ImageBatch(self.prepare(pixels) if pixels else None,
+                          [i for i, item in enumerate(items) if isinstance(item, torch.Tensor)],
+                          [item for item in items if not isinstance(item, torch.Tensor)])
 
 
 def by_length(texts: list[str], window: int = SORT_WINDOW) -> np.ndarray:
