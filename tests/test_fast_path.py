@@ -114,3 +114,26 @@ def test_on_a_gpu_with_bfloat16_units_frozen_features_are_keyed_bfloat16(
     assert fast_path.arithmetic(image) == "float32"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert fast_path.arithmetic(image) == "float32"  # a CPU: images go through ONNX Runtime
+
+
+@pytest.mark.parametrize("worth_s, workers", [(1e9, 0), (0.0, 2)])
+def test_images_are_decoded_in_workers_only_where_decoding_them_here_would_take_long(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worth_s: float, workers: int) -> None:
+    """Worker processes cost a start and compete for the cores: a column is decoded in them
+    only where the projected decoding (its first images timed) outweighs that; either way
+    the features are the same."""
+    from mmfuse.features import encoding
+
+    paths = uneven_images(tmp_path, SIZES)
+    monkeypatch.setattr(encoding, "MIN_ITEMS_FOR_WORKERS", 1)
+    monkeypatch.setattr(encoding, "WORKERS_WORTH_S", worth_s)
+    loaders, loader = [], encoding.DataLoader
+    monkeypatch.setattr(encoding, "DataLoader", lambda *a, **k: (
+        loaders.append(k["num_workers"]), loader(*a, **k))[1])
+    encoder = create_encoder("image", EncoderConfig("efficientnet-lite0", image_size=64))
+    reference = untouched(encoder, [encoder.transform(open_image(p)) for p in paths])
+    got = FeatureCache(tmp_path / "cache", num_workers=2, batch_size=4).table(
+        encoder, paths, with_tokens=False)
+    assert loaders == [workers]
+    torch.testing.assert_close(got.fetch(torch.arange(len(paths)))["pooled"], reference,
+                               atol=1e-4, rtol=1e-4)

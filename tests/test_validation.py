@@ -217,6 +217,7 @@ def test_an_image_whose_pixels_do_not_decode_is_reported_with_its_rows_and_the_r
     cfg.model.image_encoder = EncoderConfig("efficientnet-lite0", image_size=32)  # frozen
     cfg.train.epochs, cfg.train.num_workers = 1, 2
     monkeypatch.setattr(encoding, "MIN_ITEMS_FOR_WORKERS", 1)
+    monkeypatch.setattr(encoding, "WORKERS_WORTH_S", 0.0)
     encoded, asked = cache.encoded, []
     monkeypatch.setattr(cache, "encoded", lambda encoder, values, *a, **k: (
         asked.append(len(values)) if encoder.kind == "image" else None,

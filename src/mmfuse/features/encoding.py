@@ -5,6 +5,7 @@ encoder's fast path (``encoders/fast_path.py``)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,13 @@ TEXT_BATCH = 32
 GPU_BATCH_SCALE = 8
 SORT_WINDOW = 1024  # texts sorted by length within windows of this many (``by_length``)
 MIN_ITEMS_FOR_WORKERS = 512  # starting worker processes costs ~0.1 s: not worth it for a few rows
+# Encoding a column, images are decoded in worker processes only where decoding them all here
+# would take longer than this: the workers' start and their competing with the encoder for the
+# cores cost more than they save on small, quickly decoded images (easy-VQA's 64 px PNGs,
+# Lite0 at 128 px, 2 cores: 1,000 predicted in 2.14 s decoded here, 2.35 s in two workers;
+# 4,000 encoded in 8.2 s here, 7.6 s in workers), and far less than they save on photos.
+WORKERS_WORTH_S = 0.5
+DECODE_SAMPLE = 8  # images decoded (and dropped) to measure that
 
 
 def worth_workers(decodes_images: bool, items: int) -> bool:
@@ -79,6 +87,16 @@ class StackImages:
                           [item for item in items if not isinstance(item, torch.Tensor)])
 
 
+def decoding_seconds(inputs: EncoderInputs) -> float:
+    """What decoding every image of ``inputs`` would take in this process, projected from
+    its first ``DECODE_SAMPLE``."""
+    sample = min(DECODE_SAMPLE, len(inputs))
+    started = time.perf_counter()
+    for index in range(sample):
+        inputs[index]
+    return (time.perf_counter() - started) / max(sample, 1) * len(inputs)
+
+
 def by_length(texts: list[str], window: int = SORT_WINDOW) -> np.ndarray:
     """The texts' order for encoding: by length within each ``window`` of them, so that a
     batch pads little (a transformer's cost grows with its longest text) while items still
@@ -108,10 +126,12 @@ def encoded(encoder: Encoder, values: list[str], with_tokens: bool, *, graphs: P
     # eager convolutions run faster channels-last; ONNX Runtime reads the tensor as it is
     layout = torch.channels_last if images and not fast else torch.contiguous_format
     encoder.to(memory_format=layout)
-    workers = num_workers if worth_workers(images, len(values)) else 0
     order = np.arange(len(values)) if images else by_length(values)
+    inputs = EncoderInputs(encoder.kind, [values[i] for i in order], encoder)
+    workers = num_workers if worth_workers(images, len(values)) and (
+        decoding_seconds(inputs) > WORKERS_WORTH_S) else 0
     loader = DataLoader(
-        EncoderInputs(encoder.kind, [values[i] for i in order], encoder),
+        inputs,
         batch_size=batch_size or (IMAGE_BATCH if images else TEXT_BATCH) * (
             GPU_BATCH_SCALE if on_gpu else 1),
         num_workers=workers, pin_memory=on_gpu,
