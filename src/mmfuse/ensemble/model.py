@@ -34,10 +34,10 @@ from mmfuse.ensemble.combine import (
     tempered,
 )
 from mmfuse.ensemble.inputs import MemberInputs, View, encoder_for
+from mmfuse.ensemble.member_kinds import Folds, linear_kind, new_member, out_of_fold
 from mmfuse.ensemble.members import LinearMember
 from mmfuse.ensemble.networks import NetworkMember
 from mmfuse.ensemble.trees import TreeMember
-from mmfuse.ensemble.zero_shot import ZERO_SHOT, ZeroShotMember
 from mmfuse.errors import CheckpointError, ConfigError, MmfuseError
 from mmfuse.features.assembly import HoldsFeatureCache
 from mmfuse.features.cache import FeatureCache
@@ -48,7 +48,6 @@ from mmfuse.scoring import log_of
 from mmfuse.tasks import Task, get_task, selection_metric
 from mmfuse.tasks.decision import decide, fit_shift, label_score, nested_decisions
 
-Folds = list[tuple[np.ndarray, np.ndarray]]  # (fitting rows, held-out rows) positions
 Member = LinearMember | TreeMember | NetworkMember
 MEMBERS_DIR = "members"  # members' own files: members/<i>/ (a network's fold model folders)
 
@@ -355,31 +354,6 @@ def decided(task: Task, classes: list[str] | None, probabilities: np.ndarray,
     if task.multilabel:
         return (probabilities >= 0.5).astype(np.int64)
     return decide(probabilities, shift)
-
-
-def new_member(view: View, classes: list[str] | None, seed: int) -> LinearMember | TreeMember:
-    """An unfitted member reading ``view``: trees for "tabular-trees", a linear model started
-    from class prompts for "zero-shot", else a linear model."""
-    if view.kind == "tabular-trees":
-        return TreeMember(classes, seed)
-    return linear_kind(view.kind)(view, classes)
-
-
-def linear_kind(view: str) -> type[LinearMember]:
-    """The linear member that reads a view of this kind: one started from zero-shot prompts
-    for "zero-shot", else a logistic (or ridge) regression."""
-    return ZeroShotMember if view == ZERO_SHOT else LinearMember
-
-
-def out_of_fold(view: View, classes: list[str] | None, inputs: MemberInputs, y: np.ndarray,
-                folds: Folds, *, seed: int = 0) -> np.ndarray:
-    """(N, C) probabilities (regression: (N, 1) values) of a member fitted without each
-    row's fold."""
-    oof = np.zeros((len(y), 1 if classes is None else len(classes)))
-    for fit_rows, held_rows in folds:
-        member = new_member(view, classes, seed).fit(inputs.take(fit_rows), y[fit_rows])
-        oof[held_rows] = member.predict_proba(inputs.take(held_rows))
-    return oof
 
 
 def metric_score(task: Task, config: Config, classes: list[str] | None):
