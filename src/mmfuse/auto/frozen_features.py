@@ -126,18 +126,14 @@ def planned_encoding(preset: Preset, config: Config, frames: list[pd.DataFrame],
             job.kind == "image" and (job.config.image_size or 0) > IMAGE_SIDES[0]
             and side_is_ours(job.config) for job in jobs):
         preset = at_smallest_side(preset)
-        before_jobs = list(zip(jobs, rates, strict=True))
-        jobs = frozen_jobs(preset, config, frames, built=[job for job, _ in before_jobs])
-        rates = measured_rates(jobs, cache, known=before_jobs)
+        jobs, rates = replanned(preset, config, frames, cache, jobs, rates)
         before, plan.projected_s = plan.projected_s, projected_seconds(jobs, rates)
         notes.append(f"images at {IMAGE_SIDES[0]} px: at their side, encoding would have "
                      f"taken about {before:.0f} s of the {deadline.remaining():.0f} s left")
     if plan.projected_s > allowed and any(job.kind == "text" and job.items > len(job.distinct)
                                           for job in jobs):
         preset = first_windows(preset)
-        before_jobs = list(zip(jobs, rates, strict=True))
-        jobs = frozen_jobs(preset, config, frames, built=[job for job, _ in before_jobs])
-        rates = measured_rates(jobs, cache, known=before_jobs)
+        jobs, rates = replanned(preset, config, frames, cache, jobs, rates)
         before, plan.projected_s = plan.projected_s, projected_seconds(jobs, rates)
         notes.append("long texts read to their first window: all their windows would have "
                      f"taken about {before:.0f} s to encode (the TF-IDF members still read "
@@ -189,6 +185,14 @@ def frozen_jobs(preset: Preset, config: Config, frames: list[pd.DataFrame], *,
                 values = [v for f in frames for c in columns for v in cells(f, c)]
                 jobs.append(Job(kind, encoder_config, encoder, values))
     return jobs
+
+
+def replanned(preset: Preset, config: Config, frames: list[pd.DataFrame], cache: FeatureCache,
+              jobs: list[Job], rates: list[float]) -> tuple[list[Job], list[float]]:
+    """The jobs of a changed ``preset`` and their rates: encoders the earlier ``jobs`` loaded
+    are reused and keep their measured ``rates``; only the changed ones are measured."""
+    new = frozen_jobs(preset, config, frames, built=jobs)
+    return new, measured_rates(new, cache, known=list(zip(jobs, rates, strict=True)))
 
 
 def measured_rates(jobs: list[Job], cache: FeatureCache, *,
