@@ -128,8 +128,8 @@ def encoded(encoder: Encoder, values: list[str], with_tokens: bool, *, graphs: P
     encoder.to(memory_format=layout)
     order = np.arange(len(values)) if images else by_length(values)
     inputs = EncoderInputs(encoder.kind, [values[i] for i in order], encoder)
-    workers = num_workers if worth_workers(images, len(values)) and (
-        decoding_seconds(inputs) > WORKERS_WORTH_S) else 0
+    workers = num_workers if num_workers and worth_workers(images, len(values)) and (
+        decoding_seconds(inputs) > WORKERS_WORTH_S) else 0  # nothing timed without workers
     loader = DataLoader(
         inputs,
         batch_size=batch_size or (IMAGE_BATCH if images else TEXT_BATCH) * (
